@@ -1,0 +1,227 @@
+//! The resolved configuration: every value concrete, profile defaults applied.
+//!
+//! This is what the rest of Edgeplane reads. It is produced by [`crate::load`]
+//! from the TOML file (see `config/README.md` for the file format) and is
+//! never partially filled: a value the file does not set comes from the
+//! profile's default. Field names match the TOML keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which set of defaults applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// A small disconnected site: fast failover, metrics buffered for days.
+    Edge,
+    /// The cloud region: conservative timing, no uplink (it is the receiver).
+    Region,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub profile: Profile,
+    /// This host's name; must be one of `nodes`.
+    pub host: String,
+    /// The site's name, added as the `site` label to every metric.
+    pub site: String,
+    /// Every host of the site in bootstrap order: the first `cluster.voters`
+    /// form the initial cluster, the next one is the standby (learner), any
+    /// further hosts are cold spares.
+    pub nodes: Vec<Node>,
+    pub cluster: Cluster,
+    pub etcd: Etcd,
+    pub paths: Paths,
+    pub snapshots: Snapshots,
+    pub recovery: Recovery,
+    pub defrag: Defrag,
+    pub metrics: Metrics,
+    pub buffer: Buffer,
+    pub uplink: Uplink,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    /// etcd peer URL, e.g. `http://10.0.0.1:2380`.
+    pub peer_url: String,
+    /// etcd client URL, e.g. `http://10.0.0.1:2379`.
+    pub client_url: String,
+    /// The agent's API URL, e.g. `http://10.0.0.1:7070`.
+    pub agent_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// Desired voter count: 1, 3 or 5.
+    pub voters: usize,
+    /// Whether the agent manages membership at all (standby, promotion, rejoin).
+    pub manage_membership: bool,
+    /// How long a voter's etcd AND agent must both be unreachable before it is
+    /// declared dead and replaced.
+    pub failure_detection: Duration,
+    /// When a voter's agent answers but its etcd is down, how long the local
+    /// restart gets before the voter is replaced.
+    pub etcd_restart_grace: Duration,
+    /// A learner is promotable only if its applied index is within this many
+    /// entries of the leader's.
+    pub promotion_max_lag: u64,
+    /// ... and has stayed so for this long.
+    pub promotion_stable_for: Duration,
+    /// A learner that has not caught up within this long is evicted and replaced.
+    pub learner_stuck_after: Duration,
+    /// Period of the membership reconcile loop.
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Etcd {
+    pub binary: PathBuf,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    pub quota_backend_bytes: u64,
+    pub pre_vote: bool,
+    /// Extra command-line flags passed to etcd verbatim.
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paths {
+    /// Root of the agent's own state; the other directories default below it.
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub snapshot_dir: PathBuf,
+    pub buffer_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshots {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub retain_count: usize,
+    pub retain_age: Duration,
+    pub copy_to_peers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumLossPolicy {
+    /// Never rebuild automatically; print the `edgeplane recover` command.
+    Manual,
+    /// Rebuild automatically once the fence command confirmed every lost voter off.
+    Fenced,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovery {
+    pub quorum_loss_policy: QuorumLossPolicy,
+    /// Program and arguments; `{host}` is replaced by the lost host's name.
+    /// Exit status 0 means "confirmed powered off".
+    pub fence_command: Vec<String>,
+    /// How long a majority of voters must be unreachable to call it quorum loss.
+    pub quorum_loss_window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defrag {
+    pub enabled: bool,
+    /// Defragment when (db_size - db_in_use) / db_size exceeds this.
+    pub free_ratio: f64,
+    /// ... and db_size is at least this big.
+    pub min_db_bytes: u64,
+    pub check_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub enabled: bool,
+    pub scrape_interval: Duration,
+    pub scrape_timeout: Duration,
+    /// Scrape the local etcd's `/metrics`.
+    pub scrape_etcd: bool,
+    /// Scrape the agent's own `/metrics`.
+    pub scrape_self: bool,
+    pub targets: Vec<Target>,
+    /// Priority classes, most critical first.
+    pub classes: Vec<String>,
+    pub default_class: String,
+    /// First match wins.
+    pub rules: Vec<Rule>,
+    /// Labels added to every sample (besides `site`, `instance`, `job`).
+    pub external_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Becomes the `job` label.
+    pub job: String,
+    pub url: String,
+    /// Overrides `metrics.scrape_interval`.
+    pub interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Glob over the metric name (`*` and `?`).
+    pub metric: String,
+    /// Every label listed must be present with exactly this value.
+    pub labels: BTreeMap<String, String>,
+    pub class: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync after every appended batch.
+    Batch,
+    /// fsync at most every `buffer.fsync_interval`.
+    Interval,
+    /// Leave it to the OS (data written in the last ~30 s may be lost on power loss).
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buffer {
+    /// Hard budget for the buffer directory on disk.
+    pub budget_bytes: u64,
+    /// Segment file size; the budget may be exceeded by at most one segment.
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: Duration,
+    /// Samples older than this are expired (counted, never sent).
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    pub enabled: bool,
+    /// Prometheus remote-write URL of the region.
+    pub url: Option<String>,
+    pub timeout: Duration,
+    /// Maximum backlog flush rate, samples per second (live data is not limited).
+    pub backfill_rate: u64,
+    /// Samples per remote-write request.
+    pub batch_samples: usize,
+    /// Samples older than this are never sent (the receiver would refuse them).
+    pub max_sample_age: Duration,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Bound on the dead-letter area for batches the receiver refused.
+    pub dead_letter_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub dir: PathBuf,
+    /// `tracing` filter, e.g. `info` or `edgeplane=debug,info`.
+    pub level: String,
+    /// Write rolling log files (stderr is always written).
+    pub to_files: bool,
+    /// Daily files kept.
+    pub retention_files: usize,
+}
