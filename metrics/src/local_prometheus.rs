@@ -1,0 +1,251 @@
+//! A real Prometheus on loopback, for tests and the backfill benchmark.
+//!
+//! Starts `/usr/bin/prometheus` (Debian's 2.42) in its own temporary
+//! directory with the remote-write receiver enabled and an out-of-order
+//! window (2.42 has no flag for it; the config file's `storage.tsdb`
+//! section is the way), waits for `/-/ready`, and kills it on drop so a
+//! failing test leaves no process behind.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to start it.
+#[derive(Debug, Clone)]
+pub struct PrometheusOptions {
+    pub binary: PathBuf,
+    /// `storage.tsdb.out_of_order_time_window`, e.g. `"30d"`; `None` leaves
+    /// it out (then Prometheus refuses samples about an hour older than its
+    /// newest one).
+    pub out_of_order_window: Option<String>,
+    /// Listen on this port (0 = pick a free one).
+    pub port: u16,
+}
+
+impl Default for PrometheusOptions {
+    fn default() -> Self {
+        PrometheusOptions {
+            binary: PathBuf::from("/usr/bin/prometheus"),
+            out_of_order_window: Some("30d".into()),
+            port: 0,
+        }
+    }
+}
+
+/// One series as returned by a raw range-vector query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSeries {
+    pub labels: BTreeMap<String, String>,
+    /// `(timestamp_ms, value)`, oldest first.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// A running Prometheus; killed on drop.
+pub struct LocalPrometheus {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    port: u16,
+    http: reqwest::Client,
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalPrometheus {
+    /// Starts Prometheus and waits (up to 30 s) until it is ready.
+    pub async fn start(opts: PrometheusOptions) -> Result<Self, String> {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let port = if opts.port == 0 {
+            free_port().map_err(|e| format!("free port: {e}"))?
+        } else {
+            opts.port
+        };
+        let mut cfg = String::from("global:\n  scrape_interval: 1m\n");
+        if let Some(w) = &opts.out_of_order_window {
+            cfg.push_str(&format!(
+                "storage:\n  tsdb:\n    out_of_order_time_window: {w}\n"
+            ));
+        }
+        let cfg_path = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg_path, cfg).map_err(|e| format!("write config: {e}"))?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))
+            .map_err(|e| format!("log file: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+        let child = Command::new(&opts.binary)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--storage.tsdb.retention.time=60d")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", opts.binary.display()))?;
+        let mut me = LocalPrometheus {
+            child: Some(child),
+            _dir: dir,
+            port,
+            http: reqwest::Client::new(),
+        };
+        me.wait_ready(Duration::from_secs(30)).await?;
+        Ok(me)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let url = format!("{}/-/ready", self.base_url());
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!(
+                    "prometheus exited with {status}: {}",
+                    self.log_tail()
+                ));
+            }
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "prometheus not ready after {limit:?}: {}",
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of Prometheus' own log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir().join("prometheus.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn remote_write_url(&self) -> String {
+        format!("{}/api/v1/write", self.base_url())
+    }
+
+    /// Kills the process (also done on drop).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every raw sample of the series matching `selector` within `range`
+    /// (a Prometheus duration such as `"4d"`) before `at_ms`.
+    pub async fn raw(
+        &self,
+        selector: &str,
+        range: &str,
+        at_ms: i64,
+    ) -> Result<Vec<RawSeries>, String> {
+        let q = format!("{selector}[{range}]");
+        let v = self.api_query(&q, at_ms).await?;
+        let mut out = Vec::new();
+        for r in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+            out.push(RawSeries {
+                labels: labels_of(&r["metric"]),
+                samples: r["values"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(point)
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// An instant query evaluated at `at_ms`: `(labels, value)` per series.
+    pub async fn instant(
+        &self,
+        query: &str,
+        at_ms: i64,
+    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+        let v = self.api_query(query, at_ms).await?;
+        Ok(v["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| point(&r["value"]).map(|(_, val)| (labels_of(&r["metric"]), val)))
+            .collect())
+    }
+
+    async fn api_query(&self, q: &str, at_ms: i64) -> Result<serde_json::Value, String> {
+        let time = format!("{:.3}", at_ms as f64 / 1000.0);
+        let resp = self
+            .http
+            .get(
+                reqwest::Url::parse_with_params(
+                    &format!("{}/api/v1/query", self.base_url()),
+                    &[("query", q), ("time", time.as_str())],
+                )
+                .map_err(|e| format!("query url: {e}"))?,
+            )
+            .send()
+            .await
+            .map_err(|e| format!("query {q}: {e}"))?;
+        let v: serde_json::Value = resp.json().await.map_err(|e| format!("query {q}: {e}"))?;
+        if v["status"] != "success" {
+            return Err(format!("query {q}: {v}"));
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for LocalPrometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn labels_of(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn point(v: &serde_json::Value) -> Option<(i64, f64)> {
+    let a = v.as_array()?;
+    let t = a.first()?.as_f64()?;
+    let val = a.get(1)?.as_str()?.parse::<f64>().ok()?;
+    Some(((t * 1000.0).round() as i64, val))
+}

@@ -1,0 +1,920 @@
+//! Wiring: scrapers → ingest (classify, buffer, live queue) → live lane and
+//! backlog drain → region. See the crate docs for the design.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::Sample;
+use crate::classify::{Classifier, Rule};
+use crate::dead_letter::{DeadLetter, DeadLetterStats};
+use crate::link::{LinkMachine, LinkState, LinkTiming};
+use crate::live::{self, Key, Ledger, LiveBatch, LiveQueue, Seen, TokenBucket};
+use crate::remote_write::{self, Verdict};
+use crate::scrape::{self, CommonLabels, ScrapeOutcome, ScrapeTarget};
+use crate::status::{self, Counters, FlushStatus, LinkStatus, MetricsStatus, TargetStatus};
+use crate::store::{ClassBacklog, SampleStore, StoreError};
+use crate::uplink::{self, RemoteWriter, UplinkError, UplinkOptions, Writer};
+
+/// Everything the pipeline needs, resolved. Build it from the agent's
+/// config with [`PipelineOptions::from_config`] or by hand (tests, bench).
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The `site` label.
+    pub site: String,
+    /// Added to every sample that does not carry them (sorted or not).
+    pub external_labels: Vec<(String, String)>,
+    pub targets: Vec<ScrapeTarget>,
+    /// Most critical first.
+    pub classes: Vec<String>,
+    pub default_class: String,
+    pub rules: Vec<Rule>,
+    /// `None`: buffer only (the region profile, or no URL configured).
+    pub uplink: Option<UplinkOptions>,
+    /// Where refused batches go.
+    pub dead_letter_dir: PathBuf,
+    /// Live queue bound in samples (older live batches fall back to the
+    /// buffer). Default: 4 × batch.
+    pub live_queue_samples: usize,
+    /// Keys the live/drain ledger may hold (≈ 40 bytes each).
+    pub ledger_capacity: usize,
+    pub link: LinkTiming,
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("failed to open the dead-letter directory {path}")]
+    DeadLetter {
+        path: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
+    #[error("failed to set up the uplink")]
+    Uplink(#[from] UplinkError),
+    #[error("failed to open the metrics buffer")]
+    Buffer(#[source] StoreError),
+    #[error("invalid metrics options: {0}")]
+    Invalid(String),
+}
+
+enum Ingest {
+    Scraped(ScrapeOutcome),
+    Inject {
+        samples: Vec<Sample>,
+        live: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// State shared by the tasks and the handle.
+pub(crate) struct Shared {
+    classes: Vec<String>,
+    counters: Mutex<Counters>,
+    targets: Mutex<Vec<TargetStatus>>,
+    link: Mutex<LinkMachine>,
+    link_since_ms: AtomicI64,
+    link_tx: watch::Sender<LinkState>,
+    probe_delay: Mutex<Duration>,
+    ledger: Mutex<Ledger>,
+    live: Mutex<LiveQueue>,
+    live_notify: Notify,
+    drain_notify: Notify,
+    dead: Mutex<DeadLetterStats>,
+    /// (when, samples) of recent backfill sends, for the measured rate.
+    backfill_window: Mutex<VecDeque<(Instant, u64)>>,
+    /// Recent live latencies (send completion − sample timestamp), seconds.
+    live_latencies: Mutex<VecDeque<f64>>,
+    backlog: Box<dyn Fn() -> Vec<ClassBacklog> + Send + Sync>,
+    url: Option<String>,
+    backfill_rate: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking holder cannot leave these structures half-updated in a
+    // way that matters more than stopping the whole agent would.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Shared {
+    fn report_success(&self) {
+        let mut m = lock(&self.link);
+        let before = m.state();
+        m.on_success();
+        if before != LinkState::Up {
+            self.link_since_ms.store(now_ms(), Ordering::Relaxed);
+            tracing::info!(from = ?before, "The uplink to the region is up.");
+            self.link_tx.send_replace(LinkState::Up);
+        }
+    }
+
+    fn report_failure(&self, reason: String, after: Option<Duration>) -> Duration {
+        let mut m = lock(&self.link);
+        let before = m.state();
+        let d = m.on_failure(reason.clone(), after, rand::random::<f64>());
+        *lock(&self.probe_delay) = d;
+        if m.state() != before {
+            self.link_since_ms.store(now_ms(), Ordering::Relaxed);
+            tracing::warn!(state = ?m.state(), error = %reason, retry_in = ?d, "The uplink to the region is failing.");
+            self.link_tx.send_replace(m.state());
+        }
+        d
+    }
+
+    fn count_response(&self, code: &str) {
+        *lock(&self.counters)
+            .responses
+            .entry(code.to_owned())
+            .or_default() += 1;
+    }
+
+    fn status(&self) -> MetricsStatus {
+        let classes = (self.backlog)();
+        let backlog_samples: u64 = classes.iter().map(|c| c.samples).sum();
+        let backlog_bytes: u64 = classes.iter().map(|c| c.bytes).sum();
+        let rate = {
+            let mut w = lock(&self.backfill_window);
+            let cutoff = Instant::now() - Duration::from_secs(60);
+            while w.front().is_some_and(|(t, _)| *t < cutoff) {
+                w.pop_front();
+            }
+            match w.front() {
+                Some((t0, _)) => {
+                    let secs = t0.elapsed().as_secs_f64().max(1.0);
+                    w.iter().map(|(_, n)| *n).sum::<u64>() as f64 / secs
+                }
+                None => 0.0,
+            }
+        };
+        let m = lock(&self.link);
+        MetricsStatus {
+            link: LinkStatus {
+                state: m.state(),
+                url: self.url.as_deref().map(status::redact_url),
+                consecutive_failures: m.consecutive_failures(),
+                last_error: m.last_error().map(str::to_owned),
+                since_ms: self.link_since_ms.load(Ordering::Relaxed),
+            },
+            classes,
+            backlog_samples,
+            backlog_bytes,
+            dead_letter: lock(&self.dead).clone(),
+            flush: FlushStatus {
+                backfill_rate_limit: self.backfill_rate,
+                backfill_samples_per_s: rate,
+                eta_s: (rate > 0.0 && backlog_samples > 0).then(|| backlog_samples as f64 / rate),
+            },
+            targets: lock(&self.targets).clone(),
+            counters: lock(&self.counters).clone(),
+            live_queue_samples: lock(&self.live).samples() as u64,
+            live_ledger_keys: lock(&self.ledger).len() as u64,
+        }
+    }
+}
+
+/// The running pipeline.
+pub struct PipelineHandle {
+    shared: Arc<Shared>,
+    ingest_tx: mpsc::Sender<Ingest>,
+    stop_tx: watch::Sender<bool>,
+    scrapers: Vec<JoinHandle<()>>,
+    ingest: JoinHandle<()>,
+    senders: Vec<JoinHandle<()>>,
+    sync: Box<dyn FnOnce() -> Result<(), StoreError> + Send>,
+}
+
+/// The entry point; see the crate docs.
+pub struct Pipeline;
+
+impl Pipeline {
+    /// Starts the pipeline over `store` (the disk buffer). Must be called
+    /// within a multi-threaded tokio runtime.
+    pub fn start_with_store<S: SampleStore>(
+        opts: PipelineOptions,
+        store: S,
+    ) -> Result<PipelineHandle, StartError> {
+        if opts.classes.is_empty() || !opts.classes.contains(&opts.default_class) {
+            return Err(StartError::Invalid(format!(
+                "the default class {:?} must be one of the classes {:?}",
+                opts.default_class, opts.classes
+            )));
+        }
+        let store = Arc::new(Mutex::new(store));
+        let dead = match &opts.uplink {
+            Some(u) => Some(
+                DeadLetter::open(&opts.dead_letter_dir, u.dead_letter_bytes).map_err(|err| {
+                    StartError::DeadLetter {
+                        path: opts.dead_letter_dir.clone(),
+                        err,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let writer: Option<Writer> = match &opts.uplink {
+            Some(u) => Some(Arc::new(RemoteWriter::new(u)?)),
+            None => None,
+        };
+        let backlog_store = store.clone();
+        let (link_tx, _) = watch::channel(LinkState::Up);
+        let shared = Arc::new(Shared {
+            classes: opts.classes.clone(),
+            counters: Mutex::new(Counters::default()),
+            targets: Mutex::new(
+                opts.targets
+                    .iter()
+                    .map(|t| TargetStatus {
+                        job: t.job.clone(),
+                        url: t.url.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            link: Mutex::new(LinkMachine::new(opts.link)),
+            link_since_ms: AtomicI64::new(now_ms()),
+            link_tx,
+            probe_delay: Mutex::new(opts.link.backoff_base),
+            ledger: Mutex::new(Ledger::new(opts.classes.len(), opts.ledger_capacity)),
+            live: Mutex::new(LiveQueue::new(opts.live_queue_samples)),
+            live_notify: Notify::new(),
+            drain_notify: Notify::new(),
+            dead: Mutex::new(dead.as_ref().map(DeadLetter::stats).unwrap_or_default()),
+            backfill_window: Mutex::new(VecDeque::new()),
+            live_latencies: Mutex::new(VecDeque::new()),
+            backlog: Box::new(move || lock(&backlog_store).backlog()),
+            url: opts.uplink.as_ref().map(|u| u.url.clone()),
+            backfill_rate: opts.uplink.as_ref().map_or(0, |u| u.backfill_rate),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>(64);
+
+        let common = CommonLabels {
+            site: opts.site.clone(),
+            external: {
+                let mut e = opts.external_labels.clone();
+                e.sort();
+                e
+            },
+        };
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartError::Uplink(UplinkError::Client(e)))?;
+        let scrapers = opts
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                tokio::spawn(run_target(
+                    http.clone(),
+                    t.clone(),
+                    common.clone(),
+                    ingest_tx.clone(),
+                    stop_rx.clone(),
+                    i,
+                ))
+            })
+            .collect();
+
+        let classifier = Classifier::new(
+            opts.rules.clone(),
+            opts.default_class.clone(),
+            &opts.classes,
+        );
+        let ingest = tokio::spawn(run_ingest(
+            shared.clone(),
+            store.clone(),
+            classifier,
+            ingest_rx,
+            writer.is_some(),
+        ));
+        let mut senders = Vec::new();
+        if let (Some(w), Some(u), Some(dl)) = (writer, opts.uplink.clone(), dead) {
+            senders.push(tokio::spawn(run_live(
+                shared.clone(),
+                w.clone(),
+                u.clone(),
+                stop_rx.clone(),
+            )));
+            senders.push(tokio::spawn(run_drain(
+                shared.clone(),
+                store.clone(),
+                w.clone(),
+                u,
+                dl,
+                stop_rx.clone(),
+            )));
+            senders.push(tokio::spawn(run_probe(shared.clone(), w, stop_rx.clone())));
+        }
+        let sync_store = store;
+        Ok(PipelineHandle {
+            shared,
+            ingest_tx,
+            stop_tx,
+            scrapers,
+            ingest,
+            senders,
+            sync: Box::new(move || lock(&sync_store).sync()),
+        })
+    }
+}
+
+impl PipelineHandle {
+    /// A snapshot of everything the pipeline knows.
+    pub fn status(&self) -> MetricsStatus {
+        self.shared.status()
+    }
+
+    /// The pipeline's own counters in the Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        self.status().render_prometheus()
+    }
+
+    /// Feeds samples through the same path as scraped ones (classify,
+    /// buffer, and the live lane if `live`). Returns once they are in the
+    /// buffer. For tests, benchmarks and tools.
+    pub async fn inject(&self, samples: Vec<Sample>, live: bool) {
+        let (done, rx) = oneshot::channel();
+        if self
+            .ingest_tx
+            .send(Ingest::Inject {
+                samples,
+                live,
+                done,
+            })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Recent live-lane latencies (delivery time − sample timestamp), in
+    /// seconds, oldest first (at most the last 4096).
+    pub fn live_latencies(&self) -> Vec<f64> {
+        lock(&self.shared.live_latencies).iter().copied().collect()
+    }
+
+    /// Stops scraping, buffers what was scraped, stops sending (unacked
+    /// batches stay in the buffer) and syncs the buffer to disk.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        let _ = self.stop_tx.send(true);
+        for s in self.scrapers {
+            let _ = s.await;
+        }
+        drop(self.ingest_tx);
+        let _ = self.ingest.await;
+        for s in self.senders {
+            let _ = s.await;
+        }
+        let sync = self.sync;
+        tokio::task::spawn_blocking(sync)
+            .await
+            .map_err(|e| StoreError(format!("buffer sync task failed: {e}")))?
+    }
+}
+
+async fn run_target(
+    http: reqwest::Client,
+    t: ScrapeTarget,
+    common: CommonLabels,
+    tx: mpsc::Sender<Ingest>,
+    mut stop: watch::Receiver<bool>,
+    _index: usize,
+) {
+    // Spread targets over the interval, deterministically per URL.
+    let offset = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        t.url.hash(&mut h);
+        let ms = t.interval.as_millis().max(1) as u64;
+        Duration::from_millis(h.finish() % ms / 4)
+    };
+    if !uplink::sleep_or_stop(offset, &mut stop).await {
+        return;
+    }
+    let mut tick = tokio::time::interval(t.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let out = scrape::scrape_once(&http, &t, &common).await;
+        if let Some(e) = &out.error {
+            tracing::debug!(job = %t.job, url = %t.url, error = %e, "A scrape failed.");
+        }
+        if tx.send(Ingest::Scraped(out)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn run_ingest<S: SampleStore>(
+    shared: Arc<Shared>,
+    store: Arc<Mutex<S>>,
+    classifier: Classifier,
+    mut rx: mpsc::Receiver<Ingest>,
+    uplink: bool,
+) {
+    while let Some(msg) = rx.recv().await {
+        let (samples, live, done) = match msg {
+            Ingest::Scraped(out) => {
+                {
+                    let mut c = lock(&shared.counters);
+                    c.scrapes += 1;
+                    c.samples_scraped += out.samples.len() as u64;
+                    c.scrape_duplicate_series += out.duplicates;
+                    if out.error.is_some() {
+                        c.scrape_failures += 1;
+                    }
+                }
+                if let Some(t) = lock(&shared.targets)
+                    .iter_mut()
+                    .find(|t| t.url == out.url && t.job == out.job)
+                {
+                    t.scrapes += 1;
+                    t.up = out.error.is_none();
+                    t.last_scrape_ms = Some(out.started_ms);
+                    t.last_duration_s = out.duration.as_secs_f64();
+                    t.last_samples = out.samples.len() as u64;
+                    if out.error.is_some() {
+                        t.failures += 1;
+                    }
+                    t.last_error.clone_from(&out.error);
+                }
+                (out.samples, true, None)
+            }
+            Ingest::Inject {
+                samples,
+                live,
+                done,
+            } => (samples, live, Some(done)),
+        };
+        let live = live && uplink;
+        let mut per_class: Vec<Vec<Sample>> = vec![Vec::new(); shared.classes.len()];
+        for s in samples {
+            let name = s
+                .labels
+                .iter()
+                .find(|(k, _)| k == "__name__")
+                .map_or("", |(_, v)| v.as_str());
+            let class = classifier.classify(name, &s.labels);
+            let ci = shared.classes.iter().position(|c| c == class).unwrap_or(0);
+            per_class[ci].push(s);
+        }
+        for (ci, samples) in per_class.into_iter().enumerate() {
+            if samples.is_empty() {
+                continue;
+            }
+            let keys: Vec<Key> = if live {
+                let keys: Vec<Key> = samples.iter().map(live::key_of).collect();
+                lock(&shared.ledger).register(ci, &keys);
+                keys
+            } else {
+                Vec::new()
+            };
+            let class = shared.classes[ci].clone();
+            let st = store.clone();
+            let n = samples.len() as u64;
+            let (res, samples) = tokio::task::spawn_blocking(move || {
+                let r = lock(&st).append(&class, &samples);
+                (r, samples)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                (
+                    Err(StoreError(format!("append task failed: {e}"))),
+                    Vec::new(),
+                )
+            });
+            {
+                let mut c = lock(&shared.counters);
+                match &res {
+                    Ok(()) => c.samples_buffered += n,
+                    Err(e) => {
+                        c.buffer_append_errors += 1;
+                        c.samples_lost_on_append += n;
+                        tracing::error!(class = %shared.classes[ci], samples = n, error = %e, "Appending samples to the metrics buffer failed; they are sent live only.");
+                    }
+                }
+            }
+            if live && !samples.is_empty() {
+                let evicted = lock(&shared.live).push(LiveBatch {
+                    class: ci,
+                    samples,
+                    keys,
+                });
+                forget_evicted(&shared, evicted);
+                shared.live_notify.notify_one();
+            }
+        }
+        shared.drain_notify.notify_one();
+        if let Some(d) = done {
+            let _ = d.send(());
+        }
+    }
+}
+
+fn forget_evicted(shared: &Shared, evicted: Vec<LiveBatch>) {
+    if evicted.is_empty() {
+        return;
+    }
+    let mut n = 0;
+    let mut l = lock(&shared.ledger);
+    for b in evicted {
+        n += b.samples.len() as u64;
+        l.resolve(b.class, &b.keys, false);
+    }
+    drop(l);
+    lock(&shared.counters).live_samples_evicted += n;
+}
+
+async fn run_live(
+    shared: Arc<Shared>,
+    writer: Writer,
+    u: UplinkOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if lock(&shared.live).is_empty() {
+            tokio::select! {
+                _ = shared.live_notify.notified() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        if !uplink::wait_usable(shared.link_tx.subscribe(), &mut stop).await {
+            return;
+        }
+        let batches = lock(&shared.live).take(u.batch_samples.max(1));
+        if batches.is_empty() {
+            continue;
+        }
+        let all: Vec<Sample> = batches
+            .iter()
+            .flat_map(|b| b.samples.iter().cloned())
+            .collect();
+        let body = remote_write::encode(&all);
+        let (verdict, code) = tokio::select! {
+            r = writer.send(body) => r,
+            _ = stop.changed() => return,
+        };
+        shared.count_response(&code);
+        match verdict {
+            Verdict::Delivered => {
+                shared.report_success();
+                let done_ms = now_ms();
+                let mut dups = 0;
+                {
+                    let mut l = lock(&shared.ledger);
+                    for b in &batches {
+                        dups += l.resolve(b.class, &b.keys, true);
+                    }
+                }
+                {
+                    let mut lat = lock(&shared.live_latencies);
+                    for s in all.iter().step_by((all.len() / 64).max(1)) {
+                        lat.push_back((done_ms - s.timestamp_ms) as f64 / 1000.0);
+                    }
+                    while lat.len() > 4096 {
+                        lat.pop_front();
+                    }
+                }
+                let mut c = lock(&shared.counters);
+                c.live_requests += 1;
+                c.live_samples_sent += all.len() as u64;
+                c.duplicate_samples_sent += dups;
+            }
+            Verdict::Permanent { reason } => {
+                // The drain meets the same batch in the buffer and sets it
+                // aside; here it is only forgotten.
+                tracing::debug!(reason = %reason, "The region refused a live batch; the backlog drain will dead-letter it.");
+                shared.report_success();
+                let mut l = lock(&shared.ledger);
+                for b in &batches {
+                    l.resolve(b.class, &b.keys, false);
+                }
+                drop(l);
+                lock(&shared.counters).live_failures += 1;
+            }
+            Verdict::Retry { .. } | Verdict::Endpoint { .. } => {
+                let (reason, after) = match verdict {
+                    Verdict::Retry { after, reason } => (reason, after),
+                    Verdict::Endpoint { reason } => (reason, None),
+                    _ => (String::new(), None),
+                };
+                let d = shared.report_failure(reason, after);
+                lock(&shared.counters).live_failures += 1;
+                let mut evicted = Vec::new();
+                {
+                    let mut q = lock(&shared.live);
+                    for b in batches.into_iter().rev() {
+                        evicted.extend(q.push_front(b));
+                    }
+                }
+                forget_evicted(&shared, evicted);
+                if !uplink::sleep_or_stop(d, &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Done {
+    Ack,
+    Stop,
+}
+
+async fn run_drain<S: SampleStore>(
+    shared: Arc<Shared>,
+    store: Arc<Mutex<S>>,
+    writer: Writer,
+    u: UplinkOptions,
+    dead: DeadLetter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let dead = Arc::new(Mutex::new(dead));
+    let t0 = Instant::now();
+    let mut bucket = TokenBucket::new(u.backfill_rate, u.batch_samples.max(1), 0.0);
+    let mut last_expire: Option<Instant> = None;
+    let max_age_ms = i64::try_from(u.max_sample_age.as_millis()).unwrap_or(i64::MAX);
+    let pending_wait = u.timeout + Duration::from_secs(2);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if last_expire.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            last_expire = Some(Instant::now());
+            let st = store.clone();
+            let r = tokio::task::spawn_blocking(move || lock(&st).expire(now_ms())).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "Expiring old samples from the metrics buffer failed.");
+            }
+        }
+        if !uplink::wait_usable(shared.link_tx.subscribe(), &mut stop).await {
+            return;
+        }
+        // The most critical class with data.
+        let st = store.clone();
+        let classes = shared.classes.clone();
+        let batch_n = u.batch_samples.max(1);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut s = lock(&st);
+            let mut empty = Vec::new();
+            for (ci, c) in classes.iter().enumerate() {
+                match s.read(c, batch_n) {
+                    Ok(Some((samples, token))) => return (Ok(Some((ci, samples, token))), empty),
+                    Ok(None) => empty.push(ci),
+                    Err(e) => return (Err(e), empty),
+                }
+            }
+            (Ok(None), empty)
+        })
+        .await;
+        let (res, empty) = match read {
+            Ok(r) => r,
+            Err(e) => (
+                Err(StoreError(format!("read task failed: {e}"))),
+                Vec::new(),
+            ),
+        };
+        {
+            let mut l = lock(&shared.ledger);
+            for ci in empty {
+                l.forget_delivered(ci);
+            }
+        }
+        let (ci, samples, token) = match res {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                tokio::select! {
+                    _ = shared.drain_notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Reading the metrics buffer failed; retrying in 5 s.");
+                if !uplink::sleep_or_stop(Duration::from_secs(5), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let class = shared.classes[ci].clone();
+        let cutoff = now_ms().saturating_sub(max_age_ms);
+        let mut to_send = Vec::with_capacity(samples.len());
+        let mut pending: Vec<(Key, Sample)> = Vec::new();
+        let (mut expired, mut skipped) = (0u64, 0u64);
+        {
+            let mut l = lock(&shared.ledger);
+            for s in samples {
+                if s.timestamp_ms < cutoff {
+                    expired += 1;
+                    continue;
+                }
+                let k = live::key_of(&s);
+                match l.check(ci, &k) {
+                    Seen::Delivered => skipped += 1,
+                    Seen::Pending => pending.push((k, s)),
+                    Seen::Unknown => to_send.push(s),
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let deadline = Instant::now() + pending_wait;
+            while !pending.is_empty() && Instant::now() < deadline {
+                if !uplink::sleep_or_stop(Duration::from_millis(20), &mut stop).await {
+                    return;
+                }
+                let mut l = lock(&shared.ledger);
+                pending.retain(|(k, s)| match l.check(ci, k) {
+                    Seen::Delivered => {
+                        skipped += 1;
+                        false
+                    }
+                    Seen::Unknown => {
+                        to_send.push(s.clone());
+                        false
+                    }
+                    Seen::Pending => true,
+                });
+            }
+            let mut l = lock(&shared.ledger);
+            for (k, s) in pending {
+                l.take(ci, &k);
+                to_send.push(s);
+            }
+        }
+        let outcome = if to_send.is_empty() {
+            Done::Ack
+        } else {
+            let wait = bucket.take(to_send.len(), t0.elapsed().as_secs_f64());
+            if wait > 0.0 && !uplink::sleep_or_stop(Duration::from_secs_f64(wait), &mut stop).await
+            {
+                Done::Stop
+            } else {
+                send_backlog(&shared, &writer, &dead, &class, &to_send, &mut stop).await
+            }
+        };
+        match outcome {
+            Done::Stop => {
+                let st = store.clone();
+                let c = class.clone();
+                let _ = tokio::task::spawn_blocking(move || lock(&st).rewind(&c)).await;
+                return;
+            }
+            Done::Ack => {
+                let st = store.clone();
+                let r = tokio::task::spawn_blocking(move || lock(&st).ack(&token)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(class = %class, error = %e, "Acknowledging a sent batch to the metrics buffer failed; it may be sent again.");
+                    let st = store.clone();
+                    let c = class.clone();
+                    let _ = tokio::task::spawn_blocking(move || lock(&st).rewind(&c)).await;
+                }
+                let mut c = lock(&shared.counters);
+                c.samples_expired_unsent += expired;
+                c.backfill_samples_skipped_live += skipped;
+            }
+        }
+    }
+}
+
+/// Sends one backlog batch until it is delivered or set aside.
+async fn send_backlog(
+    shared: &Shared,
+    writer: &RemoteWriter,
+    dead: &Arc<Mutex<DeadLetter>>,
+    class: &str,
+    samples: &[Sample],
+    stop: &mut watch::Receiver<bool>,
+) -> Done {
+    let body = remote_write::encode(samples);
+    loop {
+        let (verdict, code) = tokio::select! {
+            r = writer.send(body.clone()) => r,
+            _ = stop.changed() => return Done::Stop,
+        };
+        shared.count_response(&code);
+        match verdict {
+            Verdict::Delivered => {
+                shared.report_success();
+                lock(&shared.backfill_window).push_back((Instant::now(), samples.len() as u64));
+                let mut c = lock(&shared.counters);
+                c.backfill_requests += 1;
+                c.backfill_samples_sent += samples.len() as u64;
+                return Done::Ack;
+            }
+            Verdict::Permanent { reason } => {
+                shared.report_success();
+                tracing::warn!(class = %class, samples = samples.len(), reason = %reason, "The region refused a batch for good; it goes to the dead-letter area.");
+                loop {
+                    let d = dead.clone();
+                    let (c, s, b, r) = (
+                        class.to_owned(),
+                        samples.to_vec(),
+                        body.clone(),
+                        reason.clone(),
+                    );
+                    let res = tokio::task::spawn_blocking(move || {
+                        let mut d = lock(&d);
+                        let res = d.put(&c, &s, &b, &r);
+                        (res, d.stats())
+                    })
+                    .await;
+                    match res {
+                        Ok((Ok(()), stats)) => {
+                            *lock(&shared.dead) = stats;
+                            return Done::Ack;
+                        }
+                        Ok((Err(e), _)) => {
+                            tracing::error!(error = %e, "Writing a refused batch to the dead-letter area failed; it stays in the buffer and is retried in 5 s.");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "The dead-letter task failed; retrying in 5 s.");
+                        }
+                    }
+                    if !uplink::sleep_or_stop(Duration::from_secs(5), stop).await {
+                        return Done::Stop;
+                    }
+                }
+            }
+            Verdict::Retry { after, reason } => {
+                let d = shared.report_failure(reason, after);
+                lock(&shared.counters).backfill_failures += 1;
+                if !uplink::sleep_or_stop(d, stop).await
+                    || !uplink::wait_usable(shared.link_tx.subscribe(), stop).await
+                {
+                    return Done::Stop;
+                }
+            }
+            Verdict::Endpoint { reason } => {
+                let d = shared.report_failure(reason, None);
+                lock(&shared.counters).backfill_failures += 1;
+                if !uplink::sleep_or_stop(d, stop).await
+                    || !uplink::wait_usable(shared.link_tx.subscribe(), stop).await
+                {
+                    return Done::Stop;
+                }
+            }
+        }
+    }
+}
+
+async fn run_probe(shared: Arc<Shared>, writer: Writer, mut stop: watch::Receiver<bool>) {
+    let mut link = shared.link_tx.subscribe();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if *link.borrow_and_update() != LinkState::Down {
+            tokio::select! {
+                r = link.changed() => if r.is_err() { return; },
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let d = *lock(&shared.probe_delay);
+        if !uplink::sleep_or_stop(d, &mut stop).await {
+            return;
+        }
+        lock(&shared.counters).probes += 1;
+        let (verdict, code) = tokio::select! {
+            r = writer.send(uplink::probe_body()) => r,
+            _ = stop.changed() => return,
+        };
+        shared.count_response(&code);
+        match verdict {
+            // Any verdict on the data means the receiver is there.
+            Verdict::Delivered | Verdict::Permanent { .. } => shared.report_success(),
+            Verdict::Retry { after, reason } => {
+                lock(&shared.counters).probe_failures += 1;
+                shared.report_failure(reason, after);
+            }
+            Verdict::Endpoint { reason } => {
+                lock(&shared.counters).probe_failures += 1;
+                shared.report_failure(reason, None);
+            }
+        }
+    }
+}
