@@ -33,7 +33,7 @@ impl Classifier {
         let rules = rules
             .into_iter()
             .map(|mut r| {
-                if !classes.iter().any(|c| *c == r.class) {
+                if !classes.contains(&r.class) {
                     tracing::warn!(
                         rule = %r.metric,
                         class = %r.class,

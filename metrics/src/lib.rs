@@ -13,14 +13,9 @@ pub mod status;
 pub mod store;
 pub mod uplink;
 
-/// One sample as it travels through the pipeline and the buffer.
+/// One sample as it travels through the pipeline and the buffer:
 /// `labels` include `("__name__", name)` and are sorted by name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: Vec<(String, String)>,
-    pub timestamp_ms: i64,
-    pub value: f64,
-}
+pub use edgeplane_buffer::Sample;
 
 /// Installs rustls' ring crypto provider for the process (reqwest is built
 /// without a default provider). Idempotent; call before building a client.

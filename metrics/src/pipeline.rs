@@ -44,6 +44,8 @@ pub struct PipelineOptions {
     /// Keys the live/drain ledger may hold (≈ 40 bytes each).
     pub ledger_capacity: usize,
     pub link: LinkTiming,
+    /// Sync the store on this timer (the buffer's `Interval` fsync policy).
+    pub sync_every: Option<Duration>,
 }
 
 /// Why the pipeline could not start.
@@ -298,7 +300,11 @@ impl Pipeline {
             ingest_rx,
             writer.is_some(),
         ));
-        let mut senders = Vec::new();
+        let mut senders = vec![tokio::spawn(run_housekeeping(
+            store.clone(),
+            opts.sync_every,
+            stop_rx.clone(),
+        ))];
         if let (Some(w), Some(u), Some(dl)) = (writer, opts.uplink.clone(), dead) {
             senders.push(tokio::spawn(run_live(
                 shared.clone(),
@@ -504,7 +510,10 @@ async fn run_ingest<S: SampleStore>(
             {
                 let mut c = lock(&shared.counters);
                 match &res {
-                    Ok(()) => c.samples_buffered += n,
+                    Ok(dropped) => {
+                        c.samples_buffered += n - *dropped as u64;
+                        c.samples_lost_on_append += *dropped as u64;
+                    }
                     Err(e) => {
                         c.buffer_append_errors += 1;
                         c.samples_lost_on_append += n;
@@ -639,7 +648,12 @@ async fn run_live(
 }
 
 enum Done {
+    /// Delivered or set aside: acknowledge.
     Ack,
+    /// Failed retryably: rewind and read again from the buffer (which may
+    /// have shed or expired some of it meanwhile; resending a stale copy
+    /// from memory would deliver data the status reports as shed).
+    Retry,
     Stop,
 }
 
@@ -654,20 +668,11 @@ async fn run_drain<S: SampleStore>(
     let dead = Arc::new(Mutex::new(dead));
     let t0 = Instant::now();
     let mut bucket = TokenBucket::new(u.backfill_rate, u.batch_samples.max(1), 0.0);
-    let mut last_expire: Option<Instant> = None;
     let max_age_ms = i64::try_from(u.max_sample_age.as_millis()).unwrap_or(i64::MAX);
     let pending_wait = u.timeout + Duration::from_secs(2);
     loop {
         if *stop.borrow() {
             return;
-        }
-        if last_expire.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-            last_expire = Some(Instant::now());
-            let st = store.clone();
-            let r = tokio::task::spawn_blocking(move || lock(&st).expire(now_ms())).await;
-            if let Ok(Err(e)) = r {
-                tracing::warn!(error = %e, "Expiring old samples from the metrics buffer failed.");
-            }
         }
         if !uplink::wait_usable(shared.link_tx.subscribe(), &mut stop).await {
             return;
@@ -777,6 +782,11 @@ async fn run_drain<S: SampleStore>(
             }
         };
         match outcome {
+            Done::Retry => {
+                let st = store.clone();
+                let c = class.clone();
+                let _ = tokio::task::spawn_blocking(move || lock(&st).rewind(&c)).await;
+            }
             Done::Stop => {
                 let st = store.clone();
                 let c = class.clone();
@@ -810,72 +820,70 @@ async fn send_backlog(
     stop: &mut watch::Receiver<bool>,
 ) -> Done {
     let body = remote_write::encode(samples);
-    loop {
-        let (verdict, code) = tokio::select! {
-            r = writer.send(body.clone()) => r,
-            _ = stop.changed() => return Done::Stop,
-        };
-        shared.count_response(&code);
-        match verdict {
-            Verdict::Delivered => {
-                shared.report_success();
-                lock(&shared.backfill_window).push_back((Instant::now(), samples.len() as u64));
-                let mut c = lock(&shared.counters);
-                c.backfill_requests += 1;
-                c.backfill_samples_sent += samples.len() as u64;
-                return Done::Ack;
-            }
-            Verdict::Permanent { reason } => {
-                shared.report_success();
-                tracing::warn!(class = %class, samples = samples.len(), reason = %reason, "The region refused a batch for good; it goes to the dead-letter area.");
-                loop {
-                    let d = dead.clone();
-                    let (c, s, b, r) = (
-                        class.to_owned(),
-                        samples.to_vec(),
-                        body.clone(),
-                        reason.clone(),
-                    );
-                    let res = tokio::task::spawn_blocking(move || {
-                        let mut d = lock(&d);
-                        let res = d.put(&c, &s, &b, &r);
-                        (res, d.stats())
-                    })
-                    .await;
-                    match res {
-                        Ok((Ok(()), stats)) => {
-                            *lock(&shared.dead) = stats;
-                            return Done::Ack;
-                        }
-                        Ok((Err(e), _)) => {
-                            tracing::error!(error = %e, "Writing a refused batch to the dead-letter area failed; it stays in the buffer and is retried in 5 s.");
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "The dead-letter task failed; retrying in 5 s.");
-                        }
+    let (verdict, code) = tokio::select! {
+        r = writer.send(body.clone()) => r,
+        _ = stop.changed() => return Done::Stop,
+    };
+    shared.count_response(&code);
+    match verdict {
+        Verdict::Delivered => {
+            shared.report_success();
+            lock(&shared.backfill_window).push_back((Instant::now(), samples.len() as u64));
+            let mut c = lock(&shared.counters);
+            c.backfill_requests += 1;
+            c.backfill_samples_sent += samples.len() as u64;
+            Done::Ack
+        }
+        Verdict::Permanent { reason } => {
+            shared.report_success();
+            tracing::warn!(class = %class, samples = samples.len(), reason = %reason, "The region refused a batch for good; it goes to the dead-letter area.");
+            loop {
+                let d = dead.clone();
+                let (c, s, b, r) = (
+                    class.to_owned(),
+                    samples.to_vec(),
+                    body.clone(),
+                    reason.clone(),
+                );
+                let res = tokio::task::spawn_blocking(move || {
+                    let mut d = lock(&d);
+                    let res = d.put(&c, &s, &b, &r);
+                    (res, d.stats())
+                })
+                .await;
+                match res {
+                    Ok((Ok(()), stats)) => {
+                        *lock(&shared.dead) = stats;
+                        return Done::Ack;
                     }
-                    if !uplink::sleep_or_stop(Duration::from_secs(5), stop).await {
-                        return Done::Stop;
+                    Ok((Err(e), _)) => {
+                        tracing::error!(error = %e, "Writing a refused batch to the dead-letter area failed; it stays in the buffer and is retried in 5 s.");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "The dead-letter task failed; retrying in 5 s.");
                     }
                 }
-            }
-            Verdict::Retry { after, reason } => {
-                let d = shared.report_failure(reason, after);
-                lock(&shared.counters).backfill_failures += 1;
-                if !uplink::sleep_or_stop(d, stop).await
-                    || !uplink::wait_usable(shared.link_tx.subscribe(), stop).await
-                {
+                if !uplink::sleep_or_stop(Duration::from_secs(5), stop).await {
                     return Done::Stop;
                 }
             }
-            Verdict::Endpoint { reason } => {
-                let d = shared.report_failure(reason, None);
-                lock(&shared.counters).backfill_failures += 1;
-                if !uplink::sleep_or_stop(d, stop).await
-                    || !uplink::wait_usable(shared.link_tx.subscribe(), stop).await
-                {
-                    return Done::Stop;
-                }
+        }
+        Verdict::Retry { after, reason } => {
+            let d = shared.report_failure(reason, after);
+            lock(&shared.counters).backfill_failures += 1;
+            if uplink::sleep_or_stop(d, stop).await {
+                Done::Retry
+            } else {
+                Done::Stop
+            }
+        }
+        Verdict::Endpoint { reason } => {
+            let d = shared.report_failure(reason, None);
+            lock(&shared.counters).backfill_failures += 1;
+            if uplink::sleep_or_stop(d, stop).await {
+                Done::Retry
+            } else {
+                Done::Stop
             }
         }
     }
@@ -916,5 +924,183 @@ async fn run_probe(shared: Arc<Shared>, writer: Writer, mut stop: watch::Receive
                 shared.report_failure(reason, None);
             }
         }
+    }
+}
+
+/// Periodic buffer upkeep: expire samples past `buffer.max_age` and, with
+/// an interval fsync policy, sync on a timer so a quiet pipeline is durable
+/// too.
+async fn run_housekeeping<S: SampleStore>(
+    store: Arc<Mutex<S>>,
+    sync_every: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tick = sync_every
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(30));
+    let mut last_expire: Option<Instant> = None;
+    loop {
+        if last_expire.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            last_expire = Some(Instant::now());
+            let st = store.clone();
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || lock(&st).expire(now_ms())).await
+            {
+                tracing::warn!(error = %e, "Expiring old samples from the metrics buffer failed.");
+            }
+        }
+        if sync_every.is_some() {
+            let st = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || lock(&st).sync()).await {
+                tracing::warn!(error = %e, "Syncing the metrics buffer failed.");
+            }
+        }
+        if !uplink::sleep_or_stop(tick, &mut stop).await {
+            return;
+        }
+    }
+}
+
+impl PipelineOptions {
+    /// Resolves the pipeline's options from the agent's configuration.
+    ///
+    /// Targets: the local etcd's `/metrics` (job `etcd`, from this host's
+    /// `client_url`) if `metrics.scrape_etcd`, the agent's own `/metrics`
+    /// (job `edgeplane`, from `agent_url`) if `metrics.scrape_self`, then
+    /// `metrics.targets`, then `extra_targets`. The uplink is on when
+    /// `uplink.enabled` and a URL is set. Refused batches go to
+    /// `dead-letter/` beside the buffer directory.
+    pub fn from_config(
+        cfg: &edgeplane_config::Config,
+        buffer_dir: &std::path::Path,
+        extra_targets: Vec<ScrapeTarget>,
+    ) -> Self {
+        let m = &cfg.metrics;
+        let target = |job: &str, url: String, interval: Option<Duration>| {
+            let interval = interval.unwrap_or(m.scrape_interval);
+            ScrapeTarget {
+                job: job.to_owned(),
+                url,
+                interval,
+                timeout: m.scrape_timeout.min(interval),
+            }
+        };
+        let me = cfg.nodes.iter().find(|n| n.name == cfg.host);
+        let mut targets = Vec::new();
+        if let Some(me) = me {
+            if m.scrape_etcd {
+                targets.push(target("etcd", join_metrics(&me.client_url), None));
+            }
+            if m.scrape_self {
+                targets.push(target("edgeplane", join_metrics(&me.agent_url), None));
+            }
+        }
+        targets.extend(
+            m.targets
+                .iter()
+                .map(|t| target(&t.job, t.url.clone(), t.interval)),
+        );
+        targets.extend(extra_targets);
+        let u = &cfg.uplink;
+        let uplink = match (&u.url, u.enabled) {
+            (Some(url), true) => Some(UplinkOptions {
+                url: url.clone(),
+                timeout: u.timeout,
+                backfill_rate: u.backfill_rate,
+                batch_samples: u.batch_samples.max(1),
+                max_sample_age: u.max_sample_age,
+                bearer_token_file: u.bearer_token_file.clone(),
+                ca_file: u.ca_file.clone(),
+                client_cert: u.client_cert.clone(),
+                client_key: u.client_key.clone(),
+                dead_letter_bytes: u.dead_letter_bytes,
+            }),
+            _ => None,
+        };
+        let batch = uplink.as_ref().map_or(2000, |u| u.batch_samples);
+        PipelineOptions {
+            site: cfg.site.clone(),
+            external_labels: m
+                .external_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            targets,
+            classes: m.classes.clone(),
+            default_class: m.default_class.clone(),
+            rules: m
+                .rules
+                .iter()
+                .map(|r| Rule {
+                    metric: r.metric.clone(),
+                    labels: r.labels.clone(),
+                    class: r.class.clone(),
+                })
+                .collect(),
+            uplink,
+            dead_letter_dir: dead_letter_dir_for(buffer_dir),
+            live_queue_samples: (batch * 4).max(10_000),
+            ledger_capacity: 2_000_000,
+            link: LinkTiming {
+                backoff_max: m
+                    .scrape_interval
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+                ..LinkTiming::default()
+            },
+            sync_every: match cfg.buffer.fsync {
+                edgeplane_config::FsyncPolicy::Interval => Some(cfg.buffer.fsync_interval),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// `dead-letter/` beside the buffer directory (never inside it: the buffer
+/// treats every directory in it as a class).
+pub fn dead_letter_dir_for(buffer_dir: &std::path::Path) -> PathBuf {
+    match buffer_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join("dead-letter"),
+        _ => PathBuf::from("dead-letter"),
+    }
+}
+
+/// The buffer options the config asks for.
+pub fn buffer_options(cfg: &edgeplane_config::Config) -> edgeplane_buffer::Options {
+    let b = &cfg.buffer;
+    edgeplane_buffer::Options {
+        classes: cfg.metrics.classes.clone(),
+        budget_bytes: b.budget_bytes,
+        segment_bytes: b.segment_bytes,
+        fsync: match b.fsync {
+            edgeplane_config::FsyncPolicy::Batch => edgeplane_buffer::FsyncPolicy::Batch,
+            edgeplane_config::FsyncPolicy::Interval => {
+                edgeplane_buffer::FsyncPolicy::Interval(b.fsync_interval)
+            }
+            edgeplane_config::FsyncPolicy::Never => edgeplane_buffer::FsyncPolicy::Never,
+        },
+        max_age: Some(b.max_age),
+    }
+}
+
+fn join_metrics(base: &str) -> String {
+    format!("{}/metrics", base.trim_end_matches('/'))
+}
+
+impl Pipeline {
+    /// Starts the metrics pipeline of an agent: opens the disk buffer in
+    /// `buffer_dir`, scrapes, classifies, buffers and (if configured) sends.
+    /// Stop it with [`PipelineHandle::shutdown`]. Independent of etcd: the
+    /// etcd endpoint is just one more scrape target.
+    pub fn start(
+        cfg: &edgeplane_config::Config,
+        buffer_dir: &std::path::Path,
+        extra_targets: Vec<ScrapeTarget>,
+    ) -> Result<PipelineHandle, StartError> {
+        let buffer = edgeplane_buffer::Buffer::open(buffer_dir, buffer_options(cfg))
+            .map_err(|e| StartError::Buffer(StoreError::from_err(&e)))?;
+        Self::start_with_store(
+            PipelineOptions::from_config(cfg, buffer_dir, extra_targets),
+            buffer,
+        )
     }
 }

@@ -33,17 +33,21 @@ pub struct ClassBacklog {
     pub shed_samples: u64,
     /// Samples expired for age by the buffer.
     pub expired_samples: u64,
+    /// Incoming samples the buffer refused (no room without shedding a
+    /// more critical class).
+    pub dropped_samples: u64,
 }
+
+/// A batch read from the store and the token that acknowledges it.
+pub type Read<T> = Option<(Vec<Sample>, T)>;
 
 /// What the pipeline needs from the disk buffer.
 pub trait SampleStore: Send + 'static {
     type Token: Send + 'static;
-    fn append(&mut self, class: &str, samples: &[Sample]) -> Result<(), StoreError>;
-    fn read(
-        &mut self,
-        class: &str,
-        max: usize,
-    ) -> Result<Option<(Vec<Sample>, Self::Token)>, StoreError>;
+    /// Stores the samples; returns how many it could not take (dropped
+    /// because only more critical data could have made room).
+    fn append(&mut self, class: &str, samples: &[Sample]) -> Result<usize, StoreError>;
+    fn read(&mut self, class: &str, max: usize) -> Result<Read<Self::Token>, StoreError>;
     fn ack(&mut self, token: &Self::Token) -> Result<(), StoreError>;
     fn rewind(&mut self, class: &str) -> Result<(), StoreError>;
     /// Drops samples older than the store's age limit.
@@ -88,7 +92,7 @@ impl MemStore {
 impl SampleStore for MemStore {
     type Token = MemToken;
 
-    fn append(&mut self, class: &str, samples: &[Sample]) -> Result<(), StoreError> {
+    fn append(&mut self, class: &str, samples: &[Sample]) -> Result<usize, StoreError> {
         self.queues
             .entry(class.to_owned())
             .or_default()
@@ -109,14 +113,10 @@ impl SampleStore for MemStore {
                 *p = p.saturating_sub(1);
             }
         }
-        Ok(())
+        Ok(0)
     }
 
-    fn read(
-        &mut self,
-        class: &str,
-        max: usize,
-    ) -> Result<Option<(Vec<Sample>, MemToken)>, StoreError> {
+    fn read(&mut self, class: &str, max: usize) -> Result<Read<MemToken>, StoreError> {
         let q = self.queues.entry(class.to_owned()).or_default();
         let pos = self.read_pos.entry(class.to_owned()).or_default();
         if *pos >= q.len() {
@@ -166,6 +166,7 @@ impl SampleStore for MemStore {
                     newest_ms: q.and_then(|q| q.iter().map(|s| s.timestamp_ms).max()),
                     shed_samples: self.shed.get(c).copied().unwrap_or(0),
                     expired_samples: 0,
+                    dropped_samples: 0,
                 }
             })
             .collect()
@@ -173,5 +174,59 @@ impl SampleStore for MemStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// The real disk buffer.
+impl SampleStore for edgeplane_buffer::Buffer {
+    type Token = edgeplane_buffer::AckToken;
+
+    fn append(&mut self, class: &str, samples: &[Sample]) -> Result<usize, StoreError> {
+        match edgeplane_buffer::Buffer::append(self, class, samples) {
+            Ok(o) => Ok(o.dropped),
+            Err(e) => Err(StoreError::from_err(&e)),
+        }
+    }
+
+    fn read(&mut self, class: &str, max: usize) -> Result<Read<Self::Token>, StoreError> {
+        edgeplane_buffer::Buffer::read(self, class, max)
+            .map(|b| b.map(|b| (b.samples, b.token)))
+            .map_err(|e| StoreError::from_err(&e))
+    }
+
+    fn ack(&mut self, token: &Self::Token) -> Result<(), StoreError> {
+        edgeplane_buffer::Buffer::ack(self, token).map_err(|e| StoreError::from_err(&e))
+    }
+
+    fn rewind(&mut self, class: &str) -> Result<(), StoreError> {
+        edgeplane_buffer::Buffer::rewind(self, class);
+        Ok(())
+    }
+
+    fn expire(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        edgeplane_buffer::Buffer::expire(self, now_ms)
+            .map(|_| ())
+            .map_err(|e| StoreError::from_err(&e))
+    }
+
+    fn backlog(&self) -> Vec<ClassBacklog> {
+        self.summary()
+            .classes
+            .into_iter()
+            .map(|c| ClassBacklog {
+                class: c.class,
+                samples: c.samples,
+                bytes: c.bytes_on_disk,
+                oldest_ms: c.oldest_ms,
+                newest_ms: c.newest_ms,
+                shed_samples: c.shed_samples,
+                expired_samples: c.expired_samples,
+                dropped_samples: c.dropped_incoming,
+            })
+            .collect()
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        edgeplane_buffer::Buffer::sync(self).map_err(|e| StoreError::from_err(&e))
     }
 }
