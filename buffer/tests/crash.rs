@@ -78,13 +78,13 @@ fn crash_child_entry() {
         }
         if k % 4 == 0 {
             let class = CLASSES[(k / 4 % 3) as usize];
-            if let Ok(Some(r)) = b.read(class, 700) {
-                if let Some((ak, ai)) = r.samples.last().and_then(decode) {
-                    // Between these two lines the ack may or may not be durable.
-                    println!("ACKING {class} {ak} {ai}");
-                    if b.ack(&r.token).is_ok() {
-                        println!("ACKED {class} {ak} {ai}");
-                    }
+            if let Ok(Some(r)) = b.read(class, 700)
+                && let Some((ak, ai)) = r.samples.last().and_then(decode)
+            {
+                // Between these two lines the ack may or may not be durable.
+                println!("ACKING {class} {ak} {ai}");
+                if b.ack(&r.token).is_ok() {
+                    println!("ACKED {class} {ak} {ai}");
                 }
             }
         }
@@ -129,10 +129,10 @@ fn run_cycle(dir: &Path, start: i64, run_for: Duration, exp: &mut Expect) {
     let mut started = None;
     loop {
         let now = Instant::now();
-        if let Some(s) = started {
-            if now >= s + run_for {
-                break;
-            }
+        if let Some(s) = started
+            && now >= s + run_for
+        {
+            break;
         }
         assert!(now < deadline, "child never became ready");
         match rx.recv_timeout(Duration::from_millis(1)) {

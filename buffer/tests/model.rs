@@ -117,13 +117,13 @@ impl Model {
                 incoming_rank,
                 e.class
             );
-            for lower in v + 1..CLASSES.len() {
+            for (lower, name) in self.classes[v + 1..].iter().zip(&CLASSES[v + 1..]) {
                 prop_assert!(
-                    self.classes[lower].items.is_empty(),
+                    lower.items.is_empty(),
                     "shed {} while less critical {} still holds {} samples",
                     e.class,
-                    CLASSES[lower],
-                    self.classes[lower].items.len()
+                    name,
+                    lower.items.len()
                 );
             }
             let c = &mut self.classes[v];
@@ -184,12 +184,12 @@ fn run(ops: Vec<Op>, batch_sync: bool) -> Result<(), TestCaseError> {
                 }
                 model.apply_shed(class, &out.shed)?;
                 if out.dropped > 0 {
-                    // Dropped only when nothing at or below this class is left to shed.
-                    for lower in class..CLASSES.len() {
-                        if lower != class {
-                            prop_assert!(model.classes[lower].items.is_empty());
-                        }
-                    }
+                    // Dropped only when nothing less critical is left to shed.
+                    prop_assert!(
+                        model.classes[class + 1..]
+                            .iter()
+                            .all(|c| c.items.is_empty())
+                    );
                 }
             }
             Op::Read { class, max } => {
