@@ -19,7 +19,7 @@ pub enum Profile {
     Region,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Config {
     pub profile: Profile,
     /// This host's name; must be one of `nodes`.
@@ -42,7 +42,7 @@ pub struct Config {
     pub log: Log,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Node {
     pub name: String,
     /// etcd peer URL, e.g. `http://10.0.0.1:2380`.
@@ -53,7 +53,7 @@ pub struct Node {
     pub agent_url: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Cluster {
     /// Desired voter count: 1, 3 or 5.
     pub voters: usize,
@@ -61,26 +61,33 @@ pub struct Cluster {
     pub manage_membership: bool,
     /// How long a voter's etcd AND agent must both be unreachable before it is
     /// declared dead and replaced.
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub failure_detection: Duration,
     /// When a voter's agent answers but its etcd is down, how long the local
     /// restart gets before the voter is replaced.
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub etcd_restart_grace: Duration,
     /// A learner is promotable only if its applied index is within this many
     /// entries of the leader's.
     pub promotion_max_lag: u64,
     /// ... and has stayed so for this long.
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub promotion_stable_for: Duration,
     /// A learner that has not caught up within this long is evicted and replaced.
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub learner_stuck_after: Duration,
     /// Period of the membership reconcile loop.
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub reconcile_interval: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Etcd {
     pub binary: PathBuf,
     pub data_dir: PathBuf,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub heartbeat: Duration,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub election_timeout: Duration,
     pub quota_backend_bytes: u64,
     pub pre_vote: bool,
@@ -88,7 +95,7 @@ pub struct Etcd {
     pub extra_args: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Paths {
     /// Root of the agent's own state; the other directories default below it.
     pub root: PathBuf,
@@ -97,11 +104,13 @@ pub struct Paths {
     pub buffer_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Snapshots {
     pub enabled: bool,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub interval: Duration,
     pub retain_count: usize,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub retain_age: Duration,
     pub copy_to_peers: bool,
 }
@@ -115,30 +124,34 @@ pub enum QuorumLossPolicy {
     Fenced,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Recovery {
     pub quorum_loss_policy: QuorumLossPolicy,
     /// Program and arguments; `{host}` is replaced by the lost host's name.
     /// Exit status 0 means "confirmed powered off".
     pub fence_command: Vec<String>,
     /// How long a majority of voters must be unreachable to call it quorum loss.
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub quorum_loss_window: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Defrag {
     pub enabled: bool,
     /// Defragment when (db_size - db_in_use) / db_size exceeds this.
     pub free_ratio: f64,
     /// ... and db_size is at least this big.
     pub min_db_bytes: u64,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub check_interval: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Metrics {
     pub enabled: bool,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub scrape_interval: Duration,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub scrape_timeout: Duration,
     /// Scrape the local etcd's `/metrics`.
     pub scrape_etcd: bool,
@@ -154,16 +167,17 @@ pub struct Metrics {
     pub external_labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Target {
     /// Becomes the `job` label.
     pub job: String,
     pub url: String,
     /// Overrides `metrics.scrape_interval`.
+    #[serde(serialize_with = "crate::units::ser_opt_duration")]
     pub interval: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Rule {
     /// Glob over the metric name (`*` and `?`).
     pub metric: String,
@@ -183,29 +197,33 @@ pub enum FsyncPolicy {
     Never,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Buffer {
     /// Hard budget for the buffer directory on disk.
     pub budget_bytes: u64,
     /// Segment file size; the budget may be exceeded by at most one segment.
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub fsync_interval: Duration,
     /// Samples older than this are expired (counted, never sent).
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub max_age: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Uplink {
     pub enabled: bool,
     /// Prometheus remote-write URL of the region.
     pub url: Option<String>,
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub timeout: Duration,
     /// Maximum backlog flush rate, samples per second (live data is not limited).
     pub backfill_rate: u64,
     /// Samples per remote-write request.
     pub batch_samples: usize,
     /// Samples older than this are never sent (the receiver would refuse them).
+    #[serde(serialize_with = "crate::units::ser_duration")]
     pub max_sample_age: Duration,
     pub bearer_token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
@@ -215,7 +233,7 @@ pub struct Uplink {
     pub dead_letter_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Log {
     pub dir: PathBuf,
     /// `tracing` filter, e.g. `info` or `edgeplane=debug,info`.
@@ -224,4 +242,49 @@ pub struct Log {
     pub to_files: bool,
     /// Daily files kept.
     pub retention_files: usize,
+}
+
+impl Profile {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Edge => "edge",
+            Profile::Region => "region",
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Config {
+    /// The node this agent runs on (`host`). Always `Some` for a config
+    /// produced by [`crate::load`], which rejects a `host` not among `nodes`.
+    pub fn this_node(&self) -> Option<&Node> {
+        self.node(&self.host)
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The nodes that form the initial cluster: the first `cluster.voters`.
+    pub fn initial_voters(&self) -> &[Node] {
+        &self.nodes[..self.cluster.voters.min(self.nodes.len())]
+    }
+
+    /// The nodes after the voters, in the order they become the standby
+    /// (learner): the first is the standby, the rest are cold spares.
+    pub fn standby_order(&self) -> &[Node] {
+        &self.nodes[self.cluster.voters.min(self.nodes.len())..]
+    }
+
+    /// Whether `name` is one of the initial voters.
+    pub fn is_initial_voter(&self, name: &str) -> bool {
+        self.initial_voters().iter().any(|n| n.name == name)
+    }
 }

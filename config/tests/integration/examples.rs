@@ -1,0 +1,62 @@
+//! Every example in config/examples/ loads.
+
+use std::path::PathBuf;
+
+use edgeplane_config::{Profile, QuorumLossPolicy, load};
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+#[test]
+fn edge_4_hosts_loads_without_warnings() {
+    let loaded = load(&example("edge-4-hosts.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.cluster.voters, 3);
+    assert_eq!(c.nodes.len(), 4);
+    assert_eq!(c.standby_order().len(), 1);
+    assert_eq!(c.standby_order()[0].name, "edge-4");
+    assert_eq!(c.buffer.budget_bytes, 4 << 30);
+}
+
+#[test]
+fn edge_2_hosts_loads_with_warnings_only() {
+    let loaded = load(&example("edge-2-hosts.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    assert_eq!(c.cluster.voters, 1);
+    assert_eq!(c.recovery.quorum_loss_policy, QuorumLossPolicy::Fenced);
+    assert!(!c.recovery.fence_command.is_empty());
+    assert!(loaded.warnings.iter().all(|w| !w.is_error()));
+    assert!(!loaded.warnings.is_empty(), "a 2-host site should warn");
+}
+
+#[test]
+fn region_loads() {
+    let loaded = load(&example("region.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.profile, Profile::Region);
+    assert!(!loaded.config.uplink.enabled);
+    assert_eq!(
+        loaded.config.paths.state_dir,
+        PathBuf::from("/srv/edgeplane/state")
+    );
+}
+
+#[test]
+fn every_example_file_is_tested() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["edge-2-hosts.toml", "edge-4-hosts.toml", "region.toml"]
+    );
+}
