@@ -342,9 +342,18 @@ fn cluster(c: &mut Checker<'_>, cfg: &Config) {
             ),
         );
     } else if n > 0 && !c.doc.is_broken("nodes") {
-        if n == v {
-            c.warn(
+        if n == 1 {
+            c.push_at(
+                Severity::Warning,
+                "nodes",
+                &["nodes"],
+                "a single host: no standby and no fault tolerance; losing it loses the cluster until the host returns".into(),
+            );
+        } else if n == v {
+            c.push_at(
+                Severity::Warning,
                 "cluster.voters",
+                &["cluster.voters", "nodes"],
                 format!("no standby host: all {n} hosts are voters, so a failed voter cannot be replaced automatically; add a host or lower cluster.voters"),
             );
         }
@@ -571,14 +580,47 @@ fn metrics(c: &mut Checker<'_>, cfg: &Config) {
     }
     let known = |cl: &str| m.classes.iter().any(|k| k == cl);
     let list = m.classes.join(", ");
-    if classes_ok && !m.classes.is_empty() && !known(&m.default_class) {
-        c.error(
-            "metrics.default_class",
-            format!(
-                "{:?} is not one of metrics.classes ({list})",
-                m.default_class
-            ),
-        );
+    let check_classes = classes_ok && !m.classes.is_empty();
+    if check_classes && !known(&m.default_class) {
+        if c.doc.sets("metrics.default_class") {
+            c.error(
+                "metrics.default_class",
+                format!(
+                    "{:?} is not one of metrics.classes ({list})",
+                    m.default_class
+                ),
+            );
+        } else {
+            c.error_at(
+                "metrics.default_class",
+                &["metrics.classes"],
+                format!("defaults to {:?}, which is not one of metrics.classes ({list}); set metrics.default_class", m.default_class),
+            );
+        }
+    }
+    let file_rules = c.doc.sets("metrics.rules");
+    if check_classes && !file_rules {
+        // The profile's rules against the file's classes: one problem, not one per rule.
+        let mut missing: Vec<&str> = m
+            .rules
+            .iter()
+            .map(|r| r.class.as_str())
+            .filter(|cl| !known(cl))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            c.error(
+                "metrics.classes",
+                format!(
+                    "the {} profile's default rules use class{} {} missing from metrics.classes; add {} or write your own [[metrics.rules]]",
+                    cfg.profile,
+                    if missing.len() == 1 { "" } else { "es" },
+                    missing.join(", "),
+                    if missing.len() == 1 { "it" } else { "them" },
+                ),
+            );
+        }
     }
     for (i, r) in m.rules.iter().enumerate() {
         let base = format!("metrics.rules[{i}]");
@@ -593,7 +635,7 @@ fn metrics(c: &mut Checker<'_>, cfg: &Config) {
             );
         }
         let ckey = format!("{base}.class");
-        if c.required(&ckey, &r.class) && classes_ok && !m.classes.is_empty() && !known(&r.class) {
+        if c.required(&ckey, &r.class) && check_classes && file_rules && !known(&r.class) {
             c.error(
                 &ckey,
                 format!("unknown priority class {:?} (classes are: {list})", r.class),

@@ -181,6 +181,33 @@ fn unknown_class_in_rule_or_default() {
 }
 
 #[test]
+fn custom_classes_against_default_rules_is_one_problem() {
+    let text = edge("[metrics]\nclasses = [\"critical\", \"normal\"]\n");
+    expect(
+        &text,
+        Error,
+        "metrics.classes",
+        "default rules use classes high, low missing",
+    );
+    assert_eq!(problems(&text).len(), 1, "{:#?}", problems(&text));
+    let no_normal =
+        edge("[metrics]\nclasses = [\"a\"]\n\n[[metrics.rules]]\nmetric = \"up\"\nclass = \"a\"\n");
+    expect(
+        &no_normal,
+        Error,
+        "metrics.default_class",
+        "defaults to \"normal\"",
+    );
+}
+
+#[test]
+fn warns_on_single_host() {
+    let text = site("edge", 1, "");
+    let p = expect(&text, Warning, "nodes", "a single host");
+    assert!(p.line.is_some());
+}
+
+#[test]
 fn empty_and_bad_classes() {
     let text = edge(
         "[metrics]\nclasses = []\n\n[[metrics.rules]]\nmetric = \"up\"\nclass = \"critical\"\n",
