@@ -1,5 +1,6 @@
 //! Edgeplane's metrics path (work in progress; see the module docs).
 
+pub mod bench;
 pub mod classify;
 pub mod dead_letter;
 pub mod link;

@@ -22,6 +22,8 @@ pub struct PrometheusOptions {
     pub out_of_order_window: Option<String>,
     /// Listen on this port (0 = pick a free one).
     pub port: u16,
+    /// More command-line flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for PrometheusOptions {
@@ -30,6 +32,7 @@ impl Default for PrometheusOptions {
             binary: PathBuf::from("/usr/bin/prometheus"),
             out_of_order_window: Some("30d".into()),
             port: 0,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -86,6 +89,7 @@ impl LocalPrometheus {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .arg("--log.level=warn")
+            .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

@@ -90,8 +90,8 @@ pub(crate) struct Shared {
     dead: Mutex<DeadLetterStats>,
     /// (when, samples) of recent backfill sends, for the measured rate.
     backfill_window: Mutex<VecDeque<(Instant, u64)>>,
-    /// Recent live latencies (send completion − sample timestamp), seconds.
-    live_latencies: Mutex<VecDeque<f64>>,
+    /// Recent live deliveries: (2xx time, sample timestamp), ms; sampled.
+    live_latencies: Mutex<VecDeque<(i64, i64)>>,
     backlog: Box<dyn Fn() -> Vec<ClassBacklog> + Send + Sync>,
     url: Option<String>,
     backfill_rate: u64,
@@ -365,9 +365,10 @@ impl PipelineHandle {
         }
     }
 
-    /// Recent live-lane latencies (delivery time − sample timestamp), in
-    /// seconds, oldest first (at most the last 4096).
-    pub fn live_latencies(&self) -> Vec<f64> {
+    /// Recent live-lane deliveries as `(2xx time, sample timestamp)` in
+    /// ms, oldest first: up to 64 samples of each request, the last 16384.
+    /// Their difference is the live latency.
+    pub fn live_deliveries(&self) -> Vec<(i64, i64)> {
         lock(&self.shared.live_latencies).iter().copied().collect()
     }
 
@@ -600,9 +601,9 @@ async fn run_live(
                 {
                     let mut lat = lock(&shared.live_latencies);
                     for s in all.iter().step_by((all.len() / 64).max(1)) {
-                        lat.push_back((done_ms - s.timestamp_ms) as f64 / 1000.0);
+                        lat.push_back((done_ms, s.timestamp_ms));
                     }
-                    while lat.len() > 4096 {
+                    while lat.len() > 16384 {
                         lat.pop_front();
                     }
                 }

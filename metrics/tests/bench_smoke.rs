@@ -1,0 +1,34 @@
+//! The backfill benchmark at toy size: it runs, and its numbers add up.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use edgeplane_metrics::bench::{BackfillOptions, backfill};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_bench_smoke() {
+    let rep = backfill(BackfillOptions {
+        days: 0.25,
+        series: 20,
+        step: Duration::from_secs(15),
+        batch_samples: 500,
+        live_series: 5,
+        live_interval: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    println!("{}", rep.render_table());
+    assert_eq!(rep.samples, 20 * 1440);
+    assert_eq!(rep.samples_in_prometheus, rep.samples);
+    assert_eq!(rep.dead_letter_batches, 0);
+    assert!(rep.flush_samples_per_s > 0.0);
+    assert!(rep.receiver_baseline_samples_per_s.unwrap() > 0.0);
+    let p99 = rep
+        .live_latency_p99_s
+        .expect("live samples after the reconnect");
+    assert!(p99 < 2.0 * 0.5 + 1.0, "live p99 {p99} s");
+    let json = serde_json::to_value(&rep).unwrap();
+    assert!(json["flush_samples_per_s"].is_number());
+}
