@@ -554,6 +554,11 @@ impl Buffer {
         )
     }
 
+    /// Bytes written to head and segment files since open (write amplification).
+    pub fn bytes_written(&self) -> u64 {
+        self.classes.iter().map(|c| c.bytes_written).sum()
+    }
+
     /// The directory this buffer lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

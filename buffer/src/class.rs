@@ -199,6 +199,8 @@ pub(crate) struct ClassStore {
     pub max_age_ms: Option<i64>,
     /// Pending samples and time range when opened read-only (no decoding).
     ro_pending: Option<(u64, Option<(i64, i64)>)>,
+    /// Bytes written to head and segment files since open.
+    pub bytes_written: u64,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BufferError {
@@ -267,6 +269,7 @@ impl ClassStore {
             segment_unsynced: false,
             max_age_ms: None,
             ro_pending: None,
+            bytes_written: 0,
         };
         let before = c.state.clone();
         c.recover(segment_bytes, durable, read_only)?;
@@ -580,6 +583,7 @@ impl ClassStore {
             return Err(e);
         }
         self.head_len += frame_bytes.len() as u64;
+        self.bytes_written += frame_bytes.len() as u64;
         self.head_disk_bytes = file_disk_bytes(head)?;
         self.head_unsynced = true;
         let c = &mut self.pending.cols;
@@ -714,6 +718,7 @@ impl ClassStore {
             header: h,
         });
         seg.len += bytes.len() as u64;
+        self.bytes_written += bytes.len() as u64;
         let new_disk = file_disk_bytes(f).map_err(io_err("stat", &seg.path))?;
         self.seg_disk_total = self.seg_disk_total - seg.disk_bytes + new_disk;
         seg.disk_bytes = new_disk;
