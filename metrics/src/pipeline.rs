@@ -187,11 +187,20 @@ impl Shared {
 pub struct PipelineHandle {
     shared: Arc<Shared>,
     ingest_tx: mpsc::Sender<Ingest>,
-    stop_tx: watch::Sender<bool>,
+    /// Dropping the handle without `shutdown` still stops the tasks.
+    stop: StopOnDrop,
     scrapers: Vec<JoinHandle<()>>,
     ingest: JoinHandle<()>,
     senders: Vec<JoinHandle<()>>,
     sync: Box<dyn FnOnce() -> Result<(), StoreError> + Send>,
+}
+
+struct StopOnDrop(watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// The entry point; see the crate docs.
@@ -326,7 +335,7 @@ impl Pipeline {
         Ok(PipelineHandle {
             shared,
             ingest_tx,
-            stop_tx,
+            stop: StopOnDrop(stop_tx),
             scrapers,
             ingest,
             senders,
@@ -375,7 +384,7 @@ impl PipelineHandle {
     /// Stops scraping, buffers what was scraped, stops sending (unacked
     /// batches stay in the buffer) and syncs the buffer to disk.
     pub async fn shutdown(self) -> Result<(), StoreError> {
-        let _ = self.stop_tx.send(true);
+        let _ = self.stop.0.send(true);
         for s in self.scrapers {
             let _ = s.await;
         }
@@ -1041,7 +1050,9 @@ impl PipelineOptions {
             uplink,
             dead_letter_dir: dead_letter_dir_for(buffer_dir),
             live_queue_samples: (batch * 4).max(10_000),
-            ledger_capacity: 2_000_000,
+            // ≈ 40 bytes a key: at most ~40 MiB, an hour of 2000 series at
+            // 15 s ~ 0.5 M keys.
+            ledger_capacity: 1_000_000,
             link: LinkTiming {
                 backoff_max: m
                     .scrape_interval

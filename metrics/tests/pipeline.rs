@@ -320,3 +320,59 @@ async fn refused_batches_go_to_dead_letter_and_the_rest_flows() {
     assert_eq!(st.link.state, edgeplane_metrics::link::LinkState::Up);
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_errors_retry_and_auth_errors_keep_the_data() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // 503 (with Retry-After) three times, then 401 until told otherwise,
+    // then 204.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c2, h2) = (calls.clone(), healthy.clone());
+    let rx = FakeReceiver::start(move |_| {
+        let n = c2.fetch_add(1, Ordering::SeqCst);
+        if n < 3 {
+            (503, "busy".into())
+        } else if !h2.load(Ordering::SeqCst) {
+            (401, "bad token".into())
+        } else {
+            (204, String::new())
+        }
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Pipeline::start_with_store(
+        options(tmp.path(), Some(rx.url())),
+        buffer(tmp.path(), 64 << 20, 1 << 20),
+    )
+    .unwrap();
+    let now = now_ms();
+    p.inject(series("crit_x", 3, now - 60_000, now, 1000), false)
+        .await;
+    wait_for(Duration::from_secs(20), "link down on 401", || async {
+        let st = p.status();
+        st.link.state == edgeplane_metrics::link::LinkState::Down
+            && st
+                .link
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("401"))
+    })
+    .await;
+    let st = p.status();
+    assert_eq!(st.backlog_samples, 180, "401 keeps the data in the buffer");
+    assert_eq!(st.dead_letter.total_batches, 0);
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(
+        Duration::from_secs(20),
+        "delivered after recovery",
+        || async { p.status().backlog_samples == 0 },
+    )
+    .await;
+    assert_eq!(rx.accepted().len(), 180);
+    let st = p.status();
+    assert_eq!(st.link.state, edgeplane_metrics::link::LinkState::Up);
+    assert!(st.counters.responses.get("503").copied().unwrap_or(0) >= 3);
+    assert!(st.counters.probes > 0);
+    p.shutdown().await.unwrap();
+}
