@@ -376,3 +376,78 @@ async fn retryable_errors_retry_and_auth_errors_keep_the_data() {
     assert!(st.counters.probes > 0);
     p.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_data_reaches_the_region_while_the_backlog_drains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let mut opts = options(
+        tmp.path(),
+        Some(format!("http://127.0.0.1:{port}/api/v1/write")),
+    );
+    let interval = Duration::from_millis(500);
+    opts.uplink.as_mut().unwrap().backfill_rate = 20_000;
+    let text = Arc::new(Mutex::new("low_live_gauge 1\n".to_string()));
+    let tport = metrics_target(text).await;
+    opts.targets = vec![ScrapeTarget {
+        job: "live".into(),
+        url: format!("http://127.0.0.1:{tport}/metrics"),
+        interval,
+        timeout: interval,
+    }];
+    let p = Pipeline::start_with_store(opts, buffer(tmp.path(), 64 << 20, 1 << 20)).unwrap();
+    let now = now_ms();
+    // ~100 k samples of backlog in the live data's own class: 5 s at 20 k/s.
+    p.inject(series("low_old", 35, now - 3 * DAY_MS, now, 90_000), false)
+        .await;
+    wait_for(Duration::from_secs(20), "link down", || async {
+        p.status().link.state == edgeplane_metrics::link::LinkState::Down
+    })
+    .await;
+    let prom = LocalPrometheus::start(PrometheusOptions {
+        port,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let reconnect_ms = now_ms();
+    // Live samples scraped after the reconnect are there within two scrape
+    // intervals, long before the backlog is done.
+    wait_for(
+        Duration::from_secs(10),
+        "a post-reconnect live sample",
+        || async {
+            p.live_deliveries()
+                .iter()
+                .any(|(_, ts)| *ts >= reconnect_ms)
+        },
+    )
+    .await;
+    let st = p.status();
+    assert!(
+        st.backlog_samples > 10_000,
+        "backlog still draining: {}",
+        st.backlog_samples
+    );
+    let r = prom.instant("low_live_gauge", now_ms()).await.unwrap();
+    assert_eq!(r.len(), 1, "live series queryable during the drain");
+    wait_for(Duration::from_secs(30), "backlog drained", || async {
+        p.status().backlog_samples < 10
+    })
+    .await;
+    let late: Vec<f64> = p
+        .live_deliveries()
+        .iter()
+        .filter(|(_, ts)| *ts >= reconnect_ms)
+        .map(|(done, ts)| (done - ts) as f64 / 1000.0)
+        .collect();
+    let worst = late.iter().copied().fold(0.0, f64::max);
+    assert!(
+        worst <= 2.0 * interval.as_secs_f64(),
+        "live latency after reconnect up to {worst} s ({} samples)",
+        late.len()
+    );
+    let rate = p.status().flush.backfill_samples_per_s;
+    assert!(rate < 25_000.0, "backfill rate limit holds: {rate}");
+    p.shutdown().await.unwrap();
+}
