@@ -997,6 +997,9 @@ impl PipelineOptions {
         };
         let me = cfg.nodes.iter().find(|n| n.name == cfg.host);
         let mut targets = Vec::new();
+        // `metrics.enabled = false`: scrape nothing, but still flush what an
+        // earlier run buffered.
+        let me = me.filter(|_| m.enabled);
         if let Some(me) = me {
             if m.scrape_etcd {
                 targets.push(target("etcd", join_metrics(&me.client_url), None));
@@ -1114,5 +1117,68 @@ impl Pipeline {
             PipelineOptions::from_config(cfg, buffer_dir, extra_targets),
             buffer,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_from_an_edge_config() {
+        let text = r#"
+            profile = "edge"
+            host = "a"
+            site = "depot-7"
+            [[nodes]]
+            name = "a"
+            peer_url = "http://10.0.0.1:2380"
+            client_url = "http://10.0.0.1:2379"
+            agent_url = "http://10.0.0.1:7070/"
+            [metrics]
+            external_labels = { env = "prod" }
+            [[metrics.targets]]
+            job = "node"
+            url = "http://127.0.0.1:9100/metrics"
+            interval = "1m"
+            [uplink]
+            url = "https://region.example/api/v1/write"
+        "#;
+        let cfg = edgeplane_config::load_str(text, std::path::Path::new("t.toml"))
+            .expect("valid config")
+            .config;
+        let o = PipelineOptions::from_config(
+            &cfg,
+            std::path::Path::new("/var/lib/edgeplane/buffer"),
+            vec![],
+        );
+        assert_eq!(o.site, "depot-7");
+        let urls: Vec<(&str, &str)> = o
+            .targets
+            .iter()
+            .map(|t| (t.job.as_str(), t.url.as_str()))
+            .collect();
+        assert_eq!(
+            urls,
+            vec![
+                ("etcd", "http://10.0.0.1:2379/metrics"),
+                ("edgeplane", "http://10.0.0.1:7070/metrics"),
+                ("node", "http://127.0.0.1:9100/metrics"),
+            ]
+        );
+        assert_eq!(o.targets[2].interval, Duration::from_secs(60));
+        assert!(o.targets.iter().all(|t| t.timeout <= t.interval));
+        assert_eq!(o.external_labels, vec![("env".into(), "prod".into())]);
+        assert_eq!(o.classes, cfg.metrics.classes);
+        let u = o.uplink.expect("uplink on");
+        assert_eq!(u.url, "https://region.example/api/v1/write");
+        assert_eq!(u.batch_samples, cfg.uplink.batch_samples);
+        assert_eq!(
+            o.dead_letter_dir,
+            PathBuf::from("/var/lib/edgeplane/dead-letter")
+        );
+        let b = buffer_options(&cfg);
+        assert_eq!(b.budget_bytes, cfg.buffer.budget_bytes);
+        assert_eq!(b.classes, cfg.metrics.classes);
     }
 }

@@ -196,16 +196,17 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<String, String> {
         .header("Accept", "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         .send()
         .await
-        .map_err(|e| format!("scrape failed: {}", error_chain(&e)))?;
+        .map_err(|e| format!("scrape failed: {}", error_chain(&e.without_url())))?;
     if !resp.status().is_success() {
         return Err(format!("scrape answered HTTP {}", resp.status().as_u16()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("reading the scrape body failed: {}", error_chain(&e)))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        format!(
+            "reading the scrape body failed: {}",
+            error_chain(&e.without_url())
+        )
+    })? {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(format!("scrape body larger than {MAX_BODY_BYTES} bytes"));
         }

@@ -175,6 +175,8 @@ impl RemoteWriter {
                 )
             }
             Err(e) => {
+                // Never echo the URL: it may carry credentials.
+                let e = e.without_url();
                 let label = if e.is_timeout() { "timeout" } else { "error" };
                 (
                     Verdict::Retry {
