@@ -308,8 +308,8 @@ impl Buffer {
             let n = chunk.min(samples.len() - i);
             let c = &mut self.classes[ci];
             let mut cols = Columns::default();
-            for s in &samples[i..i + n] {
-                let id = c.pending.dict.intern(&s.labels);
+            for (pos, s) in samples[i..i + n].iter().enumerate() {
+                let id = c.pending.dict.intern_at(i + pos, &s.labels);
                 cols.push(id, s.timestamp_ms, s.value.to_bits());
             }
             let frame = c

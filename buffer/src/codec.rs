@@ -76,9 +76,30 @@ pub(crate) struct Block {
 pub(crate) struct Dictionary {
     pub table: Vec<Labels>,
     index: HashMap<Labels, u32>,
+    /// The id seen at each position of the previous batch: scrapes repeat the
+    /// same series in the same order, so a comparison usually replaces a hash.
+    guess: Vec<u32>,
 }
 
 impl Dictionary {
+    /// The id of `labels`, which was at position `pos` of its batch.
+    pub fn intern_at(&mut self, pos: usize, labels: &[(String, String)]) -> u32 {
+        if let Some(&g) = self.guess.get(pos)
+            && self
+                .table
+                .get(g as usize)
+                .is_some_and(|t| t.as_slice() == labels)
+        {
+            return g;
+        }
+        let id = self.intern(labels);
+        if pos >= self.guess.len() {
+            self.guess.resize(pos + 1, u32::MAX);
+        }
+        self.guess[pos] = id;
+        id
+    }
+
     pub fn intern(&mut self, labels: &[(String, String)]) -> u32 {
         if let Some(&id) = self.index.get(labels) {
             return id;
@@ -88,9 +109,11 @@ impl Dictionary {
         self.index.insert(labels.to_vec(), id);
         id
     }
+
     pub fn clear(&mut self) {
         self.table.clear();
         self.index.clear();
+        self.guess.clear();
     }
 }
 
@@ -206,15 +229,17 @@ fn unscale(i: i64, k: usize) -> f64 {
 /// Encode rows `cols` (indexes into `table`) into a block payload.
 pub(crate) fn encode(table: &[Labels], cols: &Columns, out: &mut Vec<u8>) {
     let n = cols.len();
-    let mut local_of: HashMap<u32, u32> = HashMap::new();
+    const UNSEEN: u32 = u32::MAX;
+    let mut local_of: Vec<u32> = vec![UNSEEN; table.len()];
     let mut order: Vec<u32> = Vec::new();
     let mut rows_local: Vec<u32> = Vec::with_capacity(n);
     for &s in &cols.series {
-        let l = *local_of.entry(s).or_insert_with(|| {
+        let slot = &mut local_of[s as usize];
+        if *slot == UNSEEN {
+            *slot = order.len() as u32;
             order.push(s);
-            (order.len() - 1) as u32
-        });
-        rows_local.push(l);
+        }
+        rows_local.push(*slot);
     }
     // Group row indexes by series (counting sort keeps append order inside a series).
     let mut starts = vec![0usize; order.len() + 1];
@@ -263,7 +288,7 @@ pub(crate) fn encode(table: &[Labels], cols: &Columns, out: &mut Vec<u8>) {
         let rows = &by_series[starts[l]..starts[l + 1]];
         let mut prev_ts = 0i64;
         let mut prev_delta = 0i64;
-        let mut prev_val = 0u64;
+        let mut prev_val = Scaled::new(0);
         for (j, &r) in rows.iter().enumerate() {
             let t = cols.ts[r as usize];
             match j {
@@ -279,9 +304,8 @@ pub(crate) fn encode(table: &[Labels], cols: &Columns, out: &mut Vec<u8>) {
                 }
             }
             prev_ts = t;
-            let v = cols.vals[r as usize];
-            encode_value(prev_val, v, &mut ctrl, &mut ints, &mut xors);
-            prev_val = v;
+            let v = Scaled::new(cols.vals[r as usize]);
+            prev_val = encode_value(prev_val, v, &mut ctrl, &mut ints, &mut xors);
         }
     }
     put_bytes(out, &sec);
@@ -290,23 +314,61 @@ pub(crate) fn encode(table: &[Labels], cols: &Columns, out: &mut Vec<u8>) {
     put_bytes(out, &xors);
 }
 
-fn encode_value(prev: u64, v: u64, ctrl: &mut Vec<u8>, ints: &mut Vec<u8>, xors: &mut Vec<u8>) {
-    if v == prev {
-        ctrl.push(VALUE_SAME);
-        return;
-    }
-    for k in 0..=(VALUE_DEC_MAX - 1) as usize {
-        if let (Some(a), Some(b)) = (scaled(prev, k), scaled(v, k)) {
-            ctrl.push(VALUE_INT + k as u8);
-            put_uvarint(ints, zigzag(b.wrapping_sub(a)));
-            return;
+/// A value with its decimal scalings, computed on demand and kept for the
+/// next value of the series.
+#[derive(Clone, Copy)]
+struct Scaled {
+    bits: u64,
+    vals: [Option<i64>; 4],
+    done: u8,
+}
+
+impl Scaled {
+    fn new(bits: u64) -> Self {
+        Scaled {
+            bits,
+            vals: [None; 4],
+            done: 0,
         }
     }
-    let x = prev ^ v;
+    fn get(&mut self, k: usize) -> Option<i64> {
+        if self.done & (1 << k) == 0 {
+            self.vals[k] = scaled(self.bits, k);
+            self.done |= 1 << k;
+        }
+        self.vals[k]
+    }
+}
+
+/// Encode `v` after `prev`; returns `v` (with what was learned about it).
+fn encode_value(
+    mut prev: Scaled,
+    mut v: Scaled,
+    ctrl: &mut Vec<u8>,
+    ints: &mut Vec<u8>,
+    xors: &mut Vec<u8>,
+) -> Scaled {
+    if v.bits == prev.bits {
+        ctrl.push(VALUE_SAME);
+        return prev;
+    }
+    if f64::from_bits(v.bits).is_finite() && f64::from_bits(prev.bits).is_finite() {
+        for k in 0..VALUE_DEC_MAX as usize {
+            if let Some(b) = v.get(k)
+                && let Some(a) = prev.get(k)
+            {
+                ctrl.push(VALUE_INT + k as u8);
+                put_uvarint(ints, zigzag(b.wrapping_sub(a)));
+                return v;
+            }
+        }
+    }
+    let x = prev.bits ^ v.bits;
     let lz = (x.leading_zeros() / 8) as usize;
     let tz = (x.trailing_zeros() / 8) as usize;
     ctrl.push(VALUE_XOR | ((lz as u8) << 3) | tz as u8);
     xors.extend_from_slice(&x.to_be_bytes()[lz..8 - tz]);
+    v
 }
 
 /// Decode a block payload. Never panics on malformed input.
