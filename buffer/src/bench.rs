@@ -64,8 +64,10 @@ pub struct BenchReport {
     pub bytes_written_per_sample: f64,
     pub data_on_disk_mib: f64,
     pub read_samples: u64,
-    /// Read and ack (which deletes drained segments) of the held data.
+    /// `read` + `ack` (which deletes drained segments) of the held data.
     pub read_samples_per_s: f64,
+    /// `read_series` + `ack`: the same, grouped by series.
+    pub read_series_samples_per_s: f64,
     pub shed_events: usize,
     /// Time to shed one segment (ledger fsync + unlink) while appends continue.
     pub shed_segment_ms_p50: f64,
@@ -189,12 +191,13 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
     let on_disk = b.disk_usage();
     let written = b.bytes_written();
 
-    // 2. Read back (and ack, which deletes drained segments).
+    // 2. Read back (and ack, which deletes drained segments): half as
+    // `Sample`s, half grouped by series.
     let to_read = opts.read_samples.min(appended);
     let t = Instant::now();
     let mut read = 0u64;
-    while read < to_read {
-        let want = (to_read - read).min(10_000) as usize;
+    while read < to_read / 2 {
+        let want = (to_read / 2 - read).min(10_000) as usize;
         let Some(batch) = b.read("normal", want)? else {
             break;
         };
@@ -202,6 +205,17 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
         b.ack(&batch.token)?;
     }
     let read_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut read_grouped = 0u64;
+    while read + read_grouped < to_read {
+        let want = (to_read - read - read_grouped).min(10_000) as usize;
+        let Some(batch) = b.read_series("normal", want)? else {
+            break;
+        };
+        read_grouped += batch.len() as u64;
+        b.ack(&batch.token)?;
+    }
+    let read_grouped_s = t.elapsed().as_secs_f64();
     let peak_rss_mib = peak_rss_mib();
     drop(b);
     remove_dir(&hold_dir);
@@ -277,8 +291,9 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
         bytes_per_sample: on_disk as f64 / appended.max(1) as f64,
         bytes_written_per_sample: written as f64 / appended.max(1) as f64,
         data_on_disk_mib: on_disk as f64 / f64::from(1u32 << 20),
-        read_samples: read,
+        read_samples: read + read_grouped,
         read_samples_per_s: per_s(read, read_s),
+        read_series_samples_per_s: per_s(read_grouped, read_grouped_s),
         shed_events: shed_ms.len(),
         shed_segment_ms_p50: pct(0.50),
         shed_segment_ms_p99: pct(0.99),

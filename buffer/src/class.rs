@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Block, Columns, Dictionary};
+use crate::codec::{Block, Columns, Dictionary, Labels};
 use crate::error::{BufferError, is_enospc};
 use crate::frame::{self, FrameHeader, FrameInfo, PayloadError};
 use crate::slot::{self, SlotFile};
-use crate::{Sample, SegmentInfo};
+use crate::{Sample, SegmentInfo, SeriesSamples};
 
 /// zstd level for head frames (one append each: speed matters).
 const HEAD_LEVEL: i32 = 1;
@@ -914,61 +914,99 @@ impl ClassStore {
         Locate::End
     }
 
-    /// Next up to `max` samples from the in-memory read position.
-    /// Returns (samples, start_seq, end_seq).
-    pub fn read(&mut self, max: usize) -> Result<(Vec<Sample>, u64, u64), BufferError> {
-        let mut out = Vec::with_capacity(max.min(1 << 16));
+    /// Visit the next up to `max` samples from the in-memory read position and
+    /// advance it. `visit(run, table, series, ts, value_bits)`: `run` changes
+    /// whenever the series table changes (a new block). Returns (visited,
+    /// start_seq, end_seq).
+    pub fn read_with(
+        &mut self,
+        max: usize,
+        mut visit: impl FnMut(usize, &[Labels], u32, i64, u64),
+    ) -> Result<(usize, u64, u64), BufferError> {
         let mut seq = self.read_seq.max(self.state.floor());
         let start = seq;
-        while out.len() < max {
-            match self.locate(seq) {
+        let mut n = 0usize;
+        let mut run = 0usize;
+        while n < max {
+            let (cols, table, first) = match self.locate(seq) {
                 Locate::End => break,
-                Locate::Pending => {
-                    let p = &self.pending;
-                    let from = seq.max(p.first_seq);
-                    let i0 = (from - p.first_seq) as usize;
-                    let i1 = (i0 + (max - out.len())).min(p.cols.len());
-                    for i in i0..i1 {
-                        out.push(Sample {
-                            labels: p.dict.table[p.cols.series[i] as usize].clone(),
-                            timestamp_ms: p.cols.ts[i],
-                            value: f64::from_bits(p.cols.vals[i]),
-                        });
-                    }
-                    seq = p.first_seq + i1 as u64;
-                }
+                Locate::Pending => (
+                    &self.pending.cols,
+                    &self.pending.dict.table,
+                    self.pending.first_seq,
+                ),
                 Locate::Frame { seg, frame } => {
                     let s = &self.segments[seg];
                     let (sid, info) = (s.id, s.frames[frame]);
-                    let h = info.header;
-                    let from = seq.max(h.first_seq);
                     match self.decoded(sid, seg, info)? {
+                        // Corrupt: counted, skipped, never returned.
                         None => {
-                            // Corrupt: counted, skipped, never returned.
-                            seq = h.end_seq();
+                            seq = info.header.end_seq();
+                            continue;
                         }
-                        Some(block) => {
-                            let i0 = (from - h.first_seq) as usize;
-                            let i1 = (i0 + (max - out.len())).min(block.cols.len());
-                            for i in i0..i1 {
-                                out.push(Sample {
-                                    labels: block.table[block.cols.series[i] as usize].clone(),
-                                    timestamp_ms: block.cols.ts[i],
-                                    value: f64::from_bits(block.cols.vals[i]),
-                                });
-                            }
-                            seq = h.first_seq + i1 as u64;
-                        }
+                        Some(block) => (&block.cols, &block.table, info.header.first_seq),
                     }
                 }
+            };
+            let i0 = (seq.max(first) - first) as usize;
+            let i1 = (i0 + (max - n)).min(cols.len());
+            run += 1;
+            for i in i0..i1 {
+                visit(run, table, cols.series[i], cols.ts[i], cols.vals[i]);
             }
+            n += i1 - i0;
+            seq = first + i1 as u64;
         }
         self.read_seq = seq;
         if self.state_dirty {
             // Corrupt frames found while reading: persist the count.
             self.write_state()?;
         }
-        Ok((out, start, seq))
+        Ok((n, start, seq))
+    }
+
+    /// Next up to `max` samples as `Sample`s. Returns (samples, start, end).
+    pub fn read(&mut self, max: usize) -> Result<(Vec<Sample>, u64, u64), BufferError> {
+        let mut out = Vec::with_capacity(max.min(1 << 16));
+        let (_, start, end) = self.read_with(max, |_, table, s, ts, v| {
+            out.push(Sample {
+                labels: table[s as usize].clone(),
+                timestamp_ms: ts,
+                value: f64::from_bits(v),
+            })
+        })?;
+        Ok((out, start, end))
+    }
+
+    /// Next up to `max` samples grouped by series (one label clone per series
+    /// and block instead of one per sample). Returns (series, start, end).
+    pub fn read_series(
+        &mut self,
+        max: usize,
+    ) -> Result<(Vec<SeriesSamples>, u64, u64), BufferError> {
+        let mut out: Vec<SeriesSamples> = Vec::new();
+        let mut group_of: Vec<u32> = Vec::new();
+        let mut current_run = 0;
+        let (_, start, end) = self.read_with(max, |run, table, s, ts, v| {
+            if run != current_run {
+                current_run = run;
+                group_of.clear();
+                group_of.resize(table.len(), u32::MAX);
+            }
+            let g = &mut group_of[s as usize];
+            if *g == u32::MAX {
+                *g = out.len() as u32;
+                out.push(SeriesSamples {
+                    labels: table[s as usize].clone(),
+                    timestamps_ms: Vec::new(),
+                    values: Vec::new(),
+                });
+            }
+            let group = &mut out[*g as usize];
+            group.timestamps_ms.push(ts);
+            group.values.push(f64::from_bits(v));
+        })?;
+        Ok((out, start, end))
     }
 
     /// The decoded block of a frame, from the one-block cache when possible.

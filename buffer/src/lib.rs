@@ -211,6 +211,32 @@ pub struct ReadBatch {
     pub token: AckToken,
 }
 
+/// Samples returned by `read_series`: grouped by series, with the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesBatch {
+    pub class: String,
+    pub series: Vec<SeriesSamples>,
+    pub token: AckToken,
+}
+
+impl SeriesBatch {
+    /// Number of samples in the batch.
+    pub fn len(&self) -> usize {
+        self.series.iter().map(|s| s.timestamps_ms.len()).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+/// The samples of one series in a `SeriesBatch`, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    pub labels: Vec<(String, String)>,
+    pub timestamps_ms: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
 /// Identifies a read batch for `ack`: the class and the sequence numbers
 /// `start_seq..end_seq` the batch covered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

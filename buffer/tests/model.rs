@@ -17,10 +17,23 @@ const BUDGETS: [u64; 4] = [64 << 10, 96 << 10, 160 << 10, 320 << 10];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { class: usize, n: usize, seed: u64 },
-    Read { class: usize, max: usize },
-    Ack { class: usize, which: usize },
-    Rewind { class: usize },
+    Append {
+        class: usize,
+        n: usize,
+        seed: u64,
+    },
+    Read {
+        class: usize,
+        max: usize,
+        grouped: bool,
+    },
+    Ack {
+        class: usize,
+        which: usize,
+    },
+    Rewind {
+        class: usize,
+    },
     Reopen,
     SetBudget(usize),
     Sync,
@@ -29,7 +42,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..4usize, 0..300usize, any::<u64>()).prop_map(|(class, n, seed)| Op::Append { class, n, seed }),
-        3 => (0..4usize, 1..400usize).prop_map(|(class, max)| Op::Read { class, max }),
+        3 => (0..4usize, 1..400usize, any::<bool>()).prop_map(|(class, max, grouped)| Op::Read { class, max, grouped }),
         3 => (0..4usize, 0..4usize).prop_map(|(class, which)| Op::Ack { class, which }),
         1 => (0..4usize).prop_map(|class| Op::Rewind { class }),
         1 => Just(Op::Reopen),
@@ -85,6 +98,9 @@ fn gen_samples(n: usize, seed: u64) -> Vec<Sample> {
 fn key(s: &Sample) -> (Vec<(String, String)>, i64, u64) {
     (s.labels.clone(), s.timestamp_ms, s.value.to_bits())
 }
+
+/// Labels and (timestamp, value bits) of one series.
+type SeriesPoints = (Vec<(String, String)>, Vec<(i64, u64)>);
 
 #[derive(Default)]
 struct ModelClass {
@@ -192,10 +208,11 @@ fn run(ops: Vec<Op>, batch_sync: bool) -> Result<(), TestCaseError> {
                     );
                 }
             }
-            Op::Read { class, max } => {
-                let got = b
-                    .read(CLASSES[class], max)
-                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            Op::Read {
+                class,
+                max,
+                grouped,
+            } => {
                 let c = &mut model.classes[class];
                 let want: Vec<_> = c
                     .items
@@ -203,20 +220,63 @@ fn run(ops: Vec<Op>, batch_sync: bool) -> Result<(), TestCaseError> {
                     .filter(|(s, _)| *s >= c.read_pos)
                     .take(max)
                     .collect();
-                match got {
+                let want_keys: Vec<_> = want.iter().map(|(_, s)| key(s)).collect();
+                let token = if grouped {
+                    let got = b
+                        .read_series(CLASSES[class], max)
+                        .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                    match got {
+                        None => None,
+                        Some(batch) => {
+                            prop_assert_eq!(batch.len(), want_keys.len());
+                            // Per series, the points come in order.
+                            let mut per_series: Vec<SeriesPoints> = Vec::new();
+                            for g in &batch.series {
+                                let pts = g
+                                    .timestamps_ms
+                                    .iter()
+                                    .zip(&g.values)
+                                    .map(|(t, v)| (*t, v.to_bits()));
+                                match per_series.iter_mut().find(|(l, _)| *l == g.labels) {
+                                    Some((_, p)) => p.extend(pts),
+                                    None => per_series.push((g.labels.clone(), pts.collect())),
+                                }
+                            }
+                            for (labels, pts) in per_series {
+                                let expect: Vec<_> = want_keys
+                                    .iter()
+                                    .filter(|k| k.0 == labels)
+                                    .map(|k| (k.1, k.2))
+                                    .collect();
+                                prop_assert_eq!(pts, expect);
+                            }
+                            Some(batch.token)
+                        }
+                    }
+                } else {
+                    let got = b
+                        .read(CLASSES[class], max)
+                        .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                    match got {
+                        None => None,
+                        Some(batch) => {
+                            let got_keys: Vec<_> = batch.samples.iter().map(key).collect();
+                            prop_assert_eq!(got_keys, want_keys.clone());
+                            Some(batch.token)
+                        }
+                    }
+                };
+                match token {
                     None => prop_assert!(
                         want.is_empty(),
                         "read returned nothing, model has {}",
                         want.len()
                     ),
-                    Some(batch) => {
-                        let got_keys: Vec<_> = batch.samples.iter().map(key).collect();
-                        let want_keys: Vec<_> = want.iter().map(|(_, s)| key(s)).collect();
-                        prop_assert_eq!(got_keys, want_keys);
+                    Some(t) => {
                         if let Some((last, _)) = want.last() {
                             c.read_pos = last + 1;
                         }
-                        c.tokens.push(batch.token);
+                        c.tokens.push(t);
                     }
                 }
             }
