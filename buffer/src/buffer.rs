@@ -62,7 +62,8 @@ pub(crate) fn valid_class_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-/// Class directories on disk, in name order.
+/// Class directories on disk (a valid name and a ledger inside), in name order.
+/// Other directories are left alone.
 pub(crate) fn classes_on_disk(dir: &Path) -> Result<Vec<String>, BufferError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(BufferError::io("list", dir))? {
@@ -70,6 +71,7 @@ pub(crate) fn classes_on_disk(dir: &Path) -> Result<Vec<String>, BufferError> {
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if let (true, Some(name)) = (is_dir, entry.file_name().to_str())
             && valid_class_name(name)
+            && entry.path().join(crate::class::STATE_FILE).is_file()
         {
             out.push(name.to_string());
         }

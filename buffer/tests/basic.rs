@@ -164,7 +164,16 @@ fn unconfigured_class_on_disk_stays_readable_and_is_shed_first() {
         b.append("debug", &[sample(1, 1, 1.0), sample(2, 2, 2.0)])
             .expect("append");
     }
+    std::fs::create_dir(dir.path().join("notes")).expect("mkdir");
     let mut b = Buffer::open(dir.path(), opts(64 << 20, 16 << 10)).expect("reopen without debug");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("notes"))
+            .expect("list")
+            .count(),
+        0,
+        "other directories are left alone"
+    );
+    assert!(b.summary().classes.iter().all(|c| c.class != "notes"));
     let s = b.summary();
     let d = s.classes.last().expect("debug class");
     assert_eq!(
