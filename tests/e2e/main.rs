@@ -1,1 +1,5 @@
+//! End-to-end tests: real etcd and edgeplane processes on loopback.
+//! One binary, modules per area (as ripgrep does).
 
+mod agent;
+mod harness;

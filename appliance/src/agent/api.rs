@@ -1,0 +1,130 @@
+//! The agent's HTTP API on its `agent_url`:
+//!
+//! - `/livez`: the agent's own loop is alive. Never depends on etcd or the
+//!   network; this alone may restart the agent (systemd watchdog).
+//! - `/readyz`: the local member is healthy and caught up and the agent's
+//!   state is loaded. Readiness flapping never restarts anything.
+//! - `/status`: this host's view of the site as JSON (diagnostics and peers).
+//! - `/metrics`: the agent's own metrics in Prometheus text format.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn livez(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let age = s.loop_age();
+    if age <= s.stall_after {
+        (
+            StatusCode::OK,
+            format!("ok: last reconcile {:.1}s ago\n", age.as_secs_f64()),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: last reconcile {:.1}s ago\n", age.as_secs_f64()),
+        )
+    }
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let doc = s.status();
+    if doc.ready {
+        (StatusCode::OK, format!("ready: {}\n", doc.ready_reason))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", doc.ready_reason),
+        )
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let mut doc = s.status();
+    doc.progress.last_reconcile_age_ms = s.loop_age().as_millis() as u64;
+    doc.progress.stalled = s.loop_age() > s.stall_after;
+    axum::Json(doc)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let doc = s.status();
+    let mut out = String::new();
+    let role = |r: &str| if doc.role == r { 1 } else { 0 };
+    let lines: [(&str, &str, String); 8] = [
+        (
+            "edgeplane_reconcile_age_seconds",
+            "gauge",
+            format!("{:.3}", s.loop_age().as_secs_f64()),
+        ),
+        (
+            "edgeplane_queue_depth",
+            "gauge",
+            doc.progress.queue_depth.to_string(),
+        ),
+        ("edgeplane_ready", "gauge", u8::from(doc.ready).to_string()),
+        (
+            "edgeplane_coordinator",
+            "gauge",
+            u8::from(doc.coordinator).to_string(),
+        ),
+        (
+            "edgeplane_promotions_total",
+            "counter",
+            doc.journal.promotions.to_string(),
+        ),
+        (
+            "edgeplane_member_removals_total",
+            "counter",
+            doc.journal.removals.to_string(),
+        ),
+        (
+            "edgeplane_etcd_restarts_total",
+            "counter",
+            doc.etcd.restarts.to_string(),
+        ),
+        ("edgeplane_role_voter", "gauge", role("voter").to_string()),
+    ];
+    for (name, kind, value) in lines {
+        out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out)
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The `host:port` to listen on for an agent URL.
+pub fn listen_addr(agent_url: &str) -> Option<String> {
+    let rest = agent_url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(agent_url);
+    let hostport = rest.split('/').next()?;
+    Some(hostport.to_string())
+}
+
+/// How long an HTTP request to a peer agent may take.
+pub const PEER_TIMEOUT: Duration = Duration::from_millis(700);

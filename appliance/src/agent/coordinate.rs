@@ -1,0 +1,236 @@
+//! The coordinator's side of the loop: the agent next to the etcd leader
+//! takes one `plan` step per tick, journalled before and after; every other
+//! agent only watches that the coordinator is alive and, if it is not, moves
+//! leadership (and with it the coordinating role) to itself.
+
+use std::time::{Duration, Instant};
+
+use super::local::{Agent, describe};
+use super::plan::{self, Decision};
+use super::state::{OpKind, Outcome};
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Steps taken in one tick at most: remove the dead voter, then promote.
+const STEPS_PER_TICK: usize = 3;
+
+pub async fn step(agent: &mut Agent) {
+    for n in 0..STEPS_PER_TICK {
+        if n > 0 {
+            // The last step changed the membership: look again before the next.
+            agent.view.refresh().await;
+        }
+        if !one_step(agent).await {
+            break;
+        }
+    }
+}
+
+/// Decides and, when coordinating, takes one step; true when it changed the membership.
+async fn one_step(agent: &mut Agent) -> bool {
+    let Some(members) = agent.view.members.clone() else {
+        agent.last_decision =
+            Decision::Wait("no member list: no voter with a leader answers".into());
+        return false;
+    };
+    let now = Instant::now();
+    let health = agent.view.health(&members, now);
+    let leader_index = agent.view.leader_index().unwrap_or(0);
+    let decision = plan::decide(&members, &health, leader_index, &agent.limits);
+    let coordinator = agent.is_coordinator();
+    if !same_kind(&agent.last_decision, &decision) {
+        if coordinator {
+            tracing::info!("Membership: {}.", describe(&decision));
+        } else {
+            tracing::debug!(
+                "Membership (seen by a non-coordinator): {}.",
+                describe(&decision)
+            );
+        }
+    }
+    agent.last_decision = decision.clone();
+    if !coordinator {
+        take_over_if_coordinator_gone(agent).await;
+        return false;
+    }
+    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+        return false;
+    };
+    let (kind, id, host, reason) = match decision {
+        Decision::Steady | Decision::Wait(_) => return false,
+        Decision::RemoveVoter { id, host, reason } => (OpKind::RemoveMember, id, host, reason),
+        Decision::Promote { id, host, reason } => (OpKind::Promote, id, host, reason),
+        Decision::EvictLearner { id, host, reason } => (OpKind::EvictLearner, id, host, reason),
+    };
+    let op = match agent.state.begin(kind, &host, &reason) {
+        Ok(op) => op,
+        Err(e) => {
+            // No journal, no action: an unrecorded change would be invisible to diagnostics.
+            tracing::error!("Not acting: could not journal the intent: {e}");
+            return false;
+        }
+    };
+    let result = match kind {
+        OpKind::Promote => tokio::time::timeout(RPC_TIMEOUT, client.member_promote(id))
+            .await
+            .map(|r| r.map(|_| ())),
+        _ => tokio::time::timeout(RPC_TIMEOUT, client.member_remove(id))
+            .await
+            .map(|r| r.map(|_| ())),
+    };
+    match result {
+        Ok(Ok(())) => {
+            let verify = verify_after(agent, kind).await;
+            tracing::info!(?kind, host = %host, "Membership change done: {reason}. {verify}");
+            let _ = agent.state.finish(op, Outcome::Done, &verify);
+            // The removed member's "first seen" must not carry over to a re-added one.
+            agent.view.first_seen.remove(&id);
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(?kind, host = %host, "Membership change refused: {e}; re-checking next tick.");
+            let _ = agent.state.finish(op, Outcome::Failed, &e.to_string());
+            false
+        }
+        Err(_) => {
+            tracing::warn!(?kind, host = %host, "Membership change timed out; re-checking next tick.");
+            let _ = agent.state.finish(op, Outcome::Failed, "timed out");
+            false
+        }
+    }
+}
+
+/// Same decision apart from the timing in its reason (for logging changes only).
+fn same_kind(a: &Decision, b: &Decision) -> bool {
+    match (a, b) {
+        (Decision::Steady, Decision::Steady) => true,
+        (Decision::Wait(x), Decision::Wait(y)) => x.split(';').next() == y.split(';').next(),
+        (Decision::RemoveVoter { id: x, .. }, Decision::RemoveVoter { id: y, .. })
+        | (Decision::Promote { id: x, .. }, Decision::Promote { id: y, .. })
+        | (Decision::EvictLearner { id: x, .. }, Decision::EvictLearner { id: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+/// Post-condition check, in a sentence: the voter count after the change.
+async fn verify_after(agent: &mut Agent, kind: OpKind) -> String {
+    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+        return "could not re-read the member list".into();
+    };
+    match tokio::time::timeout(RPC_TIMEOUT, client.member_list()).await {
+        Ok(Ok(r)) => {
+            let voters = r.members().iter().filter(|m| !m.is_learner()).count();
+            let learners = r.members().len() - voters;
+            let want = agent.cfg.cluster.voters;
+            if kind == OpKind::Promote && voters != want {
+                tracing::warn!("After the promotion there are {voters} voters, {want} configured.");
+            }
+            format!("now {voters} voters (configured {want}) and {learners} standby")
+        }
+        _ => "could not re-read the member list".into(),
+    }
+}
+
+/// When the leader's agent has been silent (or reports a stalled loop) for
+/// the detection window while the leader's etcd is fine, nobody coordinates.
+/// The first healthy voter in config order moves leadership to itself.
+async fn take_over_if_coordinator_gone(agent: &mut Agent) {
+    let now = Instant::now();
+    let Some(me) = agent.local_status().cloned() else {
+        return;
+    };
+    if me.is_learner || me.leader == 0 {
+        return;
+    }
+    let Some((_, li)) = agent.view.leader() else {
+        return;
+    };
+    if li == agent.my_index {
+        return;
+    }
+    let leader = &agent.view.peers[li];
+    let gone =
+        leader.agent_down_for(now) >= agent.cfg.cluster.failure_detection || leader.agent_stalled();
+    if !gone {
+        return;
+    }
+    // Am I the first healthy voter (config order) other than the leader?
+    let first = agent.view.peers.iter().enumerate().find(|(i, p)| {
+        *i != li
+            && p.agent_up()
+            && !p.agent_stalled()
+            && p.status
+                .as_ref()
+                .is_some_and(|s| !s.is_learner && s.leader != 0)
+    });
+    if first.map(|(i, _)| i) != Some(agent.my_index) {
+        return;
+    }
+    let Some(mut client) = agent.view.peers[li].client().await else {
+        return;
+    };
+    let op = agent
+        .state
+        .begin(
+            OpKind::MoveLeader,
+            &agent.me.name,
+            "the leader's agent is not coordinating",
+        )
+        .ok();
+    match tokio::time::timeout(RPC_TIMEOUT, client.move_leader(me.member_id)).await {
+        Ok(Ok(_)) => {
+            tracing::warn!(
+                "The leader's agent on {} is not coordinating; moved etcd leadership here.",
+                leader_name(agent, li)
+            );
+            if let Some(op) = op {
+                let _ = agent
+                    .state
+                    .finish(op, Outcome::Done, "leadership moved here");
+            }
+        }
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            if let Some(op) = op {
+                let _ = agent.state.finish(op, Outcome::Failed, &why);
+            }
+        }
+    }
+}
+
+fn leader_name(agent: &Agent, i: usize) -> String {
+    agent.view.peers[i].node.name.clone()
+}
+
+/// Moves leadership from this (leading) member to a healthy, caught-up voter.
+pub async fn hand_off_leadership(agent: &mut Agent) -> bool {
+    let li = agent.view.leader_index().unwrap_or(0);
+    let target = agent.view.peers.iter().enumerate().find_map(|(i, p)| {
+        let s = p.status.as_ref()?;
+        (i != agent.my_index
+            && !s.is_learner
+            && li.saturating_sub(s.applied_index) <= agent.cfg.cluster.promotion_max_lag)
+            .then_some(s.member_id)
+    });
+    let Some(target) = target else {
+        tracing::warn!("No healthy voter to hand leadership to; stopping as leader.");
+        return false;
+    };
+    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+        return false;
+    };
+    match tokio::time::timeout(RPC_TIMEOUT, client.move_leader(target)).await {
+        Ok(Ok(_)) => {
+            tracing::info!(target = %format!("{target:x}"), "Moved etcd leadership away.");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("Could not move leadership away: {e}");
+            false
+        }
+        Err(_) => false,
+    }
+}

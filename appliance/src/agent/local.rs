@@ -1,0 +1,629 @@
+//! This host's side of the loop: supervise the local etcd and, when this host
+//! is not a member, join the cluster as its standby.
+//!
+//! How the local etcd is started (decided again whenever it is not running):
+//!
+//! | data dir        | cluster seen            | this host                      | action                              |
+//! |-----------------|-------------------------|--------------------------------|-------------------------------------|
+//! | has a member    | lists us, or not seen   | –                              | restart etcd on its data            |
+//! | has a member    | healthy, does not list us | –                            | move data aside, become a spare     |
+//! | empty           | not seen / lists us unstarted | bootstrap voter, never joined | start with `new` (bootstrap)    |
+//! | empty           | lists us as unstarted learner | –                        | start with `existing` (resume join) |
+//! | empty           | lists us as started     | –                              | wait: the coordinator removes us    |
+//! | empty           | does not list us        | –                              | spare: join as learner when first   |
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgeplane_config::{Config, Node};
+use etcd_client::MemberAddOptions;
+
+use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
+use super::observe::{View, same_url};
+use super::plan::{Decision, Limits, Member};
+use super::state::{OpKind, Outcome, State};
+use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc};
+
+/// Fact: this host's etcd has been a member of a running cluster.
+const FACT_JOINED: &str = "joined";
+/// Fact: the epoch (cluster generation) this host's data belongs to.
+const FACT_EPOCH: &str = "epoch";
+
+pub struct Agent {
+    pub cfg: Config,
+    pub me: Node,
+    pub my_index: usize,
+    pub state: Arc<State>,
+    pub shared: Arc<Shared>,
+    pub etcd: Supervisor,
+    pub view: View,
+    pub limits: Limits,
+    pub last_decision: Decision,
+    last_exit: Option<String>,
+    adopted: bool,
+    ticks: u64,
+    /// Why the local etcd is not started (shown in `/status`).
+    waiting: Option<String>,
+    last_join_attempt: Option<Instant>,
+    /// Since when no member reachable from here reports a leader.
+    leaderless_since: Option<Instant>,
+}
+
+/// What to do about a local etcd that is not running.
+enum Next {
+    Start(StartMode),
+    Join,
+}
+
+impl Agent {
+    pub fn new(
+        cfg: Config,
+        me: Node,
+        state: Arc<State>,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<Agent> {
+        let spec = EtcdSpec {
+            binary: cfg.etcd.binary.clone(),
+            name: me.name.clone(),
+            data_dir: cfg.etcd.data_dir.clone(),
+            client_url: me.client_url.clone(),
+            peer_url: me.peer_url.clone(),
+            heartbeat: cfg.etcd.heartbeat,
+            election_timeout: cfg.etcd.election_timeout,
+            quota_backend_bytes: cfg.etcd.quota_backend_bytes,
+            pre_vote: cfg.etcd.pre_vote,
+            extra_args: cfg.etcd.extra_args.clone(),
+            log_path: cfg.paths.state_dir.join("etcd.log"),
+            pid_path: cfg.paths.state_dir.join("etcd.pid"),
+        };
+        let mut etcd = Supervisor::new(spec);
+        let adopted = if let Some(pid) = etcd.adopt() {
+            tracing::info!(pid, "Adopted the etcd left running by a previous agent.");
+            true
+        } else {
+            false
+        };
+        // Operations a previous run left pending: the loop re-derives what to
+        // do from the cluster itself, so close them as abandoned.
+        for op in state.pending().unwrap_or_default() {
+            tracing::warn!(id = op.id, kind = ?op.kind, target = %op.target, "Found an operation left pending by a previous run; the reconciler re-checks the cluster instead of replaying it.");
+            let _ = state.finish(
+                op.id,
+                Outcome::Abandoned,
+                "agent restarted before the outcome was recorded",
+            );
+        }
+        let my_index = cfg
+            .nodes
+            .iter()
+            .position(|n| n.name == me.name)
+            .unwrap_or(0);
+        let limits = Limits {
+            voters: cfg.cluster.voters,
+            failure_detection: cfg.cluster.failure_detection,
+            etcd_restart_grace: cfg.cluster.etcd_restart_grace,
+            promotion_max_lag: cfg.cluster.promotion_max_lag,
+            promotion_stable_for: cfg.cluster.promotion_stable_for,
+            learner_stuck_after: cfg.cluster.learner_stuck_after,
+        };
+        let view = View::new(&cfg.nodes, cfg.cluster.promotion_max_lag)?;
+        Ok(Agent {
+            cfg,
+            me,
+            my_index,
+            state,
+            shared,
+            etcd,
+            view,
+            limits,
+            last_decision: Decision::Steady,
+            last_exit: None,
+            adopted,
+            ticks: 0,
+            waiting: None,
+            last_join_attempt: None,
+            leaderless_since: None,
+        })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.state
+            .fact(FACT_EPOCH)
+            .ok()
+            .flatten()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn token(&self) -> String {
+        format!("edgeplane-{}-e{}", self.cfg.site, self.epoch())
+    }
+
+    /// This host's member in the list, if any.
+    pub fn my_member(&self) -> Option<&Member> {
+        self.view
+            .members
+            .as_ref()?
+            .iter()
+            .find(|m| same_url(&m.peer_url, &self.me.peer_url))
+    }
+
+    /// The local etcd's Status, if it answers.
+    pub fn local_status(&self) -> Option<&super::observe::EtcdStatus> {
+        self.view.peers.get(self.my_index)?.status.as_ref()
+    }
+
+    /// One pass of the loop.
+    pub async fn tick(&mut self) {
+        self.ticks += 1;
+        self.view.refresh().await;
+        if self.view.leader().is_some() {
+            self.leaderless_since = None;
+        } else {
+            self.leaderless_since.get_or_insert_with(Instant::now);
+        }
+        self.supervise().await;
+        if self.etcd.running() {
+            if let Some(s) = self.local_status()
+                && s.leader != 0
+                && self.state.fact(FACT_JOINED).ok().flatten().is_none()
+            {
+                let _ = self.state.set_fact(FACT_JOINED, "1");
+            }
+            self.coordinate().await;
+        }
+        self.publish();
+    }
+
+    /// Keeps the local etcd running, or decides why it must not run.
+    async fn supervise(&mut self) {
+        if let Some(exit) = self.etcd.poll_exit() {
+            match exit {
+                Exit::Removed => {
+                    tracing::warn!(
+                        "etcd exited because the cluster removed this member; moving its data aside to rejoin as the standby."
+                    );
+                    self.last_exit = Some("removed from the cluster".into());
+                    self.set_aside("the cluster removed this member");
+                }
+                Exit::Other(why) => {
+                    tracing::warn!("etcd exited ({why}); restarting it with backoff.");
+                    self.last_exit = Some(why);
+                }
+            }
+        }
+        if self.etcd.running() {
+            self.waiting = None;
+            // A member the cluster removed while we were away: etcd may keep
+            // running unaware (e.g. it was partitioned). Stop it and rejoin.
+            if self.removed_while_running() {
+                tracing::warn!(
+                    "The cluster no longer lists this member; stopping etcd and rejoining as the standby."
+                );
+                self.etcd.kill().await;
+                self.set_aside("the cluster no longer lists this member");
+            }
+            return;
+        }
+        if !self.etcd.may_start() {
+            return;
+        }
+        match self.start_mode() {
+            Ok(Some(Next::Join)) => self.join().await,
+            Ok(Some(Next::Start(mode))) => {
+                if let Err(e) = self.etcd.start(&mode) {
+                    tracing::error!("Could not start etcd: {e:#}");
+                    self.waiting = Some(format!("could not start etcd: {e:#}"));
+                }
+            }
+            Ok(None) => {}
+            Err(why) => self.waiting = Some(why),
+        }
+    }
+
+    /// Whether a healthy cluster lists members but not this host while our etcd runs.
+    fn removed_while_running(&self) -> bool {
+        let Some(members) = &self.view.members else {
+            return false;
+        };
+        // Only trust a member list that came from a cluster with a leader that is not us.
+        let Some((leader, _)) = self.view.leader() else {
+            return false;
+        };
+        if self.local_status().is_some_and(|s| s.member_id == leader) {
+            return false;
+        }
+        let started_for = self
+            .etcd
+            .started_at
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        started_for > Duration::from_secs(10)
+            && !members
+                .iter()
+                .any(|m| same_url(&m.peer_url, &self.me.peer_url))
+    }
+
+    fn set_aside(&mut self, why: &str) {
+        let id = self.state.begin(OpKind::Rejoin, &self.me.name, why).ok();
+        match move_aside(&self.cfg.etcd.data_dir, 2) {
+            Ok(to) => {
+                let detail = to
+                    .map(|p| format!("old data moved to {}", p.display()))
+                    .unwrap_or_default();
+                tracing::info!("Moved the old etcd data aside: {detail}");
+                if let Some(id) = id {
+                    let _ = self.state.finish(id, Outcome::Done, &detail);
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                if let Some(id) = id {
+                    let _ = self.state.finish(id, Outcome::Failed, &format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    /// How to start etcd now; `Ok(None)` when this host should not run etcd
+    /// yet (a spare); `Err` says why it must wait.
+    fn start_mode(&mut self) -> Result<Option<Next>, String> {
+        let data = &self.cfg.etcd.data_dir;
+        let members = self.view.members.clone();
+        let mine = self.my_member().cloned();
+        if has_member_data(data) {
+            if let (Some(_), None) = (&members, &mine) {
+                // A cluster with a leader answers and does not list us: removed.
+                self.set_aside("the cluster removed this member while it was down");
+                return Ok(None);
+            }
+            return Ok(Some(Next::Start(StartMode::Restart)));
+        }
+        match (&members, &mine) {
+            (Some(ms), Some(m)) if m.name.is_empty() => {
+                // Added but never started: ours to start (bootstrap or resumed join).
+                let initial = initial_cluster(ms, &self.me);
+                if m.is_learner {
+                    Ok(Some(Next::Start(StartMode::Existing { initial_cluster: initial, token: self.token() })))
+                } else {
+                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
+                }
+            }
+            (Some(_), Some(_)) => Err(
+                "this host's member is listed as started but its data dir is empty; waiting for the coordinator to remove it, then rejoining as the standby".into(),
+            ),
+            (Some(ms), None) => Ok(self.may_join(ms).then_some(Next::Join)),
+            (None, _) => {
+                let bootstrap_voter = self.my_index < self.cfg.cluster.voters;
+                let joined = self.state.fact(FACT_JOINED).ok().flatten().is_some();
+                if bootstrap_voter && !joined && self.epoch() == 0 {
+                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
+                } else {
+                    Err("no cluster with a leader is reachable; waiting to join".into())
+                }
+            }
+        }
+    }
+
+    /// `name=peer_url,…` of the first `voters` nodes.
+    fn bootstrap_cluster(&self) -> String {
+        self.cfg.nodes[..self.cfg.cluster.voters.min(self.cfg.nodes.len())]
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Adds this host as the learner when the slot is free and no spare
+    /// before it (config order) is waiting. etcd refuses a second learner,
+    /// which settles any race between spares.
+    fn may_join(&mut self, members: &[Member]) -> bool {
+        if members.iter().any(|m| m.is_learner) {
+            self.waiting = Some("spare: the standby slot is taken".into());
+            return false;
+        }
+        // Spares before us that are alive and also waiting go first.
+        for (i, p) in self.view.peers.iter().enumerate() {
+            if i >= self.my_index {
+                break;
+            }
+            let member = members
+                .iter()
+                .any(|m| same_url(&m.peer_url, &p.node.peer_url));
+            if !member && p.agent_up() && p.agent_role() == Some("spare") {
+                self.waiting = Some(format!(
+                    "spare: {} is first in line for the standby slot",
+                    p.node.name
+                ));
+                return false;
+            }
+        }
+        if self
+            .last_join_attempt
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.last_join_attempt = Some(Instant::now());
+        self.waiting = Some("joining as the standby".into());
+        true
+    }
+
+    /// Sends the `member add --learner` for this host, then starts etcd.
+    async fn join(&mut self) {
+        let Some((_, li)) = self.view.leader() else {
+            return;
+        };
+        let Some(mut client) = self.view.peers[li].client().await else {
+            return;
+        };
+        let op = self
+            .state
+            .begin(OpKind::Join, &self.me.name, "standby slot free")
+            .ok();
+        let res = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.member_add(
+                [self.me.peer_url.as_str()],
+                Some(MemberAddOptions::new().with_is_learner()),
+            ),
+        )
+        .await;
+        match res {
+            Ok(Ok(resp)) => {
+                let members: Vec<Member> = resp
+                    .member_list()
+                    .iter()
+                    .map(|m| Member {
+                        id: m.id(),
+                        name: m.name().to_string(),
+                        peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+                        is_learner: m.is_learner(),
+                    })
+                    .collect();
+                let initial = initial_cluster(&members, &self.me);
+                tracing::info!(
+                    "Added this host as the standby (learner); starting etcd to catch up."
+                );
+                if let Some(id) = op {
+                    let _ = self
+                        .state
+                        .finish(id, Outcome::Done, "member added as learner");
+                }
+                let _ = move_aside(&self.cfg.etcd.data_dir, 2);
+                if let Err(e) = self.etcd.start(&StartMode::Existing {
+                    initial_cluster: initial,
+                    token: self.token(),
+                }) {
+                    tracing::error!("Could not start etcd after joining: {e:#}");
+                }
+            }
+            Ok(Err(e)) => {
+                // "unhealthy cluster" right after a change is expected: etcd wants
+                // every voter connected for 5 s. Retried next tick.
+                tracing::info!("Joining as the standby was refused for now: {e}");
+                if let Some(id) = op {
+                    let _ = self.state.finish(id, Outcome::Failed, &e.to_string());
+                }
+            }
+            Err(_) => {
+                if let Some(id) = op {
+                    let _ = self
+                        .state
+                        .finish(id, Outcome::Failed, "member add timed out");
+                }
+            }
+        }
+    }
+
+    async fn coordinate(&mut self) {
+        super::coordinate::step(self).await;
+    }
+
+    /// Role of this host as the cluster sees it.
+    pub fn role(&self) -> &'static str {
+        match (self.my_member(), self.etcd.running()) {
+            (Some(m), true) if m.is_learner => "learner",
+            (Some(_), true) => "voter",
+            (Some(_), false) => "waiting",
+            (None, true) => {
+                if self.local_status().is_some_and(|s| s.is_learner) {
+                    "learner"
+                } else if self.view.members.is_none() {
+                    "starting"
+                } else {
+                    "voter"
+                }
+            }
+            (None, false) => {
+                if self.view.members.is_some() {
+                    "spare"
+                } else {
+                    "waiting"
+                }
+            }
+        }
+    }
+
+    fn readiness(&self) -> (bool, String) {
+        let Some(s) = self.local_status() else {
+            return (
+                false,
+                self.waiting
+                    .clone()
+                    .unwrap_or_else(|| "local etcd does not answer".into()),
+            );
+        };
+        if s.leader == 0 || !s.errors.is_empty() {
+            return (
+                false,
+                format!("local etcd has no leader ({})", s.errors.join("; ")),
+            );
+        }
+        let lag = self
+            .view
+            .leader_index()
+            .map(|li| li.saturating_sub(s.applied_index));
+        match lag {
+            Some(l) if l <= self.cfg.cluster.promotion_max_lag => (
+                true,
+                format!(
+                    "{} caught up (lag {l})",
+                    if s.is_learner { "standby" } else { "voter" }
+                ),
+            ),
+            Some(l) => (false, format!("catching up (lag {l} entries)")),
+            None => (false, "leader not reachable".into()),
+        }
+    }
+
+    /// Publishes the status document for the API.
+    pub fn publish(&mut self) {
+        let now = Instant::now();
+        let leader_index = self.view.leader_index();
+        let members = self
+            .view
+            .members
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                let st = self
+                    .view
+                    .peer_by_url(&m.peer_url)
+                    .and_then(|i| self.view.peers[i].status.clone());
+                MemberDoc {
+                    id: format!("{:x}", m.id),
+                    name: m.name.clone(),
+                    peer_url: m.peer_url.clone(),
+                    is_learner: m.is_learner,
+                    reachable: st.is_some(),
+                    applied_index: st.as_ref().map(|s| s.applied_index),
+                    lag: match (leader_index, &st) {
+                        (Some(li), Some(s)) => Some(li.saturating_sub(s.applied_index)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        let hosts = self
+            .view
+            .peers
+            .iter()
+            .map(|p| HostDoc {
+                name: p.node.name.clone(),
+                etcd_up: p.status.is_some(),
+                etcd_down_for_s: p.etcd_down_for(now).as_secs_f64(),
+                agent_up: p.agent_up(),
+                agent_down_for_s: p.agent_down_for(now).as_secs_f64(),
+                agent_role: p.agent_role().map(str::to_string),
+            })
+            .collect();
+        let ops = self.state.ops(200).unwrap_or_default();
+        let count = |k: OpKind| {
+            ops.iter()
+                .filter(|o| o.kind == k && o.outcome == Outcome::Done)
+                .count() as u64
+        };
+        let (ready, ready_reason) = self.readiness();
+        let quorum = self.quorum();
+        let doc = StatusDoc {
+            host: self.cfg.host.clone(),
+            site: self.cfg.site.clone(),
+            version: crate::version::LONG.to_string(),
+            role: self.role().to_string(),
+            member_id: self.local_status().map(|s| format!("{:x}", s.member_id)),
+            coordinator: self.is_coordinator(),
+            ready,
+            ready_reason,
+            quorum: quorum.to_string(),
+            decision: describe(&self.last_decision),
+            etcd: EtcdDoc {
+                running: self.etcd.running(),
+                pid: self.etcd.pid(),
+                adopted: self.adopted,
+                restarts: self.etcd.restarts,
+                last_exit: self.last_exit.clone(),
+            },
+            local: self.local_status().cloned(),
+            members,
+            hosts,
+            progress: Progress {
+                ticks: self.ticks,
+                last_reconcile_age_ms: 0,
+                queue_depth: usize::from(!matches!(
+                    self.last_decision,
+                    Decision::Steady | Decision::Wait(_)
+                )),
+                stalled: false,
+            },
+            journal: JournalDoc {
+                promotions: count(OpKind::Promote),
+                removals: count(OpKind::RemoveMember),
+                evictions: count(OpKind::EvictLearner),
+                joins: count(OpKind::Join),
+                recent: ops.iter().rev().take(20).rev().cloned().collect(),
+            },
+            epoch: self.epoch(),
+        };
+        self.shared.set_status(doc);
+    }
+
+    /// `ok`, `lost` (a majority of voters unreachable, or no leader anywhere
+    /// for `recovery.quorum_loss_window`) or `unknown` (not yet long enough).
+    pub fn quorum(&self) -> &'static str {
+        if let Decision::Wait(w) = &self.last_decision
+            && w.starts_with("quorum lost")
+        {
+            return "lost";
+        }
+        match self.leaderless_since {
+            None => "ok",
+            Some(t) if t.elapsed() >= self.cfg.recovery.quorum_loss_window => "lost",
+            Some(_) => "unknown",
+        }
+    }
+
+    /// Whether the local etcd is the leader (and so this agent coordinates).
+    pub fn is_coordinator(&self) -> bool {
+        self.local_status()
+            .is_some_and(|s| !s.is_learner && s.leader != 0 && s.leader == s.member_id)
+    }
+
+    /// SIGTERM: hand leadership to a healthy voter, then stop etcd.
+    pub async fn shutdown(&mut self) {
+        if self.is_coordinator() {
+            super::coordinate::hand_off_leadership(self).await;
+        }
+        self.etcd.stop(Duration::from_secs(10)).await;
+    }
+}
+
+/// `name=peer_url,…` for etcd's `--initial-cluster` from a member list; the
+/// never-started member with our peer URL gets our name.
+fn initial_cluster(members: &[Member], me: &Node) -> String {
+    members
+        .iter()
+        .filter_map(|m| {
+            if same_url(&m.peer_url, &me.peer_url) {
+                Some(format!("{}={}", me.name, me.peer_url))
+            } else if m.name.is_empty() {
+                None
+            } else {
+                Some(format!("{}={}", m.name, m.peer_url))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A decision in a sentence.
+pub fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Steady => "steady: voters at configured strength".into(),
+        Decision::Wait(w) => format!("waiting: {w}"),
+        Decision::RemoveVoter { host, reason, .. } => format!("remove voter {host}: {reason}"),
+        Decision::Promote { host, reason, .. } => format!("promote standby {host}: {reason}"),
+        Decision::EvictLearner { host, reason, .. } => format!("evict standby {host}: {reason}"),
+    }
+}

@@ -1,0 +1,246 @@
+//! The agent: `edgeplane agent --config FILE`, one per host.
+//!
+//! One loop per host, every `cluster.reconcile_interval`:
+//!
+//! 1. **observe** every host's etcd and agent (`observe`);
+//! 2. **supervise** the local etcd: start, adopt, restart, or, when the
+//!    cluster removed this member, move its data aside and rejoin (`local`);
+//! 3. if this host is not a member, **join** as the standby when the one
+//!    learner slot is free and it is first in line (`local`);
+//! 4. if the local etcd is the leader, **coordinate**: one step of `plan`
+//!    (remove a dead voter, promote the standby, evict a stuck learner),
+//!    journalled before and after (`coordinate`);
+//! 5. if the leader's agent is dead or stalled, move leadership to a healthy
+//!    voter so that some agent coordinates again.
+//!
+//! Membership steps are serialised by etcd's raft (only the leader commits
+//! them), and each step is decided against the member list read in the same
+//! tick, so two agents that both believe they coordinate can never promote
+//! two standbys for one loss (etcd 3.4 has a single learner slot) nor exceed
+//! the configured voter count (a promotion is only ever sent while voters <
+//! configured).
+
+pub mod api;
+pub mod coordinate;
+pub mod etcd;
+pub mod local;
+pub mod observe;
+pub mod plan;
+pub mod state;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgeplane_config::Config;
+use serde::Serialize;
+
+use crate::cli::AgentArgs;
+use crate::{BadConfig, logging};
+
+/// Everything `/status` reports: this host's view of the site.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusDoc {
+    pub host: String,
+    pub site: String,
+    pub version: String,
+    /// `voter`, `learner`, `spare` (not a member), `starting`, `waiting`.
+    pub role: String,
+    pub member_id: Option<String>,
+    pub coordinator: bool,
+    pub ready: bool,
+    pub ready_reason: String,
+    /// `ok`, `lost` or `unknown`.
+    pub quorum: String,
+    /// The last membership decision, in a sentence.
+    pub decision: String,
+    pub etcd: EtcdDoc,
+    pub local: Option<observe::EtcdStatus>,
+    pub members: Vec<MemberDoc>,
+    pub hosts: Vec<HostDoc>,
+    pub progress: Progress,
+    pub journal: JournalDoc,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EtcdDoc {
+    pub running: bool,
+    pub pid: Option<i32>,
+    pub adopted: bool,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemberDoc {
+    pub id: String,
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+    pub reachable: bool,
+    pub applied_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostDoc {
+    pub name: String,
+    pub etcd_up: bool,
+    pub etcd_down_for_s: f64,
+    pub agent_up: bool,
+    pub agent_down_for_s: f64,
+    pub agent_role: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub ticks: u64,
+    pub last_reconcile_age_ms: u64,
+    /// Operations decided but not yet finished.
+    pub queue_depth: usize,
+    pub stalled: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JournalDoc {
+    pub promotions: u64,
+    pub removals: u64,
+    pub evictions: u64,
+    pub joins: u64,
+    pub recent: Vec<state::Op>,
+}
+
+/// State shared between the loop and the API.
+#[derive(Debug)]
+pub struct Shared {
+    doc: Mutex<StatusDoc>,
+    started: Instant,
+    /// Milliseconds since `started` of the last completed reconcile.
+    last_tick_ms: AtomicU64,
+    pub stall_after: Duration,
+}
+
+impl Shared {
+    pub fn status(&self) -> StatusDoc {
+        self.doc.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    pub fn set_status(&self, doc: StatusDoc) {
+        if let Ok(mut d) = self.doc.lock() {
+            *d = doc;
+        }
+    }
+
+    pub fn loop_age(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_tick_ms.load(Ordering::Relaxed)))
+    }
+
+    fn tick(&self) {
+        self.last_tick_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// `edgeplane agent`: load the config (exit 78 if bad), then run until SIGTERM.
+pub fn main(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    let loaded = match edgeplane_config::load(&args.config) {
+        Ok(l) => l,
+        Err(e) => return Err(BadConfig(format!("{e}")).into()),
+    };
+    let cfg = loaded.config;
+    let _guard = logging::init_agent(
+        &cfg.log.level,
+        &cfg.log.dir,
+        cfg.log.to_files,
+        cfg.log.retention_files,
+    )?;
+    for w in &loaded.warnings {
+        tracing::warn!("Config: {w}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    rt.block_on(run(cfg, args.config.clone()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
+    let me = cfg
+        .nodes
+        .iter()
+        .find(|n| n.name == cfg.host)
+        .cloned()
+        .ok_or_else(|| BadConfig(format!("host {:?} is not among the nodes", cfg.host)))?;
+    let state = Arc::new(state::State::open(&cfg.paths.state_dir).with_context(|| {
+        format!(
+            "could not open the agent state in {}",
+            cfg.paths.state_dir.display()
+        )
+    })?);
+    let shared = Arc::new(Shared {
+        doc: Mutex::new(StatusDoc {
+            host: cfg.host.clone(),
+            site: cfg.site.clone(),
+            role: "starting".into(),
+            ready_reason: "agent starting".into(),
+            ..StatusDoc::default()
+        }),
+        started: Instant::now(),
+        last_tick_ms: AtomicU64::new(0),
+        stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
+    });
+
+    let addr = api::listen_addr(&me.agent_url).context("agent_url has no host:port")?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("could not listen on {addr} (agent_url {})", me.agent_url))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api_task = {
+        let shared = shared.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = api::serve(listener, shared, shutdown).await {
+                tracing::error!("The agent API stopped: {e}.");
+            }
+        })
+    };
+    tracing::info!(host = %cfg.host, api = %me.agent_url, "Agent started.");
+
+    let mut agent = local::Agent::new(cfg, me, state, shared.clone())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut interval = tokio::time::interval(agent.cfg.cluster.reconcile_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                agent.tick().await;
+                shared.tick();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match edgeplane_config::load(&config_path) {
+                    Ok(_) => tracing::warn!("SIGHUP: the configuration file is valid; Edgeplane applies configuration changes at the next restart of the agent (etcd keeps running across it)."),
+                    Err(e) => tracing::error!("SIGHUP: the configuration file is not valid and is ignored: {e}"),
+                }
+            }
+        }
+    }
+    tracing::info!("Stopping: moving leadership away if this member leads, then stopping etcd.");
+    agent.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+    tracing::info!("Agent stopped.");
+    Ok(())
+}

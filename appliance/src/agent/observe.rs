@@ -1,0 +1,330 @@
+//! What this agent sees of the site: every host's etcd Status and agent
+//! `/status`, polled each tick with short timeouts, and how long each has
+//! been silent. One etcd client per member (never a balanced client: a
+//! learner refuses most RPCs and `MoveLeader` must reach the leader itself).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use edgeplane_config::Node;
+use etcd_client::{Client, ConnectOptions};
+use serde::Serialize;
+
+use super::plan::{Health, Member};
+
+/// A member's answer to Status.
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdStatus {
+    #[serde(serialize_with = "hex_id")]
+    pub member_id: u64,
+    #[serde(serialize_with = "hex_id")]
+    pub leader: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
+    pub term: u64,
+    pub is_learner: bool,
+    pub db_size: i64,
+    pub db_in_use: i64,
+    pub errors: Vec<String>,
+    pub version: String,
+}
+
+pub fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{id:x}"))
+}
+
+/// One host as seen from here.
+pub struct Peer {
+    pub node: Node,
+    client: Option<Client>,
+    pub status: Option<EtcdStatus>,
+    pub etcd_silent_since: Option<Instant>,
+    /// Last `/status` document of its agent.
+    pub agent_doc: Option<serde_json::Value>,
+    pub agent_silent_since: Option<Instant>,
+    pub caught_up_since: Option<Instant>,
+}
+
+impl Peer {
+    fn new(node: Node) -> Peer {
+        let now = Instant::now();
+        Peer {
+            node,
+            client: None,
+            status: None,
+            // Unknown until the first answer counts as silent from our start.
+            etcd_silent_since: Some(now),
+            agent_doc: None,
+            agent_silent_since: Some(now),
+            caught_up_since: None,
+        }
+    }
+
+    pub fn etcd_down_for(&self, now: Instant) -> Duration {
+        self.etcd_silent_since
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default()
+    }
+
+    pub fn agent_down_for(&self, now: Instant) -> Duration {
+        self.agent_silent_since
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default()
+    }
+
+    pub fn agent_up(&self) -> bool {
+        self.agent_silent_since.is_none()
+    }
+
+    /// The role its agent reports (`voter`, `learner`, `spare`, …).
+    pub fn agent_role(&self) -> Option<&str> {
+        self.agent_doc.as_ref()?.get("role")?.as_str()
+    }
+
+    /// Whether its agent says its own loop has stalled.
+    pub fn agent_stalled(&self) -> bool {
+        self.agent_doc
+            .as_ref()
+            .and_then(|d| d.pointer("/progress/stalled"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// A client for this member's etcd (created lazily, reused).
+    pub async fn client(&mut self) -> Option<Client> {
+        if self.client.is_none() {
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(400))
+                .with_timeout(Duration::from_secs(2));
+            self.client = Client::connect([self.node.client_url.as_str()], Some(opts))
+                .await
+                .ok();
+        }
+        self.client.clone()
+    }
+}
+
+/// The whole site as seen from this agent.
+pub struct View {
+    pub peers: Vec<Peer>,
+    /// The member list from a voter that has a leader, with when it was read.
+    pub members: Option<Vec<Member>>,
+    /// When each member id was first seen in the list.
+    pub first_seen: HashMap<u64, Instant>,
+    http: reqwest::Client,
+    max_lag: u64,
+}
+
+const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+
+impl View {
+    pub fn new(nodes: &[Node], max_lag: u64) -> anyhow::Result<View> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(700))
+            .connect_timeout(Duration::from_millis(400))
+            .build()?;
+        Ok(View {
+            peers: nodes.iter().cloned().map(Peer::new).collect(),
+            members: None,
+            first_seen: HashMap::new(),
+            http,
+            max_lag,
+        })
+    }
+
+    /// Polls every host's etcd and agent at once; then reads the member list.
+    pub async fn refresh(&mut self) {
+        let http = self.http.clone();
+        let mut jobs = Vec::new();
+        for p in &mut self.peers {
+            let client = p.client().await;
+            let url = format!("{}/status", p.node.agent_url.trim_end_matches('/'));
+            let http = http.clone();
+            jobs.push(async move {
+                let etcd = async {
+                    let mut c = client?;
+                    let r = tokio::time::timeout(STATUS_TIMEOUT, c.status())
+                        .await
+                        .ok()?
+                        .ok()?;
+                    Some(EtcdStatus {
+                        member_id: r.header().map(|h| h.member_id()).unwrap_or(0),
+                        leader: r.leader(),
+                        raft_index: r.raft_index(),
+                        applied_index: r.raft_applied_index(),
+                        term: r.raft_term(),
+                        is_learner: r.is_learner(),
+                        db_size: r.db_size(),
+                        db_in_use: r.raft_used_db_size(),
+                        errors: r.errors().to_vec(),
+                        version: r.version().to_string(),
+                    })
+                };
+                let agent = async {
+                    let r = http.get(&url).send().await.ok()?;
+                    if !r.status().is_success() {
+                        return None;
+                    }
+                    r.json::<serde_json::Value>().await.ok()
+                };
+                tokio::join!(etcd, agent)
+            });
+        }
+        let results = futures::future::join_all(jobs).await;
+        let now = Instant::now();
+        for (p, (etcd, agent)) in self.peers.iter_mut().zip(results) {
+            match etcd {
+                Some(s) => {
+                    p.status = Some(s);
+                    p.etcd_silent_since = None;
+                }
+                None => {
+                    p.status = None;
+                    p.etcd_silent_since.get_or_insert(now);
+                }
+            }
+            match agent {
+                Some(doc) => {
+                    p.agent_doc = Some(doc);
+                    p.agent_silent_since = None;
+                }
+                None => {
+                    p.agent_doc = None;
+                    p.agent_silent_since.get_or_insert(now);
+                }
+            }
+        }
+        let leader_index = self.leader_index();
+        for p in &mut self.peers {
+            // During an election there is no leader to compare with: a member
+            // that still answers keeps its record (it did not fall behind a
+            // leader that does not exist); one that stops answering loses it.
+            let caught_up = match (&p.status, leader_index) {
+                (Some(s), Some(li)) => Some(li.saturating_sub(s.applied_index) <= self.max_lag),
+                (Some(_), None) => None,
+                (None, _) => Some(false),
+            };
+            match caught_up {
+                Some(true) => {
+                    p.caught_up_since.get_or_insert(now);
+                }
+                Some(false) => p.caught_up_since = None,
+                None => {}
+            }
+        }
+        self.members = self.read_members().await;
+        if let Some(ms) = &self.members {
+            for m in ms {
+                self.first_seen.entry(m.id).or_insert(now);
+            }
+            self.first_seen
+                .retain(|id, _| ms.iter().any(|m| m.id == *id));
+        }
+    }
+
+    /// The current leader's id and its peer index, if some member reports one.
+    pub fn leader(&self) -> Option<(u64, usize)> {
+        // Trust the member that says it IS the leader, not followers' memory of it.
+        self.peers.iter().enumerate().find_map(|(i, p)| {
+            let s = p.status.as_ref()?;
+            (s.leader != 0 && s.leader == s.member_id).then_some((s.leader, i))
+        })
+    }
+
+    pub fn leader_index(&self) -> Option<u64> {
+        let (_, i) = self.leader()?;
+        self.peers[i].status.as_ref().map(|s| s.raft_index)
+    }
+
+    /// Member list from the leader, else from any voter that knows a leader.
+    async fn read_members(&mut self) -> Option<Vec<Member>> {
+        let mut order: Vec<usize> = Vec::new();
+        if let Some((_, i)) = self.leader() {
+            order.push(i);
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if let Some(s) = &p.status
+                && !s.is_learner
+                && s.leader != 0
+                && !order.contains(&i)
+            {
+                order.push(i);
+            }
+        }
+        for i in order {
+            let Some(mut c) = self.peers[i].client().await else {
+                continue;
+            };
+            if let Ok(Ok(r)) = tokio::time::timeout(STATUS_TIMEOUT, c.member_list()).await {
+                return Some(
+                    r.members()
+                        .iter()
+                        .map(|m| Member {
+                            id: m.id(),
+                            name: m.name().to_string(),
+                            peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+                            is_learner: m.is_learner(),
+                        })
+                        .collect(),
+                );
+            }
+        }
+        None
+    }
+
+    pub fn peer_by_url(&self, peer_url: &str) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| same_url(&p.node.peer_url, peer_url))
+    }
+
+    /// `plan::Health` of each member, in member-list order.
+    pub fn health(&self, members: &[Member], now: Instant) -> Vec<Health> {
+        members
+            .iter()
+            .map(|m| {
+                let member_for = self
+                    .first_seen
+                    .get(&m.id)
+                    .map(|t| now.saturating_duration_since(*t))
+                    .unwrap_or_default();
+                match self.peer_by_url(&m.peer_url) {
+                    Some(i) => {
+                        let p = &self.peers[i];
+                        let s = p
+                            .status
+                            .as_ref()
+                            .filter(|s| s.member_id == m.id || s.member_id == 0);
+                        Health {
+                            etcd_up: s.is_some(),
+                            etcd_down_for: if s.is_some() {
+                                Duration::ZERO
+                            } else {
+                                p.etcd_down_for(now)
+                            },
+                            agent_down_for: p.agent_down_for(now),
+                            reports_learner: s.is_some_and(|s| s.is_learner),
+                            applied_index: s.map(|s| s.applied_index).unwrap_or(0),
+                            caught_up_for: p
+                                .caught_up_since
+                                .map(|t| now.saturating_duration_since(t))
+                                .unwrap_or_default(),
+                            member_for,
+                        }
+                    }
+                    // A member that is not one of our hosts: never judged dead by us.
+                    None => Health {
+                        etcd_up: true,
+                        member_for,
+                        ..Health::default()
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// URLs compare without a trailing slash.
+pub fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}

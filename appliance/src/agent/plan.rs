@@ -1,0 +1,464 @@
+//! The membership decision, as a pure function of what the coordinator sees.
+//!
+//! Only the agent next to the etcd leader runs it (see `agent::reconcile`),
+//! and it returns at most ONE step; the caller acts, then looks again. Every
+//! step is safe on its own, so a coordinator that dies between steps leaves
+//! a cluster the next coordinator can continue from:
+//!
+//! 1. remove a dead voter (never when the live voters are not a majority:
+//!    that is quorum loss, handled by recovery);
+//! 2. promote a verified caught-up learner while voters < configured (never
+//!    above the configured count);
+//! 3. evict a learner whose host is dead or that never caught up, so the
+//!    one learner slot etcd 3.4 has is never wasted.
+//!
+//! Removal comes before promotion: with 3 voters and 1 dead, promoting first
+//! gives 4 voters with quorum 3 and no tolerance; removing first gives 2
+//! voters, then 3 (research/etcd-operators.md (d)4).
+
+use std::time::Duration;
+
+/// The timing and limits the decision uses (from `[cluster]`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub voters: usize,
+    pub failure_detection: Duration,
+    pub etcd_restart_grace: Duration,
+    pub promotion_max_lag: u64,
+    pub promotion_stable_for: Duration,
+    pub learner_stuck_after: Duration,
+}
+
+/// One etcd member as the member list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty for a member that was added but has never started.
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+}
+
+/// What the coordinator knows of one member's host.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// The member's etcd answered Status on the last poll.
+    pub etcd_up: bool,
+    /// For how long its etcd has not answered (zero when up).
+    pub etcd_down_for: Duration,
+    /// For how long its agent has not answered (zero when up).
+    pub agent_down_for: Duration,
+    /// Its Status says learner.
+    pub reports_learner: bool,
+    /// The member's applied raft index (last answer).
+    pub applied_index: u64,
+    /// For how long it has continuously been within the lag bound.
+    pub caught_up_for: Duration,
+    /// How long ago the coordinator first saw this member in the list.
+    pub member_for: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do: the cluster is at its configured strength.
+    Steady,
+    /// Something is wrong but the safe choice is to wait; says why.
+    Wait(String),
+    RemoveVoter {
+        id: u64,
+        host: String,
+        reason: String,
+    },
+    Promote {
+        id: u64,
+        host: String,
+        reason: String,
+    },
+    EvictLearner {
+        id: u64,
+        host: String,
+        reason: String,
+    },
+}
+
+/// Display name of a member: its name, or its peer URL before it ever started.
+pub fn label(m: &Member) -> String {
+    if m.name.is_empty() {
+        m.peer_url.clone()
+    } else {
+        m.name.clone()
+    }
+}
+
+/// Whether a member's host counts as dead: etcd silent for the detection
+/// window, and either its agent silent too or the local restart grace spent.
+pub fn is_dead(h: &Health, l: &Limits) -> bool {
+    !h.etcd_up
+        && h.etcd_down_for >= l.failure_detection
+        && (h.agent_down_for >= l.failure_detection || h.etcd_down_for >= l.etcd_restart_grace)
+}
+
+/// Whether a learner may be promoted now: it answers as a learner, is within
+/// the absolute lag bound of the leader, and has been for `promotion_stable_for`.
+/// (etcd 3.4.23's own check promotes a dead learner: never rely on it.)
+pub fn promotable(h: &Health, leader_index: u64, l: &Limits) -> bool {
+    h.etcd_up
+        && h.reports_learner
+        && leader_index.saturating_sub(h.applied_index) <= l.promotion_max_lag
+        && h.caught_up_for >= l.promotion_stable_for
+}
+
+/// The next membership step. `health[i]` belongs to `members[i]`;
+/// `leader_index` is the leader's raft index.
+pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limits) -> Decision {
+    let voters: Vec<usize> = (0..members.len())
+        .filter(|&i| !members[i].is_learner)
+        .collect();
+    let learners: Vec<usize> = (0..members.len())
+        .filter(|&i| members[i].is_learner)
+        .collect();
+    let dead_voters: Vec<usize> = voters
+        .iter()
+        .copied()
+        .filter(|&i| is_dead(&health[i], l))
+        .collect();
+    let live_voters = voters.len() - dead_voters.len();
+
+    if let Some(&d) = dead_voters.first() {
+        if live_voters * 2 <= voters.len() {
+            return Decision::Wait(format!(
+                "quorum lost: {} of {} voters unreachable; no membership change is possible",
+                dead_voters.len(),
+                voters.len()
+            ));
+        }
+        let h = &health[d];
+        return Decision::RemoveVoter {
+            id: members[d].id,
+            host: label(&members[d]),
+            reason: format!(
+                "etcd unreachable for {:.1}s and agent unreachable for {:.1}s",
+                h.etcd_down_for.as_secs_f64(),
+                h.agent_down_for.as_secs_f64()
+            ),
+        };
+    }
+
+    let candidate = learners
+        .iter()
+        .copied()
+        .filter(|&i| promotable(&health[i], leader_index, l))
+        .max_by_key(|&i| health[i].applied_index);
+    if voters.len() < l.voters
+        && let Some(c) = candidate
+    {
+        return Decision::Promote {
+            id: members[c].id,
+            host: label(&members[c]),
+            reason: format!(
+                "voters {} of {}; standby caught up (lag {} entries for {:.1}s)",
+                voters.len(),
+                l.voters,
+                leader_index.saturating_sub(health[c].applied_index),
+                health[c].caught_up_for.as_secs_f64()
+            ),
+        };
+    }
+
+    for &i in &learners {
+        let h = &health[i];
+        if is_dead(h, l) {
+            return Decision::EvictLearner {
+                id: members[i].id,
+                host: label(&members[i]),
+                reason: format!(
+                    "standby's host unreachable for {:.1}s",
+                    h.etcd_down_for.as_secs_f64()
+                ),
+            };
+        }
+        if h.caught_up_for.is_zero() && h.member_for >= l.learner_stuck_after {
+            return Decision::EvictLearner {
+                id: members[i].id,
+                host: label(&members[i]),
+                reason: format!(
+                    "standby has not caught up within {:.0}s of being added",
+                    l.learner_stuck_after.as_secs_f64()
+                ),
+            };
+        }
+    }
+
+    if voters.len() < l.voters {
+        return Decision::Wait(if learners.is_empty() {
+            format!(
+                "voters {} of {}; waiting for a host to join as standby",
+                voters.len(),
+                l.voters
+            )
+        } else {
+            format!(
+                "voters {} of {}; waiting for the standby to catch up",
+                voters.len(),
+                l.voters
+            )
+        });
+    }
+    if voters.len() > l.voters {
+        return Decision::Wait(format!(
+            "{} voters but {} configured; Edgeplane never demotes a voter on its own",
+            voters.len(),
+            l.voters
+        ));
+    }
+    Decision::Steady
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> Limits {
+        Limits {
+            voters: 3,
+            failure_detection: Duration::from_secs(1),
+            etcd_restart_grace: Duration::from_secs(3),
+            promotion_max_lag: 100,
+            promotion_stable_for: Duration::from_secs(1),
+            learner_stuck_after: Duration::from_secs(60),
+        }
+    }
+    fn m(id: u64, learner: bool) -> Member {
+        Member {
+            id,
+            name: format!("h{id}"),
+            peer_url: format!("http://p{id}"),
+            is_learner: learner,
+        }
+    }
+    fn up(applied: u64) -> Health {
+        Health {
+            etcd_up: true,
+            applied_index: applied,
+            caught_up_for: Duration::from_secs(10),
+            member_for: Duration::from_secs(100),
+            ..Health::default()
+        }
+    }
+    fn learner_up(applied: u64) -> Health {
+        Health {
+            reports_learner: true,
+            ..up(applied)
+        }
+    }
+    fn dead() -> Health {
+        Health {
+            etcd_down_for: Duration::from_secs(2),
+            agent_down_for: Duration::from_secs(2),
+            ..Health::default()
+        }
+    }
+
+    #[test]
+    fn steady_site() {
+        let ms = [m(1, false), m(2, false), m(3, false), m(4, true)];
+        let hs = [up(100), up(100), up(100), learner_up(100)];
+        assert_eq!(decide(&ms, &hs, 100, &limits()), Decision::Steady);
+    }
+
+    #[test]
+    fn dead_voter_is_removed_before_promotion() {
+        let ms = [m(1, false), m(2, false), m(3, false), m(4, true)];
+        let hs = [up(100), dead(), up(100), learner_up(100)];
+        assert!(matches!(
+            decide(&ms, &hs, 100, &limits()),
+            Decision::RemoveVoter { id: 2, .. }
+        ));
+        // After the removal, the learner is promoted.
+        let ms = [m(1, false), m(3, false), m(4, true)];
+        let hs = [up(100), up(100), learner_up(100)];
+        assert!(matches!(
+            decide(&ms, &hs, 100, &limits()),
+            Decision::Promote { id: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn detection_window_and_restart_grace() {
+        let ms = [m(1, false), m(2, false), m(3, false)];
+        // Down for less than the window: wait.
+        let brief = Health {
+            etcd_down_for: Duration::from_millis(500),
+            agent_down_for: Duration::from_millis(500),
+            ..Health::default()
+        };
+        assert_eq!(
+            decide(&ms, &[up(1), brief, up(1)], 1, &limits()),
+            Decision::Steady
+        );
+        // Agent answers, etcd down 2 s: the local restart still has its grace.
+        let restarting = Health {
+            etcd_down_for: Duration::from_secs(2),
+            ..Health::default()
+        };
+        assert_eq!(
+            decide(&ms, &[up(1), restarting, up(1)], 1, &limits()),
+            Decision::Steady
+        );
+        let gave_up = Health {
+            etcd_down_for: Duration::from_secs(4),
+            ..Health::default()
+        };
+        assert!(matches!(
+            decide(&ms, &[up(1), gave_up, up(1)], 1, &limits()),
+            Decision::RemoveVoter { .. }
+        ));
+    }
+
+    #[test]
+    fn majority_dead_is_quorum_loss_and_waits() {
+        let ms = [m(1, false), m(2, false), m(3, false), m(4, true)];
+        let hs = [up(100), dead(), dead(), learner_up(100)];
+        assert!(
+            matches!(decide(&ms, &hs, 100, &limits()), Decision::Wait(w) if w.contains("quorum"))
+        );
+        // 1 voter + 1 standby, voter dead.
+        let l = Limits {
+            voters: 1,
+            ..limits()
+        };
+        let ms = [m(1, false), m(2, true)];
+        assert!(
+            matches!(decide(&ms, &[dead(), learner_up(9)], 9, &l), Decision::Wait(w) if w.contains("quorum"))
+        );
+    }
+
+    #[test]
+    fn lagging_dead_or_unstable_learner_is_not_promoted() {
+        let ms = [m(1, false), m(3, false), m(4, true)];
+        let lagging = learner_up(10);
+        assert!(matches!(
+            decide(&ms, &[up(500), up(500), lagging], 500, &limits()),
+            Decision::Wait(_)
+        ));
+        let fresh = Health {
+            caught_up_for: Duration::from_millis(200),
+            ..learner_up(500)
+        };
+        assert!(matches!(
+            decide(&ms, &[up(500), up(500), fresh], 500, &limits()),
+            Decision::Wait(_)
+        ));
+        // A learner that died after catching up: etcd would promote it; we evict it.
+        assert!(matches!(
+            decide(&ms, &[up(500), up(500), dead()], 500, &limits()),
+            Decision::EvictLearner { id: 4, .. }
+        ));
+        // Answers but not as a learner (stale view): no promotion.
+        let odd = Health {
+            reports_learner: false,
+            ..learner_up(500)
+        };
+        assert!(matches!(
+            decide(&ms, &[up(500), up(500), odd], 500, &limits()),
+            Decision::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn never_started_learner_is_evicted_after_the_stuck_window() {
+        let ms = [
+            m(1, false),
+            m(2, false),
+            m(3, false),
+            Member {
+                name: String::new(),
+                ..m(4, true)
+            },
+        ];
+        let never = Health {
+            member_for: Duration::from_secs(61),
+            etcd_down_for: Duration::from_millis(300),
+            ..Health::default()
+        };
+        assert!(matches!(
+            decide(&ms, &[up(1), up(1), up(1), never], 1, &limits()),
+            Decision::EvictLearner { id: 4, .. }
+        ));
+    }
+
+    fn arb_member_health() -> impl Strategy<Value = (bool, Health)> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            0u64..3000,
+            0u64..3000,
+            0u64..5000,
+            0u64..5000,
+            any::<bool>(),
+        )
+            .prop_map(
+                |(learner, etcd_up, down_ms, agent_ms, applied, caught_ms, reports)| {
+                    (
+                        learner,
+                        Health {
+                            etcd_up,
+                            etcd_down_for: if etcd_up {
+                                Duration::ZERO
+                            } else {
+                                Duration::from_millis(down_ms * 2)
+                            },
+                            agent_down_for: Duration::from_millis(agent_ms * 2),
+                            reports_learner: reports,
+                            applied_index: applied,
+                            caught_up_for: Duration::from_millis(caught_ms),
+                            member_for: Duration::from_secs(100),
+                        },
+                    )
+                },
+            )
+    }
+
+    proptest! {
+        /// Whatever it sees, one step never takes the voters above the
+        /// configured count, never promotes while a dead voter is still a
+        /// member, and never changes membership without a live majority.
+        #[test]
+        fn decisions_are_quorum_safe(
+            mh in proptest::collection::vec(arb_member_health(), 1..7),
+            voters in prop_oneof![Just(1usize), Just(3), Just(5)],
+            leader_index in 0u64..5000,
+        ) {
+            let l = Limits { voters, ..limits() };
+            let members: Vec<Member> = mh.iter().enumerate().map(|(i, (learner, _))| m(i as u64 + 1, *learner)).collect();
+            let health: Vec<Health> = mh.iter().map(|(_, h)| h.clone()).collect();
+            let n_voters = members.iter().filter(|m| !m.is_learner).count();
+            let dead_voters = (0..members.len()).filter(|&i| !members[i].is_learner && is_dead(&health[i], &l)).count();
+            match decide(&members, &health, leader_index, &l) {
+                Decision::Promote { id, .. } => {
+                    prop_assert!(n_voters < voters);
+                    prop_assert_eq!(dead_voters, 0);
+                    let i = members.iter().position(|m| m.id == id).unwrap_or(usize::MAX);
+                    prop_assert!(members[i].is_learner);
+                    prop_assert!(promotable(&health[i], leader_index, &l));
+                }
+                Decision::RemoveVoter { id, .. } => {
+                    let i = members.iter().position(|m| m.id == id).unwrap_or(usize::MAX);
+                    prop_assert!(!members[i].is_learner);
+                    prop_assert!((n_voters - dead_voters) * 2 > n_voters);
+                }
+                Decision::EvictLearner { id, .. } => {
+                    let i = members.iter().position(|m| m.id == id).unwrap_or(usize::MAX);
+                    prop_assert!(members[i].is_learner);
+                    prop_assert_eq!(dead_voters, 0);
+                }
+                Decision::Steady => {
+                    prop_assert_eq!(dead_voters, 0);
+                    prop_assert!(n_voters >= voters);
+                }
+                Decision::Wait(_) => {}
+            }
+        }
+    }
+}

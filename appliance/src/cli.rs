@@ -1,0 +1,101 @@
+//! The command line: every subcommand a site engineer can run.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Default location of the configuration file on a host.
+pub const DEFAULT_CONFIG: &str = "/etc/edgeplane/edgeplane.toml";
+
+/// Parses the process arguments. `--version` also names the etcd binary found on this host,
+/// which needs a process start, so it is only looked up when asked for.
+pub fn parse() -> Cli {
+    let wants_version = std::env::args().any(|a| a == "--version" || a == "-V");
+    let mut cmd = Cli::command();
+    if wants_version {
+        let etcd = crate::version::etcd_version(std::path::Path::new("/usr/bin/etcd"))
+            .map(|v| format!("etcd {v} at /usr/bin/etcd"))
+            .unwrap_or_else(|| "etcd not found at /usr/bin/etcd".to_string());
+        cmd = cmd.version(format!("{}, {etcd}", crate::version::LONG));
+    }
+    let matches = cmd.get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgeplane",
+    version = crate::version::LONG,
+    about = "Keeps a small edge site's etcd at full strength and its metrics safe while cut off from the region.",
+    long_about = "Edgeplane runs on every host of a small edge site. It runs the host's etcd member, keeps a \
+hot standby in sync and promotes it when a voter's host dies, keeps snapshots on every host, and buffers \
+metrics on disk until the link to the region returns.\n\nStart with `edgeplane config check` on a new \
+config, then run `edgeplane agent` (normally from the systemd unit)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent on this host (normally started by systemd).
+    Agent(AgentArgs),
+    /// Check or explain a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a local 4-host site on loopback with real etcd, kill a voter host and watch it heal.
+    Demo(DemoArgs),
+    /// Measure this host: disk buffer speed, failover times.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file; prints every problem at once. Exit 0 when valid, 1 otherwise.
+    Check {
+        /// Configuration file.
+        #[arg(default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+        /// Print the resolved configuration, and for each value whether it came from the file or
+        /// from the profile's default.
+        #[arg(long)]
+        explain: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print one JSON record at the end instead of the narration.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the demo's directory (configs, logs, data) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Failover: repeatedly SIGKILL a voter host of a loopback site and time the recovery.
+    Failover {
+        /// Kill/recover cycles.
+        #[arg(long, default_value_t = 5)]
+        cycles: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}

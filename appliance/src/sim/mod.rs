@@ -1,0 +1,601 @@
+//! A whole site on one machine: N hosts on loopback, each a real
+//! `edgeplane agent` process (which runs a real etcd) with its own config,
+//! directories and ports.
+//!
+//! It exists because three things need the same site: `edgeplane demo`,
+//! `edgeplane bench failover`, and the end-to-end tests (the `tests` crate
+//! builds on it). A "host kill" is SIGKILL to the host's agent and its etcd,
+//! which is what a power loss looks like to the rest of the site.
+//!
+//! Everything it starts is killed when the [`LocalSite`] is dropped, also when
+//! a test panics.
+
+pub mod bare;
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A free TCP port on 127.0.0.1 (bound and released; a race with another
+/// process is possible but rare on a test machine).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Sends `sig` to `pid`; a process that is already gone is not an error.
+pub fn signal(pid: i32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// Whether a process with this pid exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // Field 3 is the state; "Z" is a zombie, "X" dead.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until `cond` holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What site to build.
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    pub hosts: usize,
+    pub voters: usize,
+    /// The `edgeplane` binary to run as the agent.
+    pub binary: PathBuf,
+    /// Appended to every host's config (extra sections).
+    pub extra_toml: String,
+    /// Site name.
+    pub site: String,
+}
+
+impl SiteSpec {
+    pub fn new(hosts: usize, voters: usize, binary: impl Into<PathBuf>) -> Self {
+        SiteSpec {
+            hosts,
+            voters,
+            binary: binary.into(),
+            // Metrics and uplink are switched off unless a caller asks for them.
+            extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
+            site: "loopback".to_string(),
+        }
+    }
+}
+
+/// One host of a [`LocalSite`].
+#[derive(Debug)]
+pub struct LocalHost {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub client_url: String,
+    pub peer_url: String,
+    pub agent_url: String,
+    pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
+    agent: Option<Child>,
+    /// etcd pids this host ever ran (for cleanup even after the pid file is gone).
+    etcd_pids: Vec<i32>,
+}
+
+impl LocalHost {
+    /// The pid of this host's etcd, from the agent's pid file, if it runs.
+    pub fn etcd_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.state_dir.join("etcd.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// The pid of this host's agent, if it runs.
+    pub fn agent_pid(&mut self) -> Option<i32> {
+        let child = self.agent.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => i32::try_from(child.id()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A running loopback site. Dropping it kills every process it started.
+#[derive(Debug)]
+pub struct LocalSite {
+    pub root: PathBuf,
+    pub hosts: Vec<LocalHost>,
+    pub spec: SiteSpec,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl LocalSite {
+    /// Lays out `spec.hosts` hosts under a new temporary directory (kept when
+    /// `keep`), with one config file each. Starts nothing.
+    pub fn create(spec: SiteSpec, keep: bool) -> io::Result<LocalSite> {
+        let tmp = tempfile::Builder::new()
+            .prefix("edgeplane-site-")
+            .tempdir()?;
+        let root = tmp.path().to_path_buf();
+        let mut hosts = Vec::new();
+        for i in 0..spec.hosts {
+            let name = format!("host-{}", i + 1);
+            let dir = root.join(&name);
+            std::fs::create_dir_all(&dir)?;
+            hosts.push(LocalHost {
+                config_path: dir.join("edgeplane.toml"),
+                client_url: format!("http://127.0.0.1:{}", free_port()?),
+                peer_url: format!("http://127.0.0.1:{}", free_port()?),
+                agent_url: format!("http://127.0.0.1:{}", free_port()?),
+                state_dir: dir.join("state"),
+                data_dir: dir.join("etcd"),
+                name,
+                dir,
+                agent: None,
+                etcd_pids: Vec::new(),
+            });
+        }
+        for h in &hosts {
+            std::fs::write(&h.config_path, render_config(&spec, &hosts, h))?;
+        }
+        let tmp = if keep {
+            let _ = tmp.keep();
+            None
+        } else {
+            Some(tmp)
+        };
+        Ok(LocalSite {
+            root,
+            hosts,
+            spec,
+            _tmp: tmp,
+        })
+    }
+
+    /// Starts host `i`'s agent (its stderr goes to `agent.log` in the host's directory).
+    pub fn start_agent(&mut self, i: usize) -> io::Result<()> {
+        let binary = self.spec.binary.clone();
+        let h = &mut self.hosts[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(h.dir.join("agent.log"))?;
+        let child = Command::new(&binary)
+            .arg("agent")
+            .arg("--config")
+            .arg(&h.config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGEPLANE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        h.agent = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL host `i`'s agent only (etcd keeps running).
+    pub fn kill_agent(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        if let Some(mut child) = h.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL host `i`'s etcd only.
+    pub fn kill_etcd(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        if let Some(pid) = h.etcd_pid() {
+            h.etcd_pids.push(pid);
+            signal(pid, Signal::SIGKILL);
+            wait_until(Duration::from_secs(5), || !alive(pid));
+        }
+    }
+
+    /// Power loss: SIGKILL the agent, then etcd.
+    pub fn kill_host(&mut self, i: usize) {
+        let etcd = self.hosts[i].etcd_pid();
+        self.kill_agent(i);
+        if let Some(pid) = etcd.or_else(|| self.hosts[i].etcd_pid()) {
+            self.hosts[i].etcd_pids.push(pid);
+            signal(pid, Signal::SIGKILL);
+            wait_until(Duration::from_secs(5), || !alive(pid));
+        }
+    }
+
+    /// SIGSTOP or SIGCONT the whole host (agent and etcd).
+    pub fn signal_host(&mut self, i: usize, sig: Signal) {
+        if let Some(pid) = self.hosts[i].agent_pid() {
+            signal(pid, sig);
+        }
+        if let Some(pid) = self.hosts[i].etcd_pid() {
+            signal(pid, sig);
+        }
+    }
+
+    /// Graceful stop of host `i`: SIGTERM to the agent, which stops etcd.
+    pub fn stop_host(&mut self, i: usize, grace: Duration) {
+        let h = &mut self.hosts[i];
+        if let Some(mut child) = h.agent.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                signal(pid, Signal::SIGTERM);
+            }
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills everything this site started.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill_host(i);
+            let h = &mut self.hosts[i];
+            for pid in h.etcd_pids.drain(..) {
+                if alive(pid) {
+                    signal(pid, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// Client URLs of every host (for an etcd client that should reach whoever is a voter).
+    pub fn client_urls(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.client_url.clone()).collect()
+    }
+}
+
+impl Drop for LocalSite {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// The config file of host `me` (an ordinary Edgeplane config: the agent
+/// cannot tell a loopback site from a real one).
+pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Generated for a loopback site by edgeplane's site simulator."
+    );
+    let _ = writeln!(
+        s,
+        "profile = \"edge\"\nhost = \"{}\"\nsite = \"{}\"\n",
+        me.name, spec.site
+    );
+    let _ = writeln!(s, "[cluster]\nvoters = {}\n", spec.voters);
+    for h in hosts {
+        let _ = writeln!(
+            s,
+            "[[nodes]]\nname = \"{}\"\npeer_url = \"{}\"\nclient_url = \"{}\"\nagent_url = \"{}\"\n",
+            h.name, h.peer_url, h.client_url, h.agent_url
+        );
+    }
+    let _ = writeln!(s, "[etcd]\ndata_dir = {}\n", toml_path(&me.data_dir));
+    let _ = writeln!(s, "[paths]\nroot = {}\n", toml_path(&me.dir));
+    let _ = writeln!(
+        s,
+        "[log]\ndir = {}\nto_files = false\n",
+        toml_path(&me.dir.join("log"))
+    );
+    s.push_str(&spec.extra_toml);
+    s
+}
+
+fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// One etcd member as seen from outside the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+}
+
+/// The member list from the first of `client_urls` that answers with a leader.
+pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
+    for url in client_urls {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_secs(1));
+        let Ok(mut c) = etcd_client::Client::connect([url.as_str()], Some(opts)).await else {
+            continue;
+        };
+        let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(1), c.status()).await else {
+            continue;
+        };
+        if st.leader() == 0 || st.is_learner() {
+            continue;
+        }
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.member_list()).await {
+            return Some(
+                r.members()
+                    .iter()
+                    .map(|m| SeenMember {
+                        id: m.id(),
+                        name: m.name().to_string(),
+                        peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+                        is_learner: m.is_learner(),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    None
+}
+
+/// Status of one member: (member id, leader id, is_learner), if it answers.
+pub async fn member_status(client_url: &str) -> Option<(u64, u64, bool)> {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(300))
+        .with_timeout(Duration::from_secs(1));
+    let mut c = etcd_client::Client::connect([client_url], Some(opts))
+        .await
+        .ok()?;
+    let st = tokio::time::timeout(Duration::from_secs(1), c.status())
+        .await
+        .ok()?
+        .ok()?;
+    Some((
+        st.header().map(|h| h.member_id()).unwrap_or(0),
+        st.leader(),
+        st.is_learner(),
+    ))
+}
+
+impl LocalSite {
+    /// Index of the host whose etcd is the leader.
+    pub async fn leader_host(&self) -> Option<usize> {
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some((id, leader, _)) = member_status(&h.client_url).await
+                && id != 0
+                && id == leader
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// (voters, learners) by host index, when a member list can be read and
+    /// every voter answers with a leader: the site at full strength has
+    /// `spec.voters` entries in the first vector.
+    pub async fn roles(&self) -> Option<(Vec<usize>, Vec<usize>)> {
+        let ms = member_list(&self.client_urls()).await?;
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for m in &ms {
+            let i = self.hosts.iter().position(|h| h.peer_url == m.peer_url)?;
+            if m.is_learner {
+                learners.push(i)
+            } else {
+                voters.push(i)
+            }
+        }
+        Some((voters, learners))
+    }
+
+    /// Whether the site is at full strength: `spec.voters` voters that all
+    /// answer with a leader, plus `learners` standbys.
+    pub async fn full_strength(&self, learners: usize) -> bool {
+        let Some((v, l)) = self.roles().await else {
+            return false;
+        };
+        if v.len() != self.spec.voters || l.len() != learners {
+            return false;
+        }
+        for i in v {
+            match member_status(&self.hosts[i].client_url).await {
+                Some((_, leader, false)) if leader != 0 => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The `/status` document of host `i`'s agent.
+    pub async fn agent_status(&self, i: usize) -> Option<serde_json::Value> {
+        let url = format!("{}/status", self.hosts[i].agent_url);
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .ok()?;
+        c.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// Promotions recorded in the journals of every agent that answers.
+    pub async fn promotions(&self) -> u64 {
+        let mut n = 0;
+        for i in 0..self.hosts.len() {
+            if let Some(doc) = self.agent_status(i).await {
+                n += doc
+                    .pointer("/journal/promotions")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+            }
+        }
+        n
+    }
+}
+
+/// A write workload: sequential puts of unique keys, each recorded only once
+/// etcd acknowledged it, so a checker can prove no acknowledged write was lost.
+#[derive(Debug)]
+pub struct Writer {
+    pub acked: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Instant)>>>,
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts writing `prefix/N` keys to whichever host accepts them.
+    pub fn start(client_urls: Vec<String>, prefix: &str) -> Writer {
+        use std::sync::atomic::Ordering;
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, f, s, prefix) = (
+            acked.clone(),
+            failed.clone(),
+            stop.clone(),
+            prefix.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let mut clients: Vec<Option<etcd_client::Client>> = vec![None; client_urls.len()];
+            let mut next = 0usize;
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let i = next % client_urls.len();
+                if clients[i].is_none() {
+                    let opts = etcd_client::ConnectOptions::new()
+                        .with_connect_timeout(Duration::from_millis(300))
+                        .with_timeout(Duration::from_secs(2))
+                        .with_require_leader(true);
+                    clients[i] =
+                        etcd_client::Client::connect([client_urls[i].as_str()], Some(opts))
+                            .await
+                            .ok();
+                }
+                let key = format!("{prefix}/{n:08}");
+                let value = format!("v{n}");
+                let ok = match clients[i].as_mut() {
+                    // A short bound: a request to a dead member waits for a
+                    // connection that never comes; another member may answer.
+                    Some(c) => matches!(
+                        tokio::time::timeout(
+                            Duration::from_millis(700),
+                            c.put(key.as_str(), value.as_str(), None)
+                        )
+                        .await,
+                        Ok(Ok(_))
+                    ),
+                    None => false,
+                };
+                if ok {
+                    if let Ok(mut v) = a.lock() {
+                        v.push((key, value, Instant::now()));
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    // A failed put may still have been applied: it is not counted as
+                    // acknowledged, and the next attempt uses a fresh key.
+                    f.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                    next += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Writer {
+            acked,
+            failed,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// The first acknowledgement at or after `t`.
+    pub fn first_ack_after(&self, t: Instant) -> Option<Instant> {
+        self.acked
+            .lock()
+            .ok()?
+            .iter()
+            .map(|(_, _, at)| *at)
+            .find(|at| *at >= t)
+    }
+
+    /// Stops the workload and waits for it.
+    pub async fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Reads back every acknowledged key from the site; returns how many are missing or wrong.
+    pub async fn lost(&self, client_urls: &[String]) -> anyhow::Result<usize> {
+        let acked: Vec<(String, String)> = self
+            .acked
+            .lock()
+            .map(|v| v.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let Some(prefix) = acked.first().map(|(k, _)| {
+            k.rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default()
+        }) else {
+            return Ok(0);
+        };
+        for url in client_urls {
+            let opts = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(300))
+                .with_timeout(Duration::from_secs(5))
+                .with_require_leader(true);
+            let Ok(mut c) = etcd_client::Client::connect([url.as_str()], Some(opts)).await else {
+                continue;
+            };
+            let Ok(resp) = c
+                .get(
+                    format!("{prefix}/"),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+            else {
+                continue;
+            };
+            let have: std::collections::HashMap<String, String> = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    Some((
+                        kv.key_str().ok()?.to_string(),
+                        kv.value_str().ok()?.to_string(),
+                    ))
+                })
+                .collect();
+            return Ok(acked.iter().filter(|(k, v)| have.get(k) != Some(v)).count());
+        }
+        anyhow::bail!("no member answered a linearizable read")
+    }
+}

@@ -1,0 +1,274 @@
+//! The agent against real etcd: bootstrap in any order, a voter host killed
+//! (follower, leader = the coordinating agent's host), the standby promoted
+//! exactly once, the dead host back as the new standby, no acknowledged
+//! write lost, never more voters than configured.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, alive, edgeplane_bin, rt};
+
+/// Builds a site and starts its agents in a shuffled order with small gaps.
+async fn bootstrap(hosts: usize, voters: usize, extra: &str) -> anyhow::Result<LocalSite> {
+    let mut spec = SiteSpec::new(hosts, voters, edgeplane_bin());
+    spec.extra_toml.push_str(extra);
+    let mut site = LocalSite::create(spec, false)?;
+    let mut order: Vec<usize> = (0..hosts).collect();
+    // A cheap shuffle seeded by the clock: the order differs between runs.
+    let seed = Instant::now().elapsed().as_nanos() as usize ^ std::process::id() as usize;
+    order.rotate_left(seed % hosts);
+    if seed.is_multiple_of(2) {
+        order.reverse();
+    }
+    eprintln!("starting agents in order {order:?}");
+    for i in order {
+        site.start_agent(i)?;
+        tokio::time::sleep(Duration::from_millis(150 * (seed % 3) as u64)).await;
+    }
+    let learners = usize::from(hosts > voters);
+    let t0 = Instant::now();
+    while !site.full_strength(learners).await {
+        assert!(
+            t0.elapsed() < HANG,
+            "site did not reach {voters} voters + {learners} standby; logs in {}",
+            site.root.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(site)
+}
+
+/// Watches the member list in the background and records the most voters seen.
+struct VoterWatch {
+    max: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VoterWatch {
+    fn start(urls: Vec<String>) -> VoterWatch {
+        let max = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (max.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(ms) = edgeplane::sim::member_list(&urls).await {
+                    let voters = ms.iter().filter(|m| !m.is_learner).count();
+                    m.fetch_max(voters, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        VoterWatch { max, stop, task }
+    }
+
+    async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// Kills `victim` (a voter), waits for full strength, restarts it, waits for
+/// it to be the standby; checks one promotion, no lost write, voters ≤ 3,
+/// old data dir set aside.
+async fn kill_voter_host_and_heal(pick_leader: bool) -> anyhow::Result<()> {
+    let mut site = bootstrap(4, 3, "").await?;
+    let watch = VoterWatch::start(site.client_urls());
+    let mut writer = Writer::start(site.client_urls(), "w");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leader = site.leader_host().await;
+    let (voters, _) = site.roles().await.unwrap_or_default();
+    let victim = if pick_leader {
+        leader.unwrap_or(voters[0])
+    } else {
+        *voters
+            .iter()
+            .find(|&&v| Some(v) != leader)
+            .unwrap_or(&voters[0])
+    };
+    let promotions_before = site.promotions().await;
+    let data_dir = site.hosts[victim].data_dir.clone();
+    let etcd_pid = site.hosts[victim].etcd_pid();
+
+    site.kill_host(victim);
+    assert!(
+        etcd_pid.is_none_or(|p| !alive(p)),
+        "the victim's etcd is dead"
+    );
+    let t0 = Instant::now();
+    while !site.full_strength(0).await && !site.full_strength(1).await {
+        assert!(
+            t0.elapsed() < HANG,
+            "no full strength after killing {}",
+            site.hosts[victim].name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let healed = t0.elapsed();
+    let (voters_now, _) = site.roles().await.unwrap_or_default();
+    assert!(
+        !voters_now.contains(&victim),
+        "the dead member is no longer a voter"
+    );
+    assert_eq!(voters_now.len(), 3);
+    eprintln!("full strength {healed:?} after the kill");
+    // Let any duplicate action show itself before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        site.promotions().await - promotions_before,
+        1,
+        "exactly one promotion for one loss"
+    );
+
+    // The host comes back: old data set aside, new standby.
+    site.start_agent(victim)?;
+    let t1 = Instant::now();
+    loop {
+        let standby = site.roles().await.is_some_and(|(_, l)| l.contains(&victim));
+        if standby && site.full_strength(1).await {
+            break;
+        }
+        assert!(
+            t1.elapsed() < HANG,
+            "{} did not come back as the standby",
+            site.hosts[victim].name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let parent = data_dir
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let aside = std::fs::read_dir(&parent)?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("etcd.removed-"));
+    assert!(
+        aside,
+        "the old data dir was moved aside in {}",
+        parent.display()
+    );
+
+    writer.stop().await;
+    assert!(writer.acked_count() > 10, "the workload made progress");
+    assert_eq!(
+        writer.lost(&site.client_urls()).await?,
+        0,
+        "no acknowledged write lost"
+    );
+    assert!(
+        watch.finish().await <= 3,
+        "never more voters than configured"
+    );
+    Ok(())
+}
+
+#[test]
+fn follower_voter_host_killed_standby_promoted_once_and_host_rejoins() -> anyhow::Result<()> {
+    rt().block_on(kill_voter_host_and_heal(false))
+}
+
+/// The coordinating agent runs beside the etcd leader, so this is also the
+/// "host of whatever coordinates the agents" case.
+#[test]
+fn leader_host_killed_standby_promoted_once_and_host_rejoins() -> anyhow::Result<()> {
+    rt().block_on(kill_voter_host_and_heal(true))
+}
+
+#[test]
+fn agent_only_sigkill_leaves_etcd_serving_and_the_new_agent_adopts_it() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut site = bootstrap(4, 3, "").await?;
+        let mut writer = Writer::start(site.client_urls(), "a");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let i = site.leader_host().await.unwrap_or(0);
+        let pid = site.hosts[i]
+            .etcd_pid()
+            .ok_or_else(|| anyhow::anyhow!("no etcd pid"))?;
+        let promotions_before = site.promotions().await;
+        site.kill_agent(i);
+        let acked_before = writer.acked_count();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(alive(pid), "etcd outlives its agent");
+        assert!(
+            writer.acked_count() > acked_before + 10,
+            "writes continue while the agent is down"
+        );
+        site.start_agent(i)?;
+        let t0 = Instant::now();
+        loop {
+            if let Some(doc) = site.agent_status(i).await
+                && doc.pointer("/etcd/pid").and_then(|v| v.as_i64()) == Some(i64::from(pid))
+                && doc.pointer("/etcd/adopted").and_then(|v| v.as_bool()) == Some(true)
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "the restarted agent did not adopt etcd pid {pid}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            site.hosts[i].etcd_pid(),
+            Some(pid),
+            "still the same etcd process"
+        );
+        assert!(site.full_strength(1).await, "nothing was replaced");
+        assert_eq!(
+            site.promotions().await,
+            promotions_before,
+            "no promotion for an agent restart"
+        );
+        writer.stop().await;
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        Ok(())
+    })
+}
+
+#[test]
+fn two_host_site_survives_standby_loss_and_reports_quorum_loss() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut site = bootstrap(2, 1, "\n[recovery]\nquorum_loss_window = \"2s\"\n").await?;
+        let mut writer = Writer::start(site.client_urls(), "two");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Lose the standby: writes carry on.
+        site.kill_host(1);
+        let before = writer.acked_count();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            writer.acked_count() > before + 10,
+            "losing the standby changes nothing for writes"
+        );
+        site.start_agent(1)?;
+        let t0 = Instant::now();
+        while !site.full_strength(1).await {
+            assert!(t0.elapsed() < HANG, "the standby did not come back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        writer.stop().await;
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        // Lose the voter: quorum loss, reported by the standby's agent.
+        site.kill_host(0);
+        let t0 = Instant::now();
+        loop {
+            if let Some(doc) = site.agent_status(1).await
+                && doc.get("quorum").and_then(|v| v.as_str()) == Some("lost")
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "the standby's agent never reported quorum loss"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            site.promotions().await,
+            0,
+            "nothing promoted on quorum loss"
+        );
+        Ok(())
+    })
+}
