@@ -85,13 +85,21 @@ pub struct BackfillReport {
     pub live_latency_max_s: Option<f64>,
     /// First live sample delivered after the reconnect, seconds after it.
     pub live_first_after_reconnect_s: Option<f64>,
-    /// Peak resident memory of this process during ingest+flush.
+    /// Peak resident memory of this process while the backlog flushed
+    /// (with the live target scraped), and while the benchmark pushed the
+    /// data set in (which includes the generator's own batches).
     pub agent_peak_rss_mib: f64,
+    pub agent_peak_rss_ingest_mib: f64,
     /// CPU seconds of this process (user+system) during ingest and flush.
     pub agent_cpu_ingest_s: f64,
     pub agent_cpu_flush_s: f64,
-    /// Samples Prometheus holds afterwards (of the backlog series).
-    pub samples_in_prometheus: u64,
+    /// Prometheus' `prometheus_tsdb_head_samples_appended_total` after the
+    /// flush (backlog + live samples).
+    pub prometheus_samples_appended: u64,
+    /// Series queried back one by one, and how many had every sample.
+    pub checked_series: u64,
+    pub checked_series_complete: u64,
+    pub verify_error: Option<String>,
     pub duplicate_samples_sent: u64,
     pub dead_letter_batches: u64,
 }
@@ -152,8 +160,11 @@ impl BackfillReport {
                 opt(self.live_first_after_reconnect_s, "s"),
             ),
             (
-                "agent peak RSS",
-                format!("{:.1} MiB", self.agent_peak_rss_mib),
+                "agent peak RSS flush / ingest",
+                format!(
+                    "{:.1} MiB / {:.1} MiB",
+                    self.agent_peak_rss_mib, self.agent_peak_rss_ingest_mib
+                ),
             ),
             (
                 "agent CPU ingest / flush",
@@ -163,8 +174,12 @@ impl BackfillReport {
                 ),
             ),
             (
-                "samples in Prometheus",
-                self.samples_in_prometheus.to_string(),
+                "samples appended by Prometheus",
+                self.prometheus_samples_appended.to_string(),
+            ),
+            (
+                "series checked / complete",
+                format!("{} / {}", self.checked_series, self.checked_series_complete),
             ),
             ("duplicates sent", self.duplicate_samples_sent.to_string()),
             ("dead-letter batches", self.dead_letter_batches.to_string()),
@@ -225,12 +240,16 @@ impl DataSet {
         self.steps as u64 * self.labels.len() as u64
     }
 
-    /// Samples of steps `[from, to)`, step-major.
-    fn slice(&self, from: i64, to: i64) -> Vec<Sample> {
+    /// Samples of steps `[from, to)`, step-major; only series of `class`
+    /// if given.
+    fn slice(&self, from: i64, to: i64, class: Option<&str>) -> Vec<Sample> {
         let mut out = Vec::with_capacity(((to - from) as usize) * self.labels.len());
         for i in from..to.min(self.steps) {
             let t = self.start_ms + i * self.step_ms;
             for (s, l) in self.labels.iter().enumerate() {
+                if class.is_some_and(|c| c != tier(s)) {
+                    continue;
+                }
                 out.push(Sample {
                     labels: l.clone(),
                     timestamp_ms: t,
@@ -271,28 +290,39 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
         crate::install_crypto_provider();
         let http = reqwest::Client::new();
         let url = prom.remote_write_url();
-        let per_batch_steps = (o.batch_samples / o.series.max(1)).max(1) as i64;
+        // The same requests the drain makes: class by class, most critical
+        // first, each class's samples in time order, `batch_samples` each.
         let t0 = Instant::now();
-        let mut i = 0;
-        while i < data.steps {
-            let batch = data.slice(i, i + per_batch_steps);
-            i += per_batch_steps;
-            // Rows of at most batch_samples.
-            for chunk in batch.chunks(o.batch_samples.max(1)) {
-                let body = crate::remote_write::encode(chunk);
-                let mut req = http.post(&url).body(body);
-                for (k, v) in crate::remote_write::HEADERS {
-                    req = req.header(k, v);
+        for class in CLASSES {
+            let in_class = (0..o.series).filter(|s| tier(*s) == class).count().max(1);
+            let steps_per_slice = (50_000 / in_class).max(1) as i64;
+            let mut carry: Vec<Sample> = Vec::new();
+            let mut i = 0;
+            while i < data.steps || !carry.is_empty() {
+                if i < data.steps {
+                    carry.extend(data.slice(i, i + steps_per_slice, Some(class)));
+                    i += steps_per_slice;
                 }
-                let r = req
-                    .send()
-                    .await
-                    .map_err(|e| format!("baseline send: {e}"))?;
-                if !r.status().is_success() {
-                    let code = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    return Err(format!("baseline: Prometheus answered {code}: {text}"));
+                let full = carry.len() / o.batch_samples.max(1) * o.batch_samples.max(1);
+                let n = if i >= data.steps { carry.len() } else { full };
+                let rest = carry.split_off(n);
+                for chunk in carry.chunks(o.batch_samples.max(1)) {
+                    let body = crate::remote_write::encode(chunk);
+                    let mut req = http.post(&url).body(body);
+                    for (k, v) in crate::remote_write::HEADERS {
+                        req = req.header(k, v);
+                    }
+                    let r = req
+                        .send()
+                        .await
+                        .map_err(|e| format!("baseline send: {e}"))?;
+                    if !r.status().is_success() {
+                        let code = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        return Err(format!("baseline: Prometheus answered {code}: {text}"));
+                    }
                 }
+                carry = rest;
             }
         }
         rep.receiver_baseline_samples_per_s = Some(total as f64 / t0.elapsed().as_secs_f64());
@@ -366,16 +396,19 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
     let cpu0 = cpu_seconds();
     let pipeline = Pipeline::start_with_store(opts, buffer).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let slice_steps = (200_000 / o.series.max(1)).max(1) as i64;
+    let slice_steps = (50_000 / o.series.max(1)).max(1) as i64;
     let mut i = 0;
     while i < data.steps {
-        pipeline.inject(data.slice(i, i + slice_steps), false).await;
+        pipeline
+            .inject(data.slice(i, i + slice_steps, None), false)
+            .await;
         i += slice_steps;
     }
     rep.ingest_s = t0.elapsed().as_secs_f64();
     rep.ingest_samples_per_s = total as f64 / rep.ingest_s;
     let cpu1 = cpu_seconds();
     rep.agent_cpu_ingest_s = cpu1 - cpu0;
+    rep.agent_peak_rss_ingest_mib = peak_rss_mib();
     let st = pipeline.status();
     rep.buffer_bytes = st.backlog_bytes;
     rep.buffer_bytes_per_sample = st.backlog_bytes as f64 / total.max(1) as f64;
@@ -388,6 +421,7 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
 
     // 3. Reconnect, with a live target.
     let prom = LocalPrometheus::start(prom_opts(port)).await?;
+    reset_peak_rss();
     let reconnect = Instant::now();
     let reconnect_ms = chrono::Utc::now().timestamp_millis();
     let deadline = Instant::now() + Duration::from_secs(3600);
@@ -436,14 +470,28 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
     let st = pipeline.status();
     rep.duplicate_samples_sent = st.counters.duplicate_samples_sent;
     rep.dead_letter_batches = st.dead_letter.total_batches;
+    // Verify: Prometheus' own count of appended samples, and a per-series
+    // count for a spread of series (counting all 35 M at once takes
+    // Prometheus minutes with out-of-order chunks).
+    rep.prometheus_samples_appended = prometheus_appended(&prom).await;
     let window = format!("{}d", (o.days.ceil() as u64 + 1));
-    let r = prom
-        .instant(
-            &format!("sum(count_over_time(bench_backlog[{window}]))"),
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await?;
-    rep.samples_in_prometheus = r.first().map_or(0, |(_, v)| *v as u64);
+    let check: Vec<usize> = (0..o.series).step_by((o.series / 20).max(1)).collect();
+    for s in &check {
+        let q = format!("count_over_time(bench_backlog{{series=\"{s:05}\"}}[{window}])");
+        match prom
+            .instant(&q, chrono::Utc::now().timestamp_millis())
+            .await
+        {
+            Ok(r) => {
+                let n = r.first().map_or(0, |(_, v)| *v as u64);
+                rep.checked_series += 1;
+                if n == data.steps as u64 {
+                    rep.checked_series_complete += 1;
+                }
+            }
+            Err(e) => rep.verify_error = Some(e),
+        }
+    }
     pipeline.shutdown().await.map_err(|e| e.to_string())?;
     Ok(rep)
 }
@@ -524,4 +572,23 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `prometheus_tsdb_head_samples_appended_total{type="float"}` of a local
+/// Prometheus, read from its own `/metrics`.
+async fn prometheus_appended(prom: &LocalPrometheus) -> u64 {
+    crate::install_crypto_provider();
+    let Ok(resp) = reqwest::get(format!("{}/metrics", prom.base_url())).await else {
+        return 0;
+    };
+    let Ok(text) = resp.text().await else {
+        return 0;
+    };
+    crate::parse::parse(&text)
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.name == "prometheus_tsdb_head_samples_appended_total")
+        .filter(|p| p.labels.iter().all(|(k, v)| k != "type" || v == "float"))
+        .map(|p| p.value as u64)
+        .sum()
 }

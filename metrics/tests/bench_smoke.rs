@@ -21,7 +21,9 @@ async fn backfill_bench_smoke() {
     .unwrap();
     println!("{}", rep.render_table());
     assert_eq!(rep.samples, 20 * 1440);
-    assert_eq!(rep.samples_in_prometheus, rep.samples);
+    assert!(rep.prometheus_samples_appended >= rep.samples);
+    assert_eq!(rep.checked_series, 20);
+    assert_eq!(rep.checked_series_complete, 20, "{:?}", rep.verify_error);
     assert_eq!(rep.dead_letter_batches, 0);
     assert!(rep.flush_samples_per_s > 0.0);
     assert!(rep.receiver_baseline_samples_per_s.unwrap() > 0.0);
