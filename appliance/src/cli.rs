@@ -49,9 +49,122 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run a local 4-host site on loopback with real etcd, kill a voter host and watch it heal.
     Demo(DemoArgs),
-    /// Measure this host: disk buffer speed, failover times.
+    /// Measure this host: disk buffer speed, failover times, snapshot and backfill speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Take, list and verify etcd snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Explain this host and the site, offline: works with the agent and etcd down.
+    #[command(subcommand)]
+    Diag(DiagCommand),
+    /// Rebuild the cluster after quorum loss from the freshest surviving data (the command
+    /// `edgeplane diag status` prints when it is needed).
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot now from a healthy voter.
+    Save {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        /// Write it here instead of the snapshot directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List the snapshots this host knows of (its own and its copies of peers').
+    List {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a snapshot file: checksum and content. Exit 1 on any corruption.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The disk buffer: append (with and without fsync) and read-back speed, bytes per sample,
+    /// shedding latency and memory, beside the raw write speed of the same disk.
+    Buffer {
+        /// Directory on the disk to qualify (a temporary directory under it is used).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Data to hold buffered for the memory figure, MiB.
+        #[arg(long, default_value_t = 1024)]
+        data_mib: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backfill: flush days of buffered samples into a local Prometheus, beside a minimal sender.
+    Backfill {
+        #[arg(long, default_value_t = 3)]
+        days: u64,
+        #[arg(long, default_value_t = 2000)]
+        series: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snapshot and restore of a large database, beside `etcdctl snapshot save` + `zstd -3`.
+    Snapshot {
+        #[arg(long, default_value_t = 256)]
+        db_mib: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiagCommand {
+    /// This host and the site: roles, leader, lag, db size, snapshots, quorum, link, buffer.
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The journal of operations (promotions, removals, rejoins, recoveries, defrags, sheds).
+    Events {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        /// Only events newer than this (e.g. `1h`, `2d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Preflight and health checks: PASS / WARN / FAIL with a remedy each. Exit 0 / 1 / 2.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a support bundle (secrets redacted, no etcd values, no key material).
+    Bundle {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        /// Output file, e.g. `support.tar.zst`.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+    pub config: PathBuf,
+    /// Rebuild from this surviving host's data (the freshest one when omitted).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub from: Option<String>,
+    /// Rebuild from a snapshot file instead of a survivor's data.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Required: confirms the lost hosts are powered off (they must never come back with old data).
+    #[arg(long)]
+    pub confirm: bool,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +208,34 @@ pub enum BenchCommand {
         /// Kill/recover cycles.
         #[arg(long, default_value_t = 5)]
         cycles: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The disk buffer: append (with and without fsync) and read-back speed, bytes per sample,
+    /// shedding latency and memory, beside the raw write speed of the same disk.
+    Buffer {
+        /// Directory on the disk to qualify (a temporary directory under it is used).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Data to hold buffered for the memory figure, MiB.
+        #[arg(long, default_value_t = 1024)]
+        data_mib: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backfill: flush days of buffered samples into a local Prometheus, beside a minimal sender.
+    Backfill {
+        #[arg(long, default_value_t = 3)]
+        days: u64,
+        #[arg(long, default_value_t = 2000)]
+        series: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snapshot and restore of a large database, beside `etcdctl snapshot save` + `zstd -3`.
+    Snapshot {
+        #[arg(long, default_value_t = 256)]
+        db_mib: u64,
         #[arg(long)]
         json: bool,
     },

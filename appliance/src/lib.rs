@@ -9,16 +9,20 @@
 //! named after what it does.
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod config_cmd;
 pub mod demo;
+pub mod diag;
 pub mod logging;
+pub mod recover;
 pub mod sim;
+pub mod snapshot_cmd;
 pub mod version;
 
 use std::process::ExitCode;
 
-use cli::{BenchCommand, Cli, Command};
+use cli::{Cli, Command};
 
 /// Exit status for a configuration error (sysexits.h EX_CONFIG). The systemd
 /// unit lists it in `RestartPreventExitStatus=` so a typo never becomes a
@@ -38,9 +42,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::main(&args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Demo(args) => demo::main(&args),
-        Command::Bench(BenchCommand::Failover { cycles, json }) => {
-            demo::bench_failover(cycles, json)
-        }
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
+        Command::Diag(cmd) => diag::run(cmd),
+        Command::Recover(args) => recover::run(&args),
     }
 }
 

@@ -31,6 +31,8 @@ pub fn edgeplane_bin() -> PathBuf {
 
 /// A tokio runtime for a test body.
 pub fn rt() -> tokio::runtime::Runtime {
+    // reqwest is built without a default TLS provider: install ring's once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
