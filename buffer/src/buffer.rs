@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::class::{ClassStore, RemoveReason, Removed, enospc_of};
+use crate::class::{ClassStore, RemoveReason, Removed};
 use crate::codec::Columns;
 use crate::error::{BufferError, is_enospc};
 use crate::slot::{self, SlotFile};
@@ -192,9 +192,7 @@ impl Buffer {
     }
 
     fn refresh_root_bytes(&mut self) {
-        let du = |p: PathBuf| std::fs::symlink_metadata(p).map_or(0, |m| slot::disk_bytes(&m));
-        self.root_disk_bytes =
-            du(self.dir.clone()) + du(self.dir.join(META_FILE)) + du(self.dir.join(LOCK_FILE));
+        self.root_disk_bytes = root_disk_bytes(&self.dir);
     }
 
     /// Bytes that exist whatever the data: directories, ledgers, the lock.
@@ -348,7 +346,7 @@ impl Buffer {
             if c.wants_seal(head_limit)
                 && let Err(e) = c.seal_pending(seg, durable)
             {
-                if enospc_of(&e) {
+                if e.is_disk_full() {
                     let source = std::io::Error::from(std::io::ErrorKind::StorageFull);
                     return Err(self.disk_full(
                         ci,
@@ -598,6 +596,13 @@ impl Drop for Buffer {
         // Best effort: a clean shutdown leaves every ack and append durable.
         let _ = self.sync();
     }
+}
+
+/// Allocated bytes of the root directory and its own files.
+pub(crate) fn root_disk_bytes(dir: &Path) -> u64 {
+    slot::path_disk_bytes(dir)
+        + slot::path_disk_bytes(&dir.join(META_FILE))
+        + slot::path_disk_bytes(&dir.join(LOCK_FILE))
 }
 
 fn shed_event(class: &str, r: Removed, micros: u64) -> ShedEvent {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Block, Columns, Dictionary, Labels};
-use crate::error::{BufferError, is_enospc};
+use crate::error::BufferError;
 use crate::frame::{self, FrameHeader, FrameInfo, PayloadError};
 use crate::slot::{self, SlotFile};
 use crate::{Sample, SegmentInfo, SeriesSamples};
@@ -209,10 +209,6 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BufferErro
 
 fn file_disk_bytes(f: &File) -> io::Result<u64> {
     f.metadata().map(|m| slot::disk_bytes(&m))
-}
-
-fn path_disk_bytes(p: &Path) -> u64 {
-    std::fs::symlink_metadata(p).map_or(0, |m| slot::disk_bytes(&m))
 }
 
 impl ClassStore {
@@ -511,12 +507,12 @@ impl ClassStore {
     }
 
     pub fn refresh_disk_bytes(&mut self) {
-        self.dir_disk_bytes = path_disk_bytes(&self.dir);
-        self.state_disk_bytes = path_disk_bytes(&self.dir.join(STATE_FILE));
-        self.head_disk_bytes = path_disk_bytes(&self.dir.join(HEAD_FILE));
+        self.dir_disk_bytes = slot::path_disk_bytes(&self.dir);
+        self.state_disk_bytes = slot::path_disk_bytes(&self.dir.join(STATE_FILE));
+        self.head_disk_bytes = slot::path_disk_bytes(&self.dir.join(HEAD_FILE));
         self.seg_disk_total = 0;
         for s in &mut self.segments {
-            s.disk_bytes = path_disk_bytes(&s.path);
+            s.disk_bytes = slot::path_disk_bytes(&s.path);
             self.seg_disk_total += s.disk_bytes;
         }
     }
@@ -1088,32 +1084,24 @@ impl ClassStore {
 
     // --------------------------------------------------------------- summary
 
+    /// Unacknowledged samples and their timestamp range.
     pub fn backlog(&self) -> (u64, Option<(i64, i64)>) {
-        if let Some((n, range)) = self.ro_pending {
-            let floor = self.state.floor();
-            let seg: u64 = self.segments.iter().map(|s| s.live_samples(floor)).sum();
-            let r = self
-                .segments
-                .iter()
-                .filter_map(|s| s.ts_range(floor))
-                .chain(range);
-            return (seg + n, r.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))));
-        }
         let floor = self.state.floor();
-        let seg: u64 = self.segments.iter().map(|s| s.live_samples(floor)).sum();
-        let p = &self.pending.cols;
-        let prange = p.ts.iter().fold(None, |acc: Option<(i64, i64)>, &t| {
-            Some(acc.map_or((t, t), |a| (a.0.min(t), a.1.max(t))))
+        let (pending_n, pending_range) = self.ro_pending.unwrap_or_else(|| {
+            let p = &self.pending.cols;
+            let range = p.ts.iter().fold(None, |acc: Option<(i64, i64)>, &t| {
+                Some(acc.map_or((t, t), |a| (a.0.min(t), a.1.max(t))))
+            });
+            (p.len() as u64, range)
         });
-        let r = self
+        let seg: u64 = self.segments.iter().map(|s| s.live_samples(floor)).sum();
+        let range = self
             .segments
             .iter()
             .filter_map(|s| s.ts_range(floor))
-            .chain(prange);
-        (
-            seg + p.len() as u64,
-            r.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))),
-        )
+            .chain(pending_range)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        (seg + pending_n, range)
     }
 
     pub fn mark_dirty(&mut self) {
@@ -1141,12 +1129,4 @@ fn truncate(path: &Path, len: u64, durable: bool) -> Result<(), BufferError> {
     f.set_len(len)
         .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
         .map_err(io_err("truncate", path))
-}
-
-pub(crate) fn enospc_of(e: &BufferError) -> bool {
-    match e {
-        BufferError::Io { source, .. } => is_enospc(source),
-        BufferError::DiskFull { .. } => true,
-        _ => false,
-    }
 }

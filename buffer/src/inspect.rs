@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::Summary;
-use crate::buffer::{META_FILE, Meta, classes_on_disk, summarize};
+use crate::buffer::{META_FILE, Meta, classes_on_disk, root_disk_bytes, summarize};
 use crate::class::ClassStore;
 use crate::error::BufferError;
 use crate::slot;
@@ -43,9 +43,7 @@ pub fn inspect(dir: &Path) -> Result<Summary, BufferError> {
             true,
         )?);
     }
-    let du = |p: &Path| std::fs::symlink_metadata(p).map_or(0, |m| slot::disk_bytes(&m));
-    let root = du(dir) + du(&dir.join(META_FILE)) + du(&dir.join(crate::buffer::LOCK_FILE));
-    let total = root + classes.iter().map(|c| c.disk_bytes()).sum::<u64>();
+    let total = root_disk_bytes(dir) + classes.iter().map(|c| c.disk_bytes()).sum::<u64>();
     Ok(summarize(
         &classes,
         meta.budget_bytes,

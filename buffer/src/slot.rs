@@ -151,6 +151,11 @@ pub(crate) fn disk_bytes(m: &std::fs::Metadata) -> u64 {
     m.blocks() * 512
 }
 
+/// What `du` counts for a path (0 if it is gone).
+pub(crate) fn path_disk_bytes(p: &Path) -> u64 {
+    std::fs::symlink_metadata(p).map_or(0, |m| disk_bytes(&m))
+}
+
 /// fsync a directory so creations, renames and unlinks in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), BufferError> {
     File::open(dir)
