@@ -21,12 +21,22 @@ async fn put_until_ok(client: &mut Client, key: &str, value: &str) -> bool {
     false
 }
 
+/// Reads a key (linearizable), retrying transient errors (a leader change
+/// right after a kill) until `HANG`; `None` only if the key is really absent.
 async fn get(client: &mut Client, key: &str) -> Option<String> {
-    let r = client.get(key, None).await.ok()?;
-    r.kvs()
-        .first()
-        .and_then(|kv| kv.value_str().ok())
-        .map(str::to_string)
+    let deadline = Instant::now() + HANG;
+    while Instant::now() < deadline {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), client.get(key, None)).await
+        {
+            return r
+                .kvs()
+                .first()
+                .and_then(|kv| kv.value_str().ok())
+                .map(str::to_string);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 #[test]
