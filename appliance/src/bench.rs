@@ -8,8 +8,41 @@ use crate::cli::BenchCommand;
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Failover { cycles, json } => crate::demo::bench_failover(cycles, json),
-        BenchCommand::Buffer { .. } => anyhow::bail!("bench buffer: not wired yet"),
+        BenchCommand::Buffer {
+            dir,
+            data_mib,
+            json,
+        } => buffer(dir, data_mib, json),
         BenchCommand::Backfill { .. } => anyhow::bail!("bench backfill: not wired yet"),
         BenchCommand::Snapshot { .. } => anyhow::bail!("bench snapshot: not built yet"),
     }
+}
+
+/// `edgeplane bench buffer`: qualifies a host's disk for the metrics buffer
+/// (like `etcdctl check perf` does for etcd).
+fn buffer(dir: Option<std::path::PathBuf>, data_mib: u64, json: bool) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let base = dir.unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("edgeplane-bench-buffer-")
+        .tempdir_in(&base)
+        .with_context(|| format!("could not create a scratch directory in {}", base.display()))?;
+    let opts = edgeplane_buffer::bench::BenchOptions {
+        data_mib,
+        ..Default::default()
+    };
+    if !json {
+        eprintln!(
+            "Buffer bench in {} ({} series every 15 s, {data_mib} MiB held): this takes a minute or two.",
+            tmp.path().display(),
+            opts.series
+        );
+    }
+    let report = edgeplane_buffer::bench::run(tmp.path(), &opts).context("buffer bench failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(ExitCode::SUCCESS)
 }
