@@ -34,7 +34,13 @@
 //! - **Memory does not grow with the backlog.** RAM holds the unsealed block of
 //!   each class, one decoded block for reading, and a small index per frame.
 //! - **A full disk is an error, not an exit.** ENOSPC rolls back the partial
-//!   write, sheds, and returns [`BufferError::DiskFull`].
+//!   write, sheds, and returns [`BufferError::DiskFull`]; for 30 s the buffer
+//!   then keeps below the usage the disk allowed. Ledgers are rewritten in
+//!   place in preallocated slots, so recording a deletion never needs space.
+//! - **Reads serve the uplink.** Per class, oldest first, from an in-memory
+//!   position that restarts at the durable ack cursor on reopen or `rewind`;
+//!   `read` gives `Sample`s, `read_series` the same grouped by series (one
+//!   label clone per series instead of per sample).
 //!
 //! ## On-disk format
 //!
