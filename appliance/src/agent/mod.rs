@@ -24,6 +24,7 @@ pub mod api;
 pub mod coordinate;
 pub mod etcd;
 pub mod local;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod state;
@@ -221,11 +222,25 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut interval = tokio::time::interval(agent.cfg.cluster.reconcile_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ready_sent = false;
     loop {
         tokio::select! {
             _ = interval.tick() => {
+                let started = Instant::now();
                 agent.tick().await;
                 shared.tick();
+                notify::notify("WATCHDOG=1");
+                if !ready_sent {
+                    notify::notify("READY=1");
+                    ready_sent = true;
+                }
+                // A loop this slow cannot coordinate the site in time: hand the
+                // role (etcd leadership) to a peer whose loop is healthy.
+                let took = started.elapsed();
+                if took > shared.stall_after && agent.is_coordinator() {
+                    tracing::warn!("This reconcile took {:.1}s; giving up the coordinating role.", took.as_secs_f64());
+                    coordinate::hand_off_leadership(&mut agent).await;
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -237,8 +252,17 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             }
         }
     }
-    tracing::info!("Stopping: moving leadership away if this member leads, then stopping etcd.");
-    agent.shutdown().await;
+    notify::notify("STOPPING=1");
+    if notify::keep_etcd_on_stop() {
+        tracing::info!(
+            "Stopping the agent only (upgrade): etcd keeps running and the next agent adopts it."
+        );
+    } else {
+        tracing::info!(
+            "Stopping: moving leadership away if this member leads, then stopping etcd."
+        );
+        agent.shutdown().await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
     tracing::info!("Agent stopped.");
