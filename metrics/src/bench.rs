@@ -253,12 +253,31 @@ impl DataSet {
                 out.push(Sample {
                     labels: l.clone(),
                     timestamp_ms: t,
-                    // A counter growing at a per-series pace.
-                    value: (i as f64) * ((s % 7) as f64 + 1.0),
+                    value: value_of(s, i),
                 });
             }
         }
         out
+    }
+}
+
+/// Deterministic, realistic-ish values: even series are counters with
+/// irregular increments, odd ones 2-decimal gauges (the worst case for the
+/// buffer's compression in the research notes).
+fn value_of(series: usize, step: i64) -> f64 {
+    let h = |x: u64| {
+        // splitmix64
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let noise = h(((series as u64) << 32) ^ step as u64);
+    if series.is_multiple_of(2) {
+        // Monotonic: 100 per step plus 0..99.
+        (step as f64) * 100.0 + (noise % 100) as f64
+    } else {
+        (noise % 10_000) as f64 / 100.0
     }
 }
 

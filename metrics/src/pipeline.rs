@@ -375,7 +375,7 @@ impl PipelineHandle {
     }
 
     /// Recent live-lane deliveries as `(2xx time, sample timestamp)` in
-    /// ms, oldest first: up to 64 samples of each request, the last 16384.
+    /// ms, oldest first: about 8 samples of each request, the last 65536.
     /// Their difference is the live latency.
     pub fn live_deliveries(&self) -> Vec<(i64, i64)> {
         lock(&self.shared.live_latencies).iter().copied().collect()
@@ -609,10 +609,10 @@ async fn run_live(
                 }
                 {
                     let mut lat = lock(&shared.live_latencies);
-                    for s in all.iter().step_by((all.len() / 64).max(1)) {
+                    for s in all.iter().step_by((all.len() / 8).max(1)) {
                         lat.push_back((done_ms, s.timestamp_ms));
                     }
-                    while lat.len() > 16384 {
+                    while lat.len() > 65536 {
                         lat.pop_front();
                     }
                 }
