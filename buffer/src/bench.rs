@@ -56,6 +56,9 @@ pub struct BenchReport {
     /// Samples appended in the hold phase (fsync policy `Never`).
     pub samples_appended: u64,
     pub append_samples_per_s: f64,
+    /// Per second of this thread's CPU time: what the code costs, whatever
+    /// else the machine is doing (the wall-clock figures are not).
+    pub append_samples_per_cpu_s: f64,
     /// Appends of one scrape each with `FsyncPolicy::Batch`.
     pub append_synced_samples_per_s: f64,
     /// Bytes the synced appends wrote (head + segments) per second.
@@ -73,6 +76,8 @@ pub struct BenchReport {
     pub read_samples_per_s: f64,
     /// `read_series` + `ack`: the same, grouped by series.
     pub read_series_samples_per_s: f64,
+    pub read_samples_per_cpu_s: f64,
+    pub read_series_samples_per_cpu_s: f64,
     pub shed_events: usize,
     /// Time to shed one segment (ledger fsync + unlink) while appends continue.
     pub shed_segment_ms_p50: f64,
@@ -90,7 +95,10 @@ impl BenchReport {
         let rows: Vec<(&str, String, &str)> = vec![
             (
                 "append (fsync never)",
-                format!("{:.0} samples/s", self.append_samples_per_s),
+                format!(
+                    "{:.0} samples/s ({:.0} per CPU-s)",
+                    self.append_samples_per_s, self.append_samples_per_cpu_s
+                ),
                 "",
             ),
             (
@@ -120,14 +128,19 @@ impl BenchReport {
             ),
             (
                 "read + ack",
-                format!("{:.0} samples/s", self.read_samples_per_s),
+                format!(
+                    "{:.0} samples/s ({:.0} per CPU-s)",
+                    self.read_samples_per_s, self.read_samples_per_cpu_s
+                ),
                 ">= 2,000,000",
             ),
             (
                 "read_series + ack",
                 format!(
-                    "{:.0} samples/s ({} a call)",
-                    self.read_series_samples_per_s, o.read_series_batch
+                    "{:.0} samples/s ({:.0} per CPU-s; {} a call)",
+                    self.read_series_samples_per_s,
+                    self.read_series_samples_per_cpu_s,
+                    o.read_series_batch
                 ),
                 ">= 2,000,000",
             ),
@@ -193,11 +206,13 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
     let mut w = Workload::new(series, opts.scrape_interval_ms, 1);
     let mut appended = 0u64;
     let mut append_time = Duration::ZERO;
+    let mut append_cpu = 0.0;
     while b.disk_usage() < data_bytes {
         let scrape = w.next_scrape();
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         let out = b.append("normal", scrape)?;
         append_time += t.elapsed();
+        append_cpu += cpu_seconds() - c;
         appended += out.accepted as u64;
     }
     b.sync()?;
@@ -207,7 +222,7 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
     // 2. Read back (and ack, which deletes drained segments): half as
     // `Sample`s, half grouped by series.
     let to_read = opts.read_samples.min(appended);
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_seconds());
     let mut read = 0u64;
     while read < to_read / 2 {
         let want = (to_read / 2 - read).min(10_000) as usize;
@@ -217,8 +232,8 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
         read += batch.samples.len() as u64;
         b.ack(&batch.token)?;
     }
-    let read_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let (read_s, read_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+    let (t, c) = (Instant::now(), cpu_seconds());
     let mut read_grouped = 0u64;
     while read + read_grouped < to_read {
         let want = (to_read - read - read_grouped).min(10_000) as usize;
@@ -228,7 +243,7 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
         read_grouped += batch.len() as u64;
         b.ack(&batch.token)?;
     }
-    let read_grouped_s = t.elapsed().as_secs_f64();
+    let (read_grouped_s, read_grouped_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
     let peak_rss_mib = peak_rss_mib();
     drop(b);
     remove_dir(&hold_dir);
@@ -298,6 +313,7 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
         options: opts.clone(),
         samples_appended: appended,
         append_samples_per_s: per_s(appended, append_time.as_secs_f64()),
+        append_samples_per_cpu_s: per_s(appended, append_cpu),
         append_synced_samples_per_s: per_s(synced_samples, synced_time.as_secs_f64()),
         append_synced_mb_per_s: mb(synced_bytes, synced_time.as_secs_f64()),
         disk_baseline_mb_per_s: mb(synced_bytes, baseline_s),
@@ -307,6 +323,8 @@ pub fn run(dir: &Path, opts: &BenchOptions) -> Result<BenchReport, BufferError> 
         read_samples: read + read_grouped,
         read_samples_per_s: per_s(read, read_s),
         read_series_samples_per_s: per_s(read_grouped, read_grouped_s),
+        read_samples_per_cpu_s: per_s(read, read_cpu),
+        read_series_samples_per_cpu_s: per_s(read_grouped, read_grouped_cpu),
         shed_events: shed_ms.len(),
         shed_segment_ms_p50: pct(0.50),
         shed_segment_ms_p99: pct(0.99),
@@ -330,6 +348,18 @@ fn raw_disk(path: &Path, bytes: u64, chunks: usize) -> Result<f64, BufferError> 
     drop(f);
     let _ = std::fs::remove_file(path);
     Ok(s)
+}
+
+/// CPU time of the calling thread in seconds (schedstat), 0 where unavailable.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
 /// VmHWM (peak resident set) of this process, in MiB; 0 where unavailable.

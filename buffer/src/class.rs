@@ -921,6 +921,7 @@ impl ClassStore {
     ) -> Result<(usize, u64, u64), BufferError> {
         let mut seq = self.read_seq.max(self.state.floor());
         let start = seq;
+        let corrupt_before = self.state.counters.corrupt_frames;
         let mut n = 0usize;
         let mut run = 0usize;
         while n < max {
@@ -954,8 +955,8 @@ impl ClassStore {
             seq = first + i1 as u64;
         }
         self.read_seq = seq;
-        if self.state_dirty {
-            // Corrupt frames found while reading: persist the count.
+        if self.state.counters.corrupt_frames != corrupt_before {
+            // Corrupt frames found while reading: persist the count now.
             self.write_state()?;
         }
         Ok((n, start, seq))
