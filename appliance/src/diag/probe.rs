@@ -1,0 +1,313 @@
+//! The network half of `diag`: every host's agent `/status` and every
+//! member's etcd Status, all at once under short timeouts, then the member
+//! list and alarms from one member that knows a leader. A host that does not
+//! answer costs one timeout; the whole probe is bounded by about three.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use edgeplane_config::{Config, Node};
+use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
+use serde::{Deserialize, Serialize};
+
+/// One agent's answer to `GET /status`.
+#[derive(Debug, Clone)]
+pub struct AgentProbe {
+    pub host: String,
+    /// The document, or why there is none.
+    pub doc: Result<serde_json::Value, String>,
+    /// Local wall clock when the request was sent, and the round trip.
+    pub sent_at: DateTime<Utc>,
+    pub rtt: Duration,
+    /// The `Date` header of the reply (1 s resolution), for the clock check.
+    pub date: Option<DateTime<Utc>>,
+}
+
+/// A member's answer to Status (the fields `diag` shows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EtcdStatus {
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
+    pub term: u64,
+    pub is_learner: bool,
+    pub db_size: i64,
+    pub db_in_use: i64,
+    pub errors: Vec<String>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdProbe {
+    pub host: String,
+    pub status: Result<EtcdStatus, String>,
+}
+
+/// One entry of the member list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+}
+
+/// One raised alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// Member id in hex, as etcd prints it.
+    pub member_id: String,
+    /// `NOSPACE`, `CORRUPT`.
+    pub alarm: String,
+}
+
+/// Everything the network told us.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    /// In config node order.
+    pub agents: Vec<AgentProbe>,
+    pub etcd: Vec<EtcdProbe>,
+    /// The member list and the host it was read from.
+    pub members: Option<(String, Vec<ListedMember>)>,
+    pub alarms: Result<Vec<Alarm>, String>,
+}
+
+impl Probes {
+    /// Nothing answered (a fully disconnected host, or a unit test).
+    pub fn none(nodes: &[Node], why: &str) -> Probes {
+        Probes {
+            agents: nodes
+                .iter()
+                .map(|n| AgentProbe {
+                    host: n.name.clone(),
+                    doc: Err(why.to_string()),
+                    sent_at: Utc::now(),
+                    rtt: Duration::ZERO,
+                    date: None,
+                })
+                .collect(),
+            etcd: nodes
+                .iter()
+                .map(|n| EtcdProbe {
+                    host: n.name.clone(),
+                    status: Err(why.to_string()),
+                })
+                .collect(),
+            members: None,
+            alarms: Err(why.to_string()),
+        }
+    }
+}
+
+fn etcd_options(timeout: Duration) -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(timeout / 2)
+        .with_timeout(timeout)
+}
+
+/// `what` within `t`, with the error or the timeout as text.
+async fn bounded<T, E: std::fmt::Display>(
+    t: Duration,
+    what: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(t, what).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(short_error(&e.to_string())),
+        Err(_) => Err(format!("no answer within {}ms", t.as_millis())),
+    }
+}
+
+/// The first line of an error, without gRPC noise, at most 160 characters.
+fn short_error(e: &str) -> String {
+    let line = e.lines().next().unwrap_or(e).trim();
+    let mut s: String = line.chars().take(160).collect();
+    if s.is_empty() {
+        s = "error".into();
+    }
+    s
+}
+
+async fn probe_agent(http: reqwest::Client, node: Node, timeout: Duration) -> AgentProbe {
+    let url = format!("{}/status", node.agent_url.trim_end_matches('/'));
+    let sent_at = Utc::now();
+    let t0 = Instant::now();
+    let res = tokio::time::timeout(timeout, async {
+        let r = http.get(&url).send().await.map_err(|e| {
+            if e.is_connect() {
+                "connection refused or host unreachable".to_string()
+            } else if e.is_timeout() {
+                format!("no answer within {}ms", timeout.as_millis())
+            } else {
+                short_error(&crate::diag::redact::text(&e.to_string(), &[]))
+            }
+        })?;
+        let date = r
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| DateTime::parse_from_rfc2822(s).ok())
+            .map(|d| d.with_timezone(&Utc));
+        if !r.status().is_success() {
+            return Err(format!("HTTP {}", r.status()));
+        }
+        let doc = r
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|e| format!("not a status document: {}", short_error(&e.to_string())))?;
+        Ok((doc, date))
+    })
+    .await;
+    let rtt = t0.elapsed();
+    let (doc, date) = match res {
+        Ok(Ok((doc, date))) => (Ok(doc), date),
+        Ok(Err(e)) => (Err(e), None),
+        Err(_) => (
+            Err(format!("no answer within {}ms", timeout.as_millis())),
+            None,
+        ),
+    };
+    AgentProbe {
+        host: node.name,
+        doc,
+        sent_at,
+        rtt,
+        date,
+    }
+}
+
+async fn probe_etcd(
+    node: &Node,
+    timeout: Duration,
+) -> (Result<EtcdStatus, String>, Option<Client>) {
+    let client = match bounded(
+        timeout,
+        Client::connect([node.client_url.as_str()], Some(etcd_options(timeout))),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return (Err(e), None),
+    };
+    let mut c = client.clone();
+    let st = bounded(timeout, c.status()).await.map(|r| EtcdStatus {
+        member_id: r.header().map(|h| h.member_id()).unwrap_or(0),
+        leader: r.leader(),
+        raft_index: r.raft_index(),
+        applied_index: r.raft_applied_index(),
+        term: r.raft_term(),
+        is_learner: r.is_learner(),
+        db_size: r.db_size(),
+        db_in_use: r.raft_used_db_size(),
+        errors: r.errors().to_vec(),
+        version: r.version().to_string(),
+    });
+    let st = st.map_err(|e| {
+        if e.contains("transport error") || e.contains("Connection refused") {
+            "connection refused or host unreachable".to_string()
+        } else {
+            e
+        }
+    });
+    (st, Some(client))
+}
+
+/// Probes every host of the site at once.
+pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
+    let http = match reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout / 2)
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => return Probes::none(&cfg.nodes, &format!("no HTTP client: {e}")),
+    };
+    let agents = futures::future::join_all(
+        cfg.nodes
+            .iter()
+            .map(|n| probe_agent(http.clone(), n.clone(), timeout)),
+    );
+    let etcds = futures::future::join_all(cfg.nodes.iter().map(|n| probe_etcd(n, timeout)));
+    let (agents, etcds) = tokio::join!(agents, etcds);
+
+    // Member list and alarms from the leader, else any voter that knows a leader.
+    let mut order: Vec<usize> = Vec::new();
+    for (i, (st, _)) in etcds.iter().enumerate() {
+        if let Ok(s) = st
+            && s.leader != 0
+            && s.leader == s.member_id
+        {
+            order.insert(0, i);
+        } else if let Ok(s) = st
+            && s.leader != 0
+            && !s.is_learner
+        {
+            order.push(i);
+        }
+    }
+    let mut members = None;
+    let mut alarms = Err("no member with a leader answered".to_string());
+    for i in order {
+        let Some(client) = etcds[i].1.clone() else {
+            continue;
+        };
+        let (mut c1, mut c2) = (client.clone(), client);
+        let (ml, al) = tokio::join!(
+            bounded(timeout, c1.member_list()),
+            bounded(timeout, c2.alarm(AlarmAction::Get, AlarmType::None, None)),
+        );
+        if let Ok(al) = al {
+            alarms = Ok(al
+                .alarms()
+                .iter()
+                .map(|a| Alarm {
+                    member_id: format!("{:x}", a.member_id()),
+                    alarm: a.alarm().as_str_name().to_string(),
+                })
+                .collect());
+        }
+        if let Ok(ml) = ml {
+            members = Some((
+                cfg.nodes[i].name.clone(),
+                ml.members()
+                    .iter()
+                    .map(|m| ListedMember {
+                        id: m.id(),
+                        name: m.name().to_string(),
+                        peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+                        is_learner: m.is_learner(),
+                    })
+                    .collect(),
+            ));
+            break;
+        }
+    }
+    Probes {
+        agents,
+        etcd: cfg
+            .nodes
+            .iter()
+            .zip(etcds)
+            .map(|(n, (status, _))| EtcdProbe {
+                host: n.name.clone(),
+                status,
+            })
+            .collect(),
+        members,
+        alarms,
+    }
+}
+
+/// `GET url` with a short timeout; the body if 2xx.
+pub async fn get_text(url: &str, timeout: Duration) -> Result<String, String> {
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout / 2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = bounded(timeout, http.get(url).send()).await?;
+    if !r.status().is_success() {
+        return Err(format!("HTTP {}", r.status()));
+    }
+    bounded(timeout, r.text()).await
+}
