@@ -13,7 +13,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             data_mib,
             json,
         } => buffer(dir, data_mib, json),
-        BenchCommand::Backfill { .. } => anyhow::bail!("bench backfill: not wired yet"),
+        BenchCommand::Backfill { days, series, json } => backfill(days, series, json),
         BenchCommand::Snapshot { .. } => anyhow::bail!("bench snapshot: not built yet"),
     }
 }
@@ -39,6 +39,34 @@ fn buffer(dir: Option<std::path::PathBuf>, data_mib: u64, json: bool) -> anyhow:
         );
     }
     let report = edgeplane_buffer::bench::run(tmp.path(), &opts).context("buffer bench failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `edgeplane bench backfill`: days of buffered samples flushed into a local
+/// Prometheus, beside a minimal sender of the same data.
+fn backfill(days: u64, series: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let opts = edgeplane_metrics::bench::BackfillOptions {
+        days: days as f64,
+        series,
+        ..Default::default()
+    };
+    if !json {
+        eprintln!(
+            "Backfill bench: {days} day(s) × {series} series at 15 s into a local Prometheus; this takes minutes."
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(edgeplane_metrics::bench::backfill(opts))
+        .map_err(|e| anyhow::anyhow!("backfill bench failed: {e}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,9 +1,97 @@
-//! `edgeplane recover`: rebuild after quorum loss.
+//! `edgeplane recover`: after quorum loss, ask one host's agent to rebuild the
+//! cluster from its data (the freshest reachable host unless `--from` names
+//! one). The agent refuses while any member still has a leader, so running
+//! this by mistake on a healthy site changes nothing.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
+use crate::BadConfig;
 use crate::cli::RecoverArgs;
 
-pub fn run(_args: &RecoverArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("recovery is not built yet")
+pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init_cli();
+    if !args.confirm {
+        anyhow::bail!(
+            "recover rebuilds the cluster from one host's data and discards what only the lost hosts had; \
+             power off the lost hosts, then run it again with --confirm"
+        );
+    }
+    if args.snapshot.is_some() {
+        anyhow::bail!(
+            "recovery from a snapshot file is not available yet; use --from HOST (a survivor's data)"
+        );
+    }
+    let cfg = edgeplane_config::load(&args.config)
+        .map_err(|e| BadConfig(e.to_string()))?
+        .config;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+        let target = match &args.from {
+            Some(h) => h.clone(),
+            None => freshest(&cfg, &http)
+                .await
+                .context("no agent reports which host has the freshest data; name one with --from HOST")?,
+        };
+        let node = cfg
+            .nodes
+            .iter()
+            .find(|n| n.name == target)
+            .with_context(|| format!("{target} is not a host of this site"))?;
+        let url = format!("{}/recover", node.agent_url.trim_end_matches('/'));
+        let resp = http
+            .post(&url)
+            .json(&serde_json::json!({ "confirm": true }))
+            .send()
+            .await
+            .with_context(|| format!("could not reach {target}'s agent at {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("{target}'s agent refused: {}", text.trim());
+        }
+        println!("{}", text.trim());
+        let status_url = format!("{}/status", node.agent_url.trim_end_matches('/'));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(&status_url).send().await
+                && let Ok(doc) = r.json::<serde_json::Value>().await
+            {
+                if doc.get("quorum").and_then(|q| q.as_str()) == Some("ok") {
+                    println!(
+                        "Recovered: {target} leads a new cluster in epoch {}; the other hosts rejoin as standbys and are promoted up to {} voters.",
+                        doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0),
+                        cfg.cluster.voters
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if let Some(state) = doc.pointer("/recovery/state").and_then(|s| s.as_str())
+                    && state.starts_with("rebuild failed")
+                {
+                    anyhow::bail!("{target}: {state}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::bail!("{target} did not report a working cluster within 120 s; see `edgeplane diag status`")
+    })
+}
+
+/// The freshest host according to any agent that answers.
+async fn freshest(cfg: &edgeplane_config::Config, http: &reqwest::Client) -> Option<String> {
+    for n in &cfg.nodes {
+        let url = format!("{}/status", n.agent_url.trim_end_matches('/'));
+        if let Ok(r) = http.get(&url).send().await
+            && let Ok(doc) = r.json::<serde_json::Value>().await
+            && let Some(h) = doc.pointer("/recovery/freshest").and_then(|f| f.as_str())
+        {
+            return Some(h.to_string());
+        }
+    }
+    None
 }

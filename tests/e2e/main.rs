@@ -2,4 +2,6 @@
 //! One binary, modules per area (as ripgrep does).
 
 mod agent;
+mod defrag;
 mod harness;
+mod recovery;

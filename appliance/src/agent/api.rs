@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::Shared;
 
@@ -24,6 +24,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/recover", post(recover))
         .with_state(shared)
 }
 
@@ -59,6 +60,47 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     doc.progress.last_reconcile_age_ms = s.loop_age().as_millis() as u64;
     doc.progress.stalled = s.loop_age() > s.stall_after;
     axum::Json(doc)
+}
+
+/// `POST /recover` with `{"confirm": true}`: asks this host to rebuild the
+/// cluster from its data. The loop refuses unless quorum is really lost.
+async fn recover(
+    State(s): State<Arc<Shared>>,
+    body: Result<
+        axum::Json<super::recover::RecoverRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> impl IntoResponse {
+    let Ok(axum::Json(req)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"confirm\": true}\n".to_string(),
+        );
+    };
+    if !req.confirm {
+        return (
+            StatusCode::BAD_REQUEST,
+            "recovery needs confirm=true (the lost hosts are powered off)\n".to_string(),
+        );
+    }
+    let doc = s.status();
+    if doc.quorum != "lost" {
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "refused: quorum is {}, not lost; nothing to recover\n",
+                doc.quorum
+            ),
+        );
+    }
+    s.request_recover(req);
+    (
+        StatusCode::ACCEPTED,
+        format!(
+            "accepted: {} rebuilds the cluster from its data\n",
+            doc.host
+        ),
+    )
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -102,6 +144,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     for (name, kind, value) in lines {
         out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
     }
+    out.push_str(&s.metrics_text());
     ([("content-type", "text/plain; version=0.0.4")], out)
 }
 

@@ -26,8 +26,6 @@ use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc
 
 /// Fact: this host's etcd has been a member of a running cluster.
 const FACT_JOINED: &str = "joined";
-/// Fact: the epoch (cluster generation) this host's data belongs to.
-const FACT_EPOCH: &str = "epoch";
 
 pub struct Agent {
     pub cfg: Config,
@@ -47,6 +45,9 @@ pub struct Agent {
     last_join_attempt: Option<Instant>,
     /// Since when no member reachable from here reports a leader.
     leaderless_since: Option<Instant>,
+    pub recovery: super::recover::Recovery,
+    pub defrag: super::defrag::DefragState,
+    pub config_path: std::path::PathBuf,
 }
 
 /// What to do about a local etcd that is not running.
@@ -123,20 +124,40 @@ impl Agent {
             waiting: None,
             last_join_attempt: None,
             leaderless_since: None,
+            recovery: super::recover::Recovery::default(),
+            defrag: super::defrag::DefragState::default(),
+            config_path: std::path::PathBuf::new(),
         })
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.state
-            .fact(FACT_EPOCH)
-            .ok()
-            .flatten()
-            .and_then(|e| e.parse().ok())
+    /// The epoch (cluster generation) of this host's etcd data.
+    pub fn data_epoch(&self) -> u64 {
+        super::recover::data_epoch(&self.cfg.etcd.data_dir)
+    }
+
+    /// The highest epoch any reachable peer's agent reports.
+    pub fn site_epoch(&self) -> u64 {
+        self.view
+            .peers
+            .iter()
+            .map(super::recover::peer_epoch)
+            .max()
             .unwrap_or(0)
+            .max(self.data_epoch())
+    }
+
+    pub fn token_for(&self, epoch: u64) -> String {
+        format!("edgeplane-{}-e{epoch}", self.cfg.site)
     }
 
     pub fn token(&self) -> String {
-        format!("edgeplane-{}-e{}", self.cfg.site, self.epoch())
+        self.token_for(self.site_epoch())
+    }
+
+    /// Whether a peer reports a newer epoch than our data: our data is from
+    /// a cluster that was rebuilt without us and must never be started.
+    fn data_is_stale(&self) -> bool {
+        has_member_data(&self.cfg.etcd.data_dir) && self.site_epoch() > self.data_epoch()
     }
 
     /// This host's member in the list, if any.
@@ -171,7 +192,13 @@ impl Agent {
                 let _ = self.state.set_fact(FACT_JOINED, "1");
             }
             self.coordinate().await;
+            super::defrag::tick(self).await;
         }
+        if let Some(req) = self.shared.take_recover_request() {
+            self.recovery.requested = Some(req);
+        }
+        let config_path = self.config_path.clone();
+        super::recover::tick(self, &config_path).await;
         self.publish();
     }
 
@@ -196,6 +223,16 @@ impl Agent {
             self.waiting = None;
             // A member the cluster removed while we were away: etcd may keep
             // running unaware (e.g. it was partitioned). Stop it and rejoin.
+            if self.data_is_stale() {
+                tracing::warn!(
+                    "A peer reports epoch {} but this host's data is from epoch {}: the cluster was rebuilt without it. Stopping etcd and rejoining as the standby.",
+                    self.site_epoch(),
+                    self.data_epoch()
+                );
+                self.etcd.kill().await;
+                self.set_aside("the cluster was rebuilt in a newer epoch");
+                return;
+            }
             if self.removed_while_running() {
                 tracing::warn!(
                     "The cluster no longer lists this member; stopping etcd and rejoining as the standby."
@@ -271,6 +308,10 @@ impl Agent {
         let data = &self.cfg.etcd.data_dir;
         let members = self.view.members.clone();
         let mine = self.my_member().cloned();
+        if self.data_is_stale() {
+            self.set_aside("the cluster was rebuilt in a newer epoch while this host was away");
+            return Ok(None);
+        }
         if has_member_data(data) {
             if let (Some(_), None) = (&members, &mine) {
                 // A cluster with a leader answers and does not list us: removed.
@@ -296,7 +337,7 @@ impl Agent {
             (None, _) => {
                 let bootstrap_voter = self.my_index < self.cfg.cluster.voters;
                 let joined = self.state.fact(FACT_JOINED).ok().flatten().is_some();
-                if bootstrap_voter && !joined && self.epoch() == 0 {
+                if bootstrap_voter && !joined && self.site_epoch() == 0 {
                     Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
                 } else {
                     Err("no cluster with a leader is reachable; waiting to join".into())
@@ -391,6 +432,13 @@ impl Agent {
                         .finish(id, Outcome::Done, "member added as learner");
                 }
                 let _ = move_aside(&self.cfg.etcd.data_dir, 2);
+                // The data etcd is about to create belongs to the site's current epoch.
+                if let Err(e) =
+                    super::recover::mark_epoch(&self.cfg.etcd.data_dir, self.site_epoch())
+                {
+                    tracing::error!("Could not mark the new data dir with its epoch: {e}");
+                    return;
+                }
                 if let Err(e) = self.etcd.start(&StartMode::Existing {
                     initial_cluster: initial,
                     token: self.token(),
@@ -564,7 +612,9 @@ impl Agent {
                 joins: count(OpKind::Join),
                 recent: ops.iter().rev().take(20).rev().cloned().collect(),
             },
-            epoch: self.epoch(),
+            epoch: self.data_epoch(),
+            recovery: self.recovery.doc.clone(),
+            metrics: None,
         };
         self.shared.set_status(doc);
     }

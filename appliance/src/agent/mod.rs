@@ -22,11 +22,13 @@
 
 pub mod api;
 pub mod coordinate;
+pub mod defrag;
 pub mod etcd;
 pub mod local;
 pub mod notify;
 pub mod observe;
 pub mod plan;
+pub mod recover;
 pub mod state;
 
 use std::process::ExitCode;
@@ -64,6 +66,9 @@ pub struct StatusDoc {
     pub progress: Progress,
     pub journal: JournalDoc,
     pub epoch: u64,
+    pub recovery: recover::RecoveryDoc,
+    /// The metrics pipeline: link state, backlog per class, shed counts, flush rate.
+    pub metrics: Option<edgeplane_metrics::status::MetricsStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -115,18 +120,34 @@ pub struct JournalDoc {
 }
 
 /// State shared between the loop and the API.
-#[derive(Debug)]
 pub struct Shared {
     doc: Mutex<StatusDoc>,
     started: Instant,
     /// Milliseconds since `started` of the last completed reconcile.
     last_tick_ms: AtomicU64,
     pub stall_after: Duration,
+    recover: Mutex<Option<recover::RecoverRequest>>,
+    pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
 }
 
 impl Shared {
     pub fn status(&self) -> StatusDoc {
-        self.doc.lock().map(|d| d.clone()).unwrap_or_default()
+        let mut doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
+        doc.metrics = self
+            .metrics
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|h| h.status()));
+        doc
+    }
+
+    /// The metrics pipeline's own series (`edgeplane_metrics_*`), if it runs.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|h| h.render_prometheus()))
+            .unwrap_or_default()
     }
 
     pub fn set_status(&self, doc: StatusDoc) {
@@ -138,6 +159,17 @@ impl Shared {
     pub fn loop_age(&self) -> Duration {
         let now = self.started.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_tick_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Asks the loop to recover from quorum loss (`POST /recover`).
+    pub fn request_recover(&self, req: recover::RecoverRequest) {
+        if let Ok(mut r) = self.recover.lock() {
+            *r = Some(req);
+        }
+    }
+
+    pub fn take_recover_request(&self) -> Option<recover::RecoverRequest> {
+        self.recover.lock().ok().and_then(|mut r| r.take())
     }
 
     fn tick(&self) {
@@ -195,6 +227,8 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         started: Instant::now(),
         last_tick_ms: AtomicU64::new(0),
         stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
+        recover: Mutex::new(None),
+        metrics: Mutex::new(None),
     });
 
     let addr = api::listen_addr(&me.agent_url).context("agent_url has no host:port")?;
@@ -216,7 +250,21 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     };
     tracing::info!(host = %cfg.host, api = %me.agent_url, "Agent started.");
 
+    if cfg.metrics.enabled {
+        match edgeplane_metrics::pipeline::Pipeline::start(&cfg, &cfg.paths.buffer_dir, vec![]) {
+            Ok(h) => {
+                if let Ok(mut m) = shared.metrics.lock() {
+                    *m = Some(h);
+                }
+            }
+            // Metrics are never a reason to leave etcd unguarded: log and go on.
+            Err(e) => tracing::error!(
+                "The metrics pipeline did not start: {e}. etcd supervision continues without it."
+            ),
+        }
+    }
     let mut agent = local::Agent::new(cfg, me, state, shared.clone())?;
+    agent.config_path = config_path.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -262,6 +310,12 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             "Stopping: moving leadership away if this member leads, then stopping etcd."
         );
         agent.shutdown().await;
+    }
+    let pipeline = shared.metrics.lock().ok().and_then(|mut m| m.take());
+    if let Some(p) = pipeline
+        && let Err(e) = p.shutdown().await
+    {
+        tracing::warn!("The metrics pipeline did not stop cleanly: {e}");
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;

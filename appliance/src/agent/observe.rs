@@ -109,6 +109,8 @@ pub struct View {
     pub peers: Vec<Peer>,
     /// The member list from a voter that has a leader, with when it was read.
     pub members: Option<Vec<Member>>,
+    /// The last member list read successfully (kept through a quorum loss).
+    pub last_members: Option<Vec<Member>>,
     /// When each member id was first seen in the list.
     pub first_seen: HashMap<u64, Instant>,
     http: reqwest::Client,
@@ -126,6 +128,7 @@ impl View {
         Ok(View {
             peers: nodes.iter().cloned().map(Peer::new).collect(),
             members: None,
+            last_members: None,
             first_seen: HashMap::new(),
             http,
             max_lag,
@@ -181,6 +184,9 @@ impl View {
                 None => {
                     p.status = None;
                     p.etcd_silent_since.get_or_insert(now);
+                    // Reconnect from scratch next time: a channel to a process that
+                    // died backs off for seconds after its successor is up.
+                    p.client = None;
                 }
             }
             match agent {
@@ -213,6 +219,9 @@ impl View {
             }
         }
         self.members = self.read_members().await;
+        if self.members.is_some() {
+            self.last_members.clone_from(&self.members);
+        }
         if let Some(ms) = &self.members {
             for m in ms {
                 self.first_seen.entry(m.id).or_insert(now);
@@ -297,10 +306,12 @@ impl View {
                             .filter(|s| s.member_id == m.id || s.member_id == 0);
                         Health {
                             etcd_up: s.is_some(),
+                            // Silence from before it became a member does not
+                            // count: a learner just added has not started yet.
                             etcd_down_for: if s.is_some() {
                                 Duration::ZERO
                             } else {
-                                p.etcd_down_for(now)
+                                p.etcd_down_for(now).min(member_for)
                             },
                             agent_down_for: p.agent_down_for(now),
                             reports_learner: s.is_some_and(|s| s.is_learner),

@@ -167,7 +167,12 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
 
     for &i in &learners {
         let h = &health[i];
-        if is_dead(h, l) {
+        // A learner whose agent answers is starting or restarting, not dead:
+        // only the stuck window applies to it.
+        let host_dead = !h.etcd_up
+            && h.etcd_down_for >= l.failure_detection
+            && h.agent_down_for >= l.failure_detection;
+        if host_dead || (!h.etcd_up && h.etcd_down_for >= l.learner_stuck_after) {
             return Decision::EvictLearner {
                 id: members[i].id,
                 host: label(&members[i]),

@@ -160,6 +160,9 @@ impl LocalSite {
         for h in &hosts {
             std::fs::write(&h.config_path, render_config(&spec, &hosts, h))?;
         }
+        write_fence_script(&root)?;
+        // EDGEPLANE_KEEP_SITE=1 keeps every site's files for a post-mortem.
+        let keep = keep || std::env::var("EDGEPLANE_KEEP_SITE").is_ok_and(|v| v == "1");
         let tmp = if keep {
             let _ = tmp.keep();
             None
@@ -194,6 +197,8 @@ impl LocalSite {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
+        // For the fence script, which "powers off" a host by its pids.
+        std::fs::write(h.dir.join("agent.pid"), format!("{}\n", child.id()))?;
         h.agent = Some(child);
         Ok(())
     }
@@ -310,8 +315,32 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
         "[log]\ndir = {}\nto_files = false\n",
         toml_path(&me.dir.join("log"))
     );
-    s.push_str(&spec.extra_toml);
+    // `{root}` in the extra sections is the site's directory (e.g. for the fence script).
+    let root = me
+        .dir
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    s.push_str(&spec.extra_toml.replace("{root}", &root));
     s
+}
+
+/// `ROOT/fence.sh HOST`: the loopback stand-in for a BMC power-off. It
+/// SIGKILLs the host's agent and etcd (by their pid files) and exits 0 once
+/// both are gone — "confirmed powered off".
+pub const FENCE_SCRIPT: &str = "fence.sh";
+
+fn write_fence_script(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(FENCE_SCRIPT);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# Loopback fence: power off host $1 by killing its processes.\nset -u\nroot={}\nfor f in \"$root/$1/agent.pid\" \"$root/$1/state/etcd.pid\"; do\n  [ -f \"$f\" ] && kill -9 \"$(cat \"$f\")\" 2>/dev/null\ndone\nexit 0\n",
+            root.display()
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
 }
 
 fn toml_path(p: &Path) -> String {
@@ -458,6 +487,8 @@ impl LocalSite {
 #[derive(Debug)]
 pub struct Writer {
     pub acked: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Instant)>>>,
+    /// Latency of every acknowledged put.
+    pub latencies: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
     pub failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -468,6 +499,8 @@ impl Writer {
     pub fn start(client_urls: Vec<String>, prefix: &str) -> Writer {
         use std::sync::atomic::Ordering;
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lat = latencies.clone();
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (a, f, s, prefix) = (
@@ -494,6 +527,7 @@ impl Writer {
                 }
                 let key = format!("{prefix}/{n:08}");
                 let value = format!("v{n}");
+                let sent = Instant::now();
                 let ok = match clients[i].as_mut() {
                     // A short bound: a request to a dead member waits for a
                     // connection that never comes; another member may answer.
@@ -511,6 +545,9 @@ impl Writer {
                     if let Ok(mut v) = a.lock() {
                         v.push((key, value, Instant::now()));
                     }
+                    if let Ok(mut l) = lat.lock() {
+                        l.push(sent.elapsed());
+                    }
                     n += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 } else {
@@ -525,10 +562,22 @@ impl Writer {
         });
         Writer {
             acked,
+            latencies,
             failed,
             stop,
             task: Some(task),
         }
+    }
+
+    /// The `p`th percentile of acknowledged put latency (nearest rank).
+    pub fn latency_percentile(&self, p: f64) -> Duration {
+        let mut v = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort();
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
     }
 
     pub fn acked_count(&self) -> usize {

@@ -1,0 +1,373 @@
+//! Quorum-loss recovery: rebuild a new cluster from the freshest surviving
+//! data, in a new *epoch*.
+//!
+//! Why epochs: `--force-new-cluster` keeps the cluster and member IDs, and old
+//! members restarted on the other side of a partition elected a leader and
+//! accepted writes that were later silently lost (reproduced on 3.4.23). So
+//! a rebuild restores the survivor's db with `etcdctl snapshot restore`
+//! (a new cluster ID from a fresh token `edgeplane-SITE-eN`) and writes the
+//! epoch into the data dir (`edgeplane-epoch`). An agent whose data is from
+//! an older epoch than any peer reports never starts etcd on it: it moves it
+//! aside and joins the new cluster as the standby. Raft indexes are only
+//! compared within one epoch.
+//!
+//! When: quorum lost (no leader for `recovery.quorum_loss_window`) and
+//! - policy `fenced`: the freshest reachable survivor (highest applied index,
+//!   config order breaks ties) runs the fence command for every lost voter;
+//!   only if every one succeeds does it rebuild. A minority cut off by the
+//!   network cannot fence a healthy majority (its fence command fails), so it
+//!   never rewrites the cluster.
+//! - policy `manual`: nothing happens until `edgeplane recover --confirm`
+//!   asks this host's agent (`POST /recover`); even then the agent refuses
+//!   while any member reports a leader.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgeplane_config::QuorumLossPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::etcd::{has_member_data, move_aside, write_atomic};
+use super::local::Agent;
+use super::state::{OpKind, Outcome};
+
+/// File in the etcd data dir naming the epoch its data belongs to.
+pub const EPOCH_FILE: &str = "edgeplane-epoch";
+
+/// The epoch of the data in `data_dir` (0 when unmarked: the first cluster).
+pub fn data_epoch(data_dir: &Path) -> u64 {
+    std::fs::read_to_string(data_dir.join(EPOCH_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Marks `data_dir` as belonging to `epoch` (created if missing).
+pub fn mark_epoch(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    write_atomic(&data_dir.join(EPOCH_FILE), format!("{epoch}\n").as_bytes())
+}
+
+/// What `POST /recover` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoverRequest {
+    /// The operator confirms the lost hosts are powered off.
+    pub confirm: bool,
+}
+
+/// What the agent knows about a quorum loss (in `/status`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryDoc {
+    pub quorum_lost: bool,
+    pub policy: String,
+    /// Voters of the last member list that do not answer.
+    pub lost_voters: Vec<String>,
+    /// The reachable host with the freshest data (highest applied index).
+    pub freshest: Option<String>,
+    /// The exact command that recovers, when recovery needs a human.
+    pub command: Option<String>,
+    /// What the agent is doing or waiting for, in a sentence.
+    pub state: String,
+}
+
+/// Recovery bookkeeping kept by the agent between ticks.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub requested: Option<RecoverRequest>,
+    pub next_attempt: Option<Instant>,
+    pub doc: RecoveryDoc,
+}
+
+/// The reachable host with the freshest data: highest applied index among
+/// hosts whose etcd answers in our epoch, config order breaking ties.
+fn freshest(agent: &Agent) -> Option<usize> {
+    let my_epoch = agent.data_epoch();
+    agent
+        .view
+        .peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let s = p.status.as_ref()?;
+            let epoch = if i == agent.my_index {
+                my_epoch
+            } else {
+                peer_epoch(p)
+            };
+            (epoch == my_epoch).then_some((i, s.applied_index))
+        })
+        // max_by_key keeps the LAST maximum: reverse so the first in config order wins.
+        .rev()
+        .max_by_key(|(_, applied)| *applied)
+        .map(|(i, _)| i)
+}
+
+pub fn peer_epoch(p: &super::observe::Peer) -> u64 {
+    p.agent_doc
+        .as_ref()
+        .and_then(|d| d.get("epoch"))
+        .and_then(|e| e.as_u64())
+        .unwrap_or(0)
+}
+
+/// One look at quorum loss per tick: update the doc, and rebuild when allowed.
+pub async fn tick(agent: &mut Agent, config_path: &Path) {
+    if agent.quorum() != "lost" {
+        agent.recovery.doc = RecoveryDoc {
+            policy: policy_name(agent),
+            state: "quorum ok".into(),
+            ..RecoveryDoc::default()
+        };
+        agent.recovery.requested = None;
+        return;
+    }
+    let lost: Vec<String> = agent
+        .view
+        .last_members
+        .iter()
+        .flatten()
+        .filter(|m| !m.is_learner)
+        .filter(|m| match agent.view.peer_by_url(&m.peer_url) {
+            Some(i) => agent.view.peers[i].status.is_none(),
+            None => true,
+        })
+        .map(super::plan::label)
+        .collect();
+    let fresh = freshest(agent);
+    let fresh_name = fresh.map(|i| agent.view.peers[i].node.name.clone());
+    let command = fresh_name.as_ref().map(|h| {
+        format!(
+            "edgeplane recover --config {} --from {h} --confirm",
+            config_path.display()
+        )
+    });
+    let policy = agent.cfg.recovery.quorum_loss_policy;
+    let mut doc = RecoveryDoc {
+        quorum_lost: true,
+        policy: policy_name(agent),
+        lost_voters: lost.clone(),
+        freshest: fresh_name.clone(),
+        command: command.clone(),
+        state: String::new(),
+    };
+    let me_freshest = fresh == Some(agent.my_index) && has_member_data(&agent.cfg.etcd.data_dir);
+    let requested = agent.recovery.requested.take();
+    let automatic = policy == QuorumLossPolicy::Fenced && me_freshest;
+    if requested.is_none() && !automatic {
+        doc.state = match (policy, &fresh_name) {
+            (QuorumLossPolicy::Manual, Some(h)) => format!(
+                "waiting for a human: power off the lost hosts ({}), then run the command (rebuilds from {h})",
+                lost.join(", ")
+            ),
+            (QuorumLossPolicy::Manual, None) => "waiting: no surviving data is reachable".into(),
+            (QuorumLossPolicy::Fenced, Some(h)) => {
+                format!("waiting: {h} has the freshest data and rebuilds")
+            }
+            (QuorumLossPolicy::Fenced, None) => "waiting: no surviving data is reachable".into(),
+        };
+        agent.recovery.doc = doc;
+        return;
+    }
+    if agent
+        .recovery
+        .next_attempt
+        .is_some_and(|t| Instant::now() < t)
+    {
+        doc.state = "waiting before the next recovery attempt".into();
+        agent.recovery.doc = doc;
+        return;
+    }
+    if let Some(r) = &requested
+        && !r.confirm
+    {
+        doc.state = "refused: recover needs --confirm".into();
+        agent.recovery.doc = doc;
+        return;
+    }
+    if !has_member_data(&agent.cfg.etcd.data_dir) {
+        doc.state = "refused: this host has no etcd data to rebuild from".into();
+        agent.recovery.doc = doc;
+        return;
+    }
+    if requested.is_none() {
+        // Automatic: every lost voter must be fenced first.
+        for host in &lost {
+            match fence(&agent.cfg.recovery.fence_command, host).await {
+                Ok(()) => {
+                    tracing::warn!(host = %host, "Fence command confirmed {host} is powered off.")
+                }
+                Err(e) => {
+                    tracing::error!(host = %host, "Not rebuilding: the fence command did not confirm {host} is off: {e:#}");
+                    let op = agent
+                        .state
+                        .begin(OpKind::Recover, &agent.me.name, "quorum lost; fencing")
+                        .ok();
+                    if let Some(op) = op {
+                        let _ = agent.state.finish(
+                            op,
+                            Outcome::Failed,
+                            &format!("fence of {host} failed: {e:#}"),
+                        );
+                    }
+                    doc.state = format!("waiting: fencing {host} failed ({e:#}); retrying in 30 s");
+                    agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+                    agent.recovery.doc = doc;
+                    return;
+                }
+            }
+        }
+    }
+    let reason = if requested.is_some() {
+        format!(
+            "quorum lost ({} unreachable); recovery confirmed by an operator",
+            lost.join(", ")
+        )
+    } else {
+        format!("quorum lost ({} unreachable); fenced", lost.join(", "))
+    };
+    match rebuild(agent, &reason).await {
+        Ok(epoch) => {
+            doc.state =
+                format!("rebuilt a one-member cluster in epoch {epoch}; the other hosts rejoin");
+            doc.command = None;
+        }
+        Err(e) => {
+            tracing::error!("Rebuild failed: {e:#}");
+            doc.state = format!("rebuild failed: {e:#}; retrying in 30 s");
+            agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+        }
+    }
+    agent.recovery.doc = doc;
+}
+
+fn policy_name(agent: &Agent) -> String {
+    match agent.cfg.recovery.quorum_loss_policy {
+        QuorumLossPolicy::Manual => "manual".into(),
+        QuorumLossPolicy::Fenced => "fenced".into(),
+    }
+}
+
+/// Runs the fence command for `host` (`{host}` replaced); success = exit 0 within 60 s.
+async fn fence(command: &[String], host: &str) -> anyhow::Result<()> {
+    let Some((prog, args)) = command.split_first() else {
+        anyhow::bail!("no fence command configured");
+    };
+    let args: Vec<String> = args.iter().map(|a| a.replace("{host}", host)).collect();
+    let mut child = tokio::process::Command::new(prog)
+        .args(&args)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("could not run fence command {prog}"))?;
+    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => anyhow::bail!("fence command exited with {status}"),
+        Ok(Err(e)) => Err(e).context("fence command failed"),
+        Err(_) => anyhow::bail!("fence command did not finish within 60 s"),
+    }
+}
+
+/// Rebuilds a one-member cluster from this host's etcd data in a new epoch.
+/// Returns the new epoch.
+async fn rebuild(agent: &mut Agent, reason: &str) -> anyhow::Result<u64> {
+    let peers_max = agent.view.peers.iter().map(peer_epoch).max().unwrap_or(0);
+    let epoch = agent.data_epoch().max(peers_max) + 1;
+    let op = agent
+        .state
+        .begin(OpKind::Recover, &agent.me.name, reason)
+        .context("could not journal the recovery intent")?;
+    tracing::warn!(
+        "Quorum lost: rebuilding the cluster from this host's data as epoch {epoch} ({reason})."
+    );
+    let result = rebuild_inner(agent, epoch).await;
+    match &result {
+        Ok(()) => {
+            let _ = agent.state.finish(
+                op,
+                Outcome::Done,
+                &format!("one-member cluster in epoch {epoch}"),
+            );
+        }
+        Err(e) => {
+            let _ = agent.state.finish(op, Outcome::Failed, &format!("{e:#}"));
+        }
+    }
+    result.map(|()| epoch)
+}
+
+async fn rebuild_inner(agent: &mut Agent, epoch: u64) -> anyhow::Result<()> {
+    let data_dir = agent.cfg.etcd.data_dir.clone();
+    agent.etcd.stop(Duration::from_secs(5)).await;
+    // Copy the db first: the old data dir stays untouched until the new one is ready.
+    let work = agent.cfg.paths.state_dir.join(format!("recover-e{epoch}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)
+        .with_context(|| format!("could not create {}", work.display()))?;
+    let db = work.join("db");
+    std::fs::copy(data_dir.join("member").join("snap").join("db"), &db)
+        .context("could not copy this member's db file")?;
+    let new_dir = work.join("data");
+    restore_db(
+        &db,
+        &new_dir,
+        &agent.me.name,
+        &agent.me.peer_url,
+        &agent.token_for(epoch),
+        true,
+    )?;
+    mark_epoch(&new_dir, epoch).context("could not mark the new data dir with its epoch")?;
+    move_aside(&data_dir, 2)?;
+    std::fs::rename(&new_dir, &data_dir).with_context(|| {
+        format!(
+            "could not move the rebuilt data into {}",
+            data_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_dir_all(&work);
+    agent.etcd.start(&super::etcd::StartMode::Restart)?;
+    Ok(())
+}
+
+/// `etcdctl snapshot restore` of a db file into `data_dir` as a one-member
+/// cluster. `skip_hash` for a db copied from a member (it has no snapshot hash).
+pub fn restore_db(
+    db: &Path,
+    data_dir: &Path,
+    name: &str,
+    peer_url: &str,
+    token: &str,
+    skip_hash: bool,
+) -> anyhow::Result<()> {
+    let etcdctl = etcdctl_path();
+    let mut cmd = std::process::Command::new(&etcdctl);
+    cmd.env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(db)
+        .arg(format!("--name={name}"))
+        .arg(format!("--initial-cluster={name}={peer_url}"))
+        .arg(format!("--initial-cluster-token={token}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--data-dir={}", data_dir.display()));
+    if skip_hash {
+        cmd.arg("--skip-hash-check");
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not run {}", etcdctl.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "etcdctl snapshot restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// etcdctl: beside the configured etcd binary, else on PATH.
+pub fn etcdctl_path() -> PathBuf {
+    PathBuf::from(std::env::var("EDGEPLANE_ETCDCTL").unwrap_or_else(|_| "/usr/bin/etcdctl".into()))
+}

@@ -1,0 +1,165 @@
+//! Quorum loss: two of three voters SIGKILLed. With policy `fenced` the
+//! freshest survivor fences the lost hosts and rebuilds in a new epoch by
+//! itself; with `manual` it waits, says what to run, and `edgeplane recover`
+//! does it. Every write acknowledged before the loss survives; the killed
+//! hosts come back as standbys of the new epoch.
+
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt};
+
+async fn site(policy: &str) -> anyhow::Result<LocalSite> {
+    let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+    spec.extra_toml.push_str(&format!(
+        "\n[recovery]\nquorum_loss_policy = \"{policy}\"\nfence_command = [\"{{root}}/fence.sh\", \"{{host}}\"]\nquorum_loss_window = \"2s\"\n"
+    ));
+    let mut site = LocalSite::create(spec, false)?;
+    for i in 0..4 {
+        site.start_agent(i)?;
+    }
+    let t0 = Instant::now();
+    while !site.full_strength(1).await {
+        assert!(
+            t0.elapsed() < HANG,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(site)
+}
+
+/// Writes for a while, then waits until every member has applied them.
+async fn write_then_settle(site: &LocalSite) -> anyhow::Result<Writer> {
+    let mut w = Writer::start(site.client_urls(), "q");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.stop().await;
+    // The standby must have everything before the loss (it may be the freshest survivor).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(w)
+}
+
+/// Kills two voters, leaving one voter and the standby.
+async fn lose_quorum(site: &mut LocalSite) -> Vec<usize> {
+    let (voters, _) = site.roles().await.unwrap_or_default();
+    let victims: Vec<usize> = voters.iter().copied().take(2).collect();
+    for &v in &victims {
+        site.kill_host(v);
+    }
+    victims
+}
+
+async fn wait_writable(site: &LocalSite) {
+    let t0 = Instant::now();
+    loop {
+        let mut w = Writer::start(site.client_urls(), "after");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        w.stop().await;
+        if w.acked_count() > 0 {
+            return;
+        }
+        assert!(
+            t0.elapsed() < HANG * 2,
+            "the site never became writable again; logs in {}",
+            site.root.display()
+        );
+    }
+}
+
+async fn heal_killed(site: &mut LocalSite, victims: &[usize]) {
+    for &v in victims {
+        let _ = site.start_agent(v);
+    }
+    let t0 = Instant::now();
+    while !site.full_strength(1).await {
+        assert!(
+            t0.elapsed() < HANG * 2,
+            "the killed hosts did not rejoin; logs in {}",
+            site.root.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes()
+-> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut site = site("fenced").await?;
+        let writer = write_then_settle(&site).await?;
+        let victims = lose_quorum(&mut site).await;
+        wait_writable(&site).await;
+        assert_eq!(
+            writer.lost(&site.client_urls()).await?,
+            0,
+            "acknowledged writes survive the rebuild"
+        );
+        // The survivors moved to epoch 1.
+        let epochs: Vec<u64> = {
+            let mut v = Vec::new();
+            for i in 0..4 {
+                if let Some(doc) = site.agent_status(i).await {
+                    v.push(doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0));
+                }
+            }
+            v
+        };
+        assert!(epochs.contains(&1), "a new epoch was started: {epochs:?}");
+        heal_killed(&mut site, &victims).await;
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        Ok(())
+    })
+}
+
+#[test]
+fn manual_quorum_loss_waits_prints_the_command_and_recover_rebuilds() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut site = site("manual").await?;
+        let writer = write_then_settle(&site).await?;
+        let victims = lose_quorum(&mut site).await;
+        let survivor = (0..4).find(|i| !victims.contains(i)).unwrap_or(0);
+        // It waits and says what to run.
+        let t0 = Instant::now();
+        let command = loop {
+            if let Some(doc) = site.agent_status(survivor).await
+                && let Some(c) = doc.pointer("/recovery/command").and_then(|c| c.as_str())
+            {
+                break c.to_string();
+            }
+            assert!(t0.elapsed() < HANG, "no recovery command was offered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            command.contains("edgeplane recover") && command.contains("--confirm"),
+            "{command}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            site.agent_status(survivor)
+                .await
+                .and_then(|d| d.get("epoch").and_then(|e| e.as_u64())),
+            Some(0),
+            "manual policy never rebuilds by itself"
+        );
+        // Without --confirm nothing happens.
+        let refused = std::process::Command::new(edgeplane_bin())
+            .args(["recover", "--config"])
+            .arg(&site.hosts[survivor].config_path)
+            .output()?;
+        assert!(!refused.status.success());
+        let out = std::process::Command::new(edgeplane_bin())
+            .args(["recover", "--confirm", "--config"])
+            .arg(&site.hosts[survivor].config_path)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "recover failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_writable(&site).await;
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        heal_killed(&mut site, &victims).await;
+        Ok(())
+    })
+}
