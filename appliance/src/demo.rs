@@ -38,6 +38,13 @@ pub struct DemoRecord {
     pub acked_writes: usize,
     pub acked_writes_lost: usize,
     pub promotions: u64,
+    /// The region link: samples scraped while it was cut, and how many of them
+    /// are missing from the region's Prometheus after it came back.
+    pub outage_s: f64,
+    pub outage_samples: usize,
+    pub outage_samples_missing: usize,
+    /// Every sample from the outage carries its scrape time, not its send time.
+    pub outage_timestamps_preserved: bool,
     pub ok: bool,
 }
 
@@ -81,9 +88,14 @@ pub async fn start_site(
     hosts: usize,
     voters: usize,
     keep: bool,
+    extra_toml: Option<String>,
 ) -> anyhow::Result<(LocalSite, f64)> {
     let bin = std::env::current_exe().context("cannot find the edgeplane binary itself")?;
-    let mut site = LocalSite::create(SiteSpec::new(hosts, voters, bin), keep)?;
+    let mut spec = SiteSpec::new(hosts, voters, bin);
+    if let Some(extra) = extra_toml {
+        spec.extra_toml = extra;
+    }
+    let mut site = LocalSite::create(spec, keep)?;
     let t0 = Instant::now();
     for i in 0..hosts {
         site.start_agent(i)?;
@@ -203,7 +215,19 @@ pub async fn kill_and_heal(
 async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
     let n = Narrator { quiet: args.json };
     n.say("Edgeplane demo: a 4-host site on loopback (host-1..3 voters, host-4 hot standby), real etcd, real agents.");
-    let (mut site, bootstrap_s) = start_site(4, 3, args.keep).await?;
+    let mut region =
+        edgeplane_metrics::local_prometheus::LocalPrometheus::start(Default::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
+    n.say(format!(
+        "  region    a local Prometheus at {} receives the site's metrics (remote write)",
+        region.base_url()
+    ));
+    let extra = format!(
+        "[metrics]\nscrape_interval = \"1s\"\nscrape_timeout = \"900ms\"\n\n[uplink]\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        region.remote_write_url()
+    );
+    let (mut site, bootstrap_s) = start_site(4, 3, args.keep, Some(extra)).await?;
     n.say(format!(
         "  +{bootstrap_s:5.2}s   site bootstrapped: 3 voters + 1 standby (learner), agents in {}",
         site.root.display()
@@ -220,7 +244,13 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
     n.say(format!(
         "  writes    {acked} acknowledged during the demo, {lost} lost; {promotions} promotion(s) recorded in the agents' journals"
     ));
-    let ok = lost == 0 && cycle.full_strength_s.is_some() && cycle.rejoined_s.is_some();
+    let outage = region_outage(&site, &mut region, &n).await?;
+    let ok = lost == 0
+        && cycle.full_strength_s.is_some()
+        && cycle.rejoined_s.is_some()
+        && outage.missing == 0
+        && outage.preserved
+        && outage.samples > 0;
     n.say(if ok {
         "Demo passed: the site healed itself with no human and lost no acknowledged write."
     } else {
@@ -237,7 +267,104 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
         acked_writes: acked,
         acked_writes_lost: lost,
         promotions,
+        outage_s: outage.seconds,
+        outage_samples: outage.samples,
+        outage_samples_missing: outage.missing,
+        outage_timestamps_preserved: outage.preserved,
         ok,
+    })
+}
+
+struct Outage {
+    seconds: f64,
+    samples: usize,
+    missing: usize,
+    preserved: bool,
+}
+
+/// Cuts the region link (the region's Prometheus is frozen with SIGSTOP: a
+/// black hole, as a dead WAN link looks), restores it, waits for the agents
+/// to flush their backlog, then counts the `up` samples of every scrape
+/// target inside the outage window in the region.
+async fn region_outage(
+    site: &LocalSite,
+    region: &mut edgeplane_metrics::local_prometheus::LocalPrometheus,
+    n: &Narrator,
+) -> anyhow::Result<Outage> {
+    use nix::sys::signal::Signal;
+    let pid = region
+        .pid()
+        .context("the region's Prometheus is not running")? as i32;
+    let outage = Duration::from_secs(12);
+    n.say(format!(
+        "  link      region link cut for {}s (the region stops answering)",
+        outage.as_secs()
+    ));
+    let cut_ms = chrono::Utc::now().timestamp_millis();
+    crate::sim::signal(pid, Signal::SIGSTOP);
+    tokio::time::sleep(outage).await;
+    crate::sim::signal(pid, Signal::SIGCONT);
+    let restored_ms = chrono::Utc::now().timestamp_millis();
+    let t_restored = Instant::now();
+    n.say(
+        "  link      region link restored; agents flush their backlog with the original timestamps",
+    );
+    // Wait until no agent holds a sample from before the link came back (bounded).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut pending = false;
+        for i in 0..site.hosts.len() {
+            if let Some(doc) = site.agent_status(i).await
+                && let Some(classes) = doc.pointer("/metrics/classes").and_then(|b| b.as_array())
+            {
+                pending |= classes.iter().any(|c| {
+                    c.get("oldest_ms")
+                        .and_then(|o| o.as_i64())
+                        .is_some_and(|o| o <= restored_ms)
+                });
+            }
+        }
+        if !pending || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    n.say(format!(
+        "  +{:5.2}s   backlog flushed",
+        t_restored.elapsed().as_secs_f64()
+    ));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let range_s = (now_ms - cut_ms) / 1000 + 5;
+    let series = region
+        .raw("up", &format!("{range_s}s"), now_ms)
+        .await
+        .map_err(|e| anyhow::anyhow!("querying the region failed: {e}"))?;
+    // Expected per target: one sample per second of outage (1 s scrapes);
+    // the first and last second may fall either side of the window.
+    let expected = ((restored_ms - cut_ms) / 1000).saturating_sub(2) as usize;
+    let mut samples = 0;
+    let mut missing = 0;
+    for s in &series {
+        let inside = s
+            .samples
+            .iter()
+            .filter(|(t, _)| *t >= cut_ms && *t <= restored_ms)
+            .count();
+        samples += inside;
+        missing += expected.saturating_sub(inside);
+    }
+    // Sent with their scrape timestamps, samples from the outage fill the
+    // window; re-stamped on send, they would all sit after `restored_ms`.
+    let preserved = samples > 0;
+    n.say(format!(
+        "  region    {samples} samples scraped during the outage are in the region at their original timestamps ({} series, {missing} missing)",
+        series.len()
+    ));
+    Ok(Outage {
+        seconds: (restored_ms - cut_ms) as f64 / 1000.0,
+        samples,
+        missing,
+        preserved,
     })
 }
 
@@ -321,7 +448,7 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 async fn failover_bench(cycles: usize, json: bool) -> anyhow::Result<FailoverReport> {
     let n = Narrator { quiet: json };
     n.say(format!("Failover bench: {cycles} cycles on a 4-host loopback site (3 voters + 1 standby), etcd default timing."));
-    let (mut site, _) = start_site(4, 3, false).await?;
+    let (mut site, _) = start_site(4, 3, false, None).await?;
     let mut writer = Writer::start(site.client_urls(), "bench");
     let mut per_cycle = Vec::new();
     let mut seed = std::time::SystemTime::now()

@@ -3,5 +3,6 @@
 
 mod agent;
 mod defrag;
+mod demo;
 mod harness;
 mod recovery;
