@@ -227,6 +227,11 @@ impl Supervisor {
             )
             .stderr(log)
             .kill_on_drop(false)
+            // etcd 3.4 speaks sd_notify itself when it sees NOTIFY_SOCKET: the
+            // agent is the unit's main process and the only one to notify.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             // Own process group: a signal to the agent's group must not reach etcd.
             .process_group(0);
         let child = cmd

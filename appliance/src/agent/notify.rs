@@ -29,20 +29,48 @@ pub fn notify(state: &str) {
 }
 
 /// Marker that asks a stopping agent to leave etcd running: a package
-/// upgrade restarts the agent, never etcd. The new agent adopts etcd.
-pub const KEEP_ETCD_MARKER: &str = "/run/edgeplane/keep-etcd";
+/// upgrade restarts the agent, never etcd (the new agent adopts it). The
+/// package's postinst writes it before `systemctl try-restart` and removes it
+/// after. Honoured only when younger than [`MARKER_MAX_AGE`], so a stale
+/// marker never leaves etcd running through a real shutdown.
+pub const UPGRADE_MARKER: &str = "/run/edgeplane/upgrade";
+pub const MARKER_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Whether this stop should leave etcd running (marker file present, or
-/// `EDGEPLANE_KEEP_ETCD=1`). The marker is consumed.
+/// Whether this stop should leave etcd running: a fresh upgrade marker
+/// (path overridable with `EDGEPLANE_UPGRADE_MARKER` for tests).
 pub fn keep_etcd_on_stop() -> bool {
-    if std::env::var("EDGEPLANE_KEEP_ETCD").is_ok_and(|v| v == "1") {
-        return true;
+    let path =
+        std::env::var("EDGEPLANE_UPGRADE_MARKER").unwrap_or_else(|_| UPGRADE_MARKER.to_string());
+    fresh_marker(std::path::Path::new(&path))
+}
+
+/// Whether `path` exists and is younger than [`MARKER_MAX_AGE`].
+pub fn fresh_marker(path: &std::path::Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age <= MARKER_MAX_AGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_marker;
+
+    #[test]
+    fn only_a_present_fresh_marker_keeps_etcd() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let marker = dir.path().join("upgrade");
+        assert!(!fresh_marker(&marker), "no marker: a real stop");
+        std::fs::write(&marker, "1\n")?;
+        assert!(fresh_marker(&marker), "fresh marker: an upgrade");
+        // A stale marker (older than 10 minutes) is ignored.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)?
+            .set_modified(old)?;
+        assert!(!fresh_marker(&marker), "stale marker: a real stop");
+        Ok(())
     }
-    let path = std::env::var("EDGEPLANE_KEEP_ETCD_MARKER")
-        .unwrap_or_else(|_| KEEP_ETCD_MARKER.to_string());
-    if std::path::Path::new(&path).exists() {
-        let _ = std::fs::remove_file(&path);
-        return true;
-    }
-    false
 }
