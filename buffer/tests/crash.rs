@@ -78,7 +78,9 @@ fn crash_child_entry() {
         }
         if k % 4 == 0 {
             let class = CLASSES[(k / 4 % 3) as usize];
-            if let Ok(Some(r)) = b.read(class, 700)
+            // A class gets 4 batches (1,200 samples) per ack: acking up to 1,500
+            // keeps the backlog, and each verification, small over many kills.
+            if let Ok(Some(r)) = b.read(class, 1500)
                 && let Some((ak, ai)) = r.samples.last().and_then(decode)
             {
                 // Between these two lines the ack may or may not be durable.
