@@ -4,5 +4,6 @@
 mod agent;
 mod defrag;
 mod demo;
+mod diag;
 mod harness;
 mod recovery;

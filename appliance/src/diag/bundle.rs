@@ -67,7 +67,7 @@ fn log_files(cfg: &Config) -> Vec<(String, PathBuf)> {
                     .then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()))
             })
             .collect();
-        files.sort_by(|a, b| b.0.cmp(&a.0));
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (_, p) in files.into_iter().take(LOG_FILES) {
             let name = p
                 .file_name()
@@ -97,19 +97,20 @@ pub async fn write(cfg: &Config, config_path: &Path, out: &Path) -> anyhow::Resu
         super::events::gather(cfg, None),
         super::check::run_checks(config_path),
     );
-    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
-    entries.push(("config/resolved.json".into(), json_entry(cfg, &secrets)));
-    entries.push((
-        "config/check.json".into(),
-        json_entry(&edgeplane_config::check(config_path).to_json(), &secrets),
-    ));
-    entries.push(("status.json".into(), json_entry(&status, &secrets)));
-    entries.push((
-        "status.txt".into(),
-        redact::text(&super::status::render(&status), &secrets).into_bytes(),
-    ));
-    entries.push(("events.json".into(), json_entry(&events, &secrets)));
-    entries.push(("check.json".into(), json_entry(&check, &secrets)));
+    let mut entries: Vec<(String, Vec<u8>)> = vec![
+        ("config/resolved.json".into(), json_entry(cfg, &secrets)),
+        (
+            "config/check.json".into(),
+            json_entry(&edgeplane_config::check(config_path).to_json(), &secrets),
+        ),
+        ("status.json".into(), json_entry(&status, &secrets)),
+        (
+            "status.txt".into(),
+            redact::text(&super::status::render(&status), &secrets).into_bytes(),
+        ),
+        ("events.json".into(), json_entry(&events, &secrets)),
+        ("check.json".into(), json_entry(&check, &secrets)),
+    ];
     let buffer = match super::status::read_buffer(cfg) {
         Ok(s) => serde_json::json!({"dir": cfg.paths.buffer_dir, "summary": s}),
         Err(e) => serde_json::json!({"dir": cfg.paths.buffer_dir, "error": e}),

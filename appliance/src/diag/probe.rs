@@ -128,20 +128,46 @@ fn short_error(e: &str) -> String {
     s
 }
 
+/// An HTTP error in a few words.
+fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {}ms", timeout.as_millis())
+    } else if e.is_connect() {
+        "connection refused or host unreachable".to_string()
+    } else {
+        short_error(&crate::diag::redact::text(&e.to_string(), &[]))
+    }
+}
+
+/// An etcd client error in a few words.
+fn etcd_error(e: &str) -> String {
+    if e.contains("tcp connect error")
+        || e.contains("Connection refused")
+        || e.contains("ConnectError")
+        || e.contains("transport error")
+    {
+        "connection refused or host unreachable".to_string()
+    } else if let Some(m) = e
+        .split("message: \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+    {
+        short_error(m)
+    } else {
+        short_error(e)
+    }
+}
+
 async fn probe_agent(http: reqwest::Client, node: Node, timeout: Duration) -> AgentProbe {
     let url = format!("{}/status", node.agent_url.trim_end_matches('/'));
     let sent_at = Utc::now();
     let t0 = Instant::now();
     let res = tokio::time::timeout(timeout, async {
-        let r = http.get(&url).send().await.map_err(|e| {
-            if e.is_connect() {
-                "connection refused or host unreachable".to_string()
-            } else if e.is_timeout() {
-                format!("no answer within {}ms", timeout.as_millis())
-            } else {
-                short_error(&crate::diag::redact::text(&e.to_string(), &[]))
-            }
-        })?;
+        let r = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| http_error(&e, timeout))?;
         let date = r
             .headers()
             .get("date")
@@ -187,7 +213,7 @@ async fn probe_etcd(
     .await
     {
         Ok(c) => c,
-        Err(e) => return (Err(e), None),
+        Err(e) => return (Err(etcd_error(&e)), None),
     };
     let mut c = client.clone();
     let st = bounded(timeout, c.status()).await.map(|r| EtcdStatus {
@@ -202,19 +228,14 @@ async fn probe_etcd(
         errors: r.errors().to_vec(),
         version: r.version().to_string(),
     });
-    let st = st.map_err(|e| {
-        if e.contains("transport error") || e.contains("Connection refused") {
-            "connection refused or host unreachable".to_string()
-        } else {
-            e
-        }
-    });
+    let st = st.map_err(|e| etcd_error(&e));
     (st, Some(client))
 }
 
 /// Probes every host of the site at once.
 pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
     let http = match reqwest::Client::builder()
+        .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout / 2)
         .build()
@@ -301,11 +322,16 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
 /// `GET url` with a short timeout; the body if 2xx.
 pub async fn get_text(url: &str, timeout: Duration) -> Result<String, String> {
     let http = reqwest::Client::builder()
+        .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout / 2)
         .build()
         .map_err(|e| e.to_string())?;
-    let r = bounded(timeout, http.get(url).send()).await?;
+    let r = match tokio::time::timeout(timeout, http.get(url).send()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(http_error(&e, timeout)),
+        Err(_) => return Err(format!("no answer within {}ms", timeout.as_millis())),
+    };
     if !r.status().is_success() {
         return Err(format!("HTTP {}", r.status()));
     }

@@ -1233,11 +1233,15 @@ pub fn render(r: &StatusReport) -> String {
 
     // This host.
     let t = &r.this_host;
+    let origin = r
+        .hosts
+        .iter()
+        .find(|h| h.name == t.name)
+        .map(|h| h.role_origin.clone())
+        .unwrap_or_default();
     o.push_str(&format!(
-        "\nThis host: {} ({}, {})\n",
-        t.name,
-        t.role,
-        t.role_source.as_str()
+        "\nThis host: {} ({}, from the {origin})\n",
+        t.name, t.role
     ));
     o.push_str(&format!(
         "  agent    {}{}\n",
