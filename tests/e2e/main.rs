@@ -7,3 +7,4 @@ mod demo;
 mod diag;
 mod harness;
 mod recovery;
+mod snapshots;

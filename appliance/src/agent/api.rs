@@ -18,7 +18,10 @@ use axum::routing::{get, post};
 
 use super::Shared;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Shared>, snapshot_dir: std::path::PathBuf) -> Router {
+    // Peer snapshot copies: GET /snapshots, GET|PUT /snapshots/{name}.
+    let snapshots =
+        edgeplane_snapshot::routes(snapshot_dir, edgeplane_snapshot::DEFAULT_MAX_RECEIVE_BYTES);
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -26,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/recover", post(recover))
         .with_state(shared)
+        .merge(snapshots)
 }
 
 async fn livez(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -152,9 +156,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    snapshot_dir: std::path::PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
+    axum::serve(listener, router(shared, snapshot_dir))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -47,6 +47,7 @@ pub struct Agent {
     leaderless_since: Option<Instant>,
     pub recovery: super::recover::Recovery,
     pub defrag: super::defrag::DefragState,
+    pub snapshots: super::snapshots::SnapshotState,
     pub config_path: std::path::PathBuf,
 }
 
@@ -126,6 +127,7 @@ impl Agent {
             leaderless_since: None,
             recovery: super::recover::Recovery::default(),
             defrag: super::defrag::DefragState::default(),
+            snapshots: super::snapshots::SnapshotState::default(),
             config_path: std::path::PathBuf::new(),
         })
     }
@@ -194,6 +196,7 @@ impl Agent {
             self.coordinate().await;
             super::defrag::tick(self).await;
         }
+        super::snapshots::tick(self);
         if let Some(req) = self.shared.take_recover_request() {
             self.recovery.requested = Some(req);
         }

@@ -29,6 +29,7 @@ pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod recover;
+pub mod snapshots;
 pub mod state;
 
 use std::process::ExitCode;
@@ -238,12 +239,13 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_task = {
         let shared = shared.clone();
+        let snapshot_dir = cfg.paths.snapshot_dir.clone();
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = api::serve(listener, shared, shutdown).await {
+            if let Err(e) = api::serve(listener, shared, snapshot_dir, shutdown).await {
                 tracing::error!("The agent API stopped: {e}.");
             }
         })

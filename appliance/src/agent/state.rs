@@ -48,6 +48,7 @@ pub enum OpKind {
     Bootstrap,
     Recover,
     Defrag,
+    Snapshot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,173 @@
+//! Periodic snapshots, taken by the coordinator only (so exactly one agent
+//! per interval), from a healthy caught-up voter (a follower when there is
+//! one, so the leader is not loaded; learners refuse the Snapshot RPC in
+//! 3.4), then copied to every other host's agent so that losing any one host
+//! loses no backup. Every agent prunes its own snapshot directory.
+//!
+//! "When was the last one" is read from the snapshot directory itself (it
+//! holds this host's snapshots and every peer's copies), so a new
+//! coordinator after a failover continues the schedule instead of starting
+//! over. The run happens in a background task: a large database must never
+//! hold up the membership loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::local::Agent;
+use super::plan::Decision;
+use super::state::{OpKind, Outcome, State};
+
+/// Bookkeeping between ticks.
+#[derive(Debug, Default)]
+pub struct SnapshotState {
+    running: Arc<AtomicBool>,
+    last_prune: Option<Instant>,
+    last_check: Option<Instant>,
+}
+
+/// Age of the newest snapshot in `dir` (any origin), if any.
+fn newest_age(dir: &std::path::Path) -> Option<Duration> {
+    let list = edgeplane_snapshot::list(dir).ok()?;
+    let newest = list.iter().map(|m| m.info.created_at).max()?;
+    (chrono::Utc::now() - newest)
+        .to_std()
+        .ok()
+        .or(Some(Duration::ZERO))
+}
+
+pub fn tick(agent: &mut Agent) {
+    let cfg = &agent.cfg.snapshots;
+    if !cfg.enabled {
+        return;
+    }
+    let dir = agent.cfg.paths.snapshot_dir.clone();
+    // Every agent prunes its own directory (its snapshots and peers' copies).
+    if agent
+        .snapshots
+        .last_prune
+        .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+    {
+        agent.snapshots.last_prune = Some(Instant::now());
+        if let Err(e) = edgeplane_snapshot::prune(&dir, cfg.retain_count, cfg.retain_age) {
+            tracing::warn!("Could not prune snapshots in {}: {e}", dir.display());
+        }
+    }
+    if !agent.is_coordinator() || agent.last_decision != Decision::Steady {
+        return;
+    }
+    if agent.snapshots.running.load(Ordering::Relaxed) {
+        return;
+    }
+    // Listing reads a footer per file: once a second is plenty.
+    if agent
+        .snapshots
+        .last_check
+        .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+    {
+        return;
+    }
+    agent.snapshots.last_check = Some(Instant::now());
+    if newest_age(&dir).is_some_and(|age| age < cfg.interval) {
+        return;
+    }
+    // Source: a caught-up follower voter, else this (leading) member.
+    let leader_index = agent.view.leader_index().unwrap_or(0);
+    let source = agent
+        .view
+        .peers
+        .iter()
+        .position(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                !s.is_learner
+                    && s.leader != s.member_id
+                    && leader_index.saturating_sub(s.applied_index)
+                        <= agent.cfg.cluster.promotion_max_lag
+            })
+        })
+        .unwrap_or(agent.my_index);
+    let endpoint = agent.view.peers[source].node.client_url.clone();
+    let peers: Vec<(String, String)> = if cfg.copy_to_peers {
+        agent
+            .view
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != agent.my_index)
+            .map(|(_, p)| (p.node.name.clone(), p.node.agent_url.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let running = agent.snapshots.running.clone();
+    running.store(true, Ordering::Relaxed);
+    let state = agent.state.clone();
+    let origin = agent.me.name.clone();
+    tokio::spawn(async move {
+        take_and_copy(state, origin, endpoint, dir, peers).await;
+        running.store(false, Ordering::Relaxed);
+    });
+}
+
+async fn take_and_copy(
+    state: Arc<State>,
+    origin: String,
+    endpoint: String,
+    dir: std::path::PathBuf,
+    peers: Vec<(String, String)>,
+) {
+    let Ok(op) = state.begin(
+        OpKind::Snapshot,
+        &origin,
+        &format!("scheduled snapshot from {endpoint}"),
+    ) else {
+        return;
+    };
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(600));
+    let mut client = match etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = state.finish(op, Outcome::Failed, &e.to_string());
+            return;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        let _ = state.finish(
+            op,
+            Outcome::Failed,
+            &format!("could not create {}: {e}", dir.display()),
+        );
+        return;
+    }
+    let save_opts = edgeplane_snapshot::SaveOptions::new(origin.clone(), endpoint.clone());
+    let meta = match edgeplane_snapshot::save(&mut client, &dir, &save_opts, &mut |_| {}).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("Scheduled snapshot failed: {e}");
+            let _ = state.finish(op, Outcome::Failed, &e.to_string());
+            return;
+        }
+    };
+    let mut copies = vec![origin.clone()];
+    for (name, url) in &peers {
+        match edgeplane_snapshot::push_to_peer(url, &meta.path, Duration::from_secs(600)).await {
+            Ok(_) => copies.push(name.clone()),
+            Err(e) => {
+                tracing::warn!(peer = %name, "Could not copy snapshot {} to {name}: {e}", meta.name)
+            }
+        }
+    }
+    let detail = format!(
+        "{} revision {} ({} bytes compressed, db {} bytes, sha256 {}); copies on {}",
+        meta.name,
+        meta.info.revision,
+        meta.file_bytes,
+        meta.info.db_bytes,
+        meta.info.sha256,
+        copies.join(", ")
+    );
+    tracing::info!("Snapshot taken: {detail}.");
+    let _ = state.finish(op, Outcome::Done, &detail);
+}
