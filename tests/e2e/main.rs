@@ -8,3 +8,4 @@ mod diag;
 mod harness;
 mod recovery;
 mod snapshots;
+mod uplink;
