@@ -163,3 +163,40 @@ fn manual_quorum_loss_waits_prints_the_command_and_recover_rebuilds() -> anyhow:
         Ok(())
     })
 }
+
+/// 2-host site (1 voter + 1 standby), policy fenced: losing the voter is
+/// quorum loss; the standby's data (a learner's db, restored with
+/// `--skip-hash-check`) becomes the new cluster by itself.
+#[test]
+fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(2, 1, edgeplane_bin());
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence.sh\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        for i in 0..2 {
+            site.start_agent(i)?;
+        }
+        let t0 = Instant::now();
+        while !site.full_strength(1).await {
+            assert!(t0.elapsed() < HANG, "site did not bootstrap; logs in {}", site.root.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let writer = write_then_settle(&site).await?;
+        site.kill_host(0);
+        wait_writable(&site).await;
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0, "the standby had every acknowledged write");
+        let epoch = site.agent_status(1).await.and_then(|d| d.get("epoch").and_then(|e| e.as_u64()));
+        assert_eq!(epoch, Some(1), "the standby rebuilt in a new epoch");
+        // The old voter comes back: its data is from epoch 0, so it rejoins as the standby.
+        site.start_agent(0)?;
+        let t0 = Instant::now();
+        while !site.full_strength(1).await {
+            assert!(t0.elapsed() < HANG * 2, "the old voter did not rejoin; logs in {}", site.root.display());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        Ok(())
+    })
+}
