@@ -179,19 +179,21 @@ mod contract {
         pub dir: String,
         pub count: usize,
         pub latest: Option<SnapFile>,
-        pub latest_copies: Vec<String>,
+        pub latest_on: Vec<String>,
+        pub peers_unknown: Vec<String>,
         pub files: Vec<SnapFile>,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Clone, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct SnapFile {
         pub name: String,
         pub location: String,
         pub bytes: u64,
         pub age_s: Option<f64>,
-        pub sidecar: Option<Value>,
-        pub sidecar_error: Option<String>,
+        pub origin: Option<String>,
+        pub footer: Option<Value>,
+        pub footer_error: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -497,6 +499,7 @@ fn diag_answers_live_then_last_known_then_with_damaged_state() -> anyhow::Result
             "the agent process is found"
         );
         let human = diag(&["status"], &cfg)?;
+        eprintln!("--- diag status (live)\n{}", human.stdout);
         assert!(
             human.stdout.starts_with("OK: 3 voters + standby"),
             "{}",
@@ -690,8 +693,23 @@ fn diag_answers_live_then_last_known_then_with_damaged_state() -> anyhow::Result
         let buffer_dir = site.hosts[me].dir.join("buffer");
         // A buffer "directory" that is not one: inspect cannot read it.
         std::fs::write(&buffer_dir, b"garbage, not a buffer")?;
+        let snaps = site.hosts[me].dir.join("snapshots");
+        std::fs::create_dir_all(&snaps)?;
+        std::fs::write(
+            snaps.join("20260101T000000.000Z-host-1-r1.etcd.zst"),
+            b"truncated",
+        )?;
         let run = diag(&["status", "--json"], &cfg)?;
         let st: Status = parse(&run, "status (damaged)");
+        let sn = st
+            .snapshots
+            .data
+            .as_ref()
+            .map(|s| (s.count, s.latest.clone()));
+        assert!(
+            matches!(&sn, Some((1, Some(l))) if l.footer_error.is_some()),
+            "a damaged snapshot is listed and flagged: {sn:?}"
+        );
         assert_eq!(st.journal.source, "unavailable");
         let jerr = st.journal.error.clone().unwrap_or_default();
         assert!(jerr.contains("state.redb"), "{jerr}");

@@ -9,7 +9,7 @@
 //!   data dirs moved aside after a removal; the pid file and whether that pid
 //!   is alive and is an etcd;
 //! - the agent processes running with this config;
-//! - the snapshot directory (`*.etcd.zst` with optional `*.json` sidecars);
+//! - the snapshot directory (`*.etcd.zst`, each with its metadata footer);
 //! - `diag`'s own cache of the last live view (`state_dir/diag-last.json`),
 //!   which is what `last-known` rows come from when nothing answers.
 
@@ -316,10 +316,12 @@ pub struct SnapFile {
     pub location: String,
     pub bytes: u64,
     pub age_s: Option<f64>,
-    /// The `*.json` sidecar, as written by the snapshotter, if any.
-    pub sidecar: Option<serde_json::Value>,
-    /// Why the sidecar could not be read, if it exists but is broken.
-    pub sidecar_error: Option<String>,
+    /// The host that took it (from the footer): this host's own, or a peer's copy.
+    pub origin: Option<String>,
+    /// The snapshot's metadata footer (`edgeplane_snapshot::SnapshotInfo`).
+    pub footer: Option<serde_json::Value>,
+    /// Why the footer could not be read (a damaged or foreign file).
+    pub footer_error: Option<String>,
 }
 
 /// Every `*.etcd.zst` file in `dir` and its sub-directories (two levels),
@@ -346,22 +348,21 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<SnapFile>, String> {
                 continue;
             }
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".etcd.zst") else {
+            if name.starts_with('.') || !name.ends_with(edgeplane_snapshot::EXTENSION) {
                 continue;
-            };
-            let candidates = [
-                p.with_file_name(format!("{name}.json")),
-                p.with_file_name(format!("{stem}.json")),
-            ];
-            let (mut sidecar, mut sidecar_error) = (None, None);
-            if let Some(sc) = candidates.iter().find(|c| c.is_file()) {
-                match std::fs::read(sc)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                {
-                    Ok(v) => sidecar = Some(v),
-                    Err(e) => sidecar_error = Some(format!("{}: {e}", sc.display())),
+            }
+            let mut age_s = file_age_s(&m);
+            let (mut origin, mut footer, mut footer_error) = (None, None, None);
+            match edgeplane_snapshot::read_meta(&p) {
+                Ok(meta) => {
+                    let created = meta.info.created_at;
+                    age_s = Some(
+                        (chrono::Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0,
+                    );
+                    origin = Some(meta.info.origin.clone());
+                    footer = serde_json::to_value(&meta.info).ok();
                 }
+                Err(e) => footer_error = Some(e.to_string()),
             }
             let location = p
                 .parent()
@@ -375,9 +376,10 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<SnapFile>, String> {
                 name,
                 location,
                 bytes: m.len(),
-                age_s: file_age_s(&m),
-                sidecar,
-                sidecar_error,
+                age_s,
+                origin,
+                footer,
+                footer_error,
             });
         }
     }
@@ -449,33 +451,21 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_listed_with_sidecars_newest_first() -> anyhow::Result<()> {
+    fn snapshots_listed_newest_first_damaged_ones_flagged() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         assert!(
             list_snapshots(&dir.path().join("none"))
                 .map_err(anyhow::Error::msg)?
                 .is_empty()
         );
-        std::fs::write(dir.path().join("a.etcd.zst"), b"xx")?;
-        std::fs::write(dir.path().join("a.json"), br#"{"revision": 7}"#)?;
-        std::fs::create_dir_all(dir.path().join("peers/host-2"))?;
-        std::fs::write(dir.path().join("peers/host-2/b.etcd.zst"), b"yyy")?;
-        std::fs::write(dir.path().join("peers/host-2/b.etcd.zst.json"), b"{broken")?;
+        std::fs::write(dir.path().join("a.etcd.zst"), b"not a snapshot")?;
+        std::fs::write(dir.path().join(".tmp-b.etcd.zst"), b"in flight")?;
         std::fs::write(dir.path().join("notes.txt"), b"")?;
         let l = list_snapshots(dir.path()).map_err(anyhow::Error::msg)?;
-        assert_eq!(l.len(), 2);
-        let a = l
-            .iter()
-            .find(|s| s.name == "a.etcd.zst")
-            .ok_or_else(|| anyhow::anyhow!("a"))?;
-        assert_eq!(a.location, ".");
-        assert_eq!(a.sidecar, Some(serde_json::json!({"revision": 7})));
-        let b = l
-            .iter()
-            .find(|s| s.name == "b.etcd.zst")
-            .ok_or_else(|| anyhow::anyhow!("b"))?;
-        assert_eq!(b.location, "peers/host-2");
-        assert!(b.sidecar_error.is_some());
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].name, "a.etcd.zst");
+        assert_eq!(l[0].location, ".");
+        assert!(l[0].footer.is_none() && l[0].footer_error.is_some());
         Ok(())
     }
 }

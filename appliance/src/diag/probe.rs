@@ -71,6 +71,8 @@ pub struct Probes {
     /// The member list and the host it was read from.
     pub members: Option<(String, Vec<ListedMember>)>,
     pub alarms: Result<Vec<Alarm>, String>,
+    /// Snapshot names each host's agent holds (`GET /snapshots`), by host.
+    pub snapshot_lists: Vec<(String, Result<Vec<String>, String>)>,
 }
 
 impl Probes {
@@ -96,6 +98,10 @@ impl Probes {
                 .collect(),
             members: None,
             alarms: Err(why.to_string()),
+            snapshot_lists: nodes
+                .iter()
+                .map(|n| (n.name.clone(), Err(why.to_string())))
+                .collect(),
         }
     }
 }
@@ -249,7 +255,11 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
             .map(|n| probe_agent(http.clone(), n.clone(), timeout)),
     );
     let etcds = futures::future::join_all(cfg.nodes.iter().map(|n| probe_etcd(n, timeout)));
-    let (agents, etcds) = tokio::join!(agents, etcds);
+    let snaps = futures::future::join_all(cfg.nodes.iter().map(|n| {
+        let url = format!("{}/snapshots", n.agent_url.trim_end_matches('/'));
+        async move { (n.name.clone(), snapshot_names(&url, timeout).await) }
+    }));
+    let (agents, etcds, snapshot_lists) = tokio::join!(agents, etcds, snaps);
 
     // Member list and alarms from the leader, else any voter that knows a leader.
     let mut order: Vec<usize> = Vec::new();
@@ -316,7 +326,24 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
             .collect(),
         members,
         alarms,
+        snapshot_lists,
     }
+}
+
+/// The snapshot names an agent lists at `GET /snapshots` (a JSON array of
+/// objects with a `name`).
+async fn snapshot_names(url: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    let text = get_text(url, timeout).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not a snapshot list: {e}"))?;
+    let items = v
+        .as_array()
+        .or_else(|| v.get("snapshots").and_then(|s| s.as_array()))
+        .ok_or("not a snapshot list")?;
+    Ok(items
+        .iter()
+        .filter_map(|i| i.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect())
 }
 
 /// `GET url` with a short timeout; the body if 2xx.

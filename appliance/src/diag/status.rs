@@ -218,8 +218,11 @@ pub struct SnapshotsView {
     pub dir: String,
     pub count: usize,
     pub latest: Option<SnapFile>,
-    /// Where copies of the latest snapshot are on this host (by location).
-    pub latest_copies: Vec<String>,
+    /// Hosts known to hold the latest snapshot (this host from its disk,
+    /// peers from their agent's `GET /snapshots`).
+    pub latest_on: Vec<String>,
+    /// Peers whose snapshot list could not be read (why).
+    pub peers_unknown: Vec<String>,
     pub files: Vec<SnapFile>,
 }
 
@@ -880,23 +883,29 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
     let snapshots = match &f.snapshots {
         Ok(files) => {
             let latest = files.first().cloned();
-            let latest_copies = latest
-                .as_ref()
-                .map(|l| {
-                    files
-                        .iter()
-                        .filter(|x| x.name == l.name)
-                        .map(|x| x.location.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut latest_on = Vec::new();
+            let mut peers_unknown = Vec::new();
+            if let Some(l) = &latest {
+                latest_on.push(me.clone());
+                for (host, list) in &f.probes.snapshot_lists {
+                    if *host == me {
+                        continue;
+                    }
+                    match list {
+                        Ok(names) if names.contains(&l.name) => latest_on.push(host.clone()),
+                        Ok(_) => {}
+                        Err(e) => peers_unknown.push(format!("{host}: {e}")),
+                    }
+                }
+            }
             Section::live(
                 format!("{} (directory listing)", cfg.paths.snapshot_dir.display()),
                 SnapshotsView {
                     dir: cfg.paths.snapshot_dir.display().to_string(),
                     count: files.len(),
                     latest,
-                    latest_copies,
+                    latest_on,
+                    peers_unknown,
                     files: files.iter().take(50).cloned().collect(),
                 },
             )
@@ -1418,14 +1427,28 @@ pub fn render(r: &StatusReport) -> String {
         Some(s) => {
             if let Some(l) = &s.latest {
                 o.push_str(&format!(
-                    "  latest {} ({}, {} old); copies here: {}; {} snapshot file(s) in {}\n",
+                    "  latest {} (by {}, {}, {} old); held by: {}; {} snapshot file(s) in {}\n",
                     l.name,
+                    l.origin.as_deref().unwrap_or("?"),
                     human_bytes(l.bytes),
                     l.age_s.map(human_age).unwrap_or_default(),
-                    s.latest_copies.join(", "),
+                    s.latest_on.join(", "),
                     s.count,
                     s.dir
                 ));
+                if !s.peers_unknown.is_empty() {
+                    o.push_str(&format!(
+                        "  peers not asked successfully: {}\n",
+                        s.peers_unknown.join("; ")
+                    ));
+                }
+                for f in s.files.iter().filter(|f| f.footer_error.is_some()) {
+                    o.push_str(&format!(
+                        "  ! {} is damaged: {}\n",
+                        f.name,
+                        f.footer_error.clone().unwrap_or_default()
+                    ));
+                }
             }
         }
         None => o.push_str(&format!(
