@@ -1819,6 +1819,48 @@ mod tests {
     }
 
     #[test]
+    fn buffer_section_from_a_real_buffer_while_its_writer_holds_it() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = test_config();
+        cfg.paths.buffer_dir = dir.path().join("buffer");
+        let mut buf = edgeplane_buffer::Buffer::open(
+            &cfg.paths.buffer_dir,
+            edgeplane_buffer::Options {
+                budget_bytes: 8 << 20,
+                segment_bytes: 1 << 20,
+                ..Default::default()
+            },
+        )?;
+        let now = Utc::now().timestamp_millis();
+        let samples: Vec<edgeplane_buffer::Sample> = (0..100)
+            .map(|i| edgeplane_buffer::Sample {
+                labels: vec![("__name__".into(), "up".into())],
+                timestamp_ms: now - 60_000 + i,
+                value: 1.0,
+            })
+            .collect();
+        buf.append("normal", &samples)?;
+        let mut f = facts(&cfg, Probes::none(&cfg.nodes, "refused"));
+        f.buffer = read_buffer(&cfg);
+        let r = build(&f);
+        assert_eq!(r.buffer.source, Source::Live, "{:?}", r.buffer.error);
+        let b = r
+            .buffer
+            .data
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no data"))?;
+        let normal = b
+            .classes
+            .iter()
+            .find(|c| c.class == "normal")
+            .ok_or_else(|| anyhow::anyhow!("no class normal"))?;
+        assert_eq!(normal.samples, 100);
+        assert!(normal.oldest_age_s.is_some_and(|a| a >= 59.0));
+        assert!(render(&r).contains("CLASS"));
+        Ok(())
+    }
+
+    #[test]
     fn a_cut_off_host_shows_last_known_rows_from_the_cache() {
         let cfg = test_config();
         let probes = Probes::none(&cfg.nodes, "connection refused");
