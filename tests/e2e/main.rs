@@ -6,6 +6,7 @@ mod defrag;
 mod demo;
 mod diag;
 mod harness;
+mod partition;
 mod recovery;
 mod snapshots;
 mod uplink;

@@ -49,6 +49,7 @@ pub struct Agent {
     pub defrag: super::defrag::DefragState,
     pub snapshots: super::snapshots::SnapshotState,
     pub config_path: std::path::PathBuf,
+    last_persist: Option<Instant>,
 }
 
 /// What to do about a local etcd that is not running.
@@ -129,6 +130,7 @@ impl Agent {
             defrag: super::defrag::DefragState::default(),
             snapshots: super::snapshots::SnapshotState::default(),
             config_path: std::path::PathBuf::new(),
+            last_persist: None,
         })
     }
 
@@ -579,6 +581,7 @@ impl Agent {
         let (ready, ready_reason) = self.readiness();
         let quorum = self.quorum();
         let doc = StatusDoc {
+            now_ms: chrono::Utc::now().timestamp_millis(),
             host: self.cfg.host.clone(),
             site: self.cfg.site.clone(),
             version: crate::version::LONG.to_string(),
@@ -620,6 +623,20 @@ impl Agent {
             metrics: None,
         };
         self.shared.set_status(doc);
+        // The last view, on disk, for `edgeplane diag` when this agent is down.
+        if self
+            .last_persist
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_persist = Some(Instant::now());
+            let doc = self.shared.status();
+            if let Ok(json) = serde_json::to_vec_pretty(&doc) {
+                let path = self.cfg.paths.state_dir.join("status.json");
+                if let Err(e) = super::etcd::write_atomic(&path, &json) {
+                    tracing::debug!("Could not write {}: {e}", path.display());
+                }
+            }
+        }
     }
 
     /// `ok`, `lost` (a majority of voters unreachable, or no leader anywhere

@@ -47,6 +47,8 @@ use crate::{BadConfig, logging};
 /// Everything `/status` reports: this host's view of the site.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusDoc {
+    /// When this document was produced (ms since the epoch), for clock checks.
+    pub now_ms: i64,
     pub host: String,
     pub site: String,
     pub version: String,

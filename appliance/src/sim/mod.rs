@@ -73,6 +73,11 @@ pub struct SiteSpec {
     pub extra_toml: String,
     /// Site name.
     pub site: String,
+    /// Run this host in its own network namespace, joined to the others by a
+    /// veth pair, so a test can cut it off ([`LocalSite::partition`]). The
+    /// other hosts then listen on the veth's address instead of 127.0.0.1.
+    /// Needs root and `ip` (iproute2).
+    pub isolated_host: Option<usize>,
 }
 
 impl SiteSpec {
@@ -80,6 +85,7 @@ impl SiteSpec {
         SiteSpec {
             hosts,
             voters,
+            isolated_host: None,
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
@@ -128,6 +134,7 @@ pub struct LocalSite {
     pub root: PathBuf,
     pub hosts: Vec<LocalHost>,
     pub spec: SiteSpec,
+    netns: Option<Netns>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -139,6 +146,15 @@ impl LocalSite {
             .prefix("edgeplane-site-")
             .tempdir()?;
         let root = tmp.path().to_path_buf();
+        let netns = match spec.isolated_host {
+            Some(_) => Some(Netns::create()?),
+            None => None,
+        };
+        let ip_of = |i: usize| match (&netns, spec.isolated_host) {
+            (Some(ns), Some(iso)) if i == iso => ns.inner_ip.clone(),
+            (Some(ns), Some(_)) => ns.outer_ip.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
         let mut hosts = Vec::new();
         for i in 0..spec.hosts {
             let name = format!("host-{}", i + 1);
@@ -146,9 +162,9 @@ impl LocalSite {
             std::fs::create_dir_all(&dir)?;
             hosts.push(LocalHost {
                 config_path: dir.join("edgeplane.toml"),
-                client_url: format!("http://127.0.0.1:{}", free_port()?),
-                peer_url: format!("http://127.0.0.1:{}", free_port()?),
-                agent_url: format!("http://127.0.0.1:{}", free_port()?),
+                client_url: format!("http://{}:{}", ip_of(i), free_port()?),
+                peer_url: format!("http://{}:{}", ip_of(i), free_port()?),
+                agent_url: format!("http://{}:{}", ip_of(i), free_port()?),
                 state_dir: dir.join("state"),
                 data_dir: dir.join("etcd"),
                 name,
@@ -173,6 +189,7 @@ impl LocalSite {
             root,
             hosts,
             spec,
+            netns,
             _tmp: tmp,
         })
     }
@@ -185,7 +202,15 @@ impl LocalSite {
             .create(true)
             .append(true)
             .open(h.dir.join("agent.log"))?;
-        let child = Command::new(&binary)
+        let mut cmd = match (&self.netns, self.spec.isolated_host) {
+            (Some(ns), Some(iso)) if iso == i => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name]).arg(&binary);
+                c
+            }
+            _ => Command::new(&binary),
+        };
+        let child = cmd
             .arg("agent")
             .arg("--config")
             .arg(&h.config_path)
@@ -275,6 +300,15 @@ impl LocalSite {
         }
     }
 
+    /// Cuts the isolated host off the network (`up = false`) or reconnects it.
+    pub fn set_link(&self, up: bool) -> io::Result<()> {
+        let ns = self
+            .netns
+            .as_ref()
+            .ok_or_else(|| io::Error::other("this site has no isolated host"))?;
+        run_ip(&["link", "set", &ns.outer_if, if up { "up" } else { "down" }])
+    }
+
     /// Client URLs of every host (for an etcd client that should reach whoever is a voter).
     pub fn client_urls(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.client_url.clone()).collect()
@@ -323,6 +357,95 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
         .unwrap_or_default();
     s.push_str(&spec.extra_toml.replace("{root}", &root));
     s
+}
+
+/// A network namespace for one host, joined to the root namespace by a veth
+/// pair on a /30 of 10.200.0.0/16 chosen per site. Deleted on drop.
+#[derive(Debug)]
+struct Netns {
+    name: String,
+    outer_if: String,
+    inner_ip: String,
+    outer_ip: String,
+}
+
+static NETNS_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn run_ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Netns {
+    fn create() -> io::Result<Netns> {
+        let seq = NETNS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() * 16 + seq) % 16_000;
+        let name = format!("edgeplane-{id}");
+        let outer_if = format!("epo{id}");
+        let inner_if = format!("epi{id}");
+        // 10.200.0.0/16 split in /30s: .1 outside, .2 inside.
+        let base = id * 4;
+        let (a, b) = (base / 256, base % 256);
+        let outer_ip = format!("10.200.{a}.{}", b + 1);
+        let inner_ip = format!("10.200.{a}.{}", b + 2);
+        let _ = run_ip(&["netns", "del", &name]);
+        run_ip(&["netns", "add", &name])?;
+        let ns = Netns {
+            name,
+            outer_if,
+            inner_ip,
+            outer_ip,
+        };
+        run_ip(&[
+            "link",
+            "add",
+            &ns.outer_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner_if,
+        ])?;
+        run_ip(&["link", "set", &inner_if, "netns", &ns.name])?;
+        run_ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.outer_ip),
+            "dev",
+            &ns.outer_if,
+        ])?;
+        run_ip(&["link", "set", &ns.outer_if, "up"])?;
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            run_ip(&all)
+        };
+        exec(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.inner_ip),
+            "dev",
+            &inner_if,
+        ])?;
+        exec(&["link", "set", &inner_if, "up"])?;
+        exec(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run_ip(&["link", "del", &self.outer_if]);
+        let _ = run_ip(&["netns", "del", &self.name]);
+    }
 }
 
 /// `ROOT/fence.sh HOST`: the loopback stand-in for a BMC power-off. It

@@ -1,0 +1,69 @@
+//! A minority that merely lost its network must never rewrite the cluster:
+//! one voter of three is cut off in its own network namespace, with policy
+//! `fenced` and a fence command that fails (it cannot power off a healthy
+//! majority). It detects quorum loss from its side, tries to fence, fails,
+//! and never rebuilds; the majority keeps serving; after the link heals the
+//! cut-off host rejoins and the site is back to three voters, one epoch.
+
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt};
+
+#[test]
+fn partitioned_minority_with_failing_fence_never_rebuilds() -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return Ok(());
+    }
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(3, 3, edgeplane_bin());
+        spec.isolated_host = Some(2);
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"/bin/false\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        for i in 0..3 {
+            site.start_agent(i)?;
+        }
+        let t0 = Instant::now();
+        while !site.full_strength(0).await {
+            assert!(t0.elapsed() < HANG, "site did not bootstrap; logs in {}", site.root.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut writer = Writer::start(site.client_urls(), "p");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        site.set_link(false)?;
+        let before = writer.acked_count();
+        // Longer than the detection window, the quorum-loss window and a fence attempt.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(writer.acked_count() > before + 20, "the majority keeps accepting writes");
+        site.set_link(true)?;
+
+        // Back to three voters, all in epoch 0: nobody rebuilt.
+        let t0 = Instant::now();
+        while !site.full_strength(0).await {
+            assert!(t0.elapsed() < HANG * 2, "the site did not heal; logs in {}", site.root.display());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        writer.stop().await;
+        assert_eq!(writer.lost(&site.client_urls()).await?, 0, "no acknowledged write lost");
+        for i in 0..3 {
+            let doc = site.agent_status(i).await.ok_or_else(|| anyhow::anyhow!("no status from host {i}"))?;
+            assert_eq!(doc.get("epoch").and_then(|e| e.as_u64()), Some(0), "host {i} never left epoch 0");
+            let recovered = doc
+                .pointer("/journal/recent")
+                .and_then(|r| r.as_array())
+                .is_some_and(|ops| ops.iter().any(|o| o["kind"] == "recover" && o["outcome"] == "done"));
+            assert!(!recovered, "host {i} must never have rebuilt the cluster");
+        }
+        // The cut-off host saw quorum loss from its side and its fence failed.
+        let isolated = site.agent_status(2).await.unwrap_or_default();
+        let fence_failed = isolated
+            .pointer("/journal/recent")
+            .and_then(|r| r.as_array())
+            .is_some_and(|ops| ops.iter().any(|o| o["kind"] == "recover" && o["outcome"] == "failed"));
+        assert!(fence_failed, "the minority tried to fence and failed: {isolated}");
+        Ok(())
+    })
+}
