@@ -417,16 +417,7 @@ impl Agent {
         .await;
         match res {
             Ok(Ok(resp)) => {
-                let members: Vec<Member> = resp
-                    .member_list()
-                    .iter()
-                    .map(|m| Member {
-                        id: m.id(),
-                        name: m.name().to_string(),
-                        peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
-                        is_learner: m.is_learner(),
-                    })
-                    .collect();
+                let members: Vec<Member> = resp.member_list().iter().map(Member::from).collect();
                 let initial = initial_cluster(&members, &self.me);
                 tracing::info!(
                     "Added this host as the standby (learner); starting etcd to catch up."

@@ -265,17 +265,7 @@ impl View {
                 continue;
             };
             if let Ok(Ok(r)) = tokio::time::timeout(STATUS_TIMEOUT, c.member_list()).await {
-                return Some(
-                    r.members()
-                        .iter()
-                        .map(|m| Member {
-                            id: m.id(),
-                            name: m.name().to_string(),
-                            peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
-                            is_learner: m.is_learner(),
-                        })
-                        .collect(),
-                );
+                return Some(r.members().iter().map(Member::from).collect());
             }
         }
         None

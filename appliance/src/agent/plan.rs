@@ -39,6 +39,17 @@ pub struct Member {
     pub is_learner: bool,
 }
 
+impl From<&etcd_client::Member> for Member {
+    fn from(m: &etcd_client::Member) -> Member {
+        Member {
+            id: m.id(),
+            name: m.name().to_string(),
+            peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+            is_learner: m.is_learner(),
+        }
+    }
+}
+
 /// What the coordinator knows of one member's host.
 #[derive(Debug, Clone, Default)]
 pub struct Health {

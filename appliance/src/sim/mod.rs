@@ -470,14 +470,8 @@ fn toml_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
-/// One etcd member as seen from outside the site.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenMember {
-    pub id: u64,
-    pub name: String,
-    pub peer_url: String,
-    pub is_learner: bool,
-}
+/// One etcd member as seen from outside the site (the agent's own type).
+pub use crate::agent::plan::Member as SeenMember;
 
 /// The member list from the first of `client_urls` that answers with a leader.
 pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
@@ -495,17 +489,7 @@ pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
             continue;
         }
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.member_list()).await {
-            return Some(
-                r.members()
-                    .iter()
-                    .map(|m| SeenMember {
-                        id: m.id(),
-                        name: m.name().to_string(),
-                        peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
-                        is_learner: m.is_learner(),
-                    })
-                    .collect(),
-            );
+            return Some(r.members().iter().map(SeenMember::from).collect());
         }
     }
     None
