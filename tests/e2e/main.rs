@@ -2,6 +2,7 @@
 //! One binary, modules per area (as ripgrep does).
 
 mod agent;
+mod chaos;
 mod defrag;
 mod demo;
 mod diag;
