@@ -14,7 +14,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             json,
         } => buffer(dir, data_mib, json),
         BenchCommand::Backfill { days, series, json } => backfill(days, series, json),
-        BenchCommand::Snapshot { .. } => anyhow::bail!("bench snapshot: not built yet"),
+        BenchCommand::Snapshot { db_mib, json } => crate::snapshot_cmd::bench(db_mib, json),
     }
 }
 

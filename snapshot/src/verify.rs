@@ -212,7 +212,7 @@ pub(crate) fn check(
     );
     let mut sink = Sink {
         th: TrailerHasher::new(),
-        out: out.as_deref_mut().map(|o| o as &mut dyn Write),
+        out: out.as_mut().map(|o| &mut **o as &mut dyn Write),
         out_failed: None,
         ticker: &mut ticker,
         expect,
