@@ -41,6 +41,17 @@
 //! - [`restore`] refuses a file that fails verification before it touches the
 //!   target data dir; the restored data dir appears with one rename.
 //!
+//! # How the agent uses it
+//!
+//! - Periodically (one agent per site, e.g. the coordinator, from its local
+//!   voter): [`save`] into `cfg.paths.snapshot_dir`, then [`prune`] with
+//!   `retain_count` / `retain_age`, then, with `copy_to_peers`,
+//!   [`push_to_peer`] to every other node's `agent_url`.
+//! - In the agent's router: `.merge(routes(snapshot_dir, DEFAULT_MAX_RECEIVE_BYTES))`.
+//! - Recovery: [`list`] local snapshots (and peers' via `GET /snapshots`,
+//!   [`fetch_from_peer`]), then [`restore`] the freshest (or
+//!   [`restore_db_file`] on a surviving member's `member/snap/db`).
+//!
 //! # Where things are
 //!
 //! [`save`] (etcd → file), [`verify`] / [`verify_with_etcdctl`],

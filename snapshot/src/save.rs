@@ -84,6 +84,10 @@ fn is_learner_refusal(err: &etcd_client::Error) -> bool {
 /// directory (a new name is chosen there) or a file path. Returns the
 /// metadata of the new file. Nothing is visible at `dest` unless the whole
 /// stream arrived and etcd's trailer matched.
+///
+/// A request timeout set on `client` (`ConnectOptions::with_timeout`) bounds
+/// the WHOLE stream: use a client without one (or a generous one) and put
+/// your own deadline around the call if needed.
 pub async fn save(
     client: &mut Client,
     dest: &Path,
