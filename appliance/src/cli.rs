@@ -86,34 +86,6 @@ pub enum SnapshotCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The disk buffer: append (with and without fsync) and read-back speed, bytes per sample,
-    /// shedding latency and memory, beside the raw write speed of the same disk.
-    Buffer {
-        /// Directory on the disk to qualify (a temporary directory under it is used).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Data to hold buffered for the memory figure, MiB.
-        #[arg(long, default_value_t = 1024)]
-        data_mib: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Backfill: flush days of buffered samples into a local Prometheus, beside a minimal sender.
-    Backfill {
-        #[arg(long, default_value_t = 3)]
-        days: u64,
-        #[arg(long, default_value_t = 2000)]
-        series: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Snapshot and restore of a large database, beside `etcdctl snapshot save` + `zstd -3`.
-    Snapshot {
-        #[arg(long, default_value_t = 256)]
-        db_mib: u64,
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,13 +23,6 @@ pub fn run(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
         SnapshotCommand::Save { config, out } => save_cmd(&config, out.as_deref()),
         SnapshotCommand::List { config, json } => list_cmd(&config, json),
         SnapshotCommand::Verify { file, json } => verify_cmd(&file, json),
-        // cli.rs repeats the bench subcommands under `snapshot` (a copy slip in
-        // the CLI stub); they live under `edgeplane bench`.
-        SnapshotCommand::Buffer { .. }
-        | SnapshotCommand::Backfill { .. }
-        | SnapshotCommand::Snapshot { .. } => {
-            bail!("this is a benchmark: run it as `edgeplane bench …`")
-        }
     }
 }
 
