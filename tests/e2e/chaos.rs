@@ -18,9 +18,9 @@
 //!   for an increment etcd refused; revisions seen by each client never go
 //!   backwards; never more than 3 voters (member list polled every 50 ms);
 //!   never leaders in two different clusters in one poll (Status of every
-//!   member every 100 ms); full
-//!   strength (3 voters + 1 standby, every member and agent answering) within
-//!   60 s of each fault healing.
+//!   member every 100 ms); full strength (3 voters + 1 standby, every member
+//!   and agent answering, the same members for 2 s) within 60 s of each fault
+//!   healing.
 //!
 //! `EDGEPLANE_CHAOS_FAULTS=N` sets the number of faults (default 8, the CI
 //! campaign); `EDGEPLANE_CHAOS_MINUTES=M` stops injecting after M minutes;
@@ -568,26 +568,65 @@ async fn bootstrap() -> anyhow::Result<LocalSite> {
 
 /// Full strength as the campaign means it: 3 voters and 1 standby in the
 /// member list, every member answering Status with a leader, every agent
-/// answering `/status`.
-async fn at_full_strength(site: &LocalSite) -> bool {
-    let Some((v, l)) = site.roles().await else {
-        return false;
-    };
-    if v.len() != 3 || l.len() != 1 {
-        return false;
+/// answering `/status`. Returns the member ids (sorted) when it holds.
+async fn full_strength_members(site: &LocalSite) -> Option<Vec<u64>> {
+    let members = sim::member_list(&site.client_urls()).await?;
+    let (v, l) = site.roles().await?;
+    if v.len() != 3 || l.len() != 1 || members.len() != 4 {
+        return None;
     }
     for i in v.iter().chain(l.iter()) {
         match sim::member_status(&site.hosts[*i].client_url).await {
             Some((_, leader, _)) if leader != 0 => {}
-            _ => return false,
+            _ => return None,
         }
     }
     for i in 0..site.hosts.len() {
-        if site.agent_status(i).await.is_none() {
-            return false;
-        }
+        site.agent_status(i).await?;
     }
-    true
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    Some(ids)
+}
+
+/// How long full strength must hold, with the same members, to count: a
+/// host that resumes (SIGCONT) just before the agents act on its absence is
+/// briefly "at full strength" and then removed.
+const STABLE: Duration = Duration::from_secs(2);
+
+/// Waits up to `bound` for full strength that holds for [`STABLE`]; returns
+/// when that streak began.
+async fn wait_full_strength(site: &LocalSite, bound: Duration) -> Option<Instant> {
+    let t0 = Instant::now();
+    let mut streak: Option<(Instant, Vec<u64>)> = None;
+    while t0.elapsed() < bound + STABLE {
+        let now = Instant::now();
+        match (full_strength_members(site).await, &streak) {
+            (Some(ids), Some((since, prev))) if *prev == ids => {
+                if now.duration_since(*since) >= STABLE {
+                    return Some(*since);
+                }
+            }
+            (Some(ids), _) if t0.elapsed() < bound => streak = Some((now, ids)),
+            _ => streak = None,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The acknowledgement time of the first put *sent* at or after `t` (a put
+/// sent before the fault and acknowledged just after it says nothing about
+/// the site being writable).
+fn first_ack_sent_after(w: &Writer, t: Instant) -> Option<Instant> {
+    let acked = w.acked.lock().ok()?;
+    let lat = w.latencies.lock().ok()?;
+    acked
+        .iter()
+        .zip(lat.iter())
+        .map(|((_, _, at), l)| (*at, *at - *l))
+        .find(|(_, sent)| *sent >= t)
+        .map(|(at, _)| at)
 }
 
 /// Writer::lost with retries (a read can land on a member mid-election).
@@ -670,7 +709,15 @@ async fn campaign(
         tokio::time::sleep(f.lead_in).await;
         let leader = site.leader_host().await;
         let target = f.host.or(leader).unwrap_or(0);
-        let role = match site.roles().await {
+        let mut roles = None;
+        for _ in 0..10 {
+            roles = site.roles().await;
+            if roles.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let role = match roles {
             Some((v, _)) if v.contains(&target) && Some(target) == leader => "leader",
             Some((v, _)) if v.contains(&target) => "voter",
             Some((_, l)) if l.contains(&target) => "standby",
@@ -711,14 +758,7 @@ async fn campaign(
             }
         }
         let healed = Instant::now();
-        let mut full = None;
-        while healed.elapsed() < FULL_STRENGTH_BOUND {
-            if at_full_strength(&site).await {
-                full = Some(Instant::now());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let full = wait_full_strength(&site, FULL_STRENGTH_BOUND).await;
         if full.is_none() {
             violations.push(format!(
                 "fault {n} ({} of {host}, {role}): no full strength within {}s of healing",
@@ -726,16 +766,15 @@ async fn campaign(
                 FULL_STRENGTH_BOUND.as_secs()
             ));
             // Give it one more bound before giving up on the campaign.
-            let t = Instant::now();
-            while t.elapsed() < FULL_STRENGTH_BOUND && !at_full_strength(&site).await {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            if !at_full_strength(&site).await {
+            if wait_full_strength(&site, FULL_STRENGTH_BOUND)
+                .await
+                .is_none()
+            {
                 aborted = true;
             }
         }
         writer.stop().await;
-        let writable = writer.first_ack_after(t0).map(|t| t - t0);
+        let writable = first_ack_sent_after(&writer, t0).map(|t| t - t0);
         if writable.is_none() && !aborted {
             violations.push(format!(
                 "fault {n} ({} of {host}): no write acknowledged after the fault",
