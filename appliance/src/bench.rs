@@ -8,6 +8,7 @@ use crate::cli::BenchCommand;
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Failover { cycles, json } => crate::demo::bench_failover(cycles, json),
+        BenchCommand::Recovery { json } => crate::demo::bench_recovery(json),
         BenchCommand::Buffer {
             dir,
             data_mib,

@@ -204,6 +204,12 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Quorum loss: two of three voters SIGKILLed on a loopback site with policy `fenced`;
+    /// time from the second kill to writable again, and to full strength once they return.
+    Recovery {
+        #[arg(long)]
+        json: bool,
+    },
     /// Snapshot and restore of a large database, beside `etcdctl snapshot save` + `zstd -3`.
     Snapshot {
         #[arg(long, default_value_t = 256)]
