@@ -128,10 +128,15 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
     let learners: Vec<usize> = (0..members.len())
         .filter(|&i| members[i].is_learner)
         .collect();
+    // A voter that never started is a bootstrap member whose host has not
+    // booted yet: it gets the learner's stuck window, not the failure window.
     let dead_voters: Vec<usize> = voters
         .iter()
         .copied()
-        .filter(|&i| is_dead(&health[i], l))
+        .filter(|&i| {
+            is_dead(&health[i], l)
+                && (!members[i].name.is_empty() || health[i].etcd_down_for >= l.learner_stuck_after)
+        })
         .collect();
     let live_voters = voters.len() - dead_voters.len();
 
@@ -379,6 +384,33 @@ mod tests {
         assert!(matches!(
             decide(&ms, &[up(500), up(500), odd], 500, &limits()),
             Decision::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn never_started_bootstrap_voter_gets_the_stuck_window() {
+        let unstarted = Member {
+            name: String::new(),
+            ..m(3, false)
+        };
+        let ms = [m(1, false), m(2, false), unstarted];
+        let late = Health {
+            etcd_down_for: Duration::from_secs(5),
+            agent_down_for: Duration::from_secs(5),
+            ..Health::default()
+        };
+        assert_eq!(
+            decide(&ms, &[up(1), up(1), late], 1, &limits()),
+            Decision::Steady
+        );
+        let never = Health {
+            etcd_down_for: Duration::from_secs(61),
+            agent_down_for: Duration::from_secs(61),
+            ..Health::default()
+        };
+        assert!(matches!(
+            decide(&ms, &[up(1), up(1), never], 1, &limits()),
+            Decision::RemoveVoter { id: 3, .. }
         ));
     }
 

@@ -20,6 +20,14 @@
 //! - policy `manual`: nothing happens until `edgeplane recover --confirm`
 //!   asks this host's agent (`POST /recover`); even then the agent refuses
 //!   while any member reports a leader.
+//!
+//! Residual risk, by choice: fenced hosts must stay off. If two fenced voters
+//! of three came back on their own while cut off from the survivors, they
+//! could form their old quorum (they cannot see the newer epoch). Refusing to
+//! start etcd on existing data until a majority of agents answers would close
+//! that, but would also keep a 2-host site down whenever its other host is,
+//! so it is not done; the fence contract ("confirmed powered off") is what
+//! the automatic path relies on.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -602,8 +602,19 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts writing `prefix/N` keys to whichever host accepts them.
+    /// Starts writing `prefix/N` keys to whichever host accepts them; a put
+    /// not acknowledged within 700 ms counts as failed and the next member is tried.
     pub fn start(client_urls: Vec<String>, prefix: &str) -> Writer {
+        Writer::start_with_timeout(client_urls, prefix, Duration::from_millis(700))
+    }
+
+    /// As [`Writer::start`], with another bound per put (a stalled but healthy
+    /// member, e.g. one being defragmented, answers late rather than never).
+    pub fn start_with_timeout(
+        client_urls: Vec<String>,
+        prefix: &str,
+        put_timeout: Duration,
+    ) -> Writer {
         use std::sync::atomic::Ordering;
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -640,7 +651,7 @@ impl Writer {
                     // connection that never comes; another member may answer.
                     Some(c) => matches!(
                         tokio::time::timeout(
-                            Duration::from_millis(700),
+                            put_timeout,
                             c.put(key.as_str(), value.as_str(), None)
                         )
                         .await,
