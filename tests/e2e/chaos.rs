@@ -707,8 +707,6 @@ async fn campaign(
         }
         let mut writer = Writer::start(urls.clone(), &format!("chaos/w{n:04}"));
         tokio::time::sleep(f.lead_in).await;
-        let leader = site.leader_host().await;
-        let target = f.host.or(leader).unwrap_or(0);
         let mut roles = None;
         for _ in 0..10 {
             roles = site.roles().await;
@@ -717,6 +715,8 @@ async fn campaign(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let leader = site.leader_host().await;
+        let target = f.host.or(leader).unwrap_or(0);
         let role = match roles {
             Some((v, _)) if v.contains(&target) && Some(target) == leader => "leader",
             Some((v, _)) if v.contains(&target) => "voter",
@@ -724,6 +724,23 @@ async fn campaign(
             _ => "unknown",
         };
         let host = site.hosts[target].name.clone();
+        // Something outside the test deleting the site's files (a cleanup of
+        // the temp dir) looks like an agent that never comes back: say so.
+        let missing: Vec<String> = site
+            .hosts
+            .iter()
+            .filter(|h| !h.config_path.exists())
+            .map(|h| h.config_path.display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            violations.push(format!(
+                "harness: before fault {n}, config files were deleted from outside the test: {missing:?} (set TMPDIR to a private directory)"
+            ));
+            aborted = true;
+            writer.stop().await;
+            segments.push((f.kind, writer));
+            break;
+        }
         let t0 = Instant::now();
         match f.kind {
             Kind::HostKill => {
