@@ -44,7 +44,7 @@ pub struct Agent {
     waiting: Option<String>,
     last_join_attempt: Option<Instant>,
     /// Since when no member reachable from here reports a leader.
-    leaderless_since: Option<Instant>,
+    quorum_suspect_since: Option<Instant>,
     pub recovery: super::recover::Recovery,
     pub defrag: super::defrag::DefragState,
     pub snapshots: super::snapshots::SnapshotState,
@@ -125,7 +125,7 @@ impl Agent {
             ticks: 0,
             waiting: None,
             last_join_attempt: None,
-            leaderless_since: None,
+            quorum_suspect_since: None,
             recovery: super::recover::Recovery::default(),
             defrag: super::defrag::DefragState::default(),
             snapshots: super::snapshots::SnapshotState::default(),
@@ -182,11 +182,6 @@ impl Agent {
     pub async fn tick(&mut self) {
         self.ticks += 1;
         self.view.refresh().await;
-        if self.view.leader().is_some() {
-            self.leaderless_since = None;
-        } else {
-            self.leaderless_since.get_or_insert_with(Instant::now);
-        }
         self.supervise().await;
         if self.etcd.running() {
             if let Some(s) = self.local_status()
@@ -197,6 +192,15 @@ impl Agent {
             }
             self.coordinate().await;
             super::defrag::tick(self).await;
+        }
+        // Quorum is suspect while no leader is visible or a majority of voters
+        // is dead; it is "lost" only once that has held for the window.
+        let suspect = self.view.leader().is_none()
+            || matches!(&self.last_decision, Decision::Wait(w) if w.starts_with("quorum lost"));
+        if suspect {
+            self.quorum_suspect_since.get_or_insert_with(Instant::now);
+        } else {
+            self.quorum_suspect_since = None;
         }
         super::snapshots::tick(self);
         if let Some(req) = self.shared.take_recover_request() {
@@ -630,15 +634,10 @@ impl Agent {
         }
     }
 
-    /// `ok`, `lost` (a majority of voters unreachable, or no leader anywhere
+    /// `ok`, `lost` (no leader anywhere, or a majority of voters unreachable,
     /// for `recovery.quorum_loss_window`) or `unknown` (not yet long enough).
     pub fn quorum(&self) -> &'static str {
-        if let Decision::Wait(w) = &self.last_decision
-            && w.starts_with("quorum lost")
-        {
-            return "lost";
-        }
-        match self.leaderless_since {
+        match self.quorum_suspect_since {
             None => "ok",
             Some(t) if t.elapsed() >= self.cfg.recovery.quorum_loss_window => "lost",
             Some(_) => "unknown",
