@@ -107,6 +107,20 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
         assert!(epochs.contains(&1), "a new epoch was started: {epochs:?}");
         heal_killed(&mut site, &victims).await;
         assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        // Regression (found here): both survivors saw themselves as freshest
+        // (a learner still applying) and both rebuilt, fencing each other.
+        let mut rebuilds = 0;
+        for i in 0..4 {
+            if let Some(doc) = site.agent_status(i).await
+                && let Some(ops) = doc.pointer("/journal/recent").and_then(|r| r.as_array())
+            {
+                rebuilds += ops
+                    .iter()
+                    .filter(|o| o["kind"] == "recover" && o["outcome"] == "done")
+                    .count();
+            }
+        }
+        assert_eq!(rebuilds, 1, "exactly one survivor rebuilds");
         Ok(())
     })
 }

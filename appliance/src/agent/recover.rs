@@ -83,6 +83,8 @@ pub struct RecoveryDoc {
 #[derive(Debug, Default)]
 pub struct Recovery {
     pub requested: Option<RecoverRequest>,
+    /// Consecutive looks in which this host had the freshest data.
+    pub freshest_streak: u32,
     pub next_attempt: Option<Instant>,
     pub doc: RecoveryDoc,
 }
@@ -160,8 +162,38 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         state: String::new(),
     };
     let me_freshest = fresh == Some(agent.my_index) && has_member_data(&agent.cfg.etcd.data_dir);
+    // Two survivors must never both rebuild. Their views of each other's
+    // applied index are taken at different moments (a learner may still be
+    // applying), so each could see itself ahead. Rebuild only when this host
+    // has been the freshest in two consecutive looks AND every other
+    // survivor's agent names this host as the freshest too.
+    agent.recovery.freshest_streak = if me_freshest {
+        agent.recovery.freshest_streak + 1
+    } else {
+        0
+    };
+    let my_name = agent.me.name.clone();
+    let others_agree = agent.view.peers.iter().enumerate().all(|(i, p)| {
+        i == agent.my_index
+            || p.status.is_none()
+            || p.agent_doc
+                .as_ref()
+                .and_then(|d| d.pointer("/recovery/freshest"))
+                .and_then(|f| f.as_str())
+                == Some(my_name.as_str())
+    });
     let requested = agent.recovery.requested.take();
-    let automatic = policy == QuorumLossPolicy::Fenced && me_freshest;
+    let automatic = policy == QuorumLossPolicy::Fenced
+        && me_freshest
+        && agent.recovery.freshest_streak >= 2
+        && others_agree;
+    if policy == QuorumLossPolicy::Fenced && me_freshest && !others_agree && requested.is_none() {
+        doc.state =
+            "waiting: the other survivors do not yet agree that this host has the freshest data"
+                .into();
+        agent.recovery.doc = doc;
+        return;
+    }
     if requested.is_none() && !automatic {
         doc.state = match (policy, &fresh_name) {
             (QuorumLossPolicy::Manual, Some(h)) => format!(
