@@ -568,21 +568,25 @@ impl LocalSite {
     pub async fn agent_status(&self, i: usize) -> Option<serde_json::Value> {
         let url = format!("{}/status", self.hosts[i].agent_url);
         let c = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(3))
             .build()
             .ok()?;
         c.get(url).send().await.ok()?.json().await.ok()
     }
 
-    /// Promotions recorded in the journals of every agent that answers.
+    /// Promotions recorded in the journals of every agent that answers
+    /// (each asked up to three times: a loaded host may answer late).
     pub async fn promotions(&self) -> u64 {
         let mut n = 0;
         for i in 0..self.hosts.len() {
-            if let Some(doc) = self.agent_status(i).await {
-                n += doc
-                    .pointer("/journal/promotions")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
+            for _ in 0..3 {
+                if let Some(doc) = self.agent_status(i).await {
+                    n += doc
+                        .pointer("/journal/promotions")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0);
+                    break;
+                }
             }
         }
         n
