@@ -87,6 +87,14 @@ async fn one_step(agent: &mut Agent) -> bool {
             agent.view.first_seen.remove(&id);
             true
         }
+        Ok(Err(e)) if kind == OpKind::Promote && promoted(agent, id).await => {
+            // An error after the change committed (e.g. across a leader change):
+            // the journal records what happened, not what the RPC said.
+            let verify = verify_after(agent, kind).await;
+            tracing::info!(host = %host, "Promotion done despite the error ({e}). {verify}");
+            let _ = agent.state.finish(op, Outcome::Done, &verify);
+            true
+        }
         Ok(Err(e)) => {
             tracing::warn!(?kind, host = %host, "Membership change refused: {e}; re-checking next tick.");
             let _ = agent.state.finish(op, Outcome::Failed, &e.to_string());
@@ -108,6 +116,17 @@ fn same_kind(a: &Decision, b: &Decision) -> bool {
         (Decision::RemoveVoter { id: x, .. }, Decision::RemoveVoter { id: y, .. })
         | (Decision::Promote { id: x, .. }, Decision::Promote { id: y, .. })
         | (Decision::EvictLearner { id: x, .. }, Decision::EvictLearner { id: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether member `id` is a voter now (read from this member, the leader).
+async fn promoted(agent: &mut Agent, id: u64) -> bool {
+    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+        return false;
+    };
+    match tokio::time::timeout(RPC_TIMEOUT, client.member_list()).await {
+        Ok(Ok(r)) => r.members().iter().any(|m| m.id() == id && !m.is_learner()),
         _ => false,
     }
 }
