@@ -61,6 +61,25 @@ pub enum Command {
     /// Rebuild the cluster after quorum loss from the freshest surviving data (the command
     /// `edgeplane diag status` prints when it is needed).
     Recover(RecoverArgs),
+    /// Create the site CA and the hosts' certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a site CA and a certificate for every host of the config (existing ones are kept).
+    Init {
+        /// Output directory: ca.crt, ca.key and hosts/NAME/{ca.crt,host.crt,host.key}.
+        #[arg(long)]
+        site: PathBuf,
+        /// Any host's config of the site (the hosts and their addresses are read from it).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+        /// Reissue existing host certificates (the CA is always kept).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

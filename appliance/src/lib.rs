@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod config_cmd;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod recover;
 pub mod sim;
 pub mod snapshot_cmd;
+pub mod tls;
 pub mod version;
 
 use std::process::ExitCode;
@@ -46,6 +48,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
         Command::Diag(cmd) => diag::run(cmd),
         Command::Recover(args) => recover::run(&args),
+        Command::Certs(cli::CertsCommand::Init {
+            site,
+            config,
+            force,
+        }) => certs::run_init(&site, &config, force).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -31,7 +31,8 @@ pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+        let tls = crate::tls::SiteTls::load(&cfg)?;
+        let http = crate::tls::agent_http_client(tls.as_ref(), Duration::from_secs(3))?;
         let target = match &args.from {
             Some(h) => h.clone(),
             None => freshest(&cfg, &http)

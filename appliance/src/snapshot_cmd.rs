@@ -44,8 +44,11 @@ fn load(config: &Path) -> anyhow::Result<Config> {
 /// A client without a per-request deadline: tonic's request timeout would
 /// bound the whole snapshot stream. Calls that must be quick are wrapped in
 /// their own timeout.
-async fn connect(url: &str) -> anyhow::Result<etcd_client::Client> {
-    let opts = etcd_client::ConnectOptions::new()
+async fn connect(
+    tls: Option<&crate::tls::SiteTls>,
+    url: &str,
+) -> anyhow::Result<etcd_client::Client> {
+    let opts = crate::tls::etcd_options(tls)
         .with_connect_timeout(Duration::from_secs(2))
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
     etcd_client::Client::connect([url], Some(opts))
@@ -58,9 +61,10 @@ async fn connect(url: &str) -> anyhow::Result<etcd_client::Client> {
 async fn healthy_voter(cfg: &Config) -> anyhow::Result<(String, etcd_client::Client)> {
     let mut nodes: Vec<_> = cfg.nodes.iter().collect();
     nodes.sort_by_key(|n| n.name != cfg.host);
+    let tls = crate::tls::SiteTls::load(cfg)?;
     let mut why = Vec::new();
     for n in nodes {
-        let Ok(mut c) = connect(&n.client_url).await else {
+        let Ok(mut c) = connect(tls.as_ref(), &n.client_url).await else {
             why.push(format!("{}: cannot connect", n.name));
             continue;
         };
@@ -423,7 +427,7 @@ fn k8s_value(rng: &mut Rng, i: u64, kind: &str, ns: &str) -> String {
 async fn wait_ready(url: &str) -> anyhow::Result<etcd_client::Client> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut c) = connect(url).await
+        if let Ok(mut c) = connect(None, url).await
             && let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await
             && s.leader() != 0
         {

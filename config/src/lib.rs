@@ -30,9 +30,9 @@
 //!     site = "eu-1"
 //!     [[nodes]]
 //!     name = "r1"
-//!     peer_url = "http://10.0.0.1:2380"
-//!     client_url = "http://10.0.0.1:2379"
-//!     agent_url = "http://10.0.0.1:7070"
+//!     peer_url = "https://10.0.0.1:2380"
+//!     client_url = "https://10.0.0.1:2379"
+//!     agent_url = "https://10.0.0.1:7070"
 //! "#;
 //! let loaded = edgeplane_config::load_str(text, Path::new("region.toml")).map_err(|e| e.to_string())?;
 //! assert_eq!(loaded.config.cluster.voters, 1);
@@ -54,8 +54,8 @@ pub use explain::{Entry, Explained, REDACTED_KEYS, Source};
 pub use model::*;
 pub use problem::{ConfigError, Problem, Report, Severity};
 pub use profile::{
-    DEFAULT_ETCD_BINARY, DEFAULT_LOG_DIR, DEFAULT_PROFILE, DEFAULT_ROOT, default_rules,
-    default_voters, defaults,
+    DEFAULT_ETCD_BINARY, DEFAULT_LOG_DIR, DEFAULT_PROFILE, DEFAULT_ROOT, DEFAULT_TLS_DIR,
+    default_rules, default_voters, defaults,
 };
 pub use validate::{Endpoint, parse_url};
 

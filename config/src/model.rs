@@ -39,6 +39,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub buffer: Buffer,
     pub uplink: Uplink,
+    pub tls: Tls,
     pub log: Log,
 }
 
@@ -233,6 +234,26 @@ pub struct Uplink {
     pub dead_letter_bytes: u64,
 }
 
+/// The site's TLS material. TLS is on when the node URLs are `https://`:
+/// etcd's client and peer traffic and the agent API then require a
+/// certificate signed by `ca_file`. Plain `http://` node URLs are refused
+/// unless `allow_plaintext` is set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tls {
+    /// The site CA certificate (PEM) every member and agent must be signed by.
+    pub ca_file: PathBuf,
+    /// This host's certificate (PEM), used as server and client certificate
+    /// by etcd and the agent alike.
+    pub cert_file: PathBuf,
+    /// This host's private key (PEM); must not be readable by group or others.
+    pub key_file: PathBuf,
+    /// Accept plain-HTTP node URLs: no authentication at all. For a lab only.
+    pub allow_plaintext: bool,
+    /// A loopback-only plain-HTTP address serving `/livez` and `/readyz`
+    /// (nothing else) for local probes, e.g. `127.0.0.1:7071`.
+    pub health_listen: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Log {
     pub dir: PathBuf,
@@ -281,6 +302,17 @@ impl Config {
     /// (learner): the first is the standby, the rest are cold spares.
     pub fn standby_order(&self) -> &[Node] {
         &self.nodes[self.cluster.voters.min(self.nodes.len())..]
+    }
+
+    /// Whether the site runs with TLS: every node URL is `https://`
+    /// (validation refuses a mix).
+    pub fn tls_enabled(&self) -> bool {
+        !self.nodes.is_empty()
+            && self.nodes.iter().all(|n| {
+                [&n.peer_url, &n.client_url, &n.agent_url]
+                    .iter()
+                    .all(|u| u.starts_with("https://"))
+            })
     }
 
     /// Whether `name` is one of the initial voters.

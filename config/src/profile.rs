@@ -13,6 +13,8 @@ use crate::raw::RawConfig;
 pub const DEFAULT_ROOT: &str = "/var/lib/edgeplane";
 pub const DEFAULT_LOG_DIR: &str = "/var/log/edgeplane";
 pub const DEFAULT_ETCD_BINARY: &str = "/usr/bin/etcd";
+/// Where `edgeplane certs init` output is installed on a host.
+pub const DEFAULT_TLS_DIR: &str = "/etc/edgeplane/tls";
 /// Used when the file has no `profile`.
 pub const DEFAULT_PROFILE: Profile = Profile::Edge;
 
@@ -178,6 +180,13 @@ pub fn defaults(profile: Profile) -> Config {
             client_key: None,
             dead_letter_bytes: 64 * MIB,
         },
+        tls: Tls {
+            ca_file: Path::new(DEFAULT_TLS_DIR).join("ca.crt"),
+            cert_file: Path::new(DEFAULT_TLS_DIR).join("host.crt"),
+            key_file: Path::new(DEFAULT_TLS_DIR).join("host.key"),
+            allow_plaintext: false,
+            health_listen: None,
+        },
         log: Log {
             dir: PathBuf::from(DEFAULT_LOG_DIR),
             level: "info".to_string(),
@@ -327,6 +336,15 @@ pub fn resolve(raw: RawConfig) -> Config {
         dead_letter_bytes: u.dead_letter_bytes.unwrap_or(d.uplink.dead_letter_bytes),
     };
 
+    let t = raw.tls;
+    let tls = Tls {
+        ca_file: t.ca_file.unwrap_or(d.tls.ca_file),
+        cert_file: t.cert_file.unwrap_or(d.tls.cert_file),
+        key_file: t.key_file.unwrap_or(d.tls.key_file),
+        allow_plaintext: t.allow_plaintext.unwrap_or(d.tls.allow_plaintext),
+        health_listen: t.health_listen.or(d.tls.health_listen),
+    };
+
     let l = raw.log;
     let log = Log {
         dir: l.dir.unwrap_or(d.log.dir),
@@ -349,6 +367,7 @@ pub fn resolve(raw: RawConfig) -> Config {
         metrics,
         buffer,
         uplink,
+        tls,
         log,
     }
 }

@@ -41,6 +41,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub uplink: RawUplink,
     #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
     pub log: RawLog,
 }
 
@@ -196,6 +198,16 @@ pub struct RawUplink {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub allow_plaintext: Option<bool>,
+    pub health_listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub dir: Option<PathBuf>,
     pub level: Option<String>,
@@ -326,6 +338,7 @@ pub fn schema() -> Table {
         ),
         ("buffer", Kind::Table(|| table_of::<RawBuffer>(&[]))),
         ("uplink", Kind::Table(|| table_of::<RawUplink>(&[]))),
+        ("tls", Kind::Table(|| table_of::<RawTls>(&[]))),
         ("log", Kind::Table(|| table_of::<RawLog>(&[]))),
     ])
 }

@@ -42,6 +42,14 @@ const MANAGED_ETCD_FLAGS: &[&str] = &[
     "--quota-backend-bytes",
     "--pre-vote",
     "--force-new-cluster",
+    "--cert-file",
+    "--key-file",
+    "--trusted-ca-file",
+    "--client-cert-auth",
+    "--peer-cert-file",
+    "--peer-key-file",
+    "--peer-trusted-ca-file",
+    "--peer-client-cert-auth",
 ];
 /// Labels the metrics agent sets itself.
 const RESERVED_LABELS: &[&str] = &["site", "instance", "job"];
@@ -234,6 +242,7 @@ pub fn validate(cfg: &Config, doc: &Document) -> Vec<Problem> {
     metrics(&mut c, cfg);
     buffer(&mut c, cfg);
     uplink(&mut c, cfg);
+    tls(&mut c, cfg);
     log(&mut c, cfg);
     c.problems
 }
@@ -767,6 +776,67 @@ fn uplink(c: &mut Checker<'_>, cfg: &Config) {
     ] {
         if let Some(p) = p {
             c.absolute(key, p);
+        }
+    }
+}
+
+/// One scheme for every node URL; https needs the three files; plain http
+/// only when explicitly allowed; the health listener only on loopback.
+fn tls(c: &mut Checker<'_>, cfg: &Config) {
+    let t = &cfg.tls;
+    let mut schemes: Vec<(String, bool)> = Vec::new();
+    for (i, n) in cfg.nodes.iter().enumerate() {
+        for (field, url) in [
+            ("peer_url", &n.peer_url),
+            ("client_url", &n.client_url),
+            ("agent_url", &n.agent_url),
+        ] {
+            if let Ok(ep) = parse_url(url) {
+                schemes.push((format!("nodes[{i}].{field}"), ep.https));
+            }
+        }
+    }
+    let https = schemes.iter().filter(|(_, h)| *h).count();
+    if https > 0 && https < schemes.len() {
+        if let Some((key, _)) = schemes.iter().find(|(_, h)| !*h) {
+            c.error(
+                key,
+                "mixes http:// with https://: TLS is site-wide, so every node URL must use https:// (or, for a lab with tls.allow_plaintext = true, every one http://)",
+            );
+        }
+    } else if https == 0 && !schemes.is_empty() {
+        if t.allow_plaintext {
+            c.warn(
+                "tls.allow_plaintext",
+                "plain http://: etcd and the agents accept anyone who can reach them; for a lab only",
+            );
+        } else if let Some((key, _)) = schemes.first() {
+            c.error(
+                key,
+                "plain http:// is refused: etcd and the agents would accept anyone on the network. Use https:// node URLs with [tls] certificates (`edgeplane certs init --site DIR --config FILE`), or set tls.allow_plaintext = true for a lab",
+            );
+        }
+    }
+    if https > 0 {
+        for (key, p) in [
+            ("tls.ca_file", &t.ca_file),
+            ("tls.cert_file", &t.cert_file),
+            ("tls.key_file", &t.key_file),
+        ] {
+            c.absolute(key, p);
+        }
+    }
+    if let Some(addr) = &t.health_listen {
+        match addr.parse::<std::net::SocketAddr>() {
+            Err(_) => c.error(
+                "tls.health_listen",
+                format!("{addr:?} is not an address: expected IP:PORT, e.g. \"127.0.0.1:7071\""),
+            ),
+            Ok(a) if !a.ip().is_loopback() => c.error(
+                "tls.health_listen",
+                format!("{addr:?} is not a loopback address: the health listener has no authentication, so it may only listen on 127.0.0.1 or ::1"),
+            ),
+            Ok(_) => {}
         }
     }
 }

@@ -410,6 +410,7 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
             down_after: 2,
         },
         sync_every: Some(Duration::from_secs(1)),
+        scrape_tls: None,
     };
     reset_peak_rss();
     let cpu0 = cpu_seconds();

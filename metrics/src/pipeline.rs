@@ -46,6 +46,43 @@ pub struct PipelineOptions {
     pub link: LinkTiming,
     /// Sync the store on this timer (the buffer's `Interval` fsync policy).
     pub sync_every: Option<Duration>,
+    /// On a TLS site: the site CA (added to the trusted roots) and the host
+    /// certificate presented to scrape targets (etcd and the agent demand one).
+    pub scrape_tls: Option<ScrapeTls>,
+}
+
+/// PEM files for scraping TLS targets that require a client certificate.
+#[derive(Debug, Clone)]
+pub struct ScrapeTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ScrapeTls {
+    fn apply(&self, b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, UplinkError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|err| UplinkError::Read {
+                path: p.clone(),
+                err,
+            })
+        };
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&read(&self.ca_file)?).map_err(|err| {
+                UplinkError::Tls {
+                    path: self.ca_file.clone(),
+                    err,
+                }
+            })?;
+        let mut pem = read(&self.cert_file)?;
+        pem.push(b'\n');
+        pem.extend(read(&self.key_file)?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|err| UplinkError::Tls {
+            path: self.cert_file.clone(),
+            err,
+        })?;
+        Ok(b.tls_certs_merge(roots).identity(id))
+    }
 }
 
 /// Why the pipeline could not start.
@@ -277,8 +314,12 @@ impl Pipeline {
             },
         };
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")))
+        let mut http =
+            reqwest::Client::builder().user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = &opts.scrape_tls {
+            http = t.apply(http)?;
+        }
+        let http = http
             .build()
             .map_err(|e| StartError::Uplink(UplinkError::Client(e)))?;
         let scrapers = opts
@@ -1066,6 +1107,11 @@ impl PipelineOptions {
                 edgeplane_config::FsyncPolicy::Interval => Some(cfg.buffer.fsync_interval),
                 _ => None,
             },
+            scrape_tls: cfg.tls_enabled().then(|| ScrapeTls {
+                ca_file: cfg.tls.ca_file.clone(),
+                cert_file: cfg.tls.cert_file.clone(),
+                key_file: cfg.tls.key_file.clone(),
+            }),
         }
     }
 }
@@ -1132,9 +1178,9 @@ mod tests {
             site = "depot-7"
             [[nodes]]
             name = "a"
-            peer_url = "http://10.0.0.1:2380"
-            client_url = "http://10.0.0.1:2379"
-            agent_url = "http://10.0.0.1:7070/"
+            peer_url = "https://10.0.0.1:2380"
+            client_url = "https://10.0.0.1:2379"
+            agent_url = "https://10.0.0.1:7070/"
             [metrics]
             external_labels = { env = "prod" }
             [[metrics.targets]]
@@ -1152,6 +1198,12 @@ mod tests {
             std::path::Path::new("/var/lib/edgeplane/buffer"),
             vec![],
         );
+        // etcd and the agent demand the site's client certificate.
+        assert!(
+            o.scrape_tls
+                .as_ref()
+                .is_some_and(|t| t.key_file.ends_with("host.key"))
+        );
         assert_eq!(o.site, "depot-7");
         let urls: Vec<(&str, &str)> = o
             .targets
@@ -1161,8 +1213,8 @@ mod tests {
         assert_eq!(
             urls,
             vec![
-                ("etcd", "http://10.0.0.1:2379/metrics"),
-                ("edgeplane", "http://10.0.0.1:7070/metrics"),
+                ("etcd", "https://10.0.0.1:2379/metrics"),
+                ("edgeplane", "https://10.0.0.1:7070/metrics"),
                 ("node", "http://127.0.0.1:9100/metrics"),
             ]
         );

@@ -17,7 +17,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -114,21 +113,15 @@ pub fn receive_file(dir: &Path, name: &str, tmp: tempfile::NamedTempFile) -> Res
     read_meta(&dest)
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .build()
-        .map_err(|err| Error::Http {
-            url: String::new(),
-            err,
-        })
-}
-
 /// Uploads the snapshot at `path` to the agent at `agent_url` (`PUT
 /// {agent_url}/snapshots/{name}`), streaming the file. Returns the meta the
-/// peer stored (after its own verification). `timeout` bounds the whole upload.
-pub async fn push_to_peer(agent_url: &str, path: &Path, timeout: Duration) -> Result<SnapshotMeta> {
+/// peer stored (after its own verification). `http` carries the timeouts and,
+/// on a TLS site, the site's client certificate.
+pub async fn push_to_peer(
+    http: &reqwest::Client,
+    agent_url: &str,
+    path: &Path,
+) -> Result<SnapshotMeta> {
     let meta = {
         let p = path.to_path_buf();
         tokio::task::spawn_blocking(move || read_meta(&p))
@@ -144,7 +137,7 @@ pub async fn push_to_peer(agent_url: &str, path: &Path, timeout: Duration) -> Re
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| Error::io("cannot open", path, e))?;
-    let resp = http_client(timeout)?
+    let resp = http
         .put(&url)
         .header(SHA_HEADER, &meta.info.sha256)
         .header(header::CONTENT_LENGTH, meta.file_bytes)
@@ -173,21 +166,17 @@ pub async fn push_to_peer(agent_url: &str, path: &Path, timeout: Duration) -> Re
 /// Downloads snapshot `name` from the agent at `agent_url` into `dir`,
 /// verified before it becomes visible (see [`receive_file`]).
 pub async fn fetch_from_peer(
+    http: &reqwest::Client,
     agent_url: &str,
     name: &str,
     dir: &Path,
-    timeout: Duration,
 ) -> Result<SnapshotMeta> {
     check_name(name)?;
     let url = format!("{}/snapshots/{name}", agent_url.trim_end_matches('/'));
-    let mut resp = http_client(timeout)?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|err| Error::Http {
-            url: url.clone(),
-            err,
-        })?;
+    let mut resp = http.get(&url).send().await.map_err(|err| Error::Http {
+        url: url.clone(),
+        err,
+    })?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();

@@ -288,19 +288,19 @@ async fn peer_copies_over_http() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let app = snap::routes(theirs.clone(), snap::DEFAULT_MAX_RECEIVE_BYTES);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let stored = snap::push_to_peer(&url, &meta.path, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let stored = snap::push_to_peer(&http, &url, &meta.path).await.unwrap();
     assert_eq!(stored.info, meta.info);
     assert_eq!(stored.name, meta.name);
     assert!(!stored.is_local("h2"));
     // Idempotent: pushing again answers with the copy already held.
-    snap::push_to_peer(&url, &meta.path, Duration::from_secs(30))
-        .await
-        .unwrap();
+    snap::push_to_peer(&http, &url, &meta.path).await.unwrap();
     assert_eq!(snap::list(&theirs).unwrap().len(), 1);
 
     // A corrupt upload is refused (422) and never becomes visible.
@@ -309,7 +309,7 @@ async fn peer_copies_over_http() {
     bad[at] ^= 0xff;
     let bad_path = tmp.path().join("20990101T000000.000Z-evil-r1.etcd.zst");
     std::fs::write(&bad_path, &bad).unwrap();
-    let err = snap::push_to_peer(&url, &bad_path, Duration::from_secs(30))
+    let err = snap::push_to_peer(&http, &url, &bad_path)
         .await
         .unwrap_err();
     assert!(
@@ -335,7 +335,7 @@ async fn peer_copies_over_http() {
 
     // Fetch back into a third directory, verified.
     let third = tmp.path().join("third");
-    let fetched = snap::fetch_from_peer(&url, &meta.name, &third, Duration::from_secs(30))
+    let fetched = snap::fetch_from_peer(&http, &url, &meta.name, &third)
         .await
         .unwrap();
     assert_eq!(fetched.info, meta.info);

@@ -132,15 +132,15 @@ fn plan(rng: &mut Rng, faults: usize, hosts: usize) -> Vec<Planned> {
         .collect()
 }
 
-fn opts() -> ConnectOptions {
-    ConnectOptions::new()
+fn opts(url: &str) -> ConnectOptions {
+    edgeplane::sim::certs::etcd_options(url)
         .with_connect_timeout(Duration::from_millis(300))
         .with_timeout(Duration::from_secs(1))
         .with_require_leader(true)
 }
 
 async fn connect(url: &str) -> Option<Client> {
-    tokio::time::timeout(OP_TIMEOUT, Client::connect([url], Some(opts())))
+    tokio::time::timeout(OP_TIMEOUT, Client::connect([url], Some(opts(url))))
         .await
         .ok()?
         .ok()
@@ -261,7 +261,7 @@ struct Status {
 }
 
 async fn status(url: &str) -> Option<Status> {
-    let o = ConnectOptions::new()
+    let o = edgeplane::sim::certs::etcd_options(url)
         .with_connect_timeout(Duration::from_millis(300))
         .with_timeout(Duration::from_millis(500));
     let fut = async {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt};
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt, sim};
 use etcd_client::{Client, CompactionOptions};
 
 /// Defrag operations recorded as done in every agent's journal.
@@ -47,7 +47,7 @@ fn defrag_of_every_voter_including_the_former_leader_never_fails_a_write() -> an
         let leader_before = site.leader_host().await;
 
         // Make free pages: write ~8 MiB, delete it, compact.
-        let mut c = Client::connect(voter_urls.clone(), None).await?;
+        let mut c = Client::connect(voter_urls.clone(), Some(sim::certs::etcd_options_for(&voter_urls))).await?;
         let blob = "x".repeat(32 << 10);
         for i in 0..256 {
             c.put(format!("bulk/{i:04}"), blob.as_str(), None).await?;

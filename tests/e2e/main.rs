@@ -9,5 +9,6 @@ mod diag;
 mod harness;
 mod partition;
 mod recovery;
+mod security;
 mod snapshots;
 mod uplink;

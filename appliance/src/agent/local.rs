@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use edgeplane_config::{Config, Node};
 use etcd_client::MemberAddOptions;
 
+use crate::tls::SiteTls;
+
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::observe::{View, same_url};
 use super::plan::{Decision, Limits, Member};
@@ -50,6 +52,8 @@ pub struct Agent {
     pub snapshots: super::snapshots::SnapshotState,
     pub config_path: std::path::PathBuf,
     last_persist: Option<Instant>,
+    /// The site's certificate, when TLS is on.
+    pub tls: Option<SiteTls>,
 }
 
 /// What to do about a local etcd that is not running.
@@ -64,6 +68,7 @@ impl Agent {
         me: Node,
         state: Arc<State>,
         shared: Arc<Shared>,
+        tls: Option<SiteTls>,
     ) -> anyhow::Result<Agent> {
         let spec = EtcdSpec {
             binary: cfg.etcd.binary.clone(),
@@ -75,7 +80,13 @@ impl Agent {
             election_timeout: cfg.etcd.election_timeout,
             quota_backend_bytes: cfg.etcd.quota_backend_bytes,
             pre_vote: cfg.etcd.pre_vote,
-            extra_args: cfg.etcd.extra_args.clone(),
+            extra_args: cfg
+                .etcd
+                .extra_args
+                .iter()
+                .cloned()
+                .chain(tls.iter().flat_map(SiteTls::etcd_flags))
+                .collect(),
             log_path: cfg.paths.state_dir.join("etcd.log"),
             pid_path: cfg.paths.state_dir.join("etcd.pid"),
         };
@@ -109,7 +120,7 @@ impl Agent {
             promotion_stable_for: cfg.cluster.promotion_stable_for,
             learner_stuck_after: cfg.cluster.learner_stuck_after,
         };
-        let view = View::new(&cfg.nodes, cfg.cluster.promotion_max_lag)?;
+        let view = View::new(&cfg.nodes, cfg.cluster.promotion_max_lag, tls.as_ref())?;
         Ok(Agent {
             cfg,
             me,
@@ -131,6 +142,7 @@ impl Agent {
             snapshots: super::snapshots::SnapshotState::default(),
             config_path: std::path::PathBuf::new(),
             last_persist: None,
+            tls,
         })
     }
 

@@ -213,6 +213,12 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         .find(|n| n.name == cfg.host)
         .cloned()
         .ok_or_else(|| BadConfig(format!("host {:?} is not among the nodes", cfg.host)))?;
+    // Key permissions and every PEM file are checked before anything starts.
+    let tls = crate::tls::SiteTls::load(&cfg).map_err(|e| BadConfig(e.to_string()))?;
+    let server_tls = match &tls {
+        Some(t) => Some(t.server_config().map_err(|e| BadConfig(e.to_string()))?),
+        None => None,
+    };
     let state = Arc::new(state::State::open(&cfg.paths.state_dir).with_context(|| {
         format!(
             "could not open the agent state in {}",
@@ -240,18 +246,32 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         .with_context(|| format!("could not listen on {addr} (agent_url {})", me.agent_url))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_task = {
-        let shared = shared.clone();
-        let snapshot_dir = cfg.paths.snapshot_dir.clone();
+        let app = api::router(shared.clone(), cfg.paths.snapshot_dir.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = api::serve(listener, shared, snapshot_dir, shutdown).await {
+            if let Err(e) = api::serve(listener, app, server_tls, shutdown).await {
                 tracing::error!("The agent API stopped: {e}.");
             }
         })
     };
+    if let Some(addr) = &cfg.tls.health_listen {
+        let health = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("could not listen on {addr} (tls.health_listen)"))?;
+        let app = api::health_router(shared.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = api::serve(health, app, None, shutdown).await {
+                tracing::error!("The health listener stopped: {e}.");
+            }
+        });
+    }
     tracing::info!(host = %cfg.host, api = %me.agent_url, "Agent started.");
 
     if cfg.metrics.enabled {
@@ -267,7 +287,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             ),
         }
     }
-    let mut agent = local::Agent::new(cfg, me, state, shared.clone())?;
+    let mut agent = local::Agent::new(cfg, me, state, shared.clone(), tls)?;
     agent.config_path = config_path.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

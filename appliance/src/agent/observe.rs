@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use edgeplane_config::Node;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
+
+use crate::tls::SiteTls;
 use serde::Serialize;
 
 use super::plan::{Health, Member};
@@ -36,6 +38,7 @@ pub fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
 /// One host as seen from here.
 pub struct Peer {
     pub node: Node,
+    tls: Option<SiteTls>,
     client: Option<Client>,
     pub status: Option<EtcdStatus>,
     pub etcd_silent_since: Option<Instant>,
@@ -46,10 +49,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(node: Node) -> Peer {
+    fn new(node: Node, tls: Option<SiteTls>) -> Peer {
         let now = Instant::now();
         Peer {
             node,
+            tls,
             client: None,
             status: None,
             // Unknown until the first answer counts as silent from our start.
@@ -93,7 +97,7 @@ impl Peer {
     /// A client for this member's etcd (created lazily, reused).
     pub async fn client(&mut self) -> Option<Client> {
         if self.client.is_none() {
-            let opts = ConnectOptions::new()
+            let opts = crate::tls::etcd_options(self.tls.as_ref())
                 .with_connect_timeout(Duration::from_millis(400))
                 .with_timeout(Duration::from_secs(2));
             self.client = Client::connect([self.node.client_url.as_str()], Some(opts))
@@ -120,13 +124,20 @@ pub struct View {
 const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
 
 impl View {
-    pub fn new(nodes: &[Node], max_lag: u64) -> anyhow::Result<View> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(700))
-            .connect_timeout(Duration::from_millis(400))
-            .build()?;
+    pub fn new(nodes: &[Node], max_lag: u64, tls: Option<&SiteTls>) -> anyhow::Result<View> {
+        let mut http = reqwest::Client::builder()
+            .timeout(STATUS_TIMEOUT)
+            .connect_timeout(Duration::from_millis(400));
+        if let Some(t) = tls {
+            http = t.http_client(http)?;
+        }
+        let http = http.build()?;
         Ok(View {
-            peers: nodes.iter().cloned().map(Peer::new).collect(),
+            peers: nodes
+                .iter()
+                .cloned()
+                .map(|n| Peer::new(n, tls.cloned()))
+                .collect(),
             members: None,
             last_members: None,
             first_seen: HashMap::new(),

@@ -103,8 +103,9 @@ pub fn tick(agent: &mut Agent) {
     running.store(true, Ordering::Relaxed);
     let state = agent.state.clone();
     let origin = agent.me.name.clone();
+    let tls = agent.tls.clone();
     tokio::spawn(async move {
-        take_and_copy(state, origin, endpoint, dir, peers).await;
+        take_and_copy(state, origin, endpoint, dir, peers, tls).await;
         running.store(false, Ordering::Relaxed);
     });
 }
@@ -115,6 +116,7 @@ async fn take_and_copy(
     endpoint: String,
     dir: std::path::PathBuf,
     peers: Vec<(String, String)>,
+    tls: Option<crate::tls::SiteTls>,
 ) {
     let Ok(op) = state.begin(
         OpKind::Snapshot,
@@ -123,7 +125,7 @@ async fn take_and_copy(
     ) else {
         return;
     };
-    let opts = etcd_client::ConnectOptions::new()
+    let opts = crate::tls::etcd_options(tls.as_ref())
         .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(Duration::from_secs(600));
     let mut client = match etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await {
@@ -151,8 +153,15 @@ async fn take_and_copy(
         }
     };
     let mut copies = vec![origin.clone()];
+    let http = crate::tls::agent_http_client(tls.as_ref(), Duration::from_secs(600));
     for (name, url) in &peers {
-        match edgeplane_snapshot::push_to_peer(url, &meta.path, Duration::from_secs(600)).await {
+        let pushed = match &http {
+            Ok(http) => edgeplane_snapshot::push_to_peer(http, url, &meta.path)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match pushed {
             Ok(_) => copies.push(name.clone()),
             Err(e) => {
                 tracing::warn!(peer = %name, "Could not copy snapshot {} to {name}: {e}", meta.name)

@@ -497,19 +497,49 @@ fn fence_check(cfg: &Config) -> CheckResult {
 
 fn key_checks(cfg: &Config) -> Vec<CheckResult> {
     let u = &cfg.uplink;
+    let t = &cfg.tls;
+    let site_tls = cfg.tls_enabled();
     let mut out = Vec::new();
-    for (id, path, secret) in [
-        ("bearer-token-file", &u.bearer_token_file, true),
-        ("client-key", &u.client_key, true),
-        ("client-cert", &u.client_cert, false),
-        ("ca-file", &u.ca_file, false),
+    for (id, path, secret, section, needed) in [
+        ("tls-key", Some(&t.key_file), true, "[tls]", site_tls),
+        ("tls-cert", Some(&t.cert_file), false, "[tls]", site_tls),
+        ("tls-ca", Some(&t.ca_file), false, "[tls]", site_tls),
+        (
+            "bearer-token-file",
+            u.bearer_token_file.as_ref(),
+            true,
+            "[uplink]",
+            u.enabled,
+        ),
+        (
+            "client-key",
+            u.client_key.as_ref(),
+            true,
+            "[uplink]",
+            u.enabled,
+        ),
+        (
+            "client-cert",
+            u.client_cert.as_ref(),
+            false,
+            "[uplink]",
+            u.enabled,
+        ),
+        ("ca-file", u.ca_file.as_ref(), false, "[uplink]", u.enabled),
     ] {
         let Some(p) = path else { continue };
+        if section == "[tls]" && !site_tls {
+            continue;
+        }
         match std::fs::metadata(p) {
             Err(e) => {
                 let s = format!("{} cannot be read: {e}", p.display());
-                let r = "create it or fix the path in [uplink]";
-                out.push(if u.enabled {
+                let r = if section == "[tls]" {
+                    "create it with `edgeplane certs init` and copy it here, or fix the path in [tls]".to_string()
+                } else {
+                    format!("create it or fix the path in {section}")
+                };
+                out.push(if needed {
                     fail(id, s, r)
                 } else {
                     warn(id, s, r)
@@ -782,7 +812,7 @@ async fn agent_check(cfg: &Config) -> CheckResult {
         return skip(id, "this host is not among the nodes");
     };
     let url = format!("{}/livez", me.agent_url.trim_end_matches('/'));
-    match super::probe::get_text(&url, PROBE_TIMEOUT).await {
+    match super::probe::get_text(cfg, &url, PROBE_TIMEOUT).await {
         Ok(t) => pass(id, format!("agent alive: {}", t.trim())),
         Err(e) => warn(
             id,
@@ -858,7 +888,7 @@ mod tests {
         std::fs::write(&key, "k")?;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
         let text = format!(
-            "host = \"h1\"\nsite = \"s\"\n[[nodes]]\nname = \"h1\"\npeer_url = \"http://127.0.0.1:1\"\nclient_url = \"http://127.0.0.1:2\"\nagent_url = \"http://127.0.0.1:3\"\n[uplink]\nenabled = false\nclient_key = {:?}\nclient_cert = {:?}\n",
+            "host = \"h1\"\nsite = \"s\"\n[[nodes]]\nname = \"h1\"\npeer_url = \"http://127.0.0.1:1\"\nclient_url = \"http://127.0.0.1:2\"\nagent_url = \"http://127.0.0.1:3\"\n[uplink]\nenabled = false\nclient_key = {:?}\nclient_cert = {:?}\n[tls]\nallow_plaintext = true\n",
             key.display().to_string(),
             key.display().to_string()
         );

@@ -110,7 +110,7 @@ pub async fn gather(cfg: &Config, since: Option<Duration>) -> EventsReport {
         .this_node()
         .map(|n| format!("{}/status", n.agent_url.trim_end_matches('/')))
         .unwrap_or_default();
-    let agent = super::probe::get_text(&url, PROBE_TIMEOUT);
+    let agent = super::probe::get_text(cfg, &url, PROBE_TIMEOUT);
     let (disk, agent) = tokio::join!(disk, agent);
     let disk = disk.unwrap_or_else(|e| Err(format!("reading the journal failed: {e}")));
     let agent_doc: Option<serde_json::Value> = agent
@@ -301,6 +301,8 @@ mod tests {
             agent_url = "http://127.0.0.1:3"
             [uplink]
             enabled = false
+            [tls]
+            allow_plaintext = true
         "#;
         match edgeplane_config::load_str(text, std::path::Path::new("t.toml")) {
             Ok(l) => l.config,

@@ -10,6 +10,8 @@ use edgeplane_config::{Config, Node};
 use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::tls::SiteTls;
+
 /// One agent's answer to `GET /status`.
 #[derive(Debug, Clone)]
 pub struct AgentProbe {
@@ -106,10 +108,31 @@ impl Probes {
     }
 }
 
-fn etcd_options(timeout: Duration) -> ConnectOptions {
-    ConnectOptions::new()
+fn etcd_options(tls: Option<&SiteTls>, timeout: Duration) -> ConnectOptions {
+    crate::tls::etcd_options(tls)
         .with_connect_timeout(timeout / 2)
         .with_timeout(timeout)
+}
+
+/// The site's TLS material for probing (`Ok(None)` on a plaintext site).
+/// A key the CLI cannot read (not root) or that `diag check` fails is
+/// reported as the reason every network probe failed.
+fn site_tls(cfg: &Config) -> Result<Option<SiteTls>, String> {
+    SiteTls::load(cfg).map_err(|e| format!("TLS: {e}"))
+}
+
+/// An HTTP client for the site's agents, with the site's certificate when
+/// TLS is on.
+fn http_client(cfg: &Config, timeout: Duration) -> Result<reqwest::Client, String> {
+    let tls = site_tls(cfg)?;
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout / 2);
+    if let Some(t) = &tls {
+        b = t.http_client(b).map_err(|e| format!("TLS: {e}"))?;
+    }
+    b.build().map_err(|e| format!("no HTTP client: {e}"))
 }
 
 /// `what` within `t`, with the error or the timeout as text.
@@ -210,11 +233,12 @@ async fn probe_agent(http: reqwest::Client, node: Node, timeout: Duration) -> Ag
 
 async fn probe_etcd(
     node: &Node,
+    tls: Option<&SiteTls>,
     timeout: Duration,
 ) -> (Result<EtcdStatus, String>, Option<Client>) {
     let client = match bounded(
         timeout,
-        Client::connect([node.client_url.as_str()], Some(etcd_options(timeout))),
+        Client::connect([node.client_url.as_str()], Some(etcd_options(tls, timeout))),
     )
     .await
     {
@@ -240,24 +264,23 @@ async fn probe_etcd(
 
 /// Probes every host of the site at once.
 pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
-    let http = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout / 2)
-        .build()
-    {
-        Ok(h) => h,
-        Err(e) => return Probes::none(&cfg.nodes, &format!("no HTTP client: {e}")),
+    let (http, tls) = match (http_client(cfg, timeout), site_tls(cfg)) {
+        (Ok(h), Ok(t)) => (h, t),
+        (Err(e), _) | (_, Err(e)) => return Probes::none(&cfg.nodes, &e),
     };
     let agents = futures::future::join_all(
         cfg.nodes
             .iter()
             .map(|n| probe_agent(http.clone(), n.clone(), timeout)),
     );
-    let etcds = futures::future::join_all(cfg.nodes.iter().map(|n| probe_etcd(n, timeout)));
+    let etcds = futures::future::join_all(
+        cfg.nodes
+            .iter()
+            .map(|n| probe_etcd(n, tls.as_ref(), timeout)),
+    );
     let snaps = futures::future::join_all(cfg.nodes.iter().map(|n| {
         let url = format!("{}/snapshots", n.agent_url.trim_end_matches('/'));
-        async move { (n.name.clone(), snapshot_names(&url, timeout).await) }
+        async move { (n.name.clone(), snapshot_names(cfg, &url, timeout).await) }
     }));
     let (agents, etcds, snapshot_lists) = tokio::join!(agents, etcds, snaps);
 
@@ -332,8 +355,8 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
 
 /// The snapshot names an agent lists at `GET /snapshots` (a JSON array of
 /// objects with a `name`).
-async fn snapshot_names(url: &str, timeout: Duration) -> Result<Vec<String>, String> {
-    let text = get_text(url, timeout).await?;
+async fn snapshot_names(cfg: &Config, url: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    let text = get_text(cfg, url, timeout).await?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("not a snapshot list: {e}"))?;
     let items = v
@@ -346,14 +369,9 @@ async fn snapshot_names(url: &str, timeout: Duration) -> Result<Vec<String>, Str
         .collect())
 }
 
-/// `GET url` with a short timeout; the body if 2xx.
-pub async fn get_text(url: &str, timeout: Duration) -> Result<String, String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout / 2)
-        .build()
-        .map_err(|e| e.to_string())?;
+/// `GET url` of a site agent with a short timeout; the body if 2xx.
+pub async fn get_text(cfg: &Config, url: &str, timeout: Duration) -> Result<String, String> {
+    let http = http_client(cfg, timeout)?;
     let r = match tokio::time::timeout(timeout, http.get(url).send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(http_error(&e, timeout)),

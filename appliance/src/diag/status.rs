@@ -1711,6 +1711,8 @@ mod tests {
             root = "/nonexistent/edgeplane-diag-test"
             [uplink]
             enabled = false
+            [tls]
+            allow_plaintext = true
         "#;
         match edgeplane_config::load_str(text, Path::new("t.toml")) {
             Ok(l) => l.config,

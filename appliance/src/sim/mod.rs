@@ -11,6 +11,7 @@
 //! a test panics.
 
 pub mod bare;
+pub mod certs;
 
 use std::fmt::Write as _;
 use std::io;
@@ -162,9 +163,9 @@ impl LocalSite {
             std::fs::create_dir_all(&dir)?;
             hosts.push(LocalHost {
                 config_path: dir.join("edgeplane.toml"),
-                client_url: format!("http://{}:{}", ip_of(i), free_port()?),
-                peer_url: format!("http://{}:{}", ip_of(i), free_port()?),
-                agent_url: format!("http://{}:{}", ip_of(i), free_port()?),
+                client_url: format!("https://{}:{}", ip_of(i), free_port()?),
+                peer_url: format!("https://{}:{}", ip_of(i), free_port()?),
+                agent_url: format!("https://{}:{}", ip_of(i), free_port()?),
                 state_dir: dir.join("state"),
                 data_dir: dir.join("etcd"),
                 name,
@@ -173,6 +174,14 @@ impl LocalSite {
                 etcd_pids: Vec::new(),
             });
         }
+        // TLS on, as on a real site: a CA and one certificate per host.
+        let specs: Vec<crate::certs::HostSpec> = (0..hosts.len())
+            .map(|i| crate::certs::HostSpec {
+                name: hosts[i].name.clone(),
+                sans: vec![hosts[i].name.clone(), ip_of(i)],
+            })
+            .collect();
+        certs::issue_site(&root.join("tls"), &spec.site, &specs)?;
         for h in &hosts {
             std::fs::write(&h.config_path, render_config(&spec, &hosts, h))?;
         }
@@ -342,6 +351,16 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
             h.name, h.peer_url, h.client_url, h.agent_url
         );
     }
+    if let Some(site_dir) = me.dir.parent() {
+        let tls = crate::certs::host_dir(&site_dir.join("tls"), &me.name);
+        let _ = writeln!(
+            s,
+            "[tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            toml_path(&tls.join("ca.crt")),
+            toml_path(&tls.join("host.crt")),
+            toml_path(&tls.join("host.key"))
+        );
+    }
     let _ = writeln!(s, "[etcd]\ndata_dir = {}\n", toml_path(&me.data_dir));
     let _ = writeln!(s, "[paths]\nroot = {}\n", toml_path(&me.dir));
     let _ = writeln!(
@@ -476,7 +495,7 @@ pub use crate::agent::plan::Member as SeenMember;
 /// The member list from the first of `client_urls` that answers with a leader.
 pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
     for url in client_urls {
-        let opts = etcd_client::ConnectOptions::new()
+        let opts = certs::etcd_options(url)
             .with_connect_timeout(Duration::from_millis(300))
             .with_timeout(Duration::from_secs(1));
         let Ok(mut c) = etcd_client::Client::connect([url.as_str()], Some(opts)).await else {
@@ -497,7 +516,7 @@ pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
 
 /// Status of one member: (member id, leader id, is_learner), if it answers.
 pub async fn member_status(client_url: &str) -> Option<(u64, u64, bool)> {
-    let opts = etcd_client::ConnectOptions::new()
+    let opts = certs::etcd_options(client_url)
         .with_connect_timeout(Duration::from_millis(300))
         .with_timeout(Duration::from_secs(1));
     let mut c = etcd_client::Client::connect([client_url], Some(opts))
@@ -567,10 +586,7 @@ impl LocalSite {
     /// The `/status` document of host `i`'s agent.
     pub async fn agent_status(&self, i: usize) -> Option<serde_json::Value> {
         let url = format!("{}/status", self.hosts[i].agent_url);
-        let c = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .ok()?;
+        let c = certs::http_client(Duration::from_secs(3));
         c.get(url).send().await.ok()?.json().await.ok()
     }
 
@@ -638,7 +654,7 @@ impl Writer {
             while !s.load(Ordering::Relaxed) {
                 let i = next % client_urls.len();
                 if clients[i].is_none() {
-                    let opts = etcd_client::ConnectOptions::new()
+                    let opts = certs::etcd_options(&client_urls[i])
                         .with_connect_timeout(Duration::from_millis(300))
                         .with_timeout(Duration::from_secs(2))
                         .with_require_leader(true);
@@ -739,7 +755,7 @@ impl Writer {
             return Ok(0);
         };
         for url in client_urls {
-            let opts = etcd_client::ConnectOptions::new()
+            let opts = certs::etcd_options(url)
                 .with_connect_timeout(Duration::from_millis(300))
                 .with_timeout(Duration::from_secs(5))
                 .with_require_leader(true);

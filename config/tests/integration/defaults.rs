@@ -118,7 +118,7 @@ fn node_helpers() {
     assert_eq!(c.this_node().map(|n| n.name.as_str()), Some("edge-1"));
     assert_eq!(
         c.node("edge-3").map(|n| n.peer_url.as_str()),
-        Some("http://10.0.0.3:2380")
+        Some("https://10.0.0.3:2380")
     );
     assert!(c.node("nope").is_none());
     assert_eq!(c.initial_voters().len(), 3);

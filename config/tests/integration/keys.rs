@@ -12,21 +12,21 @@ site = \"s\"
 
 [[nodes]]
 name = \"edge-1\"
-peer_url = \"http://10.0.0.1:2380\"
-client_url = \"http://10.0.0.1:2379\"
-agent_url = \"http://10.0.0.1:7070\"
+peer_url = \"https://10.0.0.1:2380\"
+client_url = \"https://10.0.0.1:2379\"
+agent_url = \"https://10.0.0.1:7070\"
 
 [[nodes]]
 name = \"edge-2\"
-peer_url = \"http://10.0.0.2:2380\"
-client_url = \"http://10.0.0.2:2379\"
-agent_url = \"http://10.0.0.2:7070\"
+peer_url = \"https://10.0.0.2:2380\"
+client_url = \"https://10.0.0.2:2379\"
+agent_url = \"https://10.0.0.2:7070\"
 
 [[nodes]]
 name = \"edge-2\"
-peer_url = \"http://10.0.0.3:2380\"
-client_url = \"http://10.0.0.3:2379\"
-agent_url = \"http://10.0.0.3:7070\"
+peer_url = \"https://10.0.0.3:2380\"
+client_url = \"https://10.0.0.3:2379\"
+agent_url = \"https://10.0.0.3:7070\"
 
 [cluster]
 voters = 2

@@ -51,15 +51,15 @@ fn invalid_host_name() {
 
 #[test]
 fn duplicate_urls() {
-    let text = edge("").replacen("http://10.0.0.2:2379", "http://10.0.0.1:2380", 1);
+    let text = edge("").replacen("https://10.0.0.2:2379", "https://10.0.0.1:2380", 1);
     let p = expect(&text, Error, "nodes[1].client_url", "duplicate URL");
     assert!(p.message.contains("`nodes[0].peer_url`"), "{}", p.message);
     assert_eq!(
         p.line,
-        Some(line_of(&text, "client_url = \"http://10.0.0.1:2380\""))
+        Some(line_of(&text, "client_url = \"https://10.0.0.1:2380\""))
     );
     // Same host:port with another scheme is the same endpoint.
-    let https = edge("").replacen("http://10.0.0.2:7070", "https://10.0.0.1:7070", 1);
+    let https = edge("").replacen("https://10.0.0.2:7070", "https://10.0.0.1:7070", 1);
     expect(&https, Error, "nodes[1].agent_url", "duplicate URL");
 }
 
@@ -93,20 +93,20 @@ fn voters_at_most_the_hosts() {
 fn unparsable_urls() {
     for (bad, why) in [
         ("10.0.0.2:2380", "must start with http:// or https://"),
-        ("http://10.0.0.2", "needs an explicit port"),
+        ("https://10.0.0.2", "needs an explicit port"),
         ("http://:2380", "has no host"),
-        ("http://10.0.0.2:99999", "invalid port"),
-        ("http://10.0.0.2:2380/peer", "must not have a path"),
+        ("https://10.0.0.2:99999", "invalid port"),
+        ("https://10.0.0.2:2380/peer", "must not have a path"),
         ("tcp://10.0.0.2:2380", "must start with http://"),
     ] {
-        let text = edge("").replacen("http://10.0.0.2:2380", bad, 1);
+        let text = edge("").replacen("https://10.0.0.2:2380", bad, 1);
         expect(&text, Error, "nodes[1].peer_url", why);
     }
 }
 
 #[test]
 fn missing_node_fields() {
-    let text = edge("").replacen("agent_url = \"http://10.0.0.3:7070\"\n", "", 1);
+    let text = edge("").replacen("agent_url = \"https://10.0.0.3:7070\"\n", "", 1);
     let p = expect(&text, Error, "nodes[2].agent_url", "is required");
     // Located at the node's [[nodes]] header.
     assert!(p.line.is_some());
@@ -510,4 +510,40 @@ fn warns_on_large_quota() {
         "etcd.quota_backend_bytes",
         "8GiB",
     );
+}
+
+#[test]
+fn plain_http_nodes_are_refused_unless_allowed() {
+    let plain = edge("").replace("https://10.", "http://10.");
+    let p = expect(
+        &plain,
+        Error,
+        "nodes[0].peer_url",
+        "plain http:// is refused",
+    );
+    assert!(p.message.contains("edgeplane certs init"), "{p}");
+    let allowed = edge("[tls]\nallow_plaintext = true\n").replace("https://10.", "http://10.");
+    expect(&allowed, Warning, "tls.allow_plaintext", "for a lab only");
+    assert!(on(&allowed, Error, "nodes[0].peer_url").is_empty());
+}
+
+#[test]
+fn mixed_schemes_name_the_first_plain_url() {
+    let text = edge("").replacen("https://10.0.0.2:7070", "http://10.0.0.2:7070", 1);
+    expect(
+        &text,
+        Error,
+        "nodes[1].agent_url",
+        "mixes http:// with https://",
+    );
+}
+
+#[test]
+fn tls_files_absolute_and_health_listener_loopback_only() {
+    let text = edge("[tls]\nkey_file = \"host.key\"\nhealth_listen = \"0.0.0.0:7071\"\n");
+    expect(&text, Error, "tls.key_file", "absolute path");
+    expect(&text, Error, "tls.health_listen", "not a loopback address");
+    let bad = edge("[tls]\nhealth_listen = \"localhost\"\n");
+    expect(&bad, Error, "tls.health_listen", "expected IP:PORT");
+    clean(&edge("[tls]\nhealth_listen = \"127.0.0.1:7071\"\n"));
 }

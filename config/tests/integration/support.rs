@@ -12,7 +12,7 @@ pub fn site(profile: &str, n: usize, extra: &str) -> String {
     let mut s = format!("profile = \"{profile}\"\nhost = \"edge-1\"\nsite = \"test-site\"\n");
     for i in 1..=n {
         s.push_str(&format!(
-            "\n[[nodes]]\nname = \"edge-{i}\"\npeer_url = \"http://10.0.0.{i}:2380\"\nclient_url = \"http://10.0.0.{i}:2379\"\nagent_url = \"http://10.0.0.{i}:7070\"\n"
+            "\n[[nodes]]\nname = \"edge-{i}\"\npeer_url = \"https://10.0.0.{i}:2380\"\nclient_url = \"https://10.0.0.{i}:2379\"\nagent_url = \"https://10.0.0.{i}:7070\"\n"
         ));
     }
     s.push('\n');

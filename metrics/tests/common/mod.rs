@@ -234,6 +234,7 @@ pub fn options(dir: &Path, url: Option<String>) -> PipelineOptions {
             down_after: 2,
         },
         sync_every: None,
+        scrape_tls: None,
     }
 }
 
