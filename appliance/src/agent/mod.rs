@@ -318,7 +318,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             _ = int.recv() => break,
             _ = hup.recv() => {
                 match edgeplane_config::load(&config_path) {
-                    Ok(_) => tracing::warn!("SIGHUP: the configuration file is valid; Edgeplane applies configuration changes at the next restart of the agent (etcd keeps running across it)."),
+                    Ok(_) => tracing::warn!("SIGHUP: the configuration file is valid; Edgeplane applies configuration changes at the next start of the agent (systemctl restart edgeplane also stops and restarts this host's etcd member).."),
                     Err(e) => tracing::error!("SIGHUP: the configuration file is not valid and is ignored: {e}"),
                 }
             }
