@@ -214,18 +214,26 @@ pub async fn kill_and_heal(
 
 async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
     let n = Narrator { quiet: args.json };
-    n.say("Edgeplane demo: a 4-host site on loopback (host-1..3 voters, host-4 hot standby), real etcd, real agents.");
-    let mut region =
-        edgeplane_metrics::local_prometheus::LocalPrometheus::start(Default::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
+    n.say("Edgeplane demo: a 4-host site on loopback (host-1..3 voters, host-4 hot standby), real etcd, real agents; etcd, the agents and the uplink all over TLS with a site CA.");
+    // The region over HTTPS; the agents verify it with uplink.ca_file.
+    let region_certs = tempfile::tempdir()?;
+    let web = crate::sim::certs::issue_server(region_certs.path(), "region")?;
+    let mut region = edgeplane_metrics::local_prometheus::LocalPrometheus::start(
+        edgeplane_metrics::local_prometheus::PrometheusOptions {
+            tls: Some(web.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
     n.say(format!(
         "  region    a local Prometheus at {} receives the site's metrics (remote write)",
         region.base_url()
     ));
     let extra = format!(
-        "[metrics]\nscrape_interval = \"1s\"\nscrape_timeout = \"900ms\"\n\n[uplink]\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        region.remote_write_url()
+        "[metrics]\nscrape_interval = \"1s\"\nscrape_timeout = \"900ms\"\n\n[uplink]\nurl = \"{}\"\ntimeout = \"2s\"\nca_file = {:?}\n",
+        region.remote_write_url(),
+        web.ca_file.display().to_string()
     );
     let (mut site, bootstrap_s) = start_site(4, 3, args.keep, Some(extra)).await?;
     n.say(format!(

@@ -301,6 +301,7 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
         out_of_order_window: Some("30d".into()),
         port,
         extra_args: vec!["--query.max-samples=200000000".into()],
+        tls: None,
     };
 
     // 1. Baseline.

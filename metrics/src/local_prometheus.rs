@@ -24,6 +24,17 @@ pub struct PrometheusOptions {
     pub port: u16,
     /// More command-line flags.
     pub extra_args: Vec<String>,
+    /// Serve HTTPS (Prometheus' `--web.config.file`) with this certificate.
+    pub tls: Option<WebTls>,
+}
+
+/// PEM files for serving HTTPS; `ca_file` is what clients (and this
+/// helper's own queries) trust.
+#[derive(Debug, Clone)]
+pub struct WebTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 impl Default for PrometheusOptions {
@@ -33,6 +44,7 @@ impl Default for PrometheusOptions {
             out_of_order_window: Some("30d".into()),
             port: 0,
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -51,6 +63,7 @@ pub struct LocalPrometheus {
     _dir: tempfile::TempDir,
     port: u16,
     http: reqwest::Client,
+    https: bool,
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -76,6 +89,27 @@ impl LocalPrometheus {
         }
         let cfg_path = dir.path().join("prometheus.yml");
         std::fs::write(&cfg_path, cfg).map_err(|e| format!("write config: {e}"))?;
+        let mut web_args = Vec::new();
+        let mut http = reqwest::Client::builder();
+        if let Some(t) = &opts.tls {
+            let web = dir.path().join("web.yml");
+            std::fs::write(
+                &web,
+                format!(
+                    "tls_server_config:\n  cert_file: {:?}\n  key_file: {:?}\n",
+                    t.cert_file.display().to_string(),
+                    t.key_file.display().to_string()
+                ),
+            )
+            .map_err(|e| format!("write web config: {e}"))?;
+            web_args.push(format!("--web.config.file={}", web.display()));
+            let ca =
+                std::fs::read(&t.ca_file).map_err(|e| format!("{}: {e}", t.ca_file.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&ca)
+                .map_err(|e| format!("{}: {e}", t.ca_file.display()))?;
+            http = http.tls_certs_merge(roots);
+        }
+        let http = http.build().map_err(|e| format!("http client: {e}"))?;
         let log = std::fs::File::create(dir.path().join("prometheus.log"))
             .map_err(|e| format!("log file: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
@@ -89,6 +123,7 @@ impl LocalPrometheus {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .arg("--log.level=warn")
+            .args(&web_args)
             .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -99,7 +134,8 @@ impl LocalPrometheus {
             child: Some(child),
             _dir: dir,
             port,
-            http: reqwest::Client::new(),
+            http,
+            https: opts.tls.is_some(),
         };
         me.wait_ready(Duration::from_secs(30)).await?;
         Ok(me)
@@ -152,7 +188,8 @@ impl LocalPrometheus {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn remote_write_url(&self) -> String {

@@ -4,18 +4,28 @@
 
 use std::time::{Duration, Instant};
 
-use edgeplane_metrics::local_prometheus::LocalPrometheus;
+use edgeplane_metrics::local_prometheus::{LocalPrometheus, PrometheusOptions};
 use edgeplane_tests::{HANG, LocalSite, SiteSpec, edgeplane_bin, rt};
 use nix::sys::signal::Signal;
 
 #[test]
 fn agent_sigkill_during_the_flush_loses_no_outage_sample() -> anyhow::Result<()> {
     rt().block_on(async {
-        let region = LocalPrometheus::start(Default::default()).await.map_err(|e| anyhow::anyhow!(e))?;
+        // The region over HTTPS, verified with uplink.ca_file.
+        let certs = tempfile::tempdir()?;
+        let web = edgeplane_tests::sim::certs::issue_server(certs.path(), "region")?;
+        let region = LocalPrometheus::start(PrometheusOptions {
+            tls: Some(web.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        assert!(region.remote_write_url().starts_with("https://"));
         let mut spec = SiteSpec::new(2, 1, edgeplane_bin());
         spec.extra_toml = format!(
-            "[metrics]\nscrape_interval = \"1s\"\nscrape_timeout = \"900ms\"\n\n[uplink]\nurl = \"{}\"\ntimeout = \"2s\"\nbackfill_rate = 5\n",
-            region.remote_write_url()
+            "[metrics]\nscrape_interval = \"1s\"\nscrape_timeout = \"900ms\"\n\n[uplink]\nurl = \"{}\"\ntimeout = \"2s\"\nbackfill_rate = 5\nca_file = {:?}\n",
+            region.remote_write_url(),
+            web.ca_file.display().to_string()
         );
         let mut site = LocalSite::create(spec, false)?;
         for i in 0..2 {

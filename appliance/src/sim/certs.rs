@@ -90,3 +90,23 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         reqwest::Client::new()
     })
 }
+
+/// A server certificate for a local service on 127.0.0.1 (the region's
+/// Prometheus in the demo and tests), signed by the simulated sites' CA, so
+/// the agents' uplink verifies it with `uplink.ca_file`.
+pub fn issue_server(
+    dir: &Path,
+    name: &str,
+) -> io::Result<edgeplane_metrics::local_prometheus::WebTls> {
+    let host = HostSpec {
+        name: name.to_string(),
+        sans: vec![name.to_string(), "127.0.0.1".to_string()],
+    };
+    issue_site(dir, name, &[host])?;
+    let hd = host_dir(dir, name);
+    Ok(edgeplane_metrics::local_prometheus::WebTls {
+        cert_file: hd.join("host.crt"),
+        key_file: hd.join("host.key"),
+        ca_file: hd.join("ca.crt"),
+    })
+}
