@@ -135,6 +135,17 @@ impl SiteTls {
         })
     }
 
+    /// The site CA as the only trust anchor.
+    fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in self.ca_certs()? {
+            roots
+                .add(c)
+                .map_err(|e| TlsError::Setup(format!("{}: {e}", self.ca_file.display())))?;
+        }
+        Ok(roots)
+    }
+
     /// etcd's TLS flags: client and peer ports both require a certificate
     /// signed by the site CA.
     pub fn etcd_flags(&self) -> Vec<String> {
@@ -164,13 +175,7 @@ impl SiteTls {
     /// The agent API's server side: only a client with a certificate signed
     /// by the site CA completes the handshake.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in self.ca_certs()? {
-            roots
-                .add(c)
-                .map_err(|e| TlsError::Setup(format!("{}: {e}", self.ca_file.display())))?;
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.roots()?))
             .build()
             .map_err(|e| TlsError::Setup(e.to_string()))?;
         let mut cfg = rustls::ServerConfig::builder()
@@ -185,14 +190,8 @@ impl SiteTls {
     /// the site CA (for raw TLS connections; HTTP goes through
     /// [`SiteTls::http_client`]).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in self.ca_certs()? {
-            roots
-                .add(c)
-                .map_err(|e| TlsError::Setup(format!("{}: {e}", self.ca_file.display())))?;
-        }
         let cfg = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+            .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.certs()?, self.key()?)
             .map_err(|e| TlsError::Setup(format!("{}: {e}", self.cert_file.display())))?;
         Ok(Arc::new(cfg))

@@ -181,6 +181,24 @@ impl Shared {
     }
 }
 
+/// Serves `app` on `listener` until `stop` turns true.
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = api::serve(listener, app, tls, shutdown).await {
+            tracing::error!("{what} stopped: {e}.");
+        }
+    })
+}
+
 /// `edgeplane agent`: load the config (exit 78 if bad), then run until SIGTERM.
 pub fn main(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let loaded = match edgeplane_config::load(&args.config) {
@@ -245,32 +263,24 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         .await
         .with_context(|| format!("could not listen on {addr} (agent_url {})", me.agent_url))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api_task = {
-        let app = api::router(shared.clone(), cfg.paths.snapshot_dir.clone());
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = api::serve(listener, app, server_tls, shutdown).await {
-                tracing::error!("The agent API stopped: {e}.");
-            }
-        })
-    };
+    let api_task = spawn_server(
+        listener,
+        api::router(shared.clone(), cfg.paths.snapshot_dir.clone()),
+        server_tls,
+        stop_rx.clone(),
+        "The agent API",
+    );
     if let Some(addr) = &cfg.tls.health_listen {
         let health = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("could not listen on {addr} (tls.health_listen)"))?;
-        let app = api::health_router(shared.clone());
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = api::serve(health, app, None, shutdown).await {
-                tracing::error!("The health listener stopped: {e}.");
-            }
-        });
+        spawn_server(
+            health,
+            api::health_router(shared.clone()),
+            None,
+            stop_rx.clone(),
+            "The health listener",
+        );
     }
     tracing::info!(host = %cfg.host, api = %me.agent_url, "Agent started.");
 
