@@ -150,7 +150,8 @@ pub struct RecoverArgs {
     /// Rebuild from this surviving host's data (the freshest one when omitted).
     #[arg(long, conflicts_with = "snapshot")]
     pub from: Option<String>,
-    /// Rebuild from a snapshot file instead of a survivor's data.
+    /// Rebuild on this host from a snapshot file instead of a survivor's data (the file is
+    /// verified first; writes made after it was taken are discarded).
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
     /// Required: confirms the lost hosts are powered off (they must never come back with old data).

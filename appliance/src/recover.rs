@@ -1,14 +1,18 @@
 //! `edgeplane recover`: after quorum loss, ask one host's agent to rebuild the
 //! cluster from its data (the freshest reachable host unless `--from` names
-//! one). The agent refuses while any member still has a leader, so running
-//! this by mistake on a healthy site changes nothing.
+//! one), or ask this host's agent to rebuild it from a snapshot file
+//! (`--snapshot FILE`, verified here first). The agent refuses while any
+//! member still has a leader, so running this by mistake on a healthy site
+//! changes nothing.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::BadConfig;
+use crate::agent::recover::RecoverRequest;
 use crate::cli::RecoverArgs;
 
 pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
@@ -19,11 +23,12 @@ pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
              power off the lost hosts, then run it again with --confirm"
         );
     }
-    if args.snapshot.is_some() {
-        anyhow::bail!(
-            "recovery from a snapshot file is not available yet; use --from HOST (a survivor's data)"
-        );
-    }
+    // A snapshot is checked before anything is asked of any agent: a corrupt
+    // or truncated file changes nothing.
+    let snapshot = match &args.snapshot {
+        Some(file) => Some(verified_snapshot(file)?),
+        None => None,
+    };
     let cfg = edgeplane_config::load(&args.config)
         .map_err(|e| BadConfig(e.to_string()))?
         .config;
@@ -33,54 +38,98 @@ pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let tls = crate::tls::SiteTls::load(&cfg)?;
         let http = crate::tls::agent_http_client(tls.as_ref(), Duration::from_secs(3))?;
-        let target = match &args.from {
-            Some(h) => h.clone(),
-            None => freshest(&cfg, &http)
-                .await
-                .context("no agent reports which host has the freshest data; name one with --from HOST")?,
+        let target = match (&args.from, &snapshot) {
+            // The snapshot file is on this host: this host's agent restores it.
+            (_, Some(_)) => cfg.host.clone(),
+            (Some(h), None) => h.clone(),
+            (None, None) => freshest(&cfg, &http).await.context(
+                "no agent reports which host has the freshest data; name one with --from HOST",
+            )?,
         };
-        let node = cfg
-            .nodes
-            .iter()
-            .find(|n| n.name == target)
-            .with_context(|| format!("{target} is not a host of this site"))?;
-        let url = format!("{}/recover", node.agent_url.trim_end_matches('/'));
-        let resp = http
-            .post(&url)
-            .json(&serde_json::json!({ "confirm": true }))
-            .send()
-            .await
-            .with_context(|| format!("could not reach {target}'s agent at {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            anyhow::bail!("{target}'s agent refused: {}", text.trim());
-        }
-        println!("{}", text.trim());
-        let status_url = format!("{}/status", node.agent_url.trim_end_matches('/'));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(r) = http.get(&status_url).send().await
-                && let Ok(doc) = r.json::<serde_json::Value>().await
-            {
-                if doc.get("quorum").and_then(|q| q.as_str()) == Some("ok") {
-                    println!(
-                        "Recovered: {target} leads a new cluster in epoch {}; the other hosts rejoin as standbys and are promoted up to {} voters.",
-                        doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0),
-                        cfg.cluster.voters
-                    );
-                    return Ok(ExitCode::SUCCESS);
-                }
-                if let Some(state) = doc.pointer("/recovery/state").and_then(|s| s.as_str())
-                    && state.starts_with("rebuild failed")
-                {
-                    anyhow::bail!("{target}: {state}");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        anyhow::bail!("{target} did not report a working cluster within 120 s; see `edgeplane diag status`")
+        let request = RecoverRequest {
+            confirm: true,
+            snapshot,
+        };
+        request_and_wait(&cfg, &http, &target, &request).await
     })
+}
+
+/// Verifies `file` in full (checksum, decompression, etcd's own hash, bbolt
+/// meta pages) and returns its absolute path for the agent.
+fn verified_snapshot(file: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(file)
+        .with_context(|| format!("cannot read the snapshot {}", file.display()))?;
+    let mut progress = edgeplane_snapshot::terminal_reporter("verify");
+    match edgeplane_snapshot::verify(&abs, &mut progress) {
+        Ok(r) => {
+            println!(
+                "Verified {}: revision {}, taken {} on {} ({} db bytes).",
+                abs.display(),
+                r.info.revision,
+                r.info.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                r.info.origin,
+                r.db_bytes
+            );
+            Ok(abs)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "refusing to recover from {}: it does not verify; nothing was changed (use another snapshot)",
+            abs.display()
+        ))),
+    }
+}
+
+/// Asks `target`'s agent to rebuild (`POST /recover`) and waits until it
+/// reports a working cluster. Shared by `--from` and `--snapshot`.
+async fn request_and_wait(
+    cfg: &edgeplane_config::Config,
+    http: &reqwest::Client,
+    target: &str,
+    request: &RecoverRequest,
+) -> anyhow::Result<ExitCode> {
+    let node = cfg
+        .nodes
+        .iter()
+        .find(|n| n.name == target)
+        .with_context(|| format!("{target} is not a host of this site"))?;
+    let url = format!("{}/recover", node.agent_url.trim_end_matches('/'));
+    let resp = http
+        .post(&url)
+        .json(request)
+        .send()
+        .await
+        .with_context(|| format!("could not reach {target}'s agent at {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{target}'s agent refused: {}", text.trim());
+    }
+    println!("{}", text.trim());
+    let status_url = format!("{}/status", node.agent_url.trim_end_matches('/'));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(&status_url).send().await
+            && let Ok(doc) = r.json::<serde_json::Value>().await
+        {
+            if doc.get("quorum").and_then(|q| q.as_str()) == Some("ok") {
+                println!(
+                    "Recovered: {target} leads a new cluster in epoch {}; the other hosts rejoin as standbys and are promoted up to {} voters.",
+                    doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0),
+                    cfg.cluster.voters
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(state) = doc.pointer("/recovery/state").and_then(|s| s.as_str())
+                && state.starts_with("rebuild failed")
+            {
+                anyhow::bail!("{target}: {state}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!(
+        "{target} did not report a working cluster within 120 s; see `edgeplane diag status`"
+    )
 }
 
 /// The freshest host according to any agent that answers.

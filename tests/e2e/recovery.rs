@@ -214,3 +214,172 @@ fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result
         Ok(())
     })
 }
+
+/// Puts `n` keys `prefix/i` = `v-i` through any of `urls`.
+async fn put_keys(urls: &[String], prefix: &str, n: usize) -> anyhow::Result<()> {
+    let mut c = etcd_client::Client::connect(urls, None).await?;
+    for i in 0..n {
+        c.put(format!("{prefix}/{i:03}"), format!("v-{i}"), None)
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many keys under `prefix/` a linearizable read through `urls` sees.
+async fn count_keys(urls: &[String], prefix: &str) -> anyhow::Result<usize> {
+    let mut c = etcd_client::Client::connect(urls, None).await?;
+    let t0 = Instant::now();
+    loop {
+        let res = tokio::time::timeout(
+            Duration::from_secs(2),
+            c.get(
+                format!("{prefix}/"),
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only(),
+                ),
+            ),
+        )
+        .await;
+        match res {
+            Ok(Ok(r)) => return Ok(r.count() as usize),
+            _ if t0.elapsed() < HANG => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("reading {prefix}/ timed out"),
+        }
+    }
+}
+
+fn recover_cmd(
+    config: &std::path::Path,
+    snapshot: &std::path::Path,
+) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(edgeplane_bin())
+        .args(["recover", "--confirm", "--config"])
+        .arg(config)
+        .arg("--snapshot")
+        .arg(snapshot)
+        .output()
+}
+
+/// All three voters SIGKILLed (only the standby survives), policy manual:
+/// `edgeplane recover --snapshot FILE --confirm` rebuilds the site on this
+/// host from the snapshot. A corrupt or truncated file is refused before
+/// anything is touched. The site holds exactly the snapshot's keys (not the
+/// ones written after it, which the standby's own data had) and returns to
+/// full strength once the killed hosts come back.
+#[test]
+fn recover_from_a_snapshot_file_refuses_a_corrupt_one_and_rebuilds_the_site() -> anyhow::Result<()>
+{
+    rt().block_on(async {
+        let mut site = site("manual").await?;
+        let (voters, learners) = site.roles().await.unwrap_or_default();
+        let survivor = *learners
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no standby"))?;
+        let voter_urls: Vec<String> = voters
+            .iter()
+            .map(|&v| site.hosts[v].client_url.clone())
+            .collect();
+        put_keys(&voter_urls, "snap", 50).await?;
+        let file = site.root.join("backup.etcd.zst");
+        let saved = std::process::Command::new(edgeplane_bin())
+            .args(["snapshot", "save", "--config"])
+            .arg(&site.hosts[voters[0]].config_path)
+            .arg("--out")
+            .arg(&file)
+            .output()?;
+        assert!(
+            saved.status.success(),
+            "snapshot save: {}",
+            String::from_utf8_lossy(&saved.stderr)
+        );
+        put_keys(&voter_urls, "late", 20).await?;
+        // The standby has applied everything, so it holds keys the snapshot lacks.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for &v in &voters {
+            site.kill_host(v);
+        }
+        let t0 = Instant::now();
+        while site
+            .agent_status(survivor)
+            .await
+            .and_then(|d| d.pointer("/recovery/quorum_lost").and_then(|q| q.as_bool()))
+            != Some(true)
+        {
+            assert!(
+                t0.elapsed() < HANG,
+                "the survivor never reported quorum loss"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let config = site.hosts[survivor].config_path.clone();
+        let etcd_pid = site.hosts[survivor].etcd_pid();
+
+        // A flipped byte and a truncated copy are both refused, and nothing changes.
+        let bytes = std::fs::read(&file)?;
+        let flipped = site.root.join("flipped.etcd.zst");
+        let mut b = bytes.clone();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x40;
+        std::fs::write(&flipped, &b)?;
+        let truncated = site.root.join("truncated.etcd.zst");
+        std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3])?;
+        for bad in [&flipped, &truncated] {
+            let out = recover_cmd(&config, bad)?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "a corrupt snapshot was accepted: {}",
+                bad.display()
+            );
+            assert!(
+                stderr.contains("refusing to recover") && stderr.contains("nothing was changed"),
+                "unclear refusal: {stderr}"
+            );
+        }
+        let doc = site.agent_status(survivor).await.unwrap_or_default();
+        assert_eq!(doc["epoch"], 0, "no rebuild after a refused snapshot");
+        assert_eq!(
+            site.hosts[survivor].etcd_pid(),
+            etcd_pid,
+            "the survivor's etcd was not touched"
+        );
+        let recovers = doc
+            .pointer("/journal/recent")
+            .and_then(|r| r.as_array())
+            .map(|ops| ops.iter().filter(|o| o["kind"] == "recover").count())
+            .unwrap_or(0);
+        assert_eq!(recovers, 0, "no recovery was journalled");
+
+        let out = recover_cmd(&config, &file)?;
+        assert!(
+            out.status.success(),
+            "recover --snapshot failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_writable(&site).await;
+        let here = vec![site.hosts[survivor].client_url.clone()];
+        assert_eq!(
+            count_keys(&here, "snap").await?,
+            50,
+            "every key of the snapshot is back"
+        );
+        assert_eq!(
+            count_keys(&here, "late").await?,
+            0,
+            "the site is the snapshot's point in time"
+        );
+        assert_eq!(
+            site.agent_status(survivor)
+                .await
+                .map(|d| d["epoch"].clone()),
+            Some(1.into())
+        );
+        heal_killed(&mut site, &voters).await;
+        assert_eq!(count_keys(&site.client_urls(), "snap").await?, 50);
+        Ok(())
+    })
+}

@@ -66,8 +66,9 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     axum::Json(doc)
 }
 
-/// `POST /recover` with `{"confirm": true}`: asks this host to rebuild the
-/// cluster from its data. The loop refuses unless quorum is really lost.
+/// `POST /recover` with `{"confirm": true}` (and optionally `"snapshot":
+/// "/abs/path"`): asks this host to rebuild the cluster from its data or
+/// from that snapshot file. The loop refuses unless quorum is really lost.
 async fn recover(
     State(s): State<Arc<Shared>>,
     body: Result<
@@ -97,13 +98,24 @@ async fn recover(
             ),
         );
     }
+    let from = match &req.snapshot {
+        Some(file) if !file.is_absolute() || !file.is_file() => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "refused: {} is not a file on {} (give an absolute path)\n",
+                    file.display(),
+                    doc.host
+                ),
+            );
+        }
+        Some(file) => format!("snapshot {}", file.display()),
+        None => "its data".to_string(),
+    };
     s.request_recover(req);
     (
         StatusCode::ACCEPTED,
-        format!(
-            "accepted: {} rebuilds the cluster from its data\n",
-            doc.host
-        ),
+        format!("accepted: {} rebuilds the cluster from {from}\n", doc.host),
     )
 }
 

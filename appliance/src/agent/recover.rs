@@ -21,6 +21,15 @@
 //!   asks this host's agent (`POST /recover`); even then the agent refuses
 //!   while any member reports a leader.
 //!
+//! What a rebuild starts from ([`Source`]): this host's own etcd data (the
+//! automatic path and `recover --from HOST`), or a snapshot file on this
+//! host (`recover --snapshot FILE`: the operator chose a point in time;
+//! writes after it are discarded). Either way the same steps follow: a
+//! one-member data dir in a scratch directory, marked with the new epoch,
+//! swapped in for the old one (moved aside, never deleted), etcd started.
+//! A snapshot is restored (and so fully verified) *before* etcd is stopped,
+//! so a corrupt file changes nothing.
+//!
 //! Residual risk, by choice: fenced hosts must stay off. If two fenced voters
 //! of three came back on their own while cut off from the survivors, they
 //! could form their old quorum (they cannot see the newer epoch). Refusing to
@@ -62,6 +71,28 @@ pub fn mark_epoch(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
 pub struct RecoverRequest {
     /// The operator confirms the lost hosts are powered off.
     pub confirm: bool,
+    /// Rebuild from this snapshot file (an absolute path on this host)
+    /// instead of this host's etcd data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<PathBuf>,
+}
+
+/// The data a rebuild starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// This host's etcd data dir (`member/snap/db`, a voter's or a learner's).
+    OwnData,
+    /// A snapshot file made by `edgeplane snapshot save` or the schedule.
+    Snapshot(PathBuf),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::OwnData => "this host's data".into(),
+            Source::Snapshot(p) => format!("snapshot {}", p.display()),
+        }
+    }
 }
 
 /// What the agent knows about a quorum loss (in `/status`).
@@ -146,12 +177,20 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         .collect();
     let fresh = freshest(agent);
     let fresh_name = fresh.map(|i| agent.view.peers[i].node.name.clone());
-    let command = fresh_name.as_ref().map(|h| {
-        format!(
+    let command = match &fresh_name {
+        Some(h) => Some(format!(
             "edgeplane recover --config {} --from {h} --confirm",
             config_path.display()
-        )
-    });
+        )),
+        // No survivor's data answers: offer this host's newest snapshot.
+        None => newest_snapshot(&agent.cfg.paths.snapshot_dir).map(|file| {
+            format!(
+                "edgeplane recover --config {} --snapshot {} --confirm",
+                config_path.display(),
+                file.display()
+            )
+        }),
+    };
     let policy = agent.cfg.recovery.quorum_loss_policy;
     let mut doc = RecoveryDoc {
         quorum_lost: true,
@@ -225,7 +264,11 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         agent.recovery.doc = doc;
         return;
     }
-    if !has_member_data(&agent.cfg.etcd.data_dir) {
+    let source = match requested.as_ref().and_then(|r| r.snapshot.clone()) {
+        Some(file) => Source::Snapshot(file),
+        None => Source::OwnData,
+    };
+    if source == Source::OwnData && !has_member_data(&agent.cfg.etcd.data_dir) {
         doc.state = "refused: this host has no etcd data to rebuild from".into();
         agent.recovery.doc = doc;
         return;
@@ -260,13 +303,14 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     }
     let reason = if requested.is_some() {
         format!(
-            "quorum lost ({} unreachable); recovery confirmed by an operator",
-            lost.join(", ")
+            "quorum lost ({} unreachable); recovery from {} confirmed by an operator",
+            lost.join(", "),
+            source.describe()
         )
     } else {
         format!("quorum lost ({} unreachable); fenced", lost.join(", "))
     };
-    match rebuild(agent, &reason).await {
+    match rebuild(agent, &source, &reason).await {
         Ok(epoch) => {
             doc.state =
                 format!("rebuilt a one-member cluster in epoch {epoch}; the other hosts rejoin");
@@ -279,6 +323,15 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         }
     }
     agent.recovery.doc = doc;
+}
+
+/// The newest snapshot file in `dir` (by the time it was taken), if any.
+fn newest_snapshot(dir: &Path) -> Option<PathBuf> {
+    edgeplane_snapshot::list(dir)
+        .ok()?
+        .into_iter()
+        .max_by_key(|m| m.info.created_at)
+        .map(|m| m.path)
 }
 
 fn policy_name(agent: &Agent) -> String {
@@ -307,9 +360,9 @@ async fn fence(command: &[String], host: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Rebuilds a one-member cluster from this host's etcd data in a new epoch.
-/// Returns the new epoch.
-async fn rebuild(agent: &mut Agent, reason: &str) -> anyhow::Result<u64> {
+/// Rebuilds a one-member cluster from `source` in a new epoch. Returns the
+/// new epoch.
+async fn rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Result<u64> {
     let peers_max = agent.view.peers.iter().map(peer_epoch).max().unwrap_or(0);
     let epoch = agent.data_epoch().max(peers_max) + 1;
     let op = agent
@@ -317,15 +370,19 @@ async fn rebuild(agent: &mut Agent, reason: &str) -> anyhow::Result<u64> {
         .begin(OpKind::Recover, &agent.me.name, reason)
         .context("could not journal the recovery intent")?;
     tracing::warn!(
-        "Quorum lost: rebuilding the cluster from this host's data as epoch {epoch} ({reason})."
+        "Quorum lost: rebuilding the cluster from {} as epoch {epoch} ({reason}).",
+        source.describe()
     );
-    let result = rebuild_inner(agent, epoch).await;
+    let result = rebuild_inner(agent, source, epoch).await;
     match &result {
         Ok(()) => {
             let _ = agent.state.finish(
                 op,
                 Outcome::Done,
-                &format!("one-member cluster in epoch {epoch}"),
+                &format!(
+                    "one-member cluster in epoch {epoch} from {}",
+                    source.describe()
+                ),
             );
         }
         Err(e) => {
@@ -335,26 +392,48 @@ async fn rebuild(agent: &mut Agent, reason: &str) -> anyhow::Result<u64> {
     result.map(|()| epoch)
 }
 
-async fn rebuild_inner(agent: &mut Agent, epoch: u64) -> anyhow::Result<()> {
+async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow::Result<()> {
     let data_dir = agent.cfg.etcd.data_dir.clone();
-    agent.etcd.stop(Duration::from_secs(5)).await;
-    // Copy the db first: the old data dir stays untouched until the new one is ready.
+    // Everything is prepared in a scratch directory: the old data dir stays
+    // untouched until the new one is ready.
     let work = agent.cfg.paths.state_dir.join(format!("recover-e{epoch}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)
         .with_context(|| format!("could not create {}", work.display()))?;
-    let db = work.join("db");
-    std::fs::copy(data_dir.join("member").join("snap").join("db"), &db)
-        .context("could not copy this member's db file")?;
     let new_dir = work.join("data");
-    restore_db(
-        &db,
+    let target = edgeplane_snapshot::RestoreTarget::new(
         &new_dir,
-        &agent.me.name,
-        &agent.me.peer_url,
-        &agent.token_for(epoch),
-        true,
-    )?;
+        agent.me.name.clone(),
+        format!("{}={}", agent.me.name, agent.me.peer_url),
+        agent.token_for(epoch),
+        agent.me.peer_url.clone(),
+    );
+    match source {
+        Source::OwnData => {
+            // The db must not change while it is copied.
+            agent.etcd.stop(Duration::from_secs(5)).await;
+            let db = work.join("db");
+            std::fs::copy(data_dir.join("member").join("snap").join("db"), &db)
+                .context("could not copy this member's db file")?;
+            // A member's db has no snapshot hash: restored with --skip-hash-check.
+            edgeplane_snapshot::restore_db_file(&db, &target)
+                .context("could not restore this member's db file")?;
+        }
+        Source::Snapshot(file) => {
+            // Verified in full while restoring, before etcd is touched.
+            let file = file.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                edgeplane_snapshot::restore(&file, &target, &mut |_| {})
+            })
+            .await
+            .context("the restore task failed")?;
+            if let Err(e) = report {
+                let _ = std::fs::remove_dir_all(&work);
+                return Err(e).context("refused the snapshot");
+            }
+            agent.etcd.stop(Duration::from_secs(5)).await;
+        }
+    }
     mark_epoch(&new_dir, epoch).context("could not mark the new data dir with its epoch")?;
     move_aside(&data_dir, 2)?;
     std::fs::rename(&new_dir, &data_dir).with_context(|| {
@@ -366,48 +445,4 @@ async fn rebuild_inner(agent: &mut Agent, epoch: u64) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     agent.etcd.start(&super::etcd::StartMode::Restart)?;
     Ok(())
-}
-
-/// `etcdctl snapshot restore` of a db file into `data_dir` as a one-member
-/// cluster. `skip_hash` for a db copied from a member (it has no snapshot hash).
-pub fn restore_db(
-    db: &Path,
-    data_dir: &Path,
-    name: &str,
-    peer_url: &str,
-    token: &str,
-    skip_hash: bool,
-) -> anyhow::Result<()> {
-    let etcdctl = etcdctl_path();
-    let mut cmd = std::process::Command::new(&etcdctl);
-    cmd.env("ETCDCTL_API", "3")
-        .arg("snapshot")
-        .arg("restore")
-        .arg(db)
-        .arg(format!("--name={name}"))
-        .arg(format!("--initial-cluster={name}={peer_url}"))
-        .arg(format!("--initial-cluster-token={token}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--data-dir={}", data_dir.display()));
-    if skip_hash {
-        cmd.arg("--skip-hash-check");
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not run {}", etcdctl.display()))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "etcdctl snapshot restore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    Ok(())
-}
-
-/// etcdctl: beside the configured etcd binary, else on PATH.
-pub fn etcdctl_path() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEPLANE_ETCDCTL").unwrap_or_else(|_| "/usr/bin/etcdctl".into()))
 }
