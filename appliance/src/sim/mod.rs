@@ -656,7 +656,8 @@ impl Writer {
                 if clients[i].is_none() {
                     let opts = certs::etcd_options(&client_urls[i])
                         .with_connect_timeout(Duration::from_millis(300))
-                        .with_timeout(Duration::from_secs(2))
+                        // The client's own deadline must not undercut `put_timeout`.
+                        .with_timeout(put_timeout.max(Duration::from_secs(2)))
                         .with_require_leader(true);
                     clients[i] =
                         etcd_client::Client::connect([client_urls[i].as_str()], Some(opts))
