@@ -8,12 +8,20 @@
 //! healthy, caught-up voter (the next coordinator then defragments the
 //! former leader as a follower). Learners refuse the Defragment RPC in 3.4.
 //!
-//! NOSPACE: compact to the current revision, defragment every voter the same
-//! way, then disarm the alarm, each step journalled.
+//! NOSPACE: compact to the current revision (once per alarm), defragment
+//! every voter once, followers first, let the standby defragment itself
+//! offline (see [`standby_tick`]), then disarm every NOSPACE alarm by its
+//! member ID (a deactivation without one disarms nothing), each step
+//! journalled. During the alarm the leader is defragmented in place, last:
+//! the cluster refuses writes anyway, so there is no write to stall, and
+//! moving leadership would hand a half-done alarm to an agent that does not
+//! know which steps were done (found by the NOSPACE test: two agents
+//! compacted and handed leadership to each other for a minute and never
+//! disarmed).
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{AlarmAction, AlarmType, CompactionOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
 
 use super::local::Agent;
 use super::plan::Decision;
@@ -21,12 +29,30 @@ use super::state::{OpKind, Outcome};
 
 const DEFRAG_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the coordinator waits for the standby to defragment itself
+/// before disarming a NOSPACE alarm anyway.
+const STANDBY_WAIT: Duration = Duration::from_secs(30);
+
+/// A member whose db (bbolt's high-water mark, what etcd's quota check
+/// counts) is above this fraction of the quota would raise NOSPACE again on
+/// its next applied write.
+const AT_QUOTA: f64 = 0.9;
+
 /// Bookkeeping between ticks.
 #[derive(Debug, Default)]
 pub struct DefragState {
     pub last_check: Option<Instant>,
     /// Members already defragmented during the current NOSPACE alarm.
     pub done_this_alarm: Vec<String>,
+    /// The current NOSPACE alarm's compaction is done.
+    pub compacted_this_alarm: bool,
+    /// When the voters were done with the current alarm (coordinator), or
+    /// this standby defragmented itself during it (standby).
+    pub alarm_seen: Option<Instant>,
+    /// Standby: from when (ms since the epoch) a compaction counts for the current alarm.
+    pub standby_alarm_ms: Option<i64>,
+    /// Standby: when the coordinator's compaction was first seen done.
+    pub compaction_seen: Option<Instant>,
 }
 
 /// Fraction of the db file that is free pages.
@@ -37,9 +63,17 @@ fn free_ratio(db_size: i64, in_use: i64) -> f64 {
     (db_size - in_use).max(0) as f64 / db_size as f64
 }
 
-/// One defrag step at most per check interval (coordinator only).
+/// One defrag step at most per check interval (coordinator only; a standby
+/// only defragments itself during a NOSPACE alarm).
 pub async fn tick(agent: &mut Agent) {
-    if !agent.cfg.defrag.enabled || !agent.is_coordinator() {
+    if !agent.cfg.defrag.enabled {
+        return;
+    }
+    if agent.local_status().is_some_and(|s| s.is_learner) {
+        standby_tick(agent).await;
+        return;
+    }
+    if !agent.is_coordinator() {
         return;
     }
     let nospace = agent.view.peers.iter().any(|p| {
@@ -57,13 +91,15 @@ pub async fn tick(agent: &mut Agent) {
     agent.defrag.last_check = Some(Instant::now());
     if !nospace {
         agent.defrag.done_this_alarm.clear();
+        agent.defrag.compacted_this_alarm = false;
+        agent.defrag.alarm_seen = None;
     }
     if agent.last_decision != Decision::Steady {
         tracing::debug!("Not defragmenting: the cluster is not at full strength.");
         return;
     }
-    if nospace {
-        compact_all(agent).await;
+    if nospace && !agent.defrag.compacted_this_alarm {
+        agent.defrag.compacted_this_alarm = compact_all(agent).await;
     }
     let leader_index = agent.view.leader_index().unwrap_or(0);
     let max_lag = agent.cfg.cluster.promotion_max_lag;
@@ -92,12 +128,20 @@ pub async fn tick(agent: &mut Agent) {
     candidates.sort_by_key(|(_, is_leader, _)| *is_leader);
     let Some(&(i, is_leader, ratio)) = candidates.first() else {
         if nospace {
-            disarm(agent).await;
+            let since = *agent.defrag.alarm_seen.get_or_insert_with(Instant::now);
+            match standby_at_quota(agent) {
+                Some(host) if since.elapsed() < STANDBY_WAIT => {
+                    tracing::debug!(
+                        "NOSPACE: waiting for the standby {host} to defragment itself before disarming."
+                    );
+                }
+                _ => disarm(agent).await,
+            }
         }
         return;
     };
     let host = agent.view.peers[i].node.name.clone();
-    if is_leader {
+    if is_leader && !nospace {
         tracing::info!(
             "The leader ({host}) needs defragmenting ({:.0}% free); moving leadership away first.",
             ratio * 100.0
@@ -134,25 +178,137 @@ pub async fn tick(agent: &mut Agent) {
     agent.defrag.last_check = None;
 }
 
+/// A reachable standby whose db is still at the quota, if any.
+fn standby_at_quota(agent: &Agent) -> Option<String> {
+    let quota = agent.cfg.etcd.quota_backend_bytes as f64;
+    agent.view.peers.iter().find_map(|p| {
+        let s = p.status.as_ref()?;
+        (s.is_learner && s.db_size as f64 >= AT_QUOTA * quota).then(|| p.node.name.clone())
+    })
+}
+
+/// The standby's side of a NOSPACE alarm. A learner refuses the Defragment
+/// RPC (3.4), yet it applies every write against its own quota: left at the
+/// quota it raises the alarm again on the first write after the disarm
+/// (seen in the NOSPACE test). So once the coordinator's journal (in its
+/// `/status`) shows the compaction done, and a second later (the learner
+/// applies it), its own agent defragments it offline: stop etcd, `etcdctl
+/// defrag --data-dir`, start it again — about a second for a small db, well
+/// inside the failure detection window. Once per alarm. The learner's own
+/// `db_in_use` cannot tell when the compaction has reached it: bbolt frees
+/// the pages only at the next write, and NOSPACE allows none.
+async fn standby_tick(agent: &mut Agent) {
+    let Some((db_size, db_in_use, nospace)) = agent.local_status().map(|s| {
+        (
+            s.db_size,
+            s.db_in_use,
+            s.errors.iter().any(|e| e.contains("NOSPACE")),
+        )
+    }) else {
+        return;
+    };
+    if !nospace {
+        agent.defrag.alarm_seen = None;
+        agent.defrag.standby_alarm_ms = None;
+        agent.defrag.compaction_seen = None;
+        return;
+    }
+    let quota = agent.cfg.etcd.quota_backend_bytes as f64;
+    if agent.defrag.alarm_seen.is_some() || (db_size as f64) < AT_QUOTA * quota {
+        return;
+    }
+    let ratio = free_ratio(db_size, db_in_use);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    // The coordinator may have compacted just before this host saw the alarm.
+    let since_ms = *agent.defrag.standby_alarm_ms.get_or_insert(now_ms - 30_000);
+    let compacted = agent.view.peers.iter().any(|p| {
+        p.agent_doc
+            .as_ref()
+            .and_then(|d| d.pointer("/journal/recent"))
+            .and_then(|r| r.as_array())
+            .is_some_and(|ops| {
+                ops.iter().any(|o| {
+                    o["reason"] == "NOSPACE alarm: compacting"
+                        && o["outcome"] == "done"
+                        && o["finished_ms"].as_i64().is_some_and(|f| f >= since_ms)
+                })
+            })
+    });
+    if !compacted {
+        return;
+    }
+    let seen = *agent
+        .defrag
+        .compaction_seen
+        .get_or_insert_with(Instant::now);
+    if seen.elapsed() < Duration::from_secs(1) {
+        return;
+    }
+    agent.defrag.alarm_seen = Some(Instant::now());
+    let reason = format!(
+        "NOSPACE alarm: defragmenting this standby offline (db {} bytes, {:.0}% free before the compaction's pages are released; learners refuse the Defragment RPC)",
+        db_size,
+        ratio * 100.0
+    );
+    let Ok(op) = agent.state.begin(OpKind::Defrag, &agent.me.name, &reason) else {
+        return;
+    };
+    let t0 = Instant::now();
+    agent.etcd.stop(Duration::from_secs(10)).await;
+    let etcdctl = edgeplane_snapshot::etcdctl_bin();
+    let run = tokio::process::Command::new(&etcdctl)
+        .env("ETCDCTL_API", "3")
+        .arg("defrag")
+        .arg(format!("--data-dir={}", agent.cfg.etcd.data_dir.display()))
+        .kill_on_drop(true)
+        .output();
+    let res = tokio::time::timeout(DEFRAG_TIMEOUT, run).await;
+    let (outcome, detail) = match res {
+        Ok(Ok(out)) if out.status.success() => (
+            Outcome::Done,
+            format!("defragmented offline in {:.2}s", t0.elapsed().as_secs_f64()),
+        ),
+        Ok(Ok(out)) => (
+            Outcome::Failed,
+            format!(
+                "etcdctl defrag exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ),
+        Ok(Err(e)) => (
+            Outcome::Failed,
+            format!("could not run {}: {e}", etcdctl.display()),
+        ),
+        Err(_) => (Outcome::Failed, "etcdctl defrag timed out".into()),
+    };
+    if let Err(e) = agent.etcd.start(&super::etcd::StartMode::Restart) {
+        tracing::error!("Could not restart etcd after an offline defrag: {e:#}");
+    }
+    tracing::warn!("{reason}: {detail}.");
+    let _ = agent.state.finish(op, outcome, &detail);
+}
+
 /// Compacts to the current revision (physical: waits until it is applied).
-async fn compact_all(agent: &mut Agent) {
+/// Whether it is done.
+async fn compact_all(agent: &mut Agent) -> bool {
     let my = agent.my_index;
     let Some(mut client) = agent.view.peers[my].client().await else {
-        return;
+        return false;
     };
     let Ok(Ok(resp)) =
         tokio::time::timeout(Duration::from_secs(5), client.get("edgeplane", None)).await
     else {
-        return;
+        return false;
     };
     let Some(rev) = resp.header().map(|h| h.revision()) else {
-        return;
+        return false;
     };
     let Ok(op) = agent
         .state
         .begin(OpKind::Defrag, &agent.me.name, "NOSPACE alarm: compacting")
     else {
-        return;
+        return false;
     };
     let res = tokio::time::timeout(
         Duration::from_secs(30),
@@ -168,29 +324,67 @@ async fn compact_all(agent: &mut Agent) {
     };
     tracing::warn!("NOSPACE alarm: {detail}.");
     let _ = agent.state.finish(op, outcome, &detail);
+    outcome == Outcome::Done
 }
 
-/// Disarms the NOSPACE alarm once every voter has been defragmented.
+/// Disarms every NOSPACE alarm once every voter has been defragmented. A
+/// view that still shows an alarm already disarmed finds none in the list
+/// and records nothing.
 async fn disarm(agent: &mut Agent) {
     let my = agent.my_index;
     let Some(mut client) = agent.view.peers[my].client().await else {
         return;
     };
+    // Alarm requests go through raft: a leader change drops them (retried next tick).
+    let Ok(Ok(list)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.alarm(AlarmAction::Get, AlarmType::None, None),
+    )
+    .await
+    else {
+        return;
+    };
+    let members: Vec<u64> = list
+        .alarms()
+        .iter()
+        .filter(|a| a.alarm() == AlarmType::Nospace)
+        .map(|a| a.member_id())
+        .collect();
+    if members.is_empty() {
+        return;
+    }
     let Ok(op) = agent
         .state
         .begin(OpKind::Defrag, &agent.me.name, "NOSPACE alarm: disarming")
     else {
         return;
     };
-    let res = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, None),
-    )
-    .await;
-    let (outcome, detail) = match res {
-        Ok(Ok(_)) => (Outcome::Done, "NOSPACE alarm disarmed".to_string()),
-        Ok(Err(e)) => (Outcome::Failed, e.to_string()),
-        Err(_) => (Outcome::Failed, "timed out".into()),
+    let mut failed = Vec::new();
+    for &m in &members {
+        let mut opts = AlarmOptions::new();
+        opts.with_member(m);
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(opts)),
+        )
+        .await;
+        match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failed.push(format!("member {m:x}: {e}")),
+            Err(_) => failed.push(format!("member {m:x}: timed out")),
+        }
+    }
+    let ids: Vec<String> = members.iter().map(|m| format!("{m:x}")).collect();
+    let (outcome, detail) = if failed.is_empty() {
+        (
+            Outcome::Done,
+            format!(
+                "NOSPACE alarm disarmed (raised by member {})",
+                ids.join(", ")
+            ),
+        )
+    } else {
+        (Outcome::Failed, failed.join("; "))
     };
     tracing::warn!("{detail}.");
     let _ = agent.state.finish(op, outcome, &detail);

@@ -72,6 +72,9 @@ pub struct SiteSpec {
     pub binary: PathBuf,
     /// Appended to every host's config (extra sections).
     pub extra_toml: String,
+    /// Extra keys of every host's `[etcd]` section (which the simulator
+    /// writes itself), e.g. `quota_backend_bytes = "8MiB"`.
+    pub etcd_toml: String,
     /// Site name.
     pub site: String,
     /// Run this host in its own network namespace, joined to the others by a
@@ -90,6 +93,7 @@ impl SiteSpec {
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
+            etcd_toml: String::new(),
             site: "loopback".to_string(),
         }
     }
@@ -361,7 +365,12 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
             toml_path(&tls.join("host.key"))
         );
     }
-    let _ = writeln!(s, "[etcd]\ndata_dir = {}\n", toml_path(&me.data_dir));
+    let _ = writeln!(
+        s,
+        "[etcd]\ndata_dir = {}\n{}\n",
+        toml_path(&me.data_dir),
+        spec.etcd_toml
+    );
     let _ = writeln!(s, "[paths]\nroot = {}\n", toml_path(&me.dir));
     let _ = writeln!(
         s,
