@@ -125,50 +125,116 @@ fn save_cmd(config: &Path, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One row of `snapshot list`.
 #[derive(Serialize)]
 struct Listed {
-    /// Taken by this host (false: a copy of a peer's snapshot).
-    local: bool,
-    #[serde(flatten)]
-    meta: snap::SnapshotMeta,
+    name: String,
+    origin: String,
+    revision: i64,
+    /// Size of the compressed file.
+    file_bytes: u64,
+    sha256: String,
+    taken_at: chrono::DateTime<chrono::Utc>,
+    age_s: f64,
+    /// Hosts known to hold a copy (from the catalog; this host only, from files).
+    copies: Vec<String>,
+    /// This host holds a copy; its path.
+    path: Option<PathBuf>,
+}
+
+/// The rows, and where they came from: the agent's catalog (which knows the
+/// copies on every host) or, when the state store cannot be read or has no
+/// catalog yet, this host's snapshot files.
+fn listing(cfg: &Config) -> anyhow::Result<(Vec<Listed>, String)> {
+    let dir = &cfg.paths.snapshot_dir;
+    let files = snap::list(dir).with_context(|| format!("could not list {}", dir.display()))?;
+    let now = chrono::Utc::now();
+    let age =
+        |t: chrono::DateTime<chrono::Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
+    let catalog = crate::diag::local::read_journal(&cfg.paths.state_dir, 1)
+        .map(|r| r.catalog)
+        .unwrap_or_default();
+    if catalog.is_empty() {
+        let rows = files
+            .into_iter()
+            .map(|m| Listed {
+                age_s: age(m.info.created_at),
+                name: m.name,
+                origin: m.info.origin,
+                revision: m.info.revision,
+                file_bytes: m.file_bytes,
+                sha256: m.info.sha256,
+                taken_at: m.info.created_at,
+                copies: vec![cfg.host.clone()],
+                path: Some(m.path),
+            })
+            .collect();
+        return Ok((rows, format!("files in {}", dir.display())));
+    }
+    let rows = catalog
+        .into_iter()
+        .map(|e| {
+            let taken_at = chrono::DateTime::from_timestamp_millis(e.taken_at_ms).unwrap_or(now);
+            let path = files
+                .iter()
+                .find(|m| m.name == e.name)
+                .map(|m| m.path.clone());
+            Listed {
+                age_s: age(taken_at),
+                name: e.name,
+                origin: e.origin,
+                revision: e.revision,
+                file_bytes: e.file_bytes,
+                sha256: e.sha256,
+                taken_at,
+                copies: e.copies.into_iter().collect(),
+                path,
+            }
+        })
+        .collect();
+    Ok((rows, "the agent's catalog".into()))
+}
+
+/// An age for people: `42s`, `17m`, `5h`, `3d`.
+fn human_age(s: f64) -> String {
+    match s as u64 {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 fn list_cmd(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
-    let dir = &cfg.paths.snapshot_dir;
-    let list = snap::list(dir).with_context(|| format!("could not list {}", dir.display()))?;
-    let rows: Vec<Listed> = list
-        .into_iter()
-        .map(|m| Listed {
-            local: m.is_local(&cfg.host),
-            meta: m,
-        })
-        .collect();
+    let (rows, source) = listing(&cfg)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let doc = serde_json::json!({ "source": source, "snapshots": rows });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no snapshots in {}", dir.display());
+        println!("no snapshots ({source})");
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<48} {:<6} {:<12} {:<20} {:>10} {:>12} {:>12}",
-        "NAME", "WHOSE", "ORIGIN", "CREATED (UTC)", "REVISION", "DB", "FILE"
+        "{:<48} {:<12} {:<20} {:>6} {:>10} {:>10}  COPIES",
+        "NAME", "ORIGIN", "TAKEN (UTC)", "AGE", "REVISION", "FILE"
     );
     for r in &rows {
         println!(
-            "{:<48} {:<6} {:<12} {:<20} {:>10} {:>12} {:>12}",
-            r.meta.name,
-            if r.local { "local" } else { "peer" },
-            r.meta.info.origin,
-            r.meta.info.created_at.format("%Y-%m-%d %H:%M:%S"),
-            r.meta.info.revision,
-            mib(r.meta.info.db_bytes),
-            mib(r.meta.file_bytes),
+            "{:<48} {:<12} {:<20} {:>6} {:>10} {:>10}  {}{}",
+            r.name,
+            r.origin,
+            r.taken_at.format("%Y-%m-%d %H:%M:%S"),
+            human_age(r.age_s),
+            r.revision,
+            mib(r.file_bytes),
+            r.copies.join(","),
+            if r.path.is_some() { "" } else { " (not here)" },
         );
     }
-    println!("{} snapshot(s) in {}", rows.len(), dir.display());
+    println!("{} snapshot(s), from {source}", rows.len());
     Ok(ExitCode::SUCCESS)
 }
 

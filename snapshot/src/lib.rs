@@ -57,7 +57,8 @@
 //! [`save`] (etcd → file), [`verify`] / [`verify_with_etcdctl`],
 //! [`restore`] / [`restore_db_file`], [`list`] / [`prune`] (a snapshot
 //! directory), [`receive`] / [`push_to_peer`] / [`fetch_from_peer`] /
-//! [`routes`] (copies between agents), [`Progress`] (long operations).
+//! [`list_peer`] / [`routes`] (copies between agents), [`Progress`] (long
+//! operations).
 
 mod bbolt;
 mod error;
@@ -72,7 +73,8 @@ mod verify;
 pub use error::{Error, Result};
 pub use format::{EXTENSION, SnapshotInfo, SnapshotMeta, read_meta, valid_name};
 pub use peer::{
-    DEFAULT_MAX_RECEIVE_BYTES, fetch_from_peer, push_to_peer, receive, receive_file, routes,
+    DEFAULT_MAX_RECEIVE_BYTES, fetch_from_peer, list_peer, push_to_peer, receive, receive_file,
+    routes,
 };
 pub use progress::{Progress, terminal_reporter};
 pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db_file};

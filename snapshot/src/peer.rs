@@ -10,7 +10,8 @@
 //!   it fully ([`crate::verify`]), and only then renames it into place.
 //!   Answers: 201 + meta JSON (stored), 200 + meta JSON (already held), 400
 //!   bad name, 409 same name with other content, 413 too large, 422 corrupt.
-//! - `GET /snapshots`: the directory's list as JSON ([`crate::list`]).
+//! - `GET /snapshots`: the directory's list as JSON ([`crate::list`]);
+//!   [`list_peer`] asks for it.
 //! - `GET /snapshots/{name}`: download one snapshot (for a recovery on
 //!   another host, [`fetch_from_peer`]).
 
@@ -159,6 +160,31 @@ pub async fn push_to_peer(
         });
     }
     resp.json::<SnapshotMeta>()
+        .await
+        .map_err(|err| Error::Http { url, err })
+}
+
+/// The snapshots the agent at `agent_url` holds (`GET {agent_url}/snapshots`).
+pub async fn list_peer(agent_url: &str, timeout: Duration) -> Result<Vec<SnapshotMeta>> {
+    let url = format!("{}/snapshots", agent_url.trim_end_matches('/'));
+    let resp = http_client(timeout)?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|err| Error::Http {
+            url: url.clone(),
+            err,
+        })?;
+    if !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(Error::PeerStatus {
+            url,
+            status,
+            body: body.trim().to_string(),
+        });
+    }
+    resp.json::<Vec<SnapshotMeta>>()
         .await
         .map_err(|err| Error::Http { url, err })
 }

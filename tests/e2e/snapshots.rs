@@ -1,5 +1,6 @@
 //! Scheduled snapshots: exactly one agent (the coordinator) takes one per
-//! interval from a voter, and every host ends up with a verified copy.
+//! interval from a voter, every host ends up with a verified copy, and every
+//! host's catalog (`edgeplane snapshot list`) says where the copies are.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,65 @@ fn scheduled_snapshot_is_copied_to_every_host_and_verifies() -> anyhow::Result<(
             out.status.success(),
             "verify failed: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The catalog: every host's agent learns where every copy is.
+        let list = |config: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+            let out = std::process::Command::new(edgeplane_bin())
+                .args(["snapshot", "list", "--json", "--config"])
+                .arg(config)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(serde_json::from_slice(&out.stdout)?)
+        };
+        let names: Vec<String> = site.hosts.iter().map(|h| h.name.clone()).collect();
+        let t0 = Instant::now();
+        for h in &site.hosts {
+            loop {
+                let doc = list(&h.config_path)?;
+                let copies: Vec<String> = doc
+                    .pointer("/snapshots/0/copies")
+                    .and_then(|c| serde_json::from_value(c.clone()).ok())
+                    .unwrap_or_default();
+                if doc["source"] == "the agent's catalog" && copies == names {
+                    let row = &doc["snapshots"][0];
+                    assert_eq!(doc["snapshots"].as_array().map(Vec::len), Some(1), "{doc}");
+                    assert!(row["revision"].as_i64().is_some_and(|r| r > 0), "{doc}");
+                    assert!(row["file_bytes"].as_u64().is_some_and(|b| b > 0), "{doc}");
+                    assert_eq!(row["sha256"].as_str().map(str::len), Some(64), "{doc}");
+                    assert!(row["path"].is_string(), "this host holds it: {doc}");
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < HANG,
+                    "{}'s catalog does not list a copy on every host: {doc}",
+                    h.name
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        // Without the agent's state, the files: this host's copy only.
+        let cfg = std::fs::read_to_string(&site.hosts[0].config_path)?.replace(
+            "[paths]\n",
+            "[paths]\nstate_dir = \"/nonexistent/edgeplane-state\"\n",
+        );
+        let bare = site.root.join("no-state.toml");
+        std::fs::write(&bare, cfg)?;
+        let doc = list(&bare)?;
+        assert!(
+            doc["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("files in")),
+            "{doc}"
+        );
+        assert_eq!(
+            doc["snapshots"][0]["copies"],
+            serde_json::json!([names[0]]),
+            "{doc}"
         );
         Ok(())
     })

@@ -9,6 +9,11 @@
 //! coordinator after a failover continues the schedule instead of starting
 //! over. The run happens in a background task: a large database must never
 //! hold up the membership loop.
+//!
+//! The catalog (in the state store) records which hosts hold each snapshot:
+//! the coordinator adds the copies it pushed, and every agent, every 15 s,
+//! records its own directory and each reachable peer's `GET /snapshots`, so
+//! copies pruned anywhere leave it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +23,16 @@ use super::local::Agent;
 use super::plan::Decision;
 use super::state::{OpKind, Outcome, State};
 
+/// How often the catalog is brought up to date from this host's directory and the peers' lists.
+const CATALOG_EVERY: Duration = Duration::from_secs(15);
+
 /// Bookkeeping between ticks.
 #[derive(Debug, Default)]
 pub struct SnapshotState {
     running: Arc<AtomicBool>,
     last_prune: Option<Instant>,
     last_check: Option<Instant>,
+    last_catalog: Option<Instant>,
 }
 
 /// Age of the newest snapshot in `dir` (any origin), if any.
@@ -52,6 +61,14 @@ pub fn tick(agent: &mut Agent) {
         if let Err(e) = edgeplane_snapshot::prune(&dir, cfg.retain_count, cfg.retain_age) {
             tracing::warn!("Could not prune snapshots in {}: {e}", dir.display());
         }
+    }
+    if agent
+        .snapshots
+        .last_catalog
+        .is_none_or(|t| t.elapsed() > CATALOG_EVERY)
+    {
+        agent.snapshots.last_catalog = Some(Instant::now());
+        refresh_catalog(agent, dir.clone());
     }
     if !agent.is_coordinator() || agent.last_decision != Decision::Steady {
         return;
@@ -107,6 +124,40 @@ pub fn tick(agent: &mut Agent) {
     tokio::spawn(async move {
         take_and_copy(state, origin, endpoint, dir, peers, tls).await;
         running.store(false, Ordering::Relaxed);
+    });
+}
+
+/// Brings the catalog up to date in the background: this host's directory
+/// as it is now (after pruning), and each reachable peer's list (a peer that
+/// does not answer keeps its last-known copies).
+fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
+    let state = agent.state.clone();
+    let me = agent.me.name.clone();
+    let peers: Vec<(String, String)> = agent
+        .view
+        .peers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != agent.my_index)
+        .map(|(_, p)| (p.node.name.clone(), p.node.agent_url.clone()))
+        .collect();
+    tokio::spawn(async move {
+        let local = tokio::task::spawn_blocking(move || edgeplane_snapshot::list(&dir)).await;
+        if let Ok(Ok(list)) = local
+            && let Err(e) = state.catalog_sync_host(&me, &list)
+        {
+            tracing::warn!("Could not update the snapshot catalog: {e}");
+        }
+        for (name, url) in peers {
+            match edgeplane_snapshot::list_peer(&url, Duration::from_secs(2)).await {
+                Ok(list) => {
+                    if let Err(e) = state.catalog_sync_host(&name, &list) {
+                        tracing::warn!("Could not update the snapshot catalog: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!(peer = %name, "No snapshot list from {name}: {e}"),
+            }
+        }
     });
 }
 
@@ -177,6 +228,12 @@ async fn take_and_copy(
         meta.info.sha256,
         copies.join(", ")
     );
+    if let Err(e) = state.catalog_add_copies(&meta, &copies) {
+        tracing::warn!(
+            "Could not record snapshot {} in the catalog: {e}",
+            meta.name
+        );
+    }
     tracing::info!("Snapshot taken: {detail}.");
     let _ = state.finish(op, Outcome::Done, &detail);
 }

@@ -5,13 +5,18 @@
 //!   updated with the *outcome* after, so an agent killed mid-operation knows
 //!   on restart what it was doing;
 //! - `facts`: small named values (the epoch this host belongs to, whether it
-//!   has ever been part of a running cluster).
+//!   has ever been part of a running cluster);
+//! - `snapshot_catalog`: one [`CatalogEntry`] per snapshot this host knows
+//!   of (name → origin, revision, size, sha256, when taken, which hosts hold
+//!   a copy). The snapshot files carry the same facts in their footers; the
+//!   catalog adds where the copies are, which no single directory knows.
 //!
 //! Every commit is fsynced (redb's default durability). Why redb and not
 //! sled: see `../shared/research/crates.md` (sled: no release since 2021,
 //! corruption-after-crash reports, RSS; redb: clean after every kill -9 we
 //! tried, 87 MB RSS with a bounded cache).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -19,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 const JOURNAL: TableDefinition<u64, &str> = TableDefinition::new("journal");
 const FACTS: TableDefinition<&str, &str> = TableDefinition::new("facts");
+/// Snapshot name → [`CatalogEntry`] as JSON.
+pub const CATALOG: TableDefinition<&str, &str> = TableDefinition::new("snapshot_catalog");
 
 /// Records beyond this many are trimmed, oldest first.
 const JOURNAL_KEEP: u64 = 10_000;
@@ -78,6 +85,57 @@ pub struct Op {
     pub detail: String,
 }
 
+/// One snapshot in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// File name, `ORIGIN-…-rREV.etcd.zst`.
+    pub name: String,
+    /// The host whose agent took it.
+    pub origin: String,
+    /// etcd revision at the snapshot.
+    pub revision: i64,
+    /// Size of the (compressed) snapshot file on disk.
+    pub file_bytes: u64,
+    /// sha256 of the compressed data region (the footer's).
+    pub sha256: String,
+    pub taken_at_ms: i64,
+    /// Hosts known to hold a verified copy (the origin included while it keeps its own).
+    pub copies: BTreeSet<String>,
+}
+
+impl CatalogEntry {
+    pub fn from_meta(m: &edgeplane_snapshot::SnapshotMeta) -> CatalogEntry {
+        CatalogEntry {
+            name: m.name.clone(),
+            origin: m.info.origin.clone(),
+            revision: m.info.revision,
+            file_bytes: m.file_bytes,
+            sha256: m.info.sha256.clone(),
+            taken_at_ms: m.info.created_at.timestamp_millis(),
+            copies: BTreeSet::new(),
+        }
+    }
+}
+
+/// Every catalog entry in `db`, oldest first (an absent table is empty).
+pub fn read_catalog(db: &impl ReadableDatabase) -> Result<Vec<CatalogEntry>, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let t = match txn.open_table(CATALOG) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = Vec::new();
+    for item in t.iter().map_err(|e| e.to_string())? {
+        let (_, v) = item.map_err(|e| e.to_string())?;
+        if let Ok(e) = serde_json::from_str::<CatalogEntry>(v.value()) {
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| (a.taken_at_ms, &a.name).cmp(&(b.taken_at_ms, &b.name)));
+    Ok(out)
+}
+
 /// The store. Cheap to share behind an `Arc`; redb serialises writers.
 #[derive(Debug)]
 pub struct State {
@@ -108,6 +166,7 @@ impl State {
         state.write(|txn| {
             txn.open_table(JOURNAL)?;
             txn.open_table(FACTS)?;
+            txn.open_table(CATALOG)?;
             Ok(())
         })?;
         Ok(state)
@@ -216,6 +275,72 @@ impl State {
     }
 }
 
+impl State {
+    /// Records what `host` holds: every snapshot in `held` gains `host` as a
+    /// copy (added to the catalog if new), and every entry not in `held`
+    /// loses it. Entries no host holds any more are dropped. One transaction.
+    pub fn catalog_sync_host(
+        &self,
+        host: &str,
+        held: &[edgeplane_snapshot::SnapshotMeta],
+    ) -> Result<(), StateError> {
+        self.write(|txn| {
+            let mut t = txn.open_table(CATALOG)?;
+            let mut entries: Vec<CatalogEntry> = Vec::new();
+            for item in t.iter()? {
+                let (_, v) = item?;
+                if let Ok(e) = serde_json::from_str::<CatalogEntry>(v.value()) {
+                    entries.push(e);
+                }
+            }
+            for m in held {
+                if !entries.iter().any(|e| e.name == m.name) {
+                    entries.push(CatalogEntry::from_meta(m));
+                }
+            }
+            for mut e in entries {
+                let holds = held.iter().any(|m| m.name == e.name);
+                let changed = if holds {
+                    e.copies.insert(host.to_string())
+                } else {
+                    e.copies.remove(host)
+                };
+                if e.copies.is_empty() {
+                    t.remove(e.name.as_str())?;
+                } else if changed {
+                    let json = serde_json::to_string(&e).unwrap_or_default();
+                    t.insert(e.name.as_str(), json.as_str())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds `hosts` as holders of snapshot `m` (a copy was stored there).
+    pub fn catalog_add_copies(
+        &self,
+        m: &edgeplane_snapshot::SnapshotMeta,
+        hosts: &[String],
+    ) -> Result<(), StateError> {
+        self.write(|txn| {
+            let mut t = txn.open_table(CATALOG)?;
+            let existing = t
+                .get(m.name.as_str())?
+                .and_then(|v| serde_json::from_str::<CatalogEntry>(v.value()).ok());
+            let mut e = existing.unwrap_or_else(|| CatalogEntry::from_meta(m));
+            e.copies.extend(hosts.iter().cloned());
+            let json = serde_json::to_string(&e).unwrap_or_default();
+            t.insert(m.name.as_str(), json.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// The whole catalog, oldest first.
+    pub fn catalog(&self) -> Result<Vec<CatalogEntry>, StateError> {
+        read_catalog(&self.db).map_err(|e| self.err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +363,69 @@ mod tests {
         assert_eq!(s.ops(10)?.len(), 2);
         s.set_fact("epoch", "3")?;
         assert_eq!(s.fact("epoch")?.as_deref(), Some("3"));
+        Ok(())
+    }
+
+    fn meta(name: &str, origin: &str, revision: i64) -> edgeplane_snapshot::SnapshotMeta {
+        edgeplane_snapshot::SnapshotMeta {
+            name: name.into(),
+            path: PathBuf::from(name),
+            file_bytes: 1000,
+            info: edgeplane_snapshot::SnapshotInfo {
+                format: 1,
+                origin: origin.into(),
+                created_at: chrono::Utc::now(),
+                member_id: "1".into(),
+                cluster_id: "2".into(),
+                endpoint: "http://x".into(),
+                revision,
+                raft_index: 1,
+                raft_term: 1,
+                etcd_version: "3.4.23".into(),
+                db_bytes: 4000,
+                etcd_sha256: String::new(),
+                compressed_bytes: 900,
+                sha256: format!("sha-{name}"),
+                zstd_level: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn catalog_tracks_copies_across_take_copy_and_prune() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| StateError::Io {
+            path: PathBuf::new(),
+            what: e.to_string(),
+        })?;
+        let s = State::open(dir.path())?;
+        let (a, b) = (meta("a", "h1", 10), meta("b", "h1", 20));
+        // Taken on h1, copied to h2 and h3.
+        s.catalog_add_copies(&a, &["h1".into(), "h2".into(), "h3".into()])?;
+        s.catalog_sync_host("h1", &[a.clone(), b.clone()])?;
+        let cat = s.catalog()?;
+        assert_eq!(cat.len(), 2);
+        let ea = cat.iter().find(|e| e.name == "a").map(|e| e.copies.len());
+        assert_eq!(ea, Some(3));
+        assert_eq!(
+            cat.iter().find(|e| e.name == "b").map(|e| e.revision),
+            Some(20)
+        );
+        // h2 pruned `a`; h1 pruned it too; h3 still holds it.
+        s.catalog_sync_host("h2", &[])?;
+        s.catalog_sync_host("h1", std::slice::from_ref(&b))?;
+        let cat = s.catalog()?;
+        let copies: Vec<&str> = cat
+            .iter()
+            .find(|e| e.name == "a")
+            .map(|e| e.copies.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(copies, ["h3"]);
+        // Nobody holds `a` any more: it leaves the catalog. It survives a reopen.
+        s.catalog_sync_host("h3", &[])?;
+        drop(s);
+        let s = State::open(dir.path())?;
+        let names: Vec<String> = s.catalog()?.into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["b"]);
         Ok(())
     }
 }

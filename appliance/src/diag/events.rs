@@ -319,6 +319,7 @@ mod tests {
                 op(2, now - 60_000, Outcome::Pending),
             ],
             facts: Default::default(),
+            catalog: Vec::new(),
             how: "state.redb opened read-only".into(),
             file_age_s: Some(60.0),
         };

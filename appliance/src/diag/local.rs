@@ -1,7 +1,7 @@
 //! The local half of `diag`: what this host's disk says, read without
 //! changing anything and without the agent.
 //!
-//! - the journal and facts in `state_dir/state.redb`: opened read-only; when
+//! - the journal, facts and snapshot catalog in `state_dir/state.redb`: opened read-only; when
 //!   that is refused (the agent holds the file, or a kill left it needing
 //!   recovery, which a read-only open will not do) a private copy is opened
 //!   instead, so the original is never touched;
@@ -20,7 +20,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::file_age_s;
-use crate::agent::state::Op;
+use crate::agent::state::{CatalogEntry, Op, read_catalog};
 
 const JOURNAL: TableDefinition<u64, &str> = TableDefinition::new("journal");
 const FACTS: TableDefinition<&str, &str> = TableDefinition::new("facts");
@@ -31,6 +31,8 @@ pub struct JournalRead {
     /// Oldest first; at most the limit asked for.
     pub ops: Vec<Op>,
     pub facts: BTreeMap<String, String>,
+    /// The snapshot catalog, oldest first.
+    pub catalog: Vec<CatalogEntry>,
     /// How the file was read, in words.
     pub how: String,
     /// Age of the file's last write.
@@ -42,10 +44,9 @@ pub fn state_file(state_dir: &Path) -> PathBuf {
     state_dir.join("state.redb")
 }
 
-fn read_db(
-    db: &impl ReadableDatabase,
-    limit: usize,
-) -> Result<(Vec<Op>, BTreeMap<String, String>), String> {
+type Read = (Vec<Op>, BTreeMap<String, String>, Vec<CatalogEntry>);
+
+fn read_db(db: &impl ReadableDatabase, limit: usize) -> Result<Read, String> {
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     let mut ops = Vec::new();
     match txn.open_table(JOURNAL) {
@@ -75,7 +76,7 @@ fn read_db(
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(e.to_string()),
     }
-    Ok((ops, facts))
+    Ok((ops, facts, read_catalog(db)?))
 }
 
 /// Reads the last `limit` journal records and every fact, never modifying
@@ -97,10 +98,11 @@ pub fn read_journal(state_dir: &Path, limit: usize) -> Result<JournalRead, Strin
         .map_err(|e| e.to_string())
         .and_then(|db| read_db(&db, limit));
     let first_err = match direct {
-        Ok((ops, facts)) => {
+        Ok((ops, facts, catalog)) => {
             return Ok(JournalRead {
                 ops,
                 facts,
+                catalog,
                 how: "state.redb opened read-only".into(),
                 file_age_s,
             });
@@ -121,11 +123,12 @@ pub fn read_journal(state_dir: &Path, limit: usize) -> Result<JournalRead, Strin
                 path.display()
             )
         })?;
-    let (ops, facts) =
+    let (ops, facts, catalog) =
         read_db(&db, limit).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
     Ok(JournalRead {
         ops,
         facts,
+        catalog,
         how: format!("a private copy of state.redb (direct read-only open refused: {first_err})"),
         file_age_s,
     })
