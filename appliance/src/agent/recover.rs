@@ -177,19 +177,24 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         .collect();
     let fresh = freshest(agent);
     let fresh_name = fresh.map(|i| agent.view.peers[i].node.name.clone());
-    let command = match &fresh_name {
-        Some(h) => Some(format!(
+    let command = fresh_name.as_ref().map(|h| {
+        format!(
             "edgeplane recover --config {} --from {h} --confirm",
             config_path.display()
-        )),
-        // No survivor's data answers: offer this host's newest snapshot.
-        None => newest_snapshot(&agent.cfg.paths.snapshot_dir).map(|file| {
-            format!(
-                "edgeplane recover --config {} --snapshot {} --confirm",
-                config_path.display(),
-                file.display()
-            )
-        }),
+        )
+    });
+    // No survivor's etcd answers. A snapshot loses the writes made after it,
+    // and an etcd that is only slow to start still has them, so this is a
+    // hint in the sentence, never "the command".
+    let no_data = || match newest_snapshot(&agent.cfg.paths.snapshot_dir) {
+        Some(file) => format!(
+            "waiting: no surviving data is reachable; if no host's etcd data can be started again, \
+             `edgeplane recover --config {} --snapshot {} --confirm` rebuilds from this host's newest snapshot \
+             (writes made after it are lost)",
+            config_path.display(),
+            file.display()
+        ),
+        None => "waiting: no surviving data is reachable".into(),
     };
     let policy = agent.cfg.recovery.quorum_loss_policy;
     let mut doc = RecoveryDoc {
@@ -239,11 +244,11 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
                 "waiting for a human: power off the lost hosts ({}), then run the command (rebuilds from {h})",
                 lost.join(", ")
             ),
-            (QuorumLossPolicy::Manual, None) => "waiting: no surviving data is reachable".into(),
+            (QuorumLossPolicy::Manual, None) => no_data(),
             (QuorumLossPolicy::Fenced, Some(h)) => {
                 format!("waiting: {h} has the freshest data and rebuilds")
             }
-            (QuorumLossPolicy::Fenced, None) => "waiting: no surviving data is reachable".into(),
+            (QuorumLossPolicy::Fenced, None) => no_data(),
         };
         agent.recovery.doc = doc;
         return;
