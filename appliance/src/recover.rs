@@ -93,6 +93,18 @@ async fn request_and_wait(
         .find(|n| n.name == target)
         .with_context(|| format!("{target} is not a host of this site"))?;
     let url = format!("{}/recover", node.agent_url.trim_end_matches('/'));
+    let status_url = format!("{}/status", node.agent_url.trim_end_matches('/'));
+    // The agent's clock before the request: a failed attempt is a journal
+    // record started after it (the recovery state sentence moves on at once).
+    let asked_ms = match http.get(&status_url).send().await {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|d| d.get("now_ms").and_then(|n| n.as_i64()))
+            .unwrap_or(i64::MAX),
+        Err(_) => i64::MAX,
+    };
     let resp = http
         .post(&url)
         .json(request)
@@ -105,7 +117,6 @@ async fn request_and_wait(
         anyhow::bail!("{target}'s agent refused: {}", text.trim());
     }
     println!("{}", text.trim());
-    let status_url = format!("{}/status", node.agent_url.trim_end_matches('/'));
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if let Ok(r) = http.get(&status_url).send().await
@@ -119,10 +130,21 @@ async fn request_and_wait(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if let Some(state) = doc.pointer("/recovery/state").and_then(|s| s.as_str())
-                && state.starts_with("rebuild failed")
-            {
-                anyhow::bail!("{target}: {state}");
+            let failed = doc
+                .pointer("/journal/recent")
+                .and_then(|r| r.as_array())
+                .and_then(|ops| {
+                    ops.iter().find(|o| {
+                        o["kind"] == "recover"
+                            && o["outcome"] == "failed"
+                            && o["started_ms"].as_i64().is_some_and(|t| t >= asked_ms)
+                    })
+                });
+            if let Some(op) = failed {
+                anyhow::bail!(
+                    "{target} could not rebuild: {}",
+                    op["detail"].as_str().unwrap_or("no detail")
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -352,6 +352,39 @@ fn recover_from_a_snapshot_file_refuses_a_corrupt_one_and_rebuilds_the_site() ->
             .map(|ops| ops.iter().filter(|o| o["kind"] == "recover").count())
             .unwrap_or(0);
         assert_eq!(recovers, 0, "no recovery was journalled");
+        // The agent checks again: a corrupt file sent straight to its API is
+        // refused while restoring, before it stops etcd.
+        let resp = reqwest::Client::new()
+            .post(format!("{}/recover", site.hosts[survivor].agent_url))
+            .json(&serde_json::json!({ "confirm": true, "snapshot": flipped }))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+        let t0 = Instant::now();
+        loop {
+            let doc = site.agent_status(survivor).await.unwrap_or_default();
+            let failed = doc
+                .pointer("/journal/recent")
+                .and_then(|r| r.as_array())
+                .is_some_and(|ops| {
+                    ops.iter()
+                        .any(|o| o["kind"] == "recover" && o["outcome"] == "failed")
+                });
+            if failed {
+                assert_eq!(doc["epoch"], 0, "{doc}");
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "the agent did not refuse the corrupt snapshot: {doc}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            site.hosts[survivor].etcd_pid(),
+            etcd_pid,
+            "etcd was not stopped for a corrupt snapshot"
+        );
 
         let out = recover_cmd(&config, &file)?;
         assert!(

@@ -253,10 +253,12 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         agent.recovery.doc = doc;
         return;
     }
-    if agent
-        .recovery
-        .next_attempt
-        .is_some_and(|t| Instant::now() < t)
+    // Automatic attempts back off; an operator's request runs when asked.
+    if requested.is_none()
+        && agent
+            .recovery
+            .next_attempt
+            .is_some_and(|t| Instant::now() < t)
     {
         doc.state = "waiting before the next recovery attempt".into();
         agent.recovery.doc = doc;
@@ -323,8 +325,13 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         }
         Err(e) => {
             tracing::error!("Rebuild failed: {e:#}");
-            doc.state = format!("rebuild failed: {e:#}; retrying in 30 s");
-            agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+            // An operator's request is not repeated: the journal keeps the error.
+            if requested.is_some() {
+                doc.state = format!("rebuild failed: {e:#}");
+            } else {
+                doc.state = format!("rebuild failed: {e:#}; retrying in 30 s");
+                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+            }
         }
     }
     agent.recovery.doc = doc;
