@@ -165,16 +165,12 @@ pub async fn push_to_peer(
 }
 
 /// The snapshots the agent at `agent_url` holds (`GET {agent_url}/snapshots`).
-pub async fn list_peer(agent_url: &str, timeout: Duration) -> Result<Vec<SnapshotMeta>> {
+pub async fn list_peer(http: &reqwest::Client, agent_url: &str) -> Result<Vec<SnapshotMeta>> {
     let url = format!("{}/snapshots", agent_url.trim_end_matches('/'));
-    let resp = http_client(timeout)?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|err| Error::Http {
-            url: url.clone(),
-            err,
-        })?;
+    let resp = http.get(&url).send().await.map_err(|err| Error::Http {
+        url: url.clone(),
+        err,
+    })?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();

@@ -92,7 +92,7 @@ fn defrag_of_every_voter_including_the_former_leader_never_fails_a_write() -> an
 /// Active alarms, as `(member id, type)`, from any of `urls`. An alarm
 /// request goes through raft, so a leader change drops it: retried.
 async fn alarms(urls: &[String]) -> anyhow::Result<Vec<(u64, i32)>> {
-    let mut c = Client::connect(urls, None).await?;
+    let mut c = Client::connect(urls, Some(sim::certs::etcd_options_for(urls))).await?;
     let t0 = Instant::now();
     loop {
         let res = tokio::time::timeout(
@@ -164,7 +164,7 @@ fn nospace_alarm_is_compacted_defragmented_disarmed_and_recorded_once() -> anyho
             .map(|&v| site.hosts[v].client_url.clone())
             .collect();
         // Old revisions of one key fill the quota: exactly what compaction frees.
-        let mut c = Client::connect(urls.clone(), None).await?;
+        let mut c = Client::connect(urls.clone(), Some(sim::certs::etcd_options_for(&urls))).await?;
         let blob = "n".repeat(256 << 10);
         let t_fill = Instant::now();
         let mut puts = 0;

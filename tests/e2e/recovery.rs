@@ -217,7 +217,11 @@ fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result
 
 /// Puts `n` keys `prefix/i` = `v-i` through any of `urls`.
 async fn put_keys(urls: &[String], prefix: &str, n: usize) -> anyhow::Result<()> {
-    let mut c = etcd_client::Client::connect(urls, None).await?;
+    let mut c = etcd_client::Client::connect(
+        urls,
+        Some(edgeplane_tests::sim::certs::etcd_options_for(urls)),
+    )
+    .await?;
     for i in 0..n {
         c.put(format!("{prefix}/{i:03}"), format!("v-{i}"), None)
             .await?;
@@ -227,7 +231,11 @@ async fn put_keys(urls: &[String], prefix: &str, n: usize) -> anyhow::Result<()>
 
 /// How many keys under `prefix/` a linearizable read through `urls` sees.
 async fn count_keys(urls: &[String], prefix: &str) -> anyhow::Result<usize> {
-    let mut c = etcd_client::Client::connect(urls, None).await?;
+    let mut c = etcd_client::Client::connect(
+        urls,
+        Some(edgeplane_tests::sim::certs::etcd_options_for(urls)),
+    )
+    .await?;
     let t0 = Instant::now();
     loop {
         let res = tokio::time::timeout(
@@ -354,7 +362,7 @@ fn recover_from_a_snapshot_file_refuses_a_corrupt_one_and_rebuilds_the_site() ->
         assert_eq!(recovers, 0, "no recovery was journalled");
         // The agent checks again: a corrupt file sent straight to its API is
         // refused while restoring, before it stops etcd.
-        let resp = reqwest::Client::new()
+        let resp = edgeplane_tests::sim::certs::http_client(Duration::from_secs(10))
             .post(format!("{}/recover", site.hosts[survivor].agent_url))
             .json(&serde_json::json!({ "confirm": true, "snapshot": flipped }))
             .send()

@@ -49,7 +49,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(node: Node, tls: Option<SiteTls>) -> Peer {
+    pub(crate) fn new(node: Node, tls: Option<SiteTls>) -> Peer {
         let now = Instant::now();
         Peer {
             node,

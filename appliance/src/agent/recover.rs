@@ -144,6 +144,24 @@ fn freshest(agent: &Agent) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// Whether every other survivor names this host (`peers[me]`) as the
+/// freshest. A survivor is any host whose etcd OR agent answers: a host
+/// whose agent answers while its etcd is down may be rebuilding from its own
+/// data right now (it stops etcd to do so), so its silence on the etcd port
+/// must not make it count as gone — two survivors would both rebuild.
+pub fn others_agree(peers: &[super::observe::Peer], me: usize) -> bool {
+    let my_name = peers[me].node.name.as_str();
+    peers.iter().enumerate().all(|(i, p)| {
+        i == me
+            || (p.status.is_none() && p.agent_doc.is_none())
+            || p.agent_doc
+                .as_ref()
+                .and_then(|d| d.pointer("/recovery/freshest"))
+                .and_then(|f| f.as_str())
+                == Some(my_name)
+    })
+}
+
 pub fn peer_epoch(p: &super::observe::Peer) -> u64 {
     p.agent_doc
         .as_ref()
@@ -216,16 +234,7 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     } else {
         0
     };
-    let my_name = agent.me.name.clone();
-    let others_agree = agent.view.peers.iter().enumerate().all(|(i, p)| {
-        i == agent.my_index
-            || p.status.is_none()
-            || p.agent_doc
-                .as_ref()
-                .and_then(|d| d.pointer("/recovery/freshest"))
-                .and_then(|f| f.as_str())
-                == Some(my_name.as_str())
-    });
+    let others_agree = others_agree(&agent.view.peers, agent.my_index);
     let requested = agent.recovery.requested.take();
     let automatic = policy == QuorumLossPolicy::Fenced
         && me_freshest
@@ -457,4 +466,45 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
     let _ = std::fs::remove_dir_all(&work);
     agent.etcd.start(&super::etcd::StartMode::Restart)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::observe::Peer;
+
+    fn peer(name: &str) -> Peer {
+        Peer::new(
+            edgeplane_config::Node {
+                name: name.into(),
+                peer_url: format!("https://{name}:2380"),
+                client_url: format!("https://{name}:2379"),
+                agent_url: format!("https://{name}:7070"),
+            },
+            None,
+        )
+    }
+
+    fn names(freshest: &str) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "recovery": { "freshest": freshest } }))
+    }
+
+    /// Found by the fenced-recovery e2e test: the survivor that rebuilds
+    /// first stops its etcd; the other survivor then saw it as gone, found
+    /// itself freshest among those whose etcd answered, fenced it and
+    /// rebuilt too. A survivor whose agent answers still has a say.
+    #[test]
+    fn a_survivor_whose_agent_answers_but_etcd_does_not_still_has_a_say() {
+        let mut peers = vec![peer("h1"), peer("h2"), peer("h3"), peer("h4")];
+        // h1, h2: powered off (nothing answers). h3: rebuilding, its etcd
+        // stopped, its agent names itself. h4: this host.
+        peers[2].agent_doc = names("h3");
+        assert!(!others_agree(&peers, 3), "h4 must wait for h3");
+        // h3 names h4: agreement.
+        peers[2].agent_doc = names("h4");
+        assert!(others_agree(&peers, 3));
+        // h3 entirely silent (powered off): it has no say.
+        peers[2].agent_doc = None;
+        assert!(others_agree(&peers, 3));
+    }
 }

@@ -141,6 +141,7 @@ fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
         .filter(|(i, _)| *i != agent.my_index)
         .map(|(_, p)| (p.node.name.clone(), p.node.agent_url.clone()))
         .collect();
+    let http = crate::tls::agent_http_client(agent.tls.as_ref(), Duration::from_secs(2));
     tokio::spawn(async move {
         let local = tokio::task::spawn_blocking(move || edgeplane_snapshot::list(&dir)).await;
         if let Ok(Ok(list)) = local
@@ -148,8 +149,15 @@ fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
         {
             tracing::warn!("Could not update the snapshot catalog: {e}");
         }
+        let http = match http {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("No HTTP client for the snapshot catalog: {e}");
+                return;
+            }
+        };
         for (name, url) in peers {
-            match edgeplane_snapshot::list_peer(&url, Duration::from_secs(2)).await {
+            match edgeplane_snapshot::list_peer(&http, &url).await {
                 Ok(list) => {
                     if let Err(e) = state.catalog_sync_host(&name, &list) {
                         tracing::warn!("Could not update the snapshot catalog: {e}");

@@ -632,7 +632,8 @@ pub struct Writer {
 
 impl Writer {
     /// Starts writing `prefix/N` keys to whichever host accepts them; a put
-    /// not acknowledged within 700 ms counts as failed and the next member is tried.
+    /// not acknowledged within 700 ms (error answers retried on the next
+    /// member meanwhile) counts as failed and the next member is tried.
     pub fn start(client_urls: Vec<String>, prefix: &str) -> Writer {
         Writer::start_with_timeout(client_urls, prefix, Duration::from_millis(700))
     }
@@ -661,34 +662,48 @@ impl Writer {
             let mut next = 0usize;
             let mut n = 0u64;
             while !s.load(Ordering::Relaxed) {
-                let i = next % client_urls.len();
-                if clients[i].is_none() {
-                    let opts = certs::etcd_options(&client_urls[i])
-                        .with_connect_timeout(Duration::from_millis(300))
-                        // The client's own deadline must not undercut `put_timeout`.
-                        .with_timeout(put_timeout.max(Duration::from_secs(2)))
-                        .with_require_leader(true);
-                    clients[i] =
-                        etcd_client::Client::connect([client_urls[i].as_str()], Some(opts))
-                            .await
-                            .ok();
-                }
                 let key = format!("{prefix}/{n:08}");
                 let value = format!("v{n}");
                 let sent = Instant::now();
-                let ok = match clients[i].as_mut() {
-                    // A short bound: a request to a dead member waits for a
-                    // connection that never comes; another member may answer.
-                    Some(c) => matches!(
-                        tokio::time::timeout(
-                            put_timeout,
-                            c.put(key.as_str(), value.as_str(), None)
-                        )
-                        .await,
-                        Ok(Ok(_))
-                    ),
-                    None => false,
-                };
+                let deadline = sent + put_timeout;
+                // As etcd's own clients do: an error answer (no leader during
+                // an election or a leadership transfer, a refused connection)
+                // is retried on the next member until the put's deadline; a
+                // member that does not answer in time ends the attempt.
+                let mut ok = false;
+                loop {
+                    let i = next % client_urls.len();
+                    if clients[i].is_none() {
+                        let opts = certs::etcd_options(&client_urls[i])
+                            .with_connect_timeout(Duration::from_millis(300))
+                            // The client's own deadline must not undercut `put_timeout`.
+                            .with_timeout(put_timeout.max(Duration::from_secs(2)))
+                            .with_require_leader(true);
+                        clients[i] =
+                            etcd_client::Client::connect([client_urls[i].as_str()], Some(opts))
+                                .await
+                                .ok();
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    if let Some(c) = clients[i].as_mut() {
+                        match tokio::time::timeout(left, c.put(key.as_str(), value.as_str(), None))
+                            .await
+                        {
+                            Ok(Ok(_)) => {
+                                ok = true;
+                                break;
+                            }
+                            Ok(Err(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    next += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                n += 1;
                 if ok {
                     if let Ok(mut v) = a.lock() {
                         v.push((key, value, Instant::now()));
@@ -696,13 +711,11 @@ impl Writer {
                     if let Ok(mut l) = lat.lock() {
                         l.push(sent.elapsed());
                     }
-                    n += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 } else {
                     // A failed put may still have been applied: it is not counted as
                     // acknowledged, and the next attempt uses a fresh key.
                     f.fetch_add(1, Ordering::Relaxed);
-                    n += 1;
                     next += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
