@@ -70,7 +70,12 @@ pub struct SiteSpec {
     pub voters: usize,
     /// The `edgeplane` binary to run as the agent.
     pub binary: PathBuf,
-    /// Appended to every host's config (extra sections).
+    /// Appended to every host's config (extra sections). Placeholders:
+    /// `{root}` the site's directory, `{host_name}` the host's name, and
+    /// `{gateway}` an address of the root network namespace that every host
+    /// reaches (127.0.0.1, or the outer end of the veth pair when a host is
+    /// isolated), for services a test runs beside the site (a region
+    /// Prometheus, a scrape target) listening on 0.0.0.0.
     pub extra_toml: String,
     /// Extra keys of every host's `[etcd]` section (which the simulator
     /// writes itself), e.g. `quota_backend_bytes = "8MiB"`.
@@ -186,8 +191,13 @@ impl LocalSite {
             })
             .collect();
         certs::issue_site(&root.join("tls"), &spec.site, &specs)?;
+        let gateway = match &netns {
+            Some(ns) => ns.outer_ip.clone(),
+            None => "127.0.0.1".to_string(),
+        };
         for h in &hosts {
-            std::fs::write(&h.config_path, render_config(&spec, &hosts, h))?;
+            let cfg = render_config(&spec, &hosts, h).replace("{gateway}", &gateway);
+            std::fs::write(&h.config_path, cfg)?;
         }
         write_fence_script(&root)?;
         // EDGEPLANE_KEEP_SITE=1 keeps every site's files for a post-mortem.
@@ -322,6 +332,15 @@ impl LocalSite {
         run_ip(&["link", "set", &ns.outer_if, if up { "up" } else { "down" }])
     }
 
+    /// The address of the root network namespace every host reaches (what
+    /// `{gateway}` in [`SiteSpec::extra_toml`] becomes).
+    pub fn gateway(&self) -> String {
+        match &self.netns {
+            Some(ns) => ns.outer_ip.clone(),
+            None => "127.0.0.1".to_string(),
+        }
+    }
+
     /// Client URLs of every host (for an etcd client that should reach whoever is a voter).
     pub fn client_urls(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.client_url.clone()).collect()
@@ -383,7 +402,12 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
         .parent()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    s.push_str(&spec.extra_toml.replace("{root}", &root));
+    s.push_str(
+        &spec
+            .extra_toml
+            .replace("{root}", &root)
+            .replace("{host_name}", &me.name),
+    );
     s
 }
 
