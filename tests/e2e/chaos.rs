@@ -1,18 +1,23 @@
 //! Chaos campaign (issue 9): random single-host faults against a 4-host,
-//! 3-voter loopback site under a write workload, with checkers after every
-//! fault heals and at the end.
+//! 3-voter loopback site under a write and a metrics workload, with checkers
+//! after every fault heals and at the end.
 //!
 //! - Workload: a [`Writer`] of unique keys (one segment per fault) and three
 //!   read-modify-write clients incrementing three shared counters with etcd
 //!   transactions (compare `mod_revision`, then put). Every increment also
 //!   puts a marker key named after its operation in the same transaction, so
 //!   an increment whose acknowledgement was lost (timeout) can be resolved
-//!   afterwards by looking for its marker.
+//!   afterwards by looking for its marker. Metrics: every agent scrapes a
+//!   target of the test every second, buffers on an 8 MiB tmpfs and
+//!   remote-writes to a region Prometheus (see `chaos_metrics.rs`).
 //! - Faults, drawn from a seeded generator (`EDGEPLANE_CHAOS_SEED=N` repeats
 //!   the schedule): SIGKILL a host (agent + etcd) and restart its agent after
 //!   2–5 s; SIGKILL only the agent and restart it after 1–4 s; SIGKILL only
 //!   etcd (the agent restarts it); SIGSTOP a whole host for 2–3 s (longer than
-//!   the 1 s election timeout and failure detection), then SIGCONT.
+//!   the 1 s election timeout and failure detection), then SIGCONT; cut host-1
+//!   (in its own network namespace) off for 3–8 s, made the etcd leader first
+//!   when the schedule says "the leader's host"; freeze the region Prometheus
+//!   for 3–10 s; fill one host's buffer disk during a 4–7 s region outage.
 //! - Checkers: no acknowledged write lost; every counter equals its markers
 //!   (no lost update), every acknowledged increment has its marker, no marker
 //!   for an increment etcd refused; revisions seen by each client never go
@@ -20,9 +25,12 @@
 //!   never leaders in two different clusters in one poll (Status of every
 //!   member every 100 ms); full strength (3 voters + 1 standby, every member
 //!   and agent answering, the same members for 2 s) within 60 s of each fault
-//!   healing.
+//!   healing; no agent exits on its own (also not on a full disk); the
+//!   metrics backlog from before the heal drains within 90 s; every sample
+//!   the target served is in the region at its timestamp with its value, or
+//!   counted by the agents as shed (samples_lost_beyond_shed = 0).
 //!
-//! `EDGEPLANE_CHAOS_FAULTS=N` sets the number of faults (default 8, the CI
+//! `EDGEPLANE_CHAOS_FAULTS=N` sets the number of faults (default 14, the CI
 //! campaign); `EDGEPLANE_CHAOS_MINUTES=M` stops injecting after M minutes;
 //! `EDGEPLANE_CHAOS_REPORT=PATH` writes the JSON report there.
 //! `docs/reliability/README.md` says what is and is not covered.
@@ -32,9 +40,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edgeplane_metrics::local_prometheus::LocalPrometheus;
 use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt, sim};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use nix::sys::signal::Signal;
+
+use crate::chaos_metrics as cm;
 
 /// Bound on the return to full strength after a fault heals.
 const FULL_STRENGTH_BOUND: Duration = Duration::from_secs(60);
@@ -72,14 +83,24 @@ enum Kind {
     AgentKill,
     EtcdKill,
     HostStop,
+    /// The isolated host's veth down, then up.
+    Partition,
+    /// The region Prometheus frozen (SIGSTOP), then resumed.
+    RegionCut,
+    /// One host's buffer tmpfs filled by a ballast file during a region
+    /// outage, then freed.
+    DiskFill,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 7] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
         Kind::HostStop,
+        Kind::Partition,
+        Kind::RegionCut,
+        Kind::DiskFill,
     ];
 
     fn name(self) -> &'static str {
@@ -88,9 +109,21 @@ impl Kind {
             Kind::AgentKill => "agent_sigkill",
             Kind::EtcdKill => "etcd_sigkill",
             Kind::HostStop => "host_sigstop",
+            Kind::Partition => "partition",
+            Kind::RegionCut => "region_link_cut",
+            Kind::DiskFill => "buffer_disk_full",
         }
     }
+
+    /// Needs root (network namespaces, tmpfs mounts).
+    fn needs_root(self) -> bool {
+        matches!(self, Kind::Partition | Kind::DiskFill)
+    }
 }
+
+/// The host that runs in its own network namespace (the one partitions cut
+/// off). host-1 starts as a voter; after promotions it may be the standby.
+const ISOLATED: usize = 0;
 
 /// One fault of the schedule, drawn before the site is looked at (so a seed
 /// always gives the same schedule; "the leader's host" is resolved at run time).
@@ -108,7 +141,7 @@ struct Planned {
 fn plan(rng: &mut Rng, faults: usize, hosts: usize) -> Vec<Planned> {
     (0..faults)
         .map(|_| {
-            let kind = Kind::ALL[rng.below(4) as usize];
+            let kind = Kind::ALL[rng.below(Kind::ALL.len() as u64) as usize];
             // A third of the faults hit the leader's host (the coordinating agent).
             let host = if rng.below(3) == 0 {
                 None
@@ -120,6 +153,9 @@ fn plan(rng: &mut Rng, faults: usize, hosts: usize) -> Vec<Planned> {
                 Kind::AgentKill => rng.ms(1000, 4000),
                 Kind::EtcdKill => Duration::ZERO,
                 Kind::HostStop => rng.ms(2000, 3000),
+                Kind::Partition => rng.ms(3000, 8000),
+                Kind::RegionCut => rng.ms(3000, 10000),
+                Kind::DiskFill => rng.ms(3000, 6000),
             };
             let lead_in = rng.ms(500, 1500);
             Planned {
@@ -547,10 +583,41 @@ async fn check_rmw(urls: &[String], log: &RmwLog) -> anyhow::Result<(Vec<String>
 // ---------------------------------------------------------------------------
 // The site.
 
-async fn bootstrap() -> anyhow::Result<LocalSite> {
-    let spec = SiteSpec::new(4, 3, edgeplane_bin());
+/// The metrics side of the site: the region, its forwarder, the scrape
+/// target, and the buffers' tmpfs mounts (root only).
+struct MetricsRig {
+    region: LocalPrometheus,
+    _forwarder: cm::Forwarder,
+    probe: cm::ProbeTarget,
+    /// By host index; empty without root.
+    tmpfs: Vec<cm::Tmpfs>,
+}
+
+async fn bootstrap(root: bool) -> anyhow::Result<(LocalSite, MetricsRig)> {
+    let region = LocalPrometheus::start(Default::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
+    let forwarder = cm::Forwarder::start(region.port()).await?;
+    let probe = cm::ProbeTarget::start().await?;
+    let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+    spec.extra_toml = cm::site_toml(probe.port, forwarder.port);
+    if root {
+        spec.isolated_host = Some(ISOLATED);
+    }
     // Kept on disk so a failed campaign leaves its logs; removed on success.
     let mut site = LocalSite::create(spec, true)?;
+    let mut tmpfs = Vec::new();
+    if root {
+        for h in &site.hosts {
+            tmpfs.push(cm::Tmpfs::mount(&h.dir.join("buffer"), cm::TMPFS_SIZE)?);
+        }
+    }
+    let rig = MetricsRig {
+        region,
+        _forwarder: forwarder,
+        probe,
+        tmpfs,
+    };
     for i in 0..4 {
         site.start_agent(i)?;
     }
@@ -563,7 +630,85 @@ async fn bootstrap() -> anyhow::Result<LocalSite> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(site)
+    Ok((site, rig))
+}
+
+/// Moves etcd leadership to host `to` (a voter); whether it leads afterwards.
+async fn move_leader_to(site: &LocalSite, to: usize) -> bool {
+    let Some(leader) = site.leader_host().await else {
+        return false;
+    };
+    if leader == to {
+        return true;
+    }
+    let Some((id, _, false)) = sim::member_status(&site.hosts[to].client_url).await else {
+        return false;
+    };
+    let Some(mut c) = connect(&site.hosts[leader].client_url).await else {
+        return false;
+    };
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(3), c.move_leader(id)).await,
+        Ok(Ok(_))
+    ) {
+        return false;
+    }
+    for _ in 0..30 {
+        if site.leader_host().await == Some(to) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Reads every agent's status into the shed book; returns the hosts that
+/// did not answer.
+async fn observe_all(site: &LocalSite, book: &mut cm::ShedBook) -> Vec<usize> {
+    let mut silent = Vec::new();
+    for i in 0..site.hosts.len() {
+        match site.agent_status(i).await {
+            Some(doc) => book.observe(&site.hosts[i].name, &doc),
+            None => silent.push(i),
+        }
+    }
+    silent
+}
+
+/// Bound on the metrics backlog drain after a fault heals.
+const DRAIN_BOUND: Duration = Duration::from_secs(90);
+
+/// Waits until no agent's buffer holds a sample stamped at or before
+/// `upto_ms` (everything older was delivered, or shed and counted), reading
+/// the counters on the way; returns when that held.
+async fn wait_drained(site: &LocalSite, book: &mut cm::ShedBook, upto_ms: i64) -> Option<Instant> {
+    let t0 = Instant::now();
+    while t0.elapsed() < DRAIN_BOUND {
+        let mut pending = false;
+        for i in 0..site.hosts.len() {
+            match site.agent_status(i).await {
+                Some(doc) => {
+                    book.observe(&site.hosts[i].name, &doc);
+                    pending |= doc
+                        .pointer("/metrics/classes")
+                        .and_then(|c| c.as_array())
+                        .is_none_or(|cs| {
+                            cs.iter().any(|c| {
+                                c.get("oldest_ms")
+                                    .and_then(|o| o.as_i64())
+                                    .is_some_and(|o| o <= upto_ms)
+                            })
+                        });
+                }
+                None => pending = true,
+            }
+        }
+        if !pending {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
 }
 
 /// Full strength as the campaign means it: 3 voters and 1 standby in the
@@ -654,6 +799,14 @@ struct Record {
     full_strength_after_heal_s: Option<f64>,
     acked: usize,
     lost: usize,
+    /// From the heal to no buffered sample older than the heal.
+    drain_s: Option<f64>,
+    /// Samples served between the previous heal and this one, absent from
+    /// the region (before the shed counts).
+    samples_missing: u64,
+    /// Samples counted as shed or not buffered meanwhile, all hosts.
+    samples_shed: u64,
+    note: String,
 }
 
 fn pct(v: &[f64], p: f64) -> Option<f64> {
@@ -682,7 +835,10 @@ async fn campaign(
     let started = Instant::now();
     let mut rng = Rng(seed);
     let schedule = plan(&mut rng, faults, 4);
-    let mut site = bootstrap().await?;
+    // Partitions and a full disk need network namespaces and tmpfs mounts.
+    let root = nix::unistd::Uid::effective().is_root();
+    let (mut site, rig) = bootstrap(root).await?;
+    let campaign_from_ms = cm::now_ms();
     let urls = site.client_urls();
     eprintln!(
         "chaos: seed {seed}, {faults} faults, site in {}",
@@ -699,14 +855,47 @@ async fn campaign(
     let mut records: Vec<Record> = Vec::new();
     let mut segments: Vec<(Kind, Writer)> = Vec::new();
     let mut aborted = false;
+    let mut book = cm::ShedBook::default();
+    // Scrapes in flight inside an agent at its SIGKILL: (host, from, to) ms.
+    let mut kill_windows: cm::Windows = Vec::new();
+    let mut skipped: HashMap<Kind, usize> = HashMap::new();
+    let mut window_from_ms = campaign_from_ms;
+    let mut shed_before = 0u64;
+    let region_pid = rig
+        .region
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the region's Prometheus is not running"))?
+        as i32;
 
     for (n, f) in schedule.iter().enumerate() {
         if deadline.is_some_and(|d| started.elapsed() >= d) {
             eprintln!("chaos: time budget spent after {n} faults");
             break;
         }
+        if f.kind.needs_root() && !root {
+            *skipped.entry(f.kind).or_default() += 1;
+            continue;
+        }
+        // An agent that exited on its own (a crash) is a violation; it is
+        // restarted so the campaign can go on.
+        for i in 0..site.hosts.len() {
+            if site.hosts[i].agent_pid().is_none() {
+                violations.push(format!(
+                    "before fault {n}: the agent of {} exited on its own (see its agent.log)",
+                    site.hosts[i].name
+                ));
+                book.new_lifetime(&site.hosts[i].name);
+                site.start_agent(i)?;
+            }
+        }
         let mut writer = Writer::start(urls.clone(), &format!("chaos/w{n:04}"));
         tokio::time::sleep(f.lead_in).await;
+        // A partition always cuts off the isolated host; "the leader's host"
+        // then means: make it the leader first (when it is a voter).
+        let mut moved = false;
+        if f.kind == Kind::Partition && f.host.is_none() {
+            moved = move_leader_to(&site, ISOLATED).await;
+        }
         let mut roles = None;
         for _ in 0..10 {
             roles = site.roles().await;
@@ -716,7 +905,10 @@ async fn campaign(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let leader = site.leader_host().await;
-        let target = f.host.or(leader).unwrap_or(0);
+        let target = match f.kind {
+            Kind::Partition => ISOLATED,
+            _ => f.host.or(leader).unwrap_or(0),
+        };
         let role = match roles {
             Some((v, _)) if v.contains(&target) && Some(target) == leader => "leader",
             Some((v, _)) if v.contains(&target) => "voter",
@@ -741,7 +933,16 @@ async fn campaign(
             segments.push((f.kind, writer));
             break;
         }
+        let _ = observe_all(&site, &mut book).await;
         let t0 = Instant::now();
+        let mut note = String::new();
+        if matches!(f.kind, Kind::HostKill | Kind::AgentKill) {
+            // A scrape answered in the last seconds may still be in the
+            // agent's memory, acknowledged by nothing: not expected.
+            let now = cm::now_ms();
+            kill_windows.push((host.clone(), now - 3000, now + 500));
+            book.new_lifetime(&host);
+        }
         match f.kind {
             Kind::HostKill => {
                 tokio::task::block_in_place(|| site.kill_host(target));
@@ -773,8 +974,51 @@ async fn campaign(
                     sim::signal(p, Signal::SIGCONT);
                 }
             }
+            Kind::Partition => {
+                site.set_link(false)?;
+                tokio::time::sleep(f.down).await;
+                site.set_link(true)?;
+                if moved {
+                    note = "leadership moved to it first".into();
+                }
+            }
+            Kind::RegionCut => {
+                sim::signal(region_pid, Signal::SIGSTOP);
+                tokio::time::sleep(f.down).await;
+                sim::signal(region_pid, Signal::SIGCONT);
+            }
+            Kind::DiskFill => {
+                let pid_before = site.hosts[target].agent_pid();
+                sim::signal(region_pid, Signal::SIGSTOP);
+                // A backlog first (a disk that fills while the link is up
+                // holds nothing to lose), and a burst of low-priority series
+                // from the target, so the buffer keeps needing space.
+                rig.probe.set_burst(Some((host.clone(), cm::BULK_SERIES)));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let fs = &rig.tmpfs[target];
+                let filled = tokio::task::block_in_place(|| fs.fill());
+                match &filled {
+                    Ok((_, bytes)) => note = format!("ballast {} KiB", bytes >> 10),
+                    Err(e) => violations.push(format!("fault {n}: filling the disk failed: {e}")),
+                }
+                tokio::time::sleep(f.down).await;
+                rig.probe.set_burst(None);
+                if let Ok((p, _)) = &filled
+                    && let Err(e) = std::fs::remove_file(p)
+                {
+                    violations.push(format!("fault {n}: freeing the disk failed: {e}"));
+                }
+                sim::signal(region_pid, Signal::SIGCONT);
+                let pid_after = site.hosts[target].agent_pid();
+                if pid_before.is_none() || pid_after != pid_before {
+                    violations.push(format!(
+                        "fault {n}: the agent of {host} did not survive its full disk (pid {pid_before:?} before, {pid_after:?} after)"
+                    ));
+                }
+            }
         }
         let healed = Instant::now();
+        let healed_ms = cm::now_ms();
         let full = wait_full_strength(&site, FULL_STRENGTH_BOUND).await;
         if full.is_none() {
             violations.push(format!(
@@ -837,6 +1081,46 @@ async fn campaign(
             ));
             watch.over_voters.store(0, Ordering::Relaxed);
         }
+        // Metrics: the backlog drains, then every sample served up to the
+        // heal is in the region or counted.
+        let drained = wait_drained(&site, &mut book, healed_ms).await;
+        if drained.is_none() {
+            violations.push(format!(
+                "fault {n} ({} of {host}): metrics backlog from before the heal not drained within {}s",
+                f.kind.name(),
+                DRAIN_BOUND.as_secs()
+            ));
+        }
+        let served = rig.probe.served();
+        let (missing, shed_delta) = match cm::check_samples(
+            &rig.region,
+            &served,
+            &kill_windows,
+            &book,
+            window_from_ms,
+            healed_ms,
+        )
+        .await
+        {
+            Ok(c) => {
+                if c.samples_lost_beyond_shed > 0 {
+                    violations.push(format!(
+                        "fault {n} ({} of {host}): {} samples served since the previous fault are missing from the region beyond the shed counts: {c:?}",
+                        f.kind.name(),
+                        c.samples_lost_beyond_shed
+                    ));
+                }
+                let shed_now = book.total();
+                let d = shed_now.saturating_sub(shed_before);
+                shed_before = shed_now;
+                (c.samples_missing_critical + c.samples_missing_low, d)
+            }
+            Err(e) => {
+                violations.push(format!("fault {n}: samples check failed: {e}"));
+                (0, 0)
+            }
+        };
+        window_from_ms = healed_ms + 1;
         let split_now = watch.split_events().len();
         let rec = Record {
             n,
@@ -849,17 +1133,25 @@ async fn campaign(
             full_strength_after_heal_s: full.map(|t| r3((t - healed).as_secs_f64())),
             acked: writer.acked_count(),
             lost: seg_lost,
+            drain_s: drained.map(|t| r3((t - healed).as_secs_f64())),
+            samples_missing: missing,
+            samples_shed: shed_delta,
+            note,
         };
         eprintln!(
-            "chaos: fault {n:>3} {:<13} {host} ({role:<7}) down {:.1}s  writable {}s  full strength {}s ({}s after heal)  acked {} lost {}  split-brain events so far {split_now}  [{:.0}s]",
+            "chaos: fault {n:>3} {:<16} {host} ({role:<7}) down {:.1}s  writable {}s  full strength {}s ({}s after heal)  drained {}s  acked {} lost {}  samples missing {} shed {}  split-brain events so far {split_now}  [{:.0}s] {}",
             f.kind.name(),
             rec.down_s,
             fmt_s(rec.writable_s),
             fmt_s(rec.full_strength_s),
             fmt_s(rec.full_strength_after_heal_s),
+            fmt_s(rec.drain_s),
             rec.acked,
             rec.lost,
-            started.elapsed().as_secs_f64()
+            rec.samples_missing,
+            rec.samples_shed,
+            started.elapsed().as_secs_f64(),
+            rec.note,
         );
         records.push(rec);
         segments.push((f.kind, writer));
@@ -906,6 +1198,57 @@ async fn campaign(
     if let Ok(mut v) = rmw_log.violations.lock() {
         violations.extend(v.drain(..));
     }
+    // Metrics, at the end: everything served up to now, once the backlog
+    // is drained.
+    let end_ms = cm::now_ms();
+    if wait_drained(&site, &mut book, end_ms).await.is_none() {
+        violations.push(format!(
+            "final: metrics backlog not drained within {}s",
+            DRAIN_BOUND.as_secs()
+        ));
+    }
+    let served = rig.probe.served();
+    let samples = match cm::check_samples(
+        &rig.region,
+        &served,
+        &kill_windows,
+        &book,
+        campaign_from_ms,
+        end_ms,
+    )
+    .await
+    {
+        Ok(c) => {
+            if c.samples_lost_beyond_shed > 0 {
+                violations.push(format!(
+                    "final: {} samples missing from the region beyond the shed counts: {c:?}",
+                    c.samples_lost_beyond_shed
+                ));
+            }
+            if c.dead_letter_samples > 0 {
+                violations.push(format!(
+                    "final: the region refused {} samples (dead-lettered)",
+                    c.dead_letter_samples
+                ));
+            }
+            // Priority: the critical class is shed only when nothing less
+            // critical is left, and the low class always has data here.
+            if c.shed_critical > 0 && c.shed_low == 0 && c.dropped_low == 0 {
+                violations.push(format!(
+                    "final: {} critical samples shed while no low-priority sample was: {c:?}",
+                    c.shed_critical
+                ));
+            }
+            Some(c)
+        }
+        Err(e) => {
+            violations.push(format!("final samples check failed: {e}"));
+            None
+        }
+    };
+    if samples.as_ref().is_some_and(|c| c.scrapes_served == 0) {
+        violations.push("final: the scrape target was never scraped".into());
+    }
     watch.finish().await;
     let split = watch.split_events();
     violations.extend(split.iter().map(|s| format!("split brain: {s}")));
@@ -915,7 +1258,7 @@ async fn campaign(
     // Report.
     let mut per_kind = Vec::new();
     let mut table = String::from(
-        "kind           count  writable p50/p99 s  full strength p50/p99 s  (after heal p50/p99 s)  acked lost\n",
+        "kind              count  writable p50/p99 s  full strength p50/p99 s  (after heal p50/p99 s)  acked lost  drain p50/p99 s  samples missing/shed/beyond\n",
     );
     for kind in Kind::ALL {
         let rs: Vec<&Record> = records.iter().filter(|r| r.kind == kind).collect();
@@ -926,8 +1269,12 @@ async fn campaign(
             .filter_map(|r| r.full_strength_after_heal_s)
             .collect();
         let lost_k = lost_by_kind.get(&kind).copied().unwrap_or(0);
+        let dr: Vec<f64> = rs.iter().filter_map(|r| r.drain_s).collect();
+        let miss: u64 = rs.iter().map(|r| r.samples_missing).sum();
+        let shed: u64 = rs.iter().map(|r| r.samples_shed).sum();
+        let beyond = miss.saturating_sub(shed);
         table.push_str(&format!(
-            "{:<14} {:>5}  {:>8} / {:<8}  {:>10} / {:<10}  ({:>6} / {:<6})  {lost_k:>10}\n",
+            "{:<17} {:>5}  {:>8} / {:<8}  {:>10} / {:<10}  ({:>6} / {:<6})  {lost_k:>10}  {:>6} / {:<6}  {miss}/{shed}/{beyond}\n",
             kind.name(),
             rs.len(),
             fmt_s(pct(&w, 50.0)),
@@ -936,6 +1283,8 @@ async fn campaign(
             fmt_s(pct(&fs, 99.0)),
             fmt_s(pct(&fh, 50.0)),
             fmt_s(pct(&fh, 99.0)),
+            fmt_s(pct(&dr, 50.0)),
+            fmt_s(pct(&dr, 99.0)),
         ));
         per_kind.push(serde_json::json!({
             "kind": kind.name(),
@@ -947,6 +1296,12 @@ async fn campaign(
             "full_strength_after_heal_p50_s": pct(&fh, 50.0),
             "full_strength_after_heal_p99_s": pct(&fh, 99.0),
             "acked_writes_lost": lost_k,
+            "drain_p50_s": pct(&dr, 50.0),
+            "drain_p99_s": pct(&dr, 99.0),
+            "samples_missing": miss,
+            "samples_counted_shed": shed,
+            "samples_lost_beyond_shed": beyond,
+            "skipped_not_root": skipped.get(&kind).copied().unwrap_or(0),
         }));
     }
     let max_full = records
@@ -963,7 +1318,15 @@ async fn campaign(
         "faults_planned": faults,
         "aborted": aborted,
         "duration_s": r3(started.elapsed().as_secs_f64()),
-        "site": {"hosts": 4, "voters": 3, "standbys": 1, "etcd": "3.4 default timing, loopback, one network namespace"},
+        "site": {
+            "hosts": 4, "voters": 3, "standbys": 1,
+            "etcd": "3.4 default timing, loopback",
+            "isolated_host": root.then(|| site.hosts[ISOLATED].name.clone()),
+            "metrics": "every agent scrapes the chaos target every 1 s (1 critical + 8 low series), buffers on an 8 MiB tmpfs (budget 16 MiB), remote-writes to a region Prometheus",
+        },
+        "not_injected": {
+            "clock_step": "CLOCK_REALTIME is one per kernel: Linux time namespaces offset only CLOCK_MONOTONIC and CLOCK_BOOTTIME, so one host's wall clock cannot be stepped without stepping every host's (docs/reliability/README.md)",
+        },
         "acked_writes": acked_total,
         "acked_writes_lost": lost_total,
         "rmw": {
@@ -977,7 +1340,8 @@ async fn campaign(
         },
         "split_brain_events": split.len(),
         "max_voters_seen": max_voters,
-        "samples_lost_beyond_shed": serde_json::Value::Null,
+        "samples_lost_beyond_shed": samples.as_ref().map(|c| c.samples_lost_beyond_shed),
+        "samples": samples,
         "max_full_strength_s": max_full,
         "max_full_strength_after_heal_s": max_full_heal,
         "full_strength_bound_s": FULL_STRENGTH_BOUND.as_secs(),
@@ -990,6 +1354,8 @@ async fn campaign(
             "full_strength_s": r.full_strength_s,
             "full_strength_after_heal_s": r.full_strength_after_heal_s,
             "acked_writes": r.acked, "acked_writes_lost": r.lost,
+            "drain_s": r.drain_s, "samples_missing": r.samples_missing,
+            "samples_shed": r.samples_shed, "note": r.note,
         })).collect::<Vec<_>>(),
     });
     eprintln!(
@@ -1013,11 +1379,14 @@ async fn campaign(
         let root = site.root.clone();
         site.kill_all();
         drop(site);
+        drop(rig);
         if std::env::var("EDGEPLANE_KEEP_SITE").is_err() {
             let _ = std::fs::remove_dir_all(root);
         }
     } else {
         eprintln!("chaos: site files kept in {}", site.root.display());
+        site.kill_all();
+        drop(rig);
     }
     Ok(report)
 }
@@ -1036,7 +1405,7 @@ fn chaos_campaign_random_single_host_faults_lose_no_acknowledged_write() -> anyh
             .unwrap_or(0)
             ^ u64::from(std::process::id())
     });
-    let faults = env_u64("EDGEPLANE_CHAOS_FAULTS").unwrap_or(8) as usize;
+    let faults = env_u64("EDGEPLANE_CHAOS_FAULTS").unwrap_or(14) as usize;
     eprintln!("chaos: EDGEPLANE_CHAOS_SEED={seed} EDGEPLANE_CHAOS_FAULTS={faults}");
     // EDGEPLANE_CHAOS_MINUTES=M: stop injecting after M minutes (the long run);
     // the report's `faults` then says how many ran, and that count with the

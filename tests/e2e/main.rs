@@ -3,6 +3,7 @@
 
 mod agent;
 mod chaos;
+mod chaos_metrics;
 mod defrag;
 mod demo;
 mod diag;
