@@ -1103,11 +1103,12 @@ async fn campaign(
         .await
         {
             Ok(c) => {
-                if c.samples_lost_beyond_shed > 0 {
+                if c.samples_lost_beyond_shed > 0 || c.critical_lost_beyond_shed > 0 {
                     violations.push(format!(
-                        "fault {n} ({} of {host}): {} samples served since the previous fault are missing from the region beyond the shed counts: {c:?}",
+                        "fault {n} ({} of {host}): {} samples ({} critical) served since the previous fault are missing from the region beyond the shed counts: {c:?}",
                         f.kind.name(),
-                        c.samples_lost_beyond_shed
+                        c.samples_lost_beyond_shed,
+                        c.critical_lost_beyond_shed
                     ));
                 }
                 let shed_now = book.total();
@@ -1198,6 +1199,14 @@ async fn campaign(
     if let Ok(mut v) = rmw_log.violations.lock() {
         violations.extend(v.drain(..));
     }
+    for i in 0..site.hosts.len() {
+        if site.hosts[i].agent_pid().is_none() {
+            violations.push(format!(
+                "final: the agent of {} exited on its own (see its agent.log)",
+                site.hosts[i].name
+            ));
+        }
+    }
     // Metrics, at the end: everything served up to now, once the backlog
     // is drained.
     let end_ms = cm::now_ms();
@@ -1223,6 +1232,12 @@ async fn campaign(
                 violations.push(format!(
                     "final: {} samples missing from the region beyond the shed counts: {c:?}",
                     c.samples_lost_beyond_shed
+                ));
+            }
+            if c.critical_lost_beyond_shed > 0 {
+                violations.push(format!(
+                    "final: {} critical samples missing beyond the critical class's counts: {c:?}",
+                    c.critical_lost_beyond_shed
                 ));
             }
             if c.dead_letter_samples > 0 {

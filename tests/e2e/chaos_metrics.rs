@@ -417,12 +417,14 @@ impl ShedBook {
     pub fn total(&self) -> u64 {
         let mut n = 0;
         for (host, cs) in &self.classes {
+            let mut dropped = 0;
             for (class, (s, d, e)) in cs {
                 if class == "critical" || class == "low" {
-                    n += s + d + e;
+                    n += s + e;
+                    dropped += d;
                 }
             }
-            n += self.append_lost(host);
+            n += dropped.max(self.append_lost(host));
         }
         n
     }
@@ -456,11 +458,17 @@ pub struct SampleCheck {
     /// Samples the pipeline could not buffer (sent live only).
     pub not_buffered: u64,
     pub buffer_append_errors: u64,
-    /// All of the above counts: what "counted as shed" means here.
+    /// What "counted as shed" means here, all hosts: shed + expired + the
+    /// larger of dropped and not buffered (the pipeline's count of samples
+    /// not buffered includes those the buffer counted as dropped).
     pub samples_counted_shed: u64,
     pub dead_letter_samples: u64,
     /// Missing beyond what was counted: must be 0.
     pub samples_lost_beyond_shed: u64,
+    /// The same for the critical class alone, against the critical class's
+    /// own counts (and the samples not buffered): must be 0, whatever the
+    /// low class shed.
+    pub critical_lost_beyond_shed: u64,
     /// Missing per host beyond that host's counts.
     pub per_host_beyond_shed: HashMap<String, u64>,
 }
@@ -587,6 +595,7 @@ pub async fn check_samples(
         e.1 += lo_missing;
     }
     let uniq: HashSet<&String> = book.classes.keys().chain(hosts.iter()).collect();
+    let mut counted = 0;
     for host in uniq {
         let (cs, cd, ce) = book.class(host, "critical");
         let (ls, ld, le) = book.class(host, "low");
@@ -599,19 +608,19 @@ pub async fn check_samples(
         out.not_buffered += nb;
         out.buffer_append_errors += book.append_errors(host);
         out.dead_letter_samples += book.dead_letter.get(host).copied().unwrap_or(0);
-        let allowed = cs + cd + ce + ls + ld + le + nb;
+        // `samples_lost_on_append` counts what the buffer counted as
+        // dropped too (and, on a full disk, the whole batch): the larger of
+        // the two, not their sum.
+        let allowed = cs + ce + ls + le + (cd + ld).max(nb);
+        counted += allowed;
         let (mc, ml) = missing_by_host.get(host).copied().unwrap_or_default();
+        out.critical_lost_beyond_shed += mc.saturating_sub(cs + cd + ce + nb);
         let beyond = (mc + ml).saturating_sub(allowed);
         if beyond > 0 {
             out.per_host_beyond_shed.insert(host.clone(), beyond);
         }
         out.samples_lost_beyond_shed += beyond;
     }
-    out.samples_counted_shed = out.shed_critical
-        + out.dropped_critical
-        + out.shed_low
-        + out.dropped_low
-        + out.expired
-        + out.not_buffered;
+    out.samples_counted_shed = counted;
     Ok(out)
 }
