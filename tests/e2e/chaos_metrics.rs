@@ -624,3 +624,128 @@ pub async fn check_samples(
     out.samples_counted_shed = counted;
     Ok(out)
 }
+
+/// The checker itself: it must see a missing sample, accept one the agents
+/// counted in the right class, not let the low class's counts cover a
+/// critical sample, and accept a scrape the agent logged as failed.
+#[test]
+fn chaos_samples_checker_finds_what_is_missing_and_accepts_what_was_counted() -> anyhow::Result<()>
+{
+    use edgeplane_metrics::Sample;
+    use edgeplane_metrics::local_prometheus::LocalPrometheus;
+    edgeplane_tests::rt().block_on(async {
+        let region = LocalPrometheus::start(Default::default())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let t0 = now_ms() - 20_000;
+        let served: Vec<Served> = (1..=4)
+            .map(|seq| Served {
+                host: "host-1".into(),
+                seq,
+                ts_ms: t0 + seq as i64 * 1000,
+                bulk: 0,
+            })
+            .collect();
+        let sample = |name: &str, extra: Option<(&str, String)>, s: &Served, v: f64| {
+            let mut labels = vec![
+                ("__name__".to_string(), name.to_string()),
+                ("edge_host".to_string(), s.host.clone()),
+                ("job".to_string(), "probe".to_string()),
+            ];
+            if let Some((k, val)) = extra {
+                labels.push((k.to_string(), val));
+            }
+            labels.sort();
+            Sample {
+                labels,
+                timestamp_ms: s.ts_ms,
+                value: v,
+            }
+        };
+        let mut samples = Vec::new();
+        for s in &served {
+            match s.seq {
+                // Scrape 3: the critical sample never arrived.
+                3 => {}
+                // Scrape 4: the agent logged the scrape as failed (up = 0
+                // stamped 300 ms before the target answered), nothing else.
+                4 => {
+                    let mut up = sample("up", None, s, 0.0);
+                    up.timestamp_ms -= 300;
+                    samples.push(up);
+                    continue;
+                }
+                _ => samples.push(sample("chaos_probe_hi", None, s, s.seq as f64)),
+            }
+            for i in 0..LO_SERIES {
+                samples.push(sample(
+                    "chaos_probe_lo",
+                    Some(("i", i.to_string())),
+                    s,
+                    s.seq as f64,
+                ));
+            }
+        }
+        let resp = reqwest::Client::new()
+            .post(region.remote_write_url())
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(edgeplane_metrics::remote_write::encode(&samples))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "remote write: {}",
+            resp.status()
+        );
+        let check = |book: ShedBook| {
+            let (region, served) = (&region, &served);
+            async move { check_samples(region, served, &Vec::new(), &book, t0, t0 + 10_000).await }
+        };
+
+        let c = check(ShedBook::default()).await?;
+        assert_eq!(c.scrapes_served, 4);
+        assert_eq!(c.samples_scrape_failed, 1 + LO_SERIES as u64, "{c:?}");
+        assert_eq!(c.samples_missing_critical, 1, "{c:?}");
+        assert_eq!(c.samples_missing_low, 0, "{c:?}");
+        assert_eq!(c.samples_lost_beyond_shed, 1, "nothing counted: {c:?}");
+        assert_eq!(c.critical_lost_beyond_shed, 1, "{c:?}");
+
+        let mut book = ShedBook::default();
+        book.classes.insert(
+            "host-1".into(),
+            HashMap::from([("critical".to_string(), (1, 0, 0))]),
+        );
+        let c = check(book).await?;
+        assert_eq!(c.samples_lost_beyond_shed, 0, "counted as shed: {c:?}");
+        assert_eq!(c.critical_lost_beyond_shed, 0, "{c:?}");
+
+        let mut book = ShedBook::default();
+        book.classes.insert(
+            "host-1".into(),
+            HashMap::from([("low".to_string(), (5, 0, 0))]),
+        );
+        let c = check(book).await?;
+        assert_eq!(c.samples_lost_beyond_shed, 0, "{c:?}");
+        assert_eq!(
+            c.critical_lost_beyond_shed, 1,
+            "low-class shedding does not cover a critical sample: {c:?}"
+        );
+
+        // A kill window covering scrape 3: not expected at all.
+        let kills = vec![("host-1".to_string(), t0 + 2500, t0 + 3500)];
+        let c = check_samples(
+            &region,
+            &served,
+            &kills,
+            &ShedBook::default(),
+            t0,
+            t0 + 10_000,
+        )
+        .await?;
+        assert_eq!(c.samples_unconfirmed_at_kill, 1 + LO_SERIES as u64, "{c:?}");
+        assert_eq!(c.samples_lost_beyond_shed, 0, "{c:?}");
+        Ok(())
+    })
+}
