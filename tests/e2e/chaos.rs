@@ -1001,6 +1001,22 @@ async fn campaign(
                     Ok((_, bytes)) => note = format!("ballast {} KiB", bytes >> 10),
                     Err(e) => violations.push(format!("fault {n}: filling the disk failed: {e}")),
                 }
+                // Half of them (even down time in ms): the agent also loses
+                // power on the full disk and starts again on it.
+                let restart = f.down.as_millis() % 2 == 0;
+                if restart {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Some(doc) = site.agent_status(target).await {
+                        book.observe(&host, &doc);
+                    }
+                    let now = cm::now_ms();
+                    kill_windows.push((host.clone(), now - 3000, now + 500));
+                    book.new_lifetime(&host);
+                    tokio::task::block_in_place(|| site.kill_agent(target));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    site.start_agent(target)?;
+                    note.push_str(", agent SIGKILLed and restarted on the full disk");
+                }
                 tokio::time::sleep(f.down).await;
                 rig.probe.set_burst(None);
                 if let Ok((p, _)) = &filled
@@ -1010,9 +1026,31 @@ async fn campaign(
                 }
                 sim::signal(region_pid, Signal::SIGCONT);
                 let pid_after = site.hosts[target].agent_pid();
-                if pid_before.is_none() || pid_after != pid_before {
+                if pid_before.is_none()
+                    || pid_after.is_none()
+                    || (!restart && pid_after != pid_before)
+                {
                     violations.push(format!(
                         "fault {n}: the agent of {host} did not survive its full disk (pid {pid_before:?} before, {pid_after:?} after)"
+                    ));
+                }
+                // Its metrics pipeline runs (also after a start on the full disk).
+                let mut running = false;
+                for _ in 0..30 {
+                    if site
+                        .agent_status(target)
+                        .await
+                        .is_some_and(|d| d.get("metrics").is_some_and(|m| !m.is_null()))
+                    {
+                        running = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if !running {
+                    violations.push(format!(
+                        "fault {n}: the metrics pipeline of {host} is not running after its disk was freed{}",
+                        if restart { " (its agent had restarted on the full disk)" } else { "" }
                     ));
                 }
             }
