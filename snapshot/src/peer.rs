@@ -164,22 +164,28 @@ pub async fn push_to_peer(
         .map_err(|err| Error::Http { url, err })
 }
 
-/// The snapshots the agent at `agent_url` holds (`GET {agent_url}/snapshots`).
-pub async fn list_peer(http: &reqwest::Client, agent_url: &str) -> Result<Vec<SnapshotMeta>> {
-    let url = format!("{}/snapshots", agent_url.trim_end_matches('/'));
-    let resp = http.get(&url).send().await.map_err(|err| Error::Http {
-        url: url.clone(),
+/// `GET url`, a non-2xx answer turned into [`Error::PeerStatus`].
+async fn get_ok(http: &reqwest::Client, url: &str) -> Result<reqwest::Response> {
+    let resp = http.get(url).send().await.map_err(|err| Error::Http {
+        url: url.to_string(),
         err,
     })?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         return Err(Error::PeerStatus {
-            url,
+            url: url.to_string(),
             status,
             body: body.trim().to_string(),
         });
     }
+    Ok(resp)
+}
+
+/// The snapshots the agent at `agent_url` holds (`GET {agent_url}/snapshots`).
+pub async fn list_peer(http: &reqwest::Client, agent_url: &str) -> Result<Vec<SnapshotMeta>> {
+    let url = format!("{}/snapshots", agent_url.trim_end_matches('/'));
+    let resp = get_ok(http, &url).await?;
     resp.json::<Vec<SnapshotMeta>>()
         .await
         .map_err(|err| Error::Http { url, err })
@@ -195,19 +201,7 @@ pub async fn fetch_from_peer(
 ) -> Result<SnapshotMeta> {
     check_name(name)?;
     let url = format!("{}/snapshots/{name}", agent_url.trim_end_matches('/'));
-    let mut resp = http.get(&url).send().await.map_err(|err| Error::Http {
-        url: url.clone(),
-        err,
-    })?;
-    if !resp.status().is_success() {
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        return Err(Error::PeerStatus {
-            url,
-            status,
-            body: body.trim().to_string(),
-        });
-    }
+    let mut resp = get_ok(http, &url).await?;
     let tmp = recv_tmp(dir)?;
     let mut f = tokio::fs::File::from_std(
         tmp.as_file()

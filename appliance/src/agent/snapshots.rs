@@ -104,15 +104,8 @@ pub fn tick(agent: &mut Agent) {
         })
         .unwrap_or(agent.my_index);
     let endpoint = agent.view.peers[source].node.client_url.clone();
-    let peers: Vec<(String, String)> = if cfg.copy_to_peers {
-        agent
-            .view
-            .peers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != agent.my_index)
-            .map(|(_, p)| (p.node.name.clone(), p.node.agent_url.clone()))
-            .collect()
+    let peers = if cfg.copy_to_peers {
+        other_agents(agent)
     } else {
         Vec::new()
     };
@@ -127,20 +120,25 @@ pub fn tick(agent: &mut Agent) {
     });
 }
 
-/// Brings the catalog up to date in the background: this host's directory
-/// as it is now (after pruning), and each reachable peer's list (a peer that
-/// does not answer keeps its last-known copies).
-fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
-    let state = agent.state.clone();
-    let me = agent.me.name.clone();
-    let peers: Vec<(String, String)> = agent
+/// `(name, agent_url)` of every other host.
+fn other_agents(agent: &Agent) -> Vec<(String, String)> {
+    agent
         .view
         .peers
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != agent.my_index)
         .map(|(_, p)| (p.node.name.clone(), p.node.agent_url.clone()))
-        .collect();
+        .collect()
+}
+
+/// Brings the catalog up to date in the background: this host's directory
+/// as it is now (after pruning), and each reachable peer's list (a peer that
+/// does not answer keeps its last-known copies).
+fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
+    let state = agent.state.clone();
+    let me = agent.me.name.clone();
+    let peers = other_agents(agent);
     let http = crate::tls::agent_http_client(agent.tls.as_ref(), Duration::from_secs(2));
     tokio::spawn(async move {
         let local = tokio::task::spawn_blocking(move || edgeplane_snapshot::list(&dir)).await;
