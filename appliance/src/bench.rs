@@ -61,11 +61,7 @@ fn backfill(days: u64, series: usize, json: bool) -> anyhow::Result<ExitCode> {
             "Backfill bench: {days} day(s) × {series} series at 15 s into a local Prometheus; this takes minutes."
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let report = rt
+    let report = crate::runtime()?
         .block_on(edgeplane_metrics::bench::backfill(opts))
         .map_err(|e| anyhow::anyhow!("backfill bench failed: {e}"))?;
     if json {

@@ -48,14 +48,6 @@ pub struct DemoRecord {
     pub ok: bool,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")
-}
-
 /// Prints a narration line unless `quiet`.
 pub struct Narrator {
     pub quiet: bool,
@@ -71,7 +63,7 @@ impl Narrator {
 
 pub fn main(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     let record = rt.block_on(demo(args))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
@@ -379,7 +371,7 @@ async fn region_outage(
 /// `edgeplane bench failover --cycles N`.
 pub fn bench_failover(cycles: usize, json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     let report = rt.block_on(failover_bench(cycles, json))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -555,7 +547,7 @@ pub struct RecoveryReport {
 
 pub fn bench_recovery(json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     let report = rt.block_on(recovery_bench(json))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

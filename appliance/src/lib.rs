@@ -56,6 +56,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The runtime every async subcommand runs on: two workers (the hosts
+/// are small), every driver enabled.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
 /// Maps an error to the process exit status: 78 for configuration errors, 1 otherwise.
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
     if err.chain().any(|e| e.is::<BadConfig>()) {

@@ -26,14 +26,6 @@ pub fn run(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")
-}
-
 fn load(config: &Path) -> anyhow::Result<Config> {
     match edgeplane_config::load(config) {
         Ok(l) => Ok(l.config),
@@ -102,7 +94,7 @@ fn save_cmd(config: &Path, out: Option<&Path>) -> anyhow::Result<ExitCode> {
             cfg.paths.snapshot_dir.clone()
         }
     };
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     let meta = rt.block_on(async {
         let (url, mut client) = healthy_voter(&cfg).await?;
         let opts = snap::SaveOptions::new(cfg.host.clone(), url);
@@ -381,7 +373,7 @@ impl BenchReport {
 
 pub fn bench(db_mib: u64, json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     let report = rt.block_on(bench_run(db_mib, 2, !json))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -737,7 +729,7 @@ mod tests {
             eprintln!("etcd/etcdctl not installed: skipped");
             return;
         }
-        let rt = runtime().expect("runtime");
+        let rt = crate::runtime().expect("runtime");
         let r = rt.block_on(bench_run(3, 1, false)).expect("bench runs");
         assert!(r.db_bytes >= 3 << 20, "{r:?}");
         assert!(r.keys > 500, "{r:?}");

@@ -215,12 +215,7 @@ pub fn main(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         tracing::warn!("Config: {w}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    rt.block_on(run(cfg, args.config.clone()))?;
+    crate::runtime()?.block_on(run(cfg, args.config.clone()))?;
     Ok(ExitCode::SUCCESS)
 }
 

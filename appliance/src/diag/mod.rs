@@ -79,7 +79,7 @@ pub fn run(cmd: DiagCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DiagCommand::Status { config, json } => {
             let cfg = load(&config)?;
-            let report = runtime()?.block_on(status::gather_and_build(&cfg, &config));
+            let report = crate::runtime()?.block_on(status::gather_and_build(&cfg, &config));
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -100,7 +100,7 @@ pub fn run(cmd: DiagCommand) -> anyhow::Result<ExitCode> {
                 })
                 .transpose()?;
             let cfg = load(&config)?;
-            let report = runtime()?.block_on(events::gather(&cfg, since));
+            let report = crate::runtime()?.block_on(events::gather(&cfg, since));
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -109,7 +109,7 @@ pub fn run(cmd: DiagCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(report.exit_code()))
         }
         DiagCommand::Check { config, json } => {
-            let report = runtime()?.block_on(check::run_checks(&config));
+            let report = crate::runtime()?.block_on(check::run_checks(&config));
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -119,7 +119,7 @@ pub fn run(cmd: DiagCommand) -> anyhow::Result<ExitCode> {
         }
         DiagCommand::Bundle { config, out } => {
             let cfg = load(&config)?;
-            let written = runtime()?.block_on(bundle::write(&cfg, &config, &out))?;
+            let written = crate::runtime()?.block_on(bundle::write(&cfg, &config, &out))?;
             println!(
                 "Wrote support bundle {} ({} files, {}): secrets redacted, no etcd values, no key material.",
                 out.display(),
@@ -143,14 +143,6 @@ fn load(path: &Path) -> anyhow::Result<edgeplane_config::Config> {
         ))
         .into()),
     }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")
 }
 
 /// The config path as the operator should type it again (absolute when possible).
