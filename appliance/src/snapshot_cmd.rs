@@ -548,6 +548,22 @@ async fn fill(client: &etcd_client::Client, bytes: u64, show: bool) -> anyhow::R
     Ok((keys, written))
 }
 
+/// The baseline restore: `etcdctl snapshot restore DB` into `dir` as a
+/// one-member cluster.
+fn etcdctl_restore(etcdctl: &Path, db: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(etcdctl);
+    c.env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(db)
+        .arg(format!("--data-dir={}", dir.display()))
+        .arg("--name=r1")
+        .arg("--initial-cluster=r1=http://127.0.0.1:2380")
+        .arg("--initial-cluster-token=bench")
+        .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380");
+    c
+}
+
 fn run_timed(cmd: &mut Command) -> anyhow::Result<f64> {
     let start = Instant::now();
     let out = cmd
@@ -654,18 +670,7 @@ pub async fn bench_run(db_mib: u64, reps: u32, show: bool) -> anyhow::Result<Ben
         let _ = std::fs::remove_dir_all(&dir);
 
         let dir = work.join(format!("restore-base-{rep}"));
-        let s = run_timed(
-            Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .arg("snapshot")
-                .arg("restore")
-                .arg(&base_db)
-                .arg(format!("--data-dir={}", dir.display()))
-                .arg("--name=r1")
-                .arg("--initial-cluster=r1=http://127.0.0.1:2380")
-                .arg("--initial-cluster-token=bench")
-                .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380"),
-        )?;
+        let s = run_timed(&mut etcdctl_restore(&etcdctl, &base_db, &dir))?;
         base_restore_s = base_restore_s.min(s);
         let _ = std::fs::remove_dir_all(&dir);
 
@@ -679,18 +684,7 @@ pub async fn bench_run(db_mib: u64, reps: u32, show: bool) -> anyhow::Result<Ben
                 .arg("-o")
                 .arg(&unpacked),
         )?;
-        let b = run_timed(
-            Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .arg("snapshot")
-                .arg("restore")
-                .arg(&unpacked)
-                .arg(format!("--data-dir={}", dir.display()))
-                .arg("--name=r1")
-                .arg("--initial-cluster=r1=http://127.0.0.1:2380")
-                .arg("--initial-cluster-token=bench")
-                .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380"),
-        )?;
+        let b = run_timed(&mut etcdctl_restore(&etcdctl, &unpacked, &dir))?;
         base_zst_restore_s = base_zst_restore_s.min(a + b);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&unpacked);
