@@ -123,13 +123,12 @@ fn site_tls(cfg: &Config) -> Result<Option<SiteTls>, String> {
 
 /// An HTTP client for the site's agents, with the site's certificate when
 /// TLS is on.
-fn http_client(cfg: &Config, timeout: Duration) -> Result<reqwest::Client, String> {
-    let tls = site_tls(cfg)?;
+fn http_client(tls: Option<&SiteTls>, timeout: Duration) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout / 2);
-    if let Some(t) = &tls {
+    if let Some(t) = tls {
         b = t.http_client(b).map_err(|e| format!("TLS: {e}"))?;
     }
     b.build().map_err(|e| format!("no HTTP client: {e}"))
@@ -264,9 +263,10 @@ async fn probe_etcd(
 
 /// Probes every host of the site at once.
 pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
-    let (http, tls) = match (http_client(cfg, timeout), site_tls(cfg)) {
-        (Ok(h), Ok(t)) => (h, t),
-        (Err(e), _) | (_, Err(e)) => return Probes::none(&cfg.nodes, &e),
+    // The TLS files are read once for every probe of the run.
+    let (http, tls) = match site_tls(cfg).and_then(|t| Ok((http_client(t.as_ref(), timeout)?, t))) {
+        Ok(x) => x,
+        Err(e) => return Probes::none(&cfg.nodes, &e),
     };
     let agents = futures::future::join_all(
         cfg.nodes
@@ -280,7 +280,8 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
     );
     let snaps = futures::future::join_all(cfg.nodes.iter().map(|n| {
         let url = format!("{}/snapshots", n.agent_url.trim_end_matches('/'));
-        async move { (n.name.clone(), snapshot_names(cfg, &url, timeout).await) }
+        let http = &http;
+        async move { (n.name.clone(), snapshot_names(http, &url, timeout).await) }
     }));
     let (agents, etcds, snapshot_lists) = tokio::join!(agents, etcds, snaps);
 
@@ -355,8 +356,12 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
 
 /// The snapshot names an agent lists at `GET /snapshots` (a JSON array of
 /// objects with a `name`).
-async fn snapshot_names(cfg: &Config, url: &str, timeout: Duration) -> Result<Vec<String>, String> {
-    let text = get_text(cfg, url, timeout).await?;
+async fn snapshot_names(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let text = fetch_text(http, url, timeout).await?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("not a snapshot list: {e}"))?;
     let items = v
@@ -371,7 +376,16 @@ async fn snapshot_names(cfg: &Config, url: &str, timeout: Duration) -> Result<Ve
 
 /// `GET url` of a site agent with a short timeout; the body if 2xx.
 pub async fn get_text(cfg: &Config, url: &str, timeout: Duration) -> Result<String, String> {
-    let http = http_client(cfg, timeout)?;
+    let http = http_client(site_tls(cfg)?.as_ref(), timeout)?;
+    fetch_text(&http, url, timeout).await
+}
+
+/// `GET url` with `http`, bounded by `timeout`; the body if 2xx.
+async fn fetch_text(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     let r = match tokio::time::timeout(timeout, http.get(url).send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(http_error(&e, timeout)),
