@@ -27,6 +27,9 @@ use super::state::{OpKind, Outcome, State};
 use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc};
 
 /// Fact: this host's etcd has been a member of a running cluster.
+/// Bound on one snapshot upload to a peer agent.
+const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
+
 const FACT_JOINED: &str = "joined";
 
 pub struct Agent {
@@ -54,6 +57,9 @@ pub struct Agent {
     last_persist: Option<Instant>,
     /// The site's certificate, when TLS is on.
     pub tls: Option<SiteTls>,
+    /// For snapshot copies and lists to peer agents (built once: it holds
+    /// the parsed TLS material); callers bound short requests themselves.
+    pub peer_http: reqwest::Client,
 }
 
 /// What to do about a local etcd that is not running.
@@ -121,6 +127,7 @@ impl Agent {
             learner_stuck_after: cfg.cluster.learner_stuck_after,
         };
         let view = View::new(&cfg.nodes, cfg.cluster.promotion_max_lag, tls.as_ref())?;
+        let peer_http = crate::tls::agent_http_client(tls.as_ref(), SNAPSHOT_COPY_TIMEOUT)?;
         Ok(Agent {
             cfg,
             me,
@@ -143,6 +150,7 @@ impl Agent {
             config_path: std::path::PathBuf::new(),
             last_persist: None,
             tls,
+            peer_http,
         })
     }
 

@@ -114,8 +114,9 @@ pub fn tick(agent: &mut Agent) {
     let state = agent.state.clone();
     let origin = agent.me.name.clone();
     let tls = agent.tls.clone();
+    let http = agent.peer_http.clone();
     tokio::spawn(async move {
-        take_and_copy(state, origin, endpoint, dir, peers, tls).await;
+        take_and_copy(state, origin, endpoint, dir, peers, tls, http).await;
         running.store(false, Ordering::Relaxed);
     });
 }
@@ -139,7 +140,7 @@ fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
     let state = agent.state.clone();
     let me = agent.me.name.clone();
     let peers = other_agents(agent);
-    let http = crate::tls::agent_http_client(agent.tls.as_ref(), Duration::from_secs(2));
+    let http = agent.peer_http.clone();
     tokio::spawn(async move {
         let local = tokio::task::spawn_blocking(move || edgeplane_snapshot::list(&dir)).await;
         if let Ok(Ok(list)) = local
@@ -147,21 +148,20 @@ fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
         {
             tracing::warn!("Could not update the snapshot catalog: {e}");
         }
-        let http = match http {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!("No HTTP client for the snapshot catalog: {e}");
-                return;
-            }
-        };
         for (name, url) in peers {
-            match edgeplane_snapshot::list_peer(&http, &url).await {
-                Ok(list) => {
+            let listed = tokio::time::timeout(
+                Duration::from_secs(2),
+                edgeplane_snapshot::list_peer(&http, &url),
+            )
+            .await;
+            match listed {
+                Ok(Ok(list)) => {
                     if let Err(e) = state.catalog_sync_host(&name, &list) {
                         tracing::warn!("Could not update the snapshot catalog: {e}");
                     }
                 }
-                Err(e) => tracing::debug!(peer = %name, "No snapshot list from {name}: {e}"),
+                Ok(Err(e)) => tracing::debug!(peer = %name, "No snapshot list from {name}: {e}"),
+                Err(_) => tracing::debug!(peer = %name, "No snapshot list from {name} within 2 s"),
             }
         }
     });
@@ -174,6 +174,7 @@ async fn take_and_copy(
     dir: std::path::PathBuf,
     peers: Vec<(String, String)>,
     tls: Option<crate::tls::SiteTls>,
+    http: reqwest::Client,
 ) {
     let Ok(op) = state.begin(
         OpKind::Snapshot,
@@ -210,15 +211,8 @@ async fn take_and_copy(
         }
     };
     let mut copies = vec![origin.clone()];
-    let http = crate::tls::agent_http_client(tls.as_ref(), Duration::from_secs(600));
     for (name, url) in &peers {
-        let pushed = match &http {
-            Ok(http) => edgeplane_snapshot::push_to_peer(http, url, &meta.path)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match pushed {
+        match edgeplane_snapshot::push_to_peer(&http, url, &meta.path).await {
             Ok(_) => copies.push(name.clone()),
             Err(e) => {
                 tracing::warn!(peer = %name, "Could not copy snapshot {} to {name}: {e}", meta.name)
