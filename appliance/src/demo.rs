@@ -93,15 +93,14 @@ pub async fn start_site(
         site.start_agent(i)?;
     }
     let learners = usize::from(hosts > voters);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !site.full_strength(learners).await {
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "the site did not reach {voters} voters + {learners} standby within 90 s; logs are in {}",
-                site.root.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if !site
+        .wait_full_strength(learners, Duration::from_secs(90))
+        .await
+    {
+        anyhow::bail!(
+            "the site did not reach {voters} voters + {learners} standby within 90 s; logs are in {}",
+            site.root.display()
+        );
     }
     Ok((site, t0.elapsed().as_secs_f64()))
 }

@@ -27,25 +27,21 @@ async fn bootstrap(hosts: usize, voters: usize, extra: &str) -> anyhow::Result<L
         tokio::time::sleep(Duration::from_millis(150 * (seed % 3) as u64)).await;
     }
     let learners = usize::from(hosts > voters);
-    let t0 = Instant::now();
     // Twice the usual bound: with the agents started in a random order, the
     // last initial voter may come up while another test's site loads both cores.
-    while !site.full_strength(learners).await {
-        if t0.elapsed() >= 2 * HANG {
-            // Keep the site for a post-mortem before the assertion drops it.
-            let kept = site.root.with_extension("failed");
-            let _ = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(&site.root)
-                .arg(&kept)
-                .status();
-            panic!(
-                "site did not reach {voters} voters + {learners} standby in {:?}; logs kept in {}",
-                2 * HANG,
-                kept.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if !site.wait_full_strength(learners, 2 * HANG).await {
+        // Keep the site for a post-mortem before the assertion drops it.
+        let kept = site.root.with_extension("failed");
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&site.root)
+            .arg(&kept)
+            .status();
+        panic!(
+            "site did not reach {voters} voters + {learners} standby in {:?}; logs kept in {}",
+            2 * HANG,
+            kept.display()
+        );
     }
     Ok(site)
 }
@@ -253,11 +249,10 @@ fn two_host_site_survives_standby_loss_and_reports_quorum_loss() -> anyhow::Resu
             "losing the standby changes nothing for writes"
         );
         site.start_agent(1)?;
-        let t0 = Instant::now();
-        while !site.full_strength(1).await {
-            assert!(t0.elapsed() < HANG, "the standby did not come back");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "the standby did not come back"
+        );
         writer.stop().await;
         assert_eq!(writer.lost(&site.client_urls()).await?, 0);
         // Lose the voter: quorum loss, reported by the standby's agent.

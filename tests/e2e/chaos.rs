@@ -621,15 +621,11 @@ async fn bootstrap(root: bool) -> anyhow::Result<(LocalSite, MetricsRig)> {
     for i in 0..4 {
         site.start_agent(i)?;
     }
-    let t0 = Instant::now();
-    while !site.full_strength(1).await {
-        assert!(
-            t0.elapsed() < HANG,
-            "site did not bootstrap; logs in {}",
-            site.root.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        site.wait_full_strength(1, HANG).await,
+        "site did not bootstrap; logs in {}",
+        site.root.display()
+    );
     Ok((site, rig))
 }
 

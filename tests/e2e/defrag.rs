@@ -37,11 +37,7 @@ fn defrag_of_every_voter_including_the_former_leader_never_fails_a_write() -> an
         for i in 0..4 {
             site.start_agent(i)?;
         }
-        let t0 = Instant::now();
-        while !site.full_strength(1).await {
-            assert!(t0.elapsed() < HANG, "site did not bootstrap");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(site.wait_full_strength(1, HANG).await, "site did not bootstrap");
         let (voters, _) = site.roles().await.unwrap_or_default();
         let voter_urls: Vec<String> = voters.iter().map(|&v| site.hosts[v].client_url.clone()).collect();
         let leader_before = site.leader_host().await;
@@ -153,11 +149,7 @@ fn nospace_alarm_is_compacted_defragmented_disarmed_and_recorded_once() -> anyho
         for i in 0..4 {
             site.start_agent(i)?;
         }
-        let t0 = Instant::now();
-        while !site.full_strength(1).await {
-            assert!(t0.elapsed() < HANG, "site did not bootstrap");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(site.wait_full_strength(1, HANG).await, "site did not bootstrap");
         let (voters, _) = site.roles().await.unwrap_or_default();
         let urls: Vec<String> = voters
             .iter()

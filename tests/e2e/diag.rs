@@ -405,15 +405,11 @@ async fn full_site() -> anyhow::Result<(LocalSite, Planted)> {
     for i in 0..4 {
         site.start_agent(i)?;
     }
-    let t0 = Instant::now();
-    while !site.full_strength(1).await {
-        assert!(
-            t0.elapsed() < HANG,
-            "the site did not reach full strength; logs in {}",
-            site.root.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        site.wait_full_strength(1, HANG).await,
+        "the site did not reach full strength; logs in {}",
+        site.root.display()
+    );
     // Let every agent publish a view with the standby in place.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok((site, planted))
@@ -771,15 +767,11 @@ fn quorum_loss_is_the_first_line_with_the_recovery_command() -> anyhow::Result<(
         for i in 0..3 {
             site.start_agent(i)?;
         }
-        let t0 = Instant::now();
-        while !site.full_strength(0).await {
-            assert!(
-                t0.elapsed() < HANG,
-                "no full strength; logs in {}",
-                site.root.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(
+            site.wait_full_strength(0, HANG).await,
+            "no full strength; logs in {}",
+            site.root.display()
+        );
         site.kill_host(0);
         site.kill_host(1);
         let cfg = site.hosts[2].config_path.clone();

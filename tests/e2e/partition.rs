@@ -5,7 +5,7 @@
 //! and never rebuilds; the majority keeps serving; after the link heals the
 //! cut-off host rejoins and the site is back to three voters, one epoch.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt};
 
@@ -25,11 +25,7 @@ fn partitioned_minority_with_failing_fence_never_rebuilds() -> anyhow::Result<()
         for i in 0..3 {
             site.start_agent(i)?;
         }
-        let t0 = Instant::now();
-        while !site.full_strength(0).await {
-            assert!(t0.elapsed() < HANG, "site did not bootstrap; logs in {}", site.root.display());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(site.wait_full_strength(0, HANG).await, "site did not bootstrap; logs in {}", site.root.display());
         let mut writer = Writer::start(site.client_urls(), "p");
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -41,11 +37,7 @@ fn partitioned_minority_with_failing_fence_never_rebuilds() -> anyhow::Result<()
         site.set_link(true)?;
 
         // Back to three voters, all in epoch 0: nobody rebuilt.
-        let t0 = Instant::now();
-        while !site.full_strength(0).await {
-            assert!(t0.elapsed() < HANG * 2, "the site did not heal; logs in {}", site.root.display());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        assert!(site.wait_full_strength(0, HANG * 2).await, "the site did not heal; logs in {}", site.root.display());
         writer.stop().await;
         assert_eq!(writer.lost(&site.client_urls()).await?, 0, "no acknowledged write lost");
         for i in 0..3 {

@@ -17,15 +17,11 @@ async fn site(policy: &str) -> anyhow::Result<LocalSite> {
     for i in 0..4 {
         site.start_agent(i)?;
     }
-    let t0 = Instant::now();
-    while !site.full_strength(1).await {
-        assert!(
-            t0.elapsed() < HANG,
-            "site did not bootstrap; logs in {}",
-            site.root.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        site.wait_full_strength(1, HANG).await,
+        "site did not bootstrap; logs in {}",
+        site.root.display()
+    );
     Ok(site)
 }
 
@@ -70,15 +66,11 @@ async fn heal_killed(site: &mut LocalSite, victims: &[usize]) {
     for &v in victims {
         let _ = site.start_agent(v);
     }
-    let t0 = Instant::now();
-    while !site.full_strength(1).await {
-        assert!(
-            t0.elapsed() < HANG * 2,
-            "the killed hosts did not rejoin; logs in {}",
-            site.root.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(
+        site.wait_full_strength(1, HANG * 2).await,
+        "the killed hosts did not rejoin; logs in {}",
+        site.root.display()
+    );
 }
 
 #[test]
@@ -192,11 +184,7 @@ fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result
         for i in 0..2 {
             site.start_agent(i)?;
         }
-        let t0 = Instant::now();
-        while !site.full_strength(1).await {
-            assert!(t0.elapsed() < HANG, "site did not bootstrap; logs in {}", site.root.display());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(site.wait_full_strength(1, HANG).await, "site did not bootstrap; logs in {}", site.root.display());
         let writer = write_then_settle(&site).await?;
         site.kill_host(0);
         wait_writable(&site).await;
@@ -205,11 +193,7 @@ fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result
         assert_eq!(epoch, Some(1), "the standby rebuilt in a new epoch");
         // The old voter comes back: its data is from epoch 0, so it rejoins as the standby.
         site.start_agent(0)?;
-        let t0 = Instant::now();
-        while !site.full_strength(1).await {
-            assert!(t0.elapsed() < HANG * 2, "the old voter did not rejoin; logs in {}", site.root.display());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        assert!(site.wait_full_strength(1, HANG * 2).await, "the old voter did not rejoin; logs in {}", site.root.display());
         assert_eq!(writer.lost(&site.client_urls()).await?, 0);
         Ok(())
     })

@@ -31,11 +31,7 @@ fn agent_sigkill_during_the_flush_loses_no_outage_sample() -> anyhow::Result<()>
         for i in 0..2 {
             site.start_agent(i)?;
         }
-        let t0 = Instant::now();
-        while !site.full_strength(1).await {
-            assert!(t0.elapsed() < HANG, "site did not bootstrap");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(site.wait_full_strength(1, HANG).await, "site did not bootstrap");
         tokio::time::sleep(Duration::from_secs(3)).await;
         let pid = region.pid().ok_or_else(|| anyhow::anyhow!("no prometheus pid"))? as i32;
         // Outage.

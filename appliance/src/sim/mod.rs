@@ -616,6 +616,21 @@ impl LocalSite {
         true
     }
 
+    /// Polls [`LocalSite::full_strength`] every 100 ms until it holds (true)
+    /// or `bound` has passed (false).
+    pub async fn wait_full_strength(&self, learners: usize, bound: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if self.full_strength(learners).await {
+                return true;
+            }
+            if t0.elapsed() >= bound {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The `/status` document of host `i`'s agent.
     pub async fn agent_status(&self, i: usize) -> Option<serde_json::Value> {
         let url = format!("{}/status", self.hosts[i].agent_url);
