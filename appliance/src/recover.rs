@@ -130,16 +130,11 @@ async fn request_and_wait(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let failed = doc
-                .pointer("/journal/recent")
-                .and_then(|r| r.as_array())
-                .and_then(|ops| {
-                    ops.iter().find(|o| {
-                        o["kind"] == "recover"
-                            && o["outcome"] == "failed"
-                            && o["started_ms"].as_i64().is_some_and(|t| t >= asked_ms)
-                    })
-                });
+            let failed = crate::agent::recent_ops(&doc).iter().find(|o| {
+                o["kind"] == "recover"
+                    && o["outcome"] == "failed"
+                    && o["started_ms"].as_i64().is_some_and(|t| t >= asked_ms)
+            });
             if let Some(op) = failed {
                 anyhow::bail!(
                     "{target} could not rebuild: {}",

@@ -222,17 +222,13 @@ async fn standby_tick(agent: &mut Agent) {
     // The coordinator may have compacted just before this host saw the alarm.
     let since_ms = *agent.defrag.standby_alarm_ms.get_or_insert(now_ms - 30_000);
     let compacted = agent.view.peers.iter().any(|p| {
-        p.agent_doc
-            .as_ref()
-            .and_then(|d| d.pointer("/journal/recent"))
-            .and_then(|r| r.as_array())
-            .is_some_and(|ops| {
-                ops.iter().any(|o| {
-                    o["reason"] == "NOSPACE alarm: compacting"
-                        && o["outcome"] == "done"
-                        && o["finished_ms"].as_i64().is_some_and(|f| f >= since_ms)
-                })
+        p.agent_doc.as_ref().is_some_and(|d| {
+            super::recent_ops(d).iter().any(|o| {
+                o["reason"] == "NOSPACE alarm: compacting"
+                    && o["outcome"] == "done"
+                    && o["finished_ms"].as_i64().is_some_and(|f| f >= since_ms)
             })
+        })
     });
     if !compacted {
         return;

@@ -181,6 +181,15 @@ impl Shared {
     }
 }
 
+/// The `journal.recent` records of an agent's `/status` document (none if
+/// it has no journal).
+pub fn recent_ops(doc: &serde_json::Value) -> &[serde_json::Value] {
+    doc.pointer("/journal/recent")
+        .and_then(|r| r.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
 /// Serves `app` on `listener` until `stop` turns true.
 fn spawn_server(
     listener: tokio::net::TcpListener,
