@@ -61,27 +61,12 @@ pub struct ScrapeTls {
 
 impl ScrapeTls {
     fn apply(&self, b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, UplinkError> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|err| UplinkError::Read {
-                path: p.clone(),
-                err,
-            })
-        };
-        let roots =
-            reqwest::Certificate::from_pem_bundle(&read(&self.ca_file)?).map_err(|err| {
-                UplinkError::Tls {
-                    path: self.ca_file.clone(),
-                    err,
-                }
-            })?;
-        let mut pem = read(&self.cert_file)?;
-        pem.push(b'\n');
-        pem.extend(read(&self.key_file)?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|err| UplinkError::Tls {
-            path: self.cert_file.clone(),
-            err,
-        })?;
-        Ok(b.tls_certs_merge(roots).identity(id))
+        crate::uplink::with_tls_files(
+            b,
+            Some(&self.ca_file),
+            Some(&self.cert_file),
+            Some(&self.key_file),
+        )
     }
 }
 

@@ -85,6 +85,44 @@ impl TokenFile {
     }
 }
 
+/// Adds the CA bundle at `ca` to the trusted roots (system roots stay) and
+/// presents the certificate at `cert` (with its key at `key`, or in the same
+/// file) as the client identity. For the uplink and the scraper alike.
+pub(crate) fn with_tls_files(
+    mut b: reqwest::ClientBuilder,
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, UplinkError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|err| UplinkError::Read {
+            path: p.to_path_buf(),
+            err,
+        })
+    };
+    if let Some(ca) = ca {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&read(ca)?).map_err(|err| UplinkError::Tls {
+                path: ca.to_path_buf(),
+                err,
+            })?;
+        b = b.tls_certs_merge(certs);
+    }
+    if let Some(cert) = cert {
+        let mut pem = read(cert)?;
+        if let Some(key) = key {
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+        }
+        let id = reqwest::Identity::from_pem(&pem).map_err(|err| UplinkError::Tls {
+            path: cert.to_path_buf(),
+            err,
+        })?;
+        b = b.identity(id);
+    }
+    Ok(b)
+}
+
 /// Sends remote-write bodies and turns the outcome into a [`Verdict`].
 #[derive(Debug)]
 pub struct RemoteWriter {
@@ -106,36 +144,12 @@ impl RemoteWriter {
             .connect_timeout(o.timeout)
             .user_agent(concat!("edgeplane/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(ca) = &o.ca_file {
-            let pem = std::fs::read(ca).map_err(|err| UplinkError::Read {
-                path: ca.clone(),
-                err,
-            })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| UplinkError::Tls {
-                    path: ca.clone(),
-                    err,
-                })?;
-            b = b.tls_certs_merge(certs);
-        }
-        if let Some(cert) = &o.client_cert {
-            let mut pem = std::fs::read(cert).map_err(|err| UplinkError::Read {
-                path: cert.clone(),
-                err,
-            })?;
-            if let Some(key) = &o.client_key {
-                pem.push(b'\n');
-                pem.extend(std::fs::read(key).map_err(|err| UplinkError::Read {
-                    path: key.clone(),
-                    err,
-                })?);
-            }
-            let id = reqwest::Identity::from_pem(&pem).map_err(|err| UplinkError::Tls {
-                path: cert.clone(),
-                err,
-            })?;
-            b = b.identity(id);
-        }
+        b = with_tls_files(
+            b,
+            o.ca_file.as_deref(),
+            o.client_cert.as_deref(),
+            o.client_key.as_deref(),
+        )?;
         Ok(RemoteWriter {
             client: b.build().map_err(UplinkError::Client)?,
             url: o.url.clone(),
