@@ -24,9 +24,22 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// A free TCP port on 127.0.0.1 (bound and released; a race with another
-/// process is possible but rare on a test machine).
+/// process is possible but rare on a test machine). Never the same port
+/// twice in one process: the kernel may hand a just-released port out again
+/// at once, and two hosts of one site then got the same URL.
 pub fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN
+            .lock()
+            .map_err(|_| io::Error::other("port registry poisoned"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other("no port that was not handed out before"))
 }
 
 /// Sends `sig` to `pid`; a process that is already gone is not an error.
