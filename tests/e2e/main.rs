@@ -12,4 +12,5 @@ mod partition;
 mod recovery;
 mod security;
 mod snapshots;
+mod split_brain;
 mod uplink;

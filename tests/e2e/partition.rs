@@ -54,7 +54,7 @@ fn partitioned_minority_with_failing_fence_never_rebuilds() -> anyhow::Result<()
         let fence_failed = isolated
             .pointer("/journal/recent")
             .and_then(|r| r.as_array())
-            .is_some_and(|ops| ops.iter().any(|o| o["kind"] == "recover" && o["outcome"] == "failed"));
+            .is_some_and(|ops| ops.iter().any(|o| o["kind"] == "fence" && o["outcome"] == "failed"));
         assert!(fence_failed, "the minority tried to fence and failed: {isolated}");
         Ok(())
     })

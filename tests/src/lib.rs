@@ -45,3 +45,19 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 /// Generous bound for things that normally take seconds: catches hangs, never judges speed.
 pub const HANG: Duration = Duration::from_secs(60);
+
+/// For a test that cannot run here (not root, a binary missing): prints
+/// `SKIPPED: why` and returns true, so the test returns early, except under
+/// `CI=true`, where a skip is a failure (a green CI means everything ran).
+pub fn skip(why: &str) -> bool {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("SKIPPED under CI=true is a failure: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    true
+}
+
+/// [`skip`] unless this process runs as root.
+pub fn skip_unless_root(why: &str) -> bool {
+    !nix::unistd::Uid::effective().is_root() && skip(why)
+}

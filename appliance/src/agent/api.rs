@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use super::Shared;
+use super::{Shared, recovery_plan};
 
 pub fn router(shared: Arc<Shared>, snapshot_dir: std::path::PathBuf) -> Router {
     // Peer snapshot copies: GET /snapshots, GET|PUT /snapshots/{name}.
@@ -89,7 +89,7 @@ async fn recover(
         );
     }
     let doc = s.status();
-    if doc.quorum != "lost" {
+    if doc.quorum != recovery_plan::Quorum::Lost {
         return (
             StatusCode::CONFLICT,
             format!(
@@ -123,7 +123,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status();
     let mut out = String::new();
     let role = |r: &str| if doc.role == r { 1 } else { 0 };
-    let lines: [(&str, &str, String); 8] = [
+    let lines: [(&str, &str, String); 9] = [
         (
             "edgeplane_reconcile_age_seconds",
             "gauge",
@@ -156,6 +156,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             doc.etcd.restarts.to_string(),
         ),
         ("edgeplane_role_voter", "gauge", role("voter").to_string()),
+        // Critical: two live clusters (see /status split_brain).
+        (
+            "edgeplane_split_brain",
+            "gauge",
+            u8::from(doc.split_brain.is_some()).to_string(),
+        ),
     ];
     for (name, kind, value) in lines {
         out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));

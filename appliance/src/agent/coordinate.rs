@@ -82,7 +82,7 @@ async fn one_step(agent: &mut Agent) -> bool {
         Ok(Ok(())) => {
             let verify = verify_after(agent, kind).await;
             tracing::info!(?kind, host = %host, "Membership change done: {reason}. {verify}");
-            let _ = agent.state.finish(op, Outcome::Done, &verify);
+            agent.state.close(op, Outcome::Done, &verify);
             // The removed member's "first seen" must not carry over to a re-added one.
             agent.view.first_seen.remove(&id);
             true
@@ -92,17 +92,17 @@ async fn one_step(agent: &mut Agent) -> bool {
             // the journal records what happened, not what the RPC said.
             let verify = verify_after(agent, kind).await;
             tracing::info!(host = %host, "Promotion done despite the error ({e}). {verify}");
-            let _ = agent.state.finish(op, Outcome::Done, &verify);
+            agent.state.close(op, Outcome::Done, &verify);
             true
         }
         Ok(Err(e)) => {
             tracing::warn!(?kind, host = %host, "Membership change refused: {e}; re-checking next tick.");
-            let _ = agent.state.finish(op, Outcome::Failed, &e.to_string());
+            agent.state.close(op, Outcome::Failed, &e.to_string());
             false
         }
         Err(_) => {
             tracing::warn!(?kind, host = %host, "Membership change timed out; re-checking next tick.");
-            let _ = agent.state.finish(op, Outcome::Failed, "timed out");
+            agent.state.close(op, Outcome::Failed, "timed out");
             false
         }
     }
@@ -195,6 +195,9 @@ async fn take_over_if_coordinator_gone(agent: &mut Agent) {
             &agent.me.name,
             "the leader's agent is not coordinating",
         )
+        // Restoring coordination is part of failover: it goes ahead without
+        // a journal (a full state disk must not block failover), loudly.
+        .map_err(|e| tracing::error!("Moving leadership here without a journal record: {e}"))
         .ok();
     match tokio::time::timeout(RPC_TIMEOUT, client.move_leader(me.member_id)).await {
         Ok(Ok(_)) => {
@@ -203,9 +206,9 @@ async fn take_over_if_coordinator_gone(agent: &mut Agent) {
                 leader_name(agent, li)
             );
             if let Some(op) = op {
-                let _ = agent
+                agent
                     .state
-                    .finish(op, Outcome::Done, "leadership moved here");
+                    .close(op, Outcome::Done, "leadership moved here");
             }
         }
         other => {
@@ -214,7 +217,7 @@ async fn take_over_if_coordinator_gone(agent: &mut Agent) {
                 _ => "timed out".into(),
             };
             if let Some(op) = op {
-                let _ = agent.state.finish(op, Outcome::Failed, &why);
+                agent.state.close(op, Outcome::Failed, &why);
             }
         }
     }

@@ -161,17 +161,17 @@ pub async fn tick(agent: &mut Agent) {
         Ok(Ok(_)) => {
             let detail = format!("defragmented in {:.2}s", t0.elapsed().as_secs_f64());
             tracing::info!(host = %host, "Defragmented {host}: {reason}; {detail}.");
-            let _ = agent.state.finish(op, Outcome::Done, &detail);
+            agent.state.close(op, Outcome::Done, &detail);
             if nospace {
                 agent.defrag.done_this_alarm.push(host.clone());
             }
         }
         Ok(Err(e)) => {
             tracing::warn!(host = %host, "Defragmenting {host} failed: {e}");
-            let _ = agent.state.finish(op, Outcome::Failed, &e.to_string());
+            agent.state.close(op, Outcome::Failed, &e.to_string());
         }
         Err(_) => {
-            let _ = agent.state.finish(op, Outcome::Failed, "timed out");
+            agent.state.close(op, Outcome::Failed, "timed out");
         }
     }
     // Check again soon: the next member, or the alarm.
@@ -282,7 +282,7 @@ async fn standby_tick(agent: &mut Agent) {
         tracing::error!("Could not restart etcd after an offline defrag: {e:#}");
     }
     tracing::warn!("{reason}: {detail}.");
-    let _ = agent.state.finish(op, outcome, &detail);
+    agent.state.close(op, outcome, &detail);
 }
 
 /// Compacts to the current revision (physical: waits until it is applied).
@@ -319,7 +319,7 @@ async fn compact_all(agent: &mut Agent) -> bool {
         Err(_) => (Outcome::Failed, "timed out".into()),
     };
     tracing::warn!("NOSPACE alarm: {detail}.");
-    let _ = agent.state.finish(op, outcome, &detail);
+    agent.state.close(op, outcome, &detail);
     outcome == Outcome::Done
 }
 
@@ -383,7 +383,7 @@ async fn disarm(agent: &mut Agent) {
         (Outcome::Failed, failed.join("; "))
     };
     tracing::warn!("{detail}.");
-    let _ = agent.state.finish(op, outcome, &detail);
+    agent.state.close(op, outcome, &detail);
 }
 
 #[cfg(test)]

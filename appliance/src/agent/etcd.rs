@@ -98,6 +98,12 @@ pub fn has_member_data(dir: &Path) -> bool {
 
 /// Moves a data dir aside (kept for forensics) and keeps at most `keep` such copies.
 pub fn move_aside(data_dir: &Path, keep: usize) -> anyhow::Result<Option<PathBuf>> {
+    move_aside_as(data_dir, "removed", keep)
+}
+
+/// Moves a data dir aside as `NAME.LABEL-STAMP`, keeping at most `keep`
+/// copies with that label (other labels are never pruned by this call).
+pub fn move_aside_as(data_dir: &Path, label: &str, keep: usize) -> anyhow::Result<Option<PathBuf>> {
     if !data_dir.exists() {
         return Ok(None);
     }
@@ -107,7 +113,7 @@ pub fn move_aside(data_dir: &Path, keep: usize) -> anyhow::Result<Option<PathBuf
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "etcd".into());
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
-    let target = parent.join(format!("{name}.removed-{stamp}"));
+    let target = parent.join(format!("{name}.{label}-{stamp}"));
     std::fs::rename(data_dir, &target).with_context(|| {
         format!(
             "could not move {} aside to {}",
@@ -116,7 +122,7 @@ pub fn move_aside(data_dir: &Path, keep: usize) -> anyhow::Result<Option<PathBuf
         )
     })?;
     // Bound the forensics copies: oldest first by name (the stamp sorts).
-    let prefix = format!("{name}.removed-");
+    let prefix = format!("{name}.{label}-");
     let mut old: Vec<PathBuf> = std::fs::read_dir(parent)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -23,7 +23,8 @@ use crate::tls::SiteTls;
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::observe::{View, same_url};
 use super::plan::{Decision, Limits, Member};
-use super::state::{OpKind, Outcome, State};
+use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd, Quorum};
+use super::state::{KnownMembership, OpKind, Outcome, State};
 use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc};
 
 /// Fact: this host's etcd has been a member of a running cluster.
@@ -57,6 +58,12 @@ pub struct Agent {
     last_persist: Option<Instant>,
     /// The site's certificate, when TLS is on.
     pub tls: Option<SiteTls>,
+    /// The last membership of this host's cluster, as recorded in the state
+    /// store (survives restarts; see `recovery_plan`).
+    pub known: Option<KnownMembership>,
+    /// The split-brain alarm, while it stands: its journal record and the
+    /// hosts of the other side.
+    split_brain: Option<(Option<u64>, Vec<String>)>,
     /// For snapshot copies and lists to peer agents (built once: it holds
     /// the parsed TLS material); callers bound short requests themselves.
     pub peer_http: reqwest::Client,
@@ -107,7 +114,7 @@ impl Agent {
         // do from the cluster itself, so close them as abandoned.
         for op in state.pending().unwrap_or_default() {
             tracing::warn!(id = op.id, kind = ?op.kind, target = %op.target, "Found an operation left pending by a previous run; the reconciler re-checks the cluster instead of replaying it.");
-            let _ = state.finish(
+            state.close(
                 op.id,
                 Outcome::Abandoned,
                 "agent restarted before the outcome was recorded",
@@ -126,7 +133,21 @@ impl Agent {
             promotion_stable_for: cfg.cluster.promotion_stable_for,
             learner_stuck_after: cfg.cluster.learner_stuck_after,
         };
-        let view = View::new(&cfg.nodes, cfg.cluster.promotion_max_lag, tls.as_ref())?;
+        let view = View::new(
+            &cfg.nodes,
+            my_index,
+            cfg.cluster.promotion_max_lag,
+            tls.as_ref(),
+        )?;
+        let known = match state.membership() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(
+                    "Could not read the recorded membership: {e}; no automatic rebuild until it is seen again."
+                );
+                None
+            }
+        };
         let peer_http = crate::tls::agent_http_client(tls.as_ref(), SNAPSHOT_COPY_TIMEOUT)?;
         Ok(Agent {
             cfg,
@@ -150,6 +171,8 @@ impl Agent {
             config_path: std::path::PathBuf::new(),
             last_persist: None,
             tls,
+            known,
+            split_brain: None,
             peer_http,
         })
     }
@@ -159,11 +182,14 @@ impl Agent {
         super::recover::data_epoch(&self.cfg.etcd.data_dir)
     }
 
-    /// The highest epoch any reachable peer's agent reports.
+    /// The epoch of the cluster this host runs in or joins: the highest
+    /// epoch reported by an agent whose etcd answers with a leader (a cluster
+    /// seen alive, never a claim alone), or this host's data's.
     pub fn site_epoch(&self) -> u64 {
         self.view
             .peers
             .iter()
+            .filter(|p| p.status.as_ref().is_some_and(|s| s.leader != 0))
             .map(super::recover::peer_epoch)
             .max()
             .unwrap_or(0)
@@ -178,10 +204,103 @@ impl Agent {
         self.token_for(self.site_epoch())
     }
 
-    /// Whether a peer reports a newer epoch than our data: our data is from
-    /// a cluster that was rebuilt without us and must never be started.
-    fn data_is_stale(&self) -> bool {
-        has_member_data(&self.cfg.etcd.data_dir) && self.site_epoch() > self.data_epoch()
+    /// What the other hosts' etcd and agents say about clusters and epochs,
+    /// for [`recovery_plan::decide_epoch`].
+    fn epoch_decision(&self) -> EpochDecision {
+        let local = self.local_status();
+        let own = OwnCluster {
+            epoch: self.data_epoch(),
+            has_data: has_member_data(&self.cfg.etcd.data_dir),
+            cluster_id: self.view.my_cluster(),
+            local_has_leader: local.is_some_and(voter_with_leader),
+        };
+        let peers: Vec<PeerCluster> = self
+            .view
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.my_index)
+            .map(|(_, p)| PeerCluster {
+                name: p.node.name.clone(),
+                epoch: p.agent_doc.as_ref().map(|_| super::recover::peer_epoch(p)),
+                etcd: p.status.as_ref().map(|s| PeerEtcd {
+                    cluster_id: s.cluster_id,
+                    has_leader: voter_with_leader(s),
+                }),
+            })
+            .collect();
+        recovery_plan::decide_epoch(&own, &peers)
+    }
+
+    /// Records the membership of this host's cluster when it changed (read
+    /// from a member of the cluster the local etcd belongs to).
+    fn record_membership(&mut self) {
+        let (Some(members), Some(cluster), Some(local)) = (
+            &self.view.members,
+            self.view.members_cluster,
+            self.local_status(),
+        ) else {
+            return;
+        };
+        if cluster != local.cluster_id {
+            return;
+        }
+        let seen = KnownMembership {
+            cluster_id: cluster,
+            epoch: self.data_epoch(),
+            members: members.clone(),
+        };
+        if self.known.as_ref() == Some(&seen) {
+            return;
+        }
+        if let Err(e) = self.state.set_membership(Some(&seen)) {
+            tracing::error!(
+                "Could not record the cluster's membership: {e}; a restart would forget whom to fence."
+            );
+        }
+        self.known = Some(seen);
+    }
+
+    /// Forgets the recorded membership: this host's data was set aside, so
+    /// it belongs to no cluster until it joins one.
+    fn forget_membership(&mut self) {
+        if let Err(e) = self.state.set_membership(None) {
+            tracing::error!("Could not clear the recorded membership: {e}");
+        }
+        self.known = None;
+    }
+
+    /// Raises, keeps or clears the split-brain alarm.
+    fn set_split_brain(&mut self, others: Option<Vec<String>>) {
+        match (others, self.split_brain.take()) {
+            (Some(others), None) => {
+                tracing::error!(
+                    "SPLIT BRAIN: this host's cluster has a leader and ({}) report another live cluster or a newer epoch. Keeping this cluster; no data is moved. A human must choose a side.",
+                    others.join(", ")
+                );
+                let op = self
+                    .state
+                    .begin(
+                        OpKind::SplitBrain,
+                        &others.join(","),
+                        "another live cluster or a newer epoch is reported while this cluster has a leader",
+                    )
+                    .map_err(|e| tracing::error!("Could not journal the split-brain alarm: {e}"))
+                    .ok();
+                self.split_brain = Some((op, others));
+            }
+            (Some(others), Some((op, _))) => self.split_brain = Some((op, others)),
+            (None, Some((Some(op), others))) => {
+                tracing::warn!(
+                    "The split-brain alarm cleared ({} no longer report another cluster).",
+                    others.join(", ")
+                );
+                if let Err(e) = self.state.finish(op, Outcome::Done, "cleared") {
+                    tracing::error!("Could not journal the end of the split-brain alarm: {e}");
+                }
+            }
+            (None, _) => {}
+        }
     }
 
     /// This host's member in the list, if any.
@@ -201,14 +320,22 @@ impl Agent {
     /// One pass of the loop.
     pub async fn tick(&mut self) {
         self.ticks += 1;
+        // The cluster this host's data belongs to, for when its etcd is down.
+        self.view.known_cluster = self
+            .known
+            .as_ref()
+            .filter(|_| has_member_data(&self.cfg.etcd.data_dir))
+            .map(|k| k.cluster_id);
         self.view.refresh().await;
+        self.record_membership();
         self.supervise().await;
         if self.etcd.running() {
             if let Some(s) = self.local_status()
                 && s.leader != 0
                 && self.state.fact(FACT_JOINED).ok().flatten().is_none()
+                && let Err(e) = self.state.set_fact(FACT_JOINED, "1")
             {
-                let _ = self.state.set_fact(FACT_JOINED, "1");
+                tracing::error!("Could not record that this host joined a cluster: {e}");
             }
             self.coordinate().await;
             super::defrag::tick(self).await;
@@ -248,20 +375,32 @@ impl Agent {
                 }
             }
         }
+        let epoch = self.epoch_decision();
+        self.set_split_brain(match &epoch {
+            EpochDecision::SplitBrain { others } => Some(others.clone()),
+            _ => None,
+        });
         if self.etcd.running() {
             self.waiting = None;
+            match epoch {
+                EpochDecision::Adopt { epoch } => {
+                    tracing::warn!(
+                        "This host's cluster has no quorum and a cluster of epoch {epoch} is alive (this host's data: epoch {}): the cluster was rebuilt without it. Stopping etcd and rejoining as the standby; the old data is kept.",
+                        self.data_epoch()
+                    );
+                    self.etcd.kill().await;
+                    self.abandon_data(epoch);
+                    return;
+                }
+                EpochDecision::WaitForEvidence { claimed } => {
+                    self.waiting = Some(format!(
+                        "a peer reports epoch {claimed} but no cluster of it answers; keeping this host's data"
+                    ));
+                }
+                EpochDecision::Stay | EpochDecision::SplitBrain { .. } => {}
+            }
             // A member the cluster removed while we were away: etcd may keep
             // running unaware (e.g. it was partitioned). Stop it and rejoin.
-            if self.data_is_stale() {
-                tracing::warn!(
-                    "A peer reports epoch {} but this host's data is from epoch {}: the cluster was rebuilt without it. Stopping etcd and rejoining as the standby.",
-                    self.site_epoch(),
-                    self.data_epoch()
-                );
-                self.etcd.kill().await;
-                self.set_aside("the cluster was rebuilt in a newer epoch");
-                return;
-            }
             if self.removed_while_running() {
                 tracing::warn!(
                     "The cluster no longer lists this member; stopping etcd and rejoining as the standby."
@@ -287,11 +426,15 @@ impl Agent {
         }
     }
 
-    /// Whether a healthy cluster lists members but not this host while our etcd runs.
+    /// Whether this host's own cluster, healthy, lists members but not this
+    /// host while our etcd runs (a list from another cluster proves nothing).
     fn removed_while_running(&self) -> bool {
         let Some(members) = &self.view.members else {
             return false;
         };
+        if self.view.members_cluster != self.local_status().map(|s| s.cluster_id) {
+            return false;
+        }
         // Only trust a member list that came from a cluster with a leader that is not us.
         let Some((leader, _)) = self.view.leader() else {
             return false;
@@ -310,22 +453,52 @@ impl Agent {
                 .any(|m| same_url(&m.peer_url, &self.me.peer_url))
     }
 
+    /// Sets this host's data aside for good (a newer epoch is alive and this
+    /// host's cluster has no quorum): it may hold writes no live cluster
+    /// has, so it goes under its own label (`etcd.abandoned-STAMP`) that is
+    /// never pruned automatically.
+    fn abandon_data(&mut self, epoch: u64) {
+        self.set_aside_as(
+            &format!("the cluster was rebuilt in epoch {epoch} while this host had no quorum"),
+            "abandoned",
+            usize::MAX,
+        );
+    }
+
+    /// Sets aside the data of a member its own cluster removed: the cluster
+    /// has every write it acknowledged, so two old copies are enough.
     fn set_aside(&mut self, why: &str) {
-        let id = self.state.begin(OpKind::Rejoin, &self.me.name, why).ok();
-        match move_aside(&self.cfg.etcd.data_dir, 2) {
+        self.set_aside_as(why, "removed", 2);
+    }
+
+    /// Moves the data aside (`keep` copies per label), journalled first: no
+    /// journal record, nothing moved.
+    fn set_aside_as(&mut self, why: &str, label: &str, keep: usize) {
+        let id = match self.state.begin(OpKind::Rejoin, &self.me.name, why) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(
+                    "Not moving the etcd data aside ({why}): could not journal it: {e}"
+                );
+                self.waiting = Some(format!("cannot journal: {e}"));
+                return;
+            }
+        };
+        self.forget_membership();
+        match super::etcd::move_aside_as(&self.cfg.etcd.data_dir, label, keep) {
             Ok(to) => {
                 let detail = to
                     .map(|p| format!("old data moved to {}", p.display()))
                     .unwrap_or_default();
                 tracing::info!("Moved the old etcd data aside: {detail}");
-                if let Some(id) = id {
-                    let _ = self.state.finish(id, Outcome::Done, &detail);
+                if let Err(e) = self.state.finish(id, Outcome::Done, &detail) {
+                    tracing::error!("Could not journal the move ({detail}): {e}");
                 }
             }
             Err(e) => {
                 tracing::error!("{e:#}");
-                if let Some(id) = id {
-                    let _ = self.state.finish(id, Outcome::Failed, &format!("{e:#}"));
+                if let Err(j) = self.state.finish(id, Outcome::Failed, &format!("{e:#}")) {
+                    tracing::error!("Could not journal the failed move: {j}");
                 }
             }
         }
@@ -337,13 +510,25 @@ impl Agent {
         let data = &self.cfg.etcd.data_dir;
         let members = self.view.members.clone();
         let mine = self.my_member().cloned();
-        if self.data_is_stale() {
-            self.set_aside("the cluster was rebuilt in a newer epoch while this host was away");
-            return Ok(None);
-        }
         if has_member_data(data) {
-            if let (Some(_), None) = (&members, &mine) {
-                // A cluster with a leader answers and does not list us: removed.
+            match self.epoch_decision() {
+                EpochDecision::Adopt { epoch } => {
+                    self.abandon_data(epoch);
+                    return Ok(None);
+                }
+                EpochDecision::WaitForEvidence { claimed } => {
+                    return Err(format!(
+                        "a peer reports epoch {claimed} but no cluster of it answers, and this host's cluster has no leader; \
+                         waiting before starting etcd on data of epoch {}",
+                        self.data_epoch()
+                    ));
+                }
+                EpochDecision::Stay | EpochDecision::SplitBrain { .. } => {}
+            }
+            // This host's own cluster has a leader and does not list us: removed.
+            let own_list = self.view.members_cluster.is_some()
+                && self.view.members_cluster == self.view.known_cluster;
+            if let (true, Some(_), None) = (own_list, &members, &mine) {
                 self.set_aside("the cluster removed this member while it was down");
                 return Ok(None);
             }
@@ -427,10 +612,17 @@ impl Agent {
         let Some(mut client) = self.view.peers[li].client().await else {
             return;
         };
-        let op = self
+        // Joining can wait: no journal record, no join.
+        let op = match self
             .state
             .begin(OpKind::Join, &self.me.name, "standby slot free")
-            .ok();
+        {
+            Ok(op) => Some(op),
+            Err(e) => {
+                self.waiting = Some(format!("not joining: cannot journal it: {e}"));
+                return;
+            }
+        };
         let res = tokio::time::timeout(
             Duration::from_secs(3),
             client.member_add(
@@ -447,9 +639,8 @@ impl Agent {
                     "Added this host as the standby (learner); starting etcd to catch up."
                 );
                 if let Some(id) = op {
-                    let _ = self
-                        .state
-                        .finish(id, Outcome::Done, "member added as learner");
+                    self.state
+                        .close(id, Outcome::Done, "member added as learner");
                 }
                 let _ = move_aside(&self.cfg.etcd.data_dir, 2);
                 // The data etcd is about to create belongs to the site's current epoch.
@@ -471,14 +662,13 @@ impl Agent {
                 // every voter connected for 5 s. Retried next tick.
                 tracing::info!("Joining as the standby was refused for now: {e}");
                 if let Some(id) = op {
-                    let _ = self.state.finish(id, Outcome::Failed, &e.to_string());
+                    self.state.close(id, Outcome::Failed, &e.to_string());
                 }
             }
             Err(_) => {
                 if let Some(id) = op {
-                    let _ = self
-                        .state
-                        .finish(id, Outcome::Failed, "member add timed out");
+                    self.state
+                        .close(id, Outcome::Failed, "member add timed out");
                 }
             }
         }
@@ -605,7 +795,16 @@ impl Agent {
             coordinator: self.is_coordinator(),
             ready,
             ready_reason,
-            quorum: quorum.to_string(),
+            quorum,
+            split_brain: self.split_brain.as_ref().map(|(_, others)| super::SplitBrainDoc {
+                others: others.clone(),
+                action: format!(
+                    "two live clusters: this host keeps serving its own and moves no data. Decide which side's writes to keep; \
+                     on every host of the side you give up run `systemctl stop edgeplane`, move its etcd data dir ({}) aside \
+                     (keep it: it holds that side's writes), then `systemctl start edgeplane`: it joins the kept side as a standby",
+                    self.cfg.etcd.data_dir.display()
+                ),
+            }),
             decision: describe(&self.last_decision),
             etcd: EtcdDoc {
                 running: self.etcd.running(),
@@ -654,13 +853,14 @@ impl Agent {
         }
     }
 
-    /// `ok`, `lost` (no leader anywhere, or a majority of voters unreachable,
-    /// for `recovery.quorum_loss_window`) or `unknown` (not yet long enough).
-    pub fn quorum(&self) -> &'static str {
+    /// `Lost`: no leader of this host's cluster, or a majority of voters
+    /// unreachable, for `recovery.quorum_loss_window`; `Unknown`: not yet
+    /// for long enough.
+    pub fn quorum(&self) -> Quorum {
         match self.quorum_suspect_since {
-            None => "ok",
-            Some(t) if t.elapsed() >= self.cfg.recovery.quorum_loss_window => "lost",
-            Some(_) => "unknown",
+            None => Quorum::Ok,
+            Some(t) if t.elapsed() >= self.cfg.recovery.quorum_loss_window => Quorum::Lost,
+            Some(_) => Quorum::Unknown,
         }
     }
 
@@ -677,6 +877,15 @@ impl Agent {
         }
         self.etcd.stop(Duration::from_secs(10)).await;
     }
+}
+
+/// Whether a member's Status proves its cluster has a working leader: a
+/// voter that knows one. A learner never campaigns, so it keeps naming the
+/// last leader it heard of long after that leader is gone (seen when a
+/// rebuild left the old standby running: it "had a leader" for ever); a
+/// voter that loses its leader clears it within an election timeout.
+fn voter_with_leader(s: &super::observe::EtcdStatus) -> bool {
+    s.leader != 0 && !s.is_learner
 }
 
 /// `name=peer_url,…` for etcd's `--initial-cluster` from a member list; the

@@ -29,6 +29,7 @@ pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod recover;
+pub mod recovery_plan;
 pub mod snapshots;
 pub mod state;
 
@@ -59,7 +60,11 @@ pub struct StatusDoc {
     pub ready: bool,
     pub ready_reason: String,
     /// `ok`, `lost` or `unknown`.
-    pub quorum: String,
+    pub quorum: recovery_plan::Quorum,
+    /// Set while this host's cluster has a leader and another live cluster
+    /// (or a newer epoch) is reported: a split brain only a human resolves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_brain: Option<SplitBrainDoc>,
     /// The last membership decision, in a sentence.
     pub decision: String,
     pub etcd: EtcdDoc,
@@ -72,6 +77,15 @@ pub struct StatusDoc {
     pub recovery: recover::RecoveryDoc,
     /// The metrics pipeline: link state, backlog per class, shed counts, flush rate.
     pub metrics: Option<edgeplane_metrics::status::MetricsStatus>,
+}
+
+/// The split-brain alarm in `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SplitBrainDoc {
+    /// Hosts reporting another live cluster or a newer epoch.
+    pub others: Vec<String>,
+    /// What to do, in a sentence, with the command.
+    pub action: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -17,6 +17,10 @@ use super::plan::{Health, Member};
 /// A member's answer to Status.
 #[derive(Debug, Clone, Serialize)]
 pub struct EtcdStatus {
+    /// The cluster this member belongs to: member lists, leaders and epochs
+    /// are only compared within one cluster.
+    #[serde(serialize_with = "hex_id")]
+    pub cluster_id: u64,
     #[serde(serialize_with = "hex_id")]
     pub member_id: u64,
     #[serde(serialize_with = "hex_id")]
@@ -111,10 +115,15 @@ impl Peer {
 /// The whole site as seen from this agent.
 pub struct View {
     pub peers: Vec<Peer>,
-    /// The member list from a voter that has a leader, with when it was read.
+    /// The member list from a voter that has a leader.
     pub members: Option<Vec<Member>>,
-    /// The last member list read successfully (kept through a quorum loss).
-    pub last_members: Option<Vec<Member>>,
+    /// The cluster ID of the member that answered `members`.
+    pub members_cluster: Option<u64>,
+    /// This host's index in `peers`.
+    me: usize,
+    /// The cluster this host's data belongs to when its etcd does not run
+    /// (from the state store); set by the agent.
+    pub known_cluster: Option<u64>,
     /// When each member id was first seen in the list.
     pub first_seen: HashMap<u64, Instant>,
     http: reqwest::Client,
@@ -124,7 +133,12 @@ pub struct View {
 const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
 
 impl View {
-    pub fn new(nodes: &[Node], max_lag: u64, tls: Option<&SiteTls>) -> anyhow::Result<View> {
+    pub fn new(
+        nodes: &[Node],
+        me: usize,
+        max_lag: u64,
+        tls: Option<&SiteTls>,
+    ) -> anyhow::Result<View> {
         let mut http = reqwest::Client::builder()
             .timeout(STATUS_TIMEOUT)
             .connect_timeout(Duration::from_millis(400));
@@ -139,7 +153,9 @@ impl View {
                 .map(|n| Peer::new(n, tls.cloned()))
                 .collect(),
             members: None,
-            last_members: None,
+            members_cluster: None,
+            me,
+            known_cluster: None,
             first_seen: HashMap::new(),
             http,
             max_lag,
@@ -162,6 +178,7 @@ impl View {
                         .ok()?
                         .ok()?;
                     Some(EtcdStatus {
+                        cluster_id: r.header().map(|h| h.cluster_id()).unwrap_or(0),
                         member_id: r.header().map(|h| h.member_id()).unwrap_or(0),
                         leader: r.leader(),
                         raft_index: r.raft_index(),
@@ -229,10 +246,9 @@ impl View {
                 None => {}
             }
         }
-        self.members = self.read_members().await;
-        if self.members.is_some() {
-            self.last_members.clone_from(&self.members);
-        }
+        let (members, cluster) = self.read_members().await.unzip();
+        self.members = members;
+        self.members_cluster = cluster;
         if let Some(ms) = &self.members {
             for m in ms {
                 self.first_seen.entry(m.id).or_insert(now);
@@ -242,12 +258,26 @@ impl View {
         }
     }
 
-    /// The current leader's id and its peer index, if some member reports one.
+    /// The cluster this host belongs to: its running etcd's, else the one
+    /// its data was last seen in; `None` when unknown (a spare, a first start).
+    pub fn my_cluster(&self) -> Option<u64> {
+        self.peers
+            .get(self.me)
+            .and_then(|p| p.status.as_ref())
+            .map(|s| s.cluster_id)
+            .or(self.known_cluster)
+    }
+
+    /// The leader of this host's cluster (of any cluster when that is
+    /// unknown): its id and peer index. A leader of another cluster (a split
+    /// brain, a newer epoch) is never taken for ours.
     pub fn leader(&self) -> Option<(u64, usize)> {
+        let mine = self.my_cluster();
         // Trust the member that says it IS the leader, not followers' memory of it.
         self.peers.iter().enumerate().find_map(|(i, p)| {
             let s = p.status.as_ref()?;
-            (s.leader != 0 && s.leader == s.member_id).then_some((s.leader, i))
+            (s.leader != 0 && s.leader == s.member_id && mine.is_none_or(|c| c == s.cluster_id))
+                .then_some((s.leader, i))
         })
     }
 
@@ -256,16 +286,19 @@ impl View {
         self.peers[i].status.as_ref().map(|s| s.raft_index)
     }
 
-    /// Member list from the leader, else from any voter that knows a leader.
-    async fn read_members(&mut self) -> Option<Vec<Member>> {
+    /// Member list from the leader, else from any voter that knows a leader,
+    /// with the cluster ID of the member that answered.
+    async fn read_members(&mut self) -> Option<(Vec<Member>, u64)> {
         let mut order: Vec<usize> = Vec::new();
         if let Some((_, i)) = self.leader() {
             order.push(i);
         }
+        let mine = self.my_cluster();
         for (i, p) in self.peers.iter().enumerate() {
             if let Some(s) = &p.status
                 && !s.is_learner
                 && s.leader != 0
+                && mine.is_none_or(|c| c == s.cluster_id)
                 && !order.contains(&i)
             {
                 order.push(i);
@@ -276,7 +309,8 @@ impl View {
                 continue;
             };
             if let Ok(Ok(r)) = tokio::time::timeout(STATUS_TIMEOUT, c.member_list()).await {
-                return Some(r.members().iter().map(Member::from).collect());
+                let cluster = r.header().map(|h| h.cluster_id()).unwrap_or(0);
+                return Some((r.members().iter().map(Member::from).collect(), cluster));
             }
         }
         None

@@ -30,7 +30,7 @@ pub struct Limits {
 }
 
 /// One etcd member as the member list shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub id: u64,
     /// Empty for a member that was added but has never started.

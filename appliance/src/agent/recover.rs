@@ -11,12 +11,17 @@
 //! aside and joins the new cluster as the standby. Raft indexes are only
 //! compared within one epoch.
 //!
-//! When: quorum lost (no leader for `recovery.quorum_loss_window`) and
+//! When: quorum lost (no leader for `recovery.quorum_loss_window`). Whether
+//! and whom to fence is decided by `recovery_plan::decide_rebuild`, a pure
+//! function with property tests; this module gathers its view and acts:
 //! - policy `fenced`: the freshest reachable survivor (highest applied index,
-//!   config order breaks ties) runs the fence command for every lost voter;
-//!   only if every one succeeds does it rebuild. A minority cut off by the
-//!   network cannot fence a healthy majority (its fence command fails), so it
-//!   never rewrites the cluster.
+//!   config order breaks ties), once every survivor that answers names it,
+//!   fences every voter of the last *recorded* membership that does not
+//!   answer (the state store keeps it across restarts; an agent that never
+//!   recorded one does not rebuild by itself), journalled before the fence
+//!   runs; only if every fence succeeds does it rebuild. A minority cut off
+//!   by the network cannot fence a healthy majority through it (its fence
+//!   command fails), so it never rewrites the cluster.
 //! - policy `manual`: nothing happens until `edgeplane recover --confirm`
 //!   asks this host's agent (`POST /recover`); even then the agent refuses
 //!   while any member reports a leader.
@@ -37,6 +42,14 @@
 //! that, but would also keep a 2-host site down whenever its other host is,
 //! so it is not done; the fence contract ("confirmed powered off") is what
 //! the automatic path relies on.
+//!
+//! Open, by the same contract: a fence that works *across* a LAN cut (a BMC
+//! on another network). A host cut off from the LAN sees nobody to disagree
+//! with, and its working fence would power off the healthy majority. The
+//! cure (an automatic rebuild needs a strict majority of agent votes, with an
+//! optional witness node, and self-fencing of the side without it) is not
+//! built yet; until then policy `fenced` is only as safe as its fence is
+//! in-band.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,7 +60,10 @@ use serde::{Deserialize, Serialize};
 
 use super::etcd::{has_member_data, move_aside, write_atomic};
 use super::local::Agent;
-use super::state::{OpKind, Outcome};
+use super::recovery_plan::{
+    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Wait,
+};
+use super::state::{KnownMembership, OpKind, Outcome};
 
 /// File in the etcd data dir naming the epoch its data belongs to.
 pub const EPOCH_FILE: &str = "edgeplane-epoch";
@@ -120,46 +136,59 @@ pub struct Recovery {
     pub doc: RecoveryDoc,
 }
 
-/// The reachable host with the freshest data: highest applied index among
-/// hosts whose etcd answers in our epoch, config order breaking ties.
-fn freshest(agent: &Agent) -> Option<usize> {
+/// The typed view [`recovery_plan::decide_rebuild`] decides on: every
+/// configured host (its etcd counted only with data of this host's epoch),
+/// and the voters of the last membership this host recorded.
+fn rebuild_view(agent: &Agent) -> RebuildView {
     let my_epoch = agent.data_epoch();
-    agent
+    let hosts = agent
         .view
         .peers
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| {
-            let s = p.status.as_ref()?;
+        .map(|(i, p)| {
             let epoch = if i == agent.my_index {
                 my_epoch
             } else {
                 peer_epoch(p)
             };
-            (epoch == my_epoch).then_some((i, s.applied_index))
+            Survivor {
+                name: p.node.name.clone(),
+                applied_index: p
+                    .status
+                    .as_ref()
+                    .filter(|_| epoch == my_epoch)
+                    .map(|s| s.applied_index),
+                agent_answers: i == agent.my_index || p.agent_doc.is_some(),
+                names_freshest: if i == agent.my_index {
+                    None
+                } else {
+                    p.agent_doc
+                        .as_ref()
+                        .and_then(|d| d.pointer("/recovery/freshest"))
+                        .and_then(|f| f.as_str())
+                        .map(str::to_string)
+                },
+            }
         })
-        // max_by_key keeps the LAST maximum: reverse so the first in config order wins.
-        .rev()
-        .max_by_key(|(_, applied)| *applied)
-        .map(|(i, _)| i)
-}
-
-/// Whether every other survivor names this host (`peers[me]`) as the
-/// freshest. A survivor is any host whose etcd OR agent answers: a host
-/// whose agent answers while its etcd is down may be rebuilding from its own
-/// data right now (it stops etcd to do so), so its silence on the etcd port
-/// must not make it count as gone — two survivors would both rebuild.
-pub fn others_agree(peers: &[super::observe::Peer], me: usize) -> bool {
-    let my_name = peers[me].node.name.as_str();
-    peers.iter().enumerate().all(|(i, p)| {
-        i == me
-            || (p.status.is_none() && p.agent_doc.is_none())
-            || p.agent_doc
-                .as_ref()
-                .and_then(|d| d.pointer("/recovery/freshest"))
-                .and_then(|f| f.as_str())
-                == Some(my_name)
-    })
+        .collect();
+    RebuildView {
+        policy: agent.cfg.recovery.quorum_loss_policy,
+        quorum: agent.quorum(),
+        me: agent.my_index,
+        hosts,
+        known_voters: agent.known.as_ref().map(KnownMembership::voters),
+        have_data: has_member_data(&agent.cfg.etcd.data_dir),
+        freshest_streak: agent.recovery.freshest_streak,
+        backing_off: agent
+            .recovery
+            .next_attempt
+            .is_some_and(|t| Instant::now() < t),
+        request: agent.recovery.requested.as_ref().map(|r| Request {
+            confirm: r.confirm,
+            from_snapshot: r.snapshot.is_some(),
+        }),
+    }
 }
 
 pub fn peer_epoch(p: &super::observe::Peer) -> u64 {
@@ -170,37 +199,39 @@ pub fn peer_epoch(p: &super::observe::Peer) -> u64 {
         .unwrap_or(0)
 }
 
-/// One look at quorum loss per tick: update the doc, and rebuild when allowed.
+/// One look at quorum loss per tick: decide (pure), update the doc, and
+/// fence and rebuild when the decision says so.
 pub async fn tick(agent: &mut Agent, config_path: &Path) {
-    if agent.quorum() != "lost" {
-        agent.recovery.doc = RecoveryDoc {
-            policy: policy_name(agent),
-            state: "quorum ok".into(),
-            ..RecoveryDoc::default()
-        };
-        agent.recovery.requested = None;
-        return;
-    }
-    let lost: Vec<String> = agent
-        .view
-        .last_members
-        .iter()
-        .flatten()
-        .filter(|m| !m.is_learner)
-        .filter(|m| match agent.view.peer_by_url(&m.peer_url) {
-            Some(i) => agent.view.peers[i].status.is_none(),
-            None => true,
-        })
-        .map(super::plan::label)
-        .collect();
-    let fresh = freshest(agent);
-    let fresh_name = fresh.map(|i| agent.view.peers[i].node.name.clone());
+    let mut view = rebuild_view(agent);
+    let fresh = recovery_plan::freshest(&view.hosts);
+    // Two survivors must never both rebuild. Their views of each other's
+    // applied index are taken at different moments (a learner may still be
+    // applying), so each could see itself ahead: the decision also wants
+    // two consecutive looks and every answering survivor's agreement.
+    agent.recovery.freshest_streak = if fresh == Some(agent.my_index) && view.have_data {
+        agent.recovery.freshest_streak + 1
+    } else {
+        0
+    };
+    view.freshest_streak = agent.recovery.freshest_streak;
+    let requested = agent.recovery.requested.take();
+    let decision = recovery_plan::decide_rebuild(&view);
+    let lost = recovery_plan::lost_voters(&view);
+    let fresh_name = fresh.map(|i| view.hosts[i].name.clone());
     let command = fresh_name.as_ref().map(|h| {
         format!(
             "edgeplane recover --config {} --from {h} --confirm",
             config_path.display()
         )
     });
+    let mut doc = RecoveryDoc {
+        quorum_lost: view.quorum == Quorum::Lost,
+        policy: policy_name(agent),
+        lost_voters: lost.clone(),
+        freshest: fresh_name.clone(),
+        command: command.clone(),
+        state: String::new(),
+    };
     // No survivor's etcd answers. A snapshot loses the writes made after it,
     // and an etcd that is only slow to start still has them, so this is a
     // hint in the sentence, never "the command".
@@ -214,108 +245,77 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         ),
         None => "waiting: no surviving data is reachable".into(),
     };
-    let policy = agent.cfg.recovery.quorum_loss_policy;
-    let mut doc = RecoveryDoc {
-        quorum_lost: true,
-        policy: policy_name(agent),
-        lost_voters: lost.clone(),
-        freshest: fresh_name.clone(),
-        command: command.clone(),
-        state: String::new(),
-    };
-    let me_freshest = fresh == Some(agent.my_index) && has_member_data(&agent.cfg.etcd.data_dir);
-    // Two survivors must never both rebuild. Their views of each other's
-    // applied index are taken at different moments (a learner may still be
-    // applying), so each could see itself ahead. Rebuild only when this host
-    // has been the freshest in two consecutive looks AND every other
-    // survivor's agent names this host as the freshest too.
-    agent.recovery.freshest_streak = if me_freshest {
-        agent.recovery.freshest_streak + 1
-    } else {
-        0
-    };
-    let others_agree = others_agree(&agent.view.peers, agent.my_index);
-    let requested = agent.recovery.requested.take();
-    let automatic = policy == QuorumLossPolicy::Fenced
-        && me_freshest
-        && agent.recovery.freshest_streak >= 2
-        && others_agree;
-    if policy == QuorumLossPolicy::Fenced && me_freshest && !others_agree && requested.is_none() {
-        doc.state =
-            "waiting: the other survivors do not yet agree that this host has the freshest data"
-                .into();
-        agent.recovery.doc = doc;
-        return;
-    }
-    if requested.is_none() && !automatic {
-        doc.state = match (policy, &fresh_name) {
-            (QuorumLossPolicy::Manual, Some(h)) => format!(
-                "waiting for a human: power off the lost hosts ({}), then run the command (rebuilds from {h})",
-                lost.join(", ")
-            ),
-            (QuorumLossPolicy::Manual, None) => no_data(),
-            (QuorumLossPolicy::Fenced, Some(h)) => {
-                format!("waiting: {h} has the freshest data and rebuilds")
+    let fence = match decision {
+        RebuildDecision::NotNeeded => {
+            agent.recovery.doc = RecoveryDoc {
+                policy: policy_name(agent),
+                state: "quorum ok".into(),
+                ..RecoveryDoc::default()
+            };
+            return;
+        }
+        RebuildDecision::Wait(w) => {
+            doc.state = match w {
+                Wait::MembershipUnknown => "waiting: this host never recorded the cluster's membership, \
+                     so it cannot tell which voters to fence; no automatic rebuild (an operator can run the command)"
+                    .into(),
+                Wait::Human => format!(
+                    "waiting for a human: power off the lost hosts ({}), then run the command (rebuilds from {})",
+                    lost.join(", "),
+                    fresh_name.as_deref().unwrap_or("?")
+                ),
+                Wait::OtherRebuilds(h) => format!("waiting: {h} has the freshest data and rebuilds"),
+                Wait::NoData => no_data(),
+                Wait::NotSettled => "waiting: this host has the freshest data; confirming on the next look".into(),
+                Wait::OthersDisagree(hosts) => format!(
+                    "waiting: the other survivors ({}) do not yet agree that this host has the freshest data",
+                    hosts.join(", ")
+                ),
+                Wait::BackingOff => "waiting before the next recovery attempt".into(),
+            };
+            agent.recovery.doc = doc;
+            return;
+        }
+        RebuildDecision::Refuse(r) => {
+            doc.state = match r {
+                Refusal::NoConfirm => "refused: recover needs --confirm",
+                Refusal::NoOwnData => "refused: this host has no etcd data to rebuild from",
             }
-            (QuorumLossPolicy::Fenced, None) => no_data(),
-        };
-        agent.recovery.doc = doc;
-        return;
-    }
-    // Automatic attempts back off; an operator's request runs when asked.
-    if requested.is_none()
-        && agent
-            .recovery
-            .next_attempt
-            .is_some_and(|t| Instant::now() < t)
-    {
-        doc.state = "waiting before the next recovery attempt".into();
-        agent.recovery.doc = doc;
-        return;
-    }
-    if let Some(r) = &requested
-        && !r.confirm
-    {
-        doc.state = "refused: recover needs --confirm".into();
-        agent.recovery.doc = doc;
-        return;
-    }
+            .into();
+            agent.recovery.doc = doc;
+            return;
+        }
+        RebuildDecision::Rebuild { fence, .. } => fence,
+    };
     let source = match requested.as_ref().and_then(|r| r.snapshot.clone()) {
         Some(file) => Source::Snapshot(file),
         None => Source::OwnData,
     };
-    if source == Source::OwnData && !has_member_data(&agent.cfg.etcd.data_dir) {
-        doc.state = "refused: this host has no etcd data to rebuild from".into();
+    if !fence.is_empty()
+        && let Err(e) = fence_all(agent, &fence).await
+    {
+        tracing::error!("Not rebuilding: {e:#}");
+        doc.state = format!("waiting: {e:#}; retrying in 30 s");
+        agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
         agent.recovery.doc = doc;
         return;
     }
-    if requested.is_none() {
-        // Automatic: every lost voter must be fenced first.
-        for host in &lost {
-            match fence(&agent.cfg.recovery.fence_command, host).await {
-                Ok(()) => {
-                    tracing::warn!(host = %host, "Fence command confirmed {host} is powered off.")
-                }
-                Err(e) => {
-                    tracing::error!(host = %host, "Not rebuilding: the fence command did not confirm {host} is off: {e:#}");
-                    let op = agent
-                        .state
-                        .begin(OpKind::Recover, &agent.me.name, "quorum lost; fencing")
-                        .ok();
-                    if let Some(op) = op {
-                        let _ = agent.state.finish(
-                            op,
-                            Outcome::Failed,
-                            &format!("fence of {host} failed: {e:#}"),
-                        );
-                    }
-                    doc.state = format!("waiting: fencing {host} failed ({e:#}); retrying in 30 s");
-                    agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
-                    agent.recovery.doc = doc;
-                    return;
-                }
-            }
-        }
+    // Post-check of the fencing, pre-check of the rebuild: the decision was
+    // taken on a view that may be seconds old (each fence may take a
+    // minute). Look again; a rebuild that is no longer decided is not done.
+    agent.view.refresh().await;
+    let again = recovery_plan::decide_rebuild(&RebuildView {
+        request: view.request,
+        freshest_streak: view.freshest_streak,
+        backing_off: false,
+        ..rebuild_view(agent)
+    });
+    let still = matches!(&again, RebuildDecision::Rebuild { fence: f, .. } if f.iter().all(|h| fence.contains(h)));
+    if !still || agent.view.leader().is_some() {
+        tracing::warn!("Not rebuilding: the site looks different now ({again:?}).");
+        doc.state = "waiting: the site changed while fencing; deciding again".into();
+        agent.recovery.doc = doc;
+        return;
     }
     let reason = if requested.is_some() {
         format!(
@@ -324,7 +324,11 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             source.describe()
         )
     } else {
-        format!("quorum lost ({} unreachable); fenced", lost.join(", "))
+        format!(
+            "quorum lost ({} unreachable); fenced {}",
+            lost.join(", "),
+            fence.join(", ")
+        )
     };
     match rebuild(agent, &source, &reason).await {
         Ok(epoch) => {
@@ -344,6 +348,49 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         }
     }
     agent.recovery.doc = doc;
+}
+
+/// Fences every host in `hosts`, one journal record for the attempt
+/// (written before any fence runs: no journal, no fence). Fails on the first
+/// host the fence command does not confirm.
+async fn fence_all(agent: &mut Agent, hosts: &[String]) -> anyhow::Result<()> {
+    let op = agent
+        .state
+        .begin(
+            OpKind::Fence,
+            &hosts.join(","),
+            "quorum lost; fencing the lost voters before a rebuild",
+        )
+        .context("could not journal the fence intent, so no fence runs")?;
+    for host in hosts {
+        // Pre-check: a host that answers again (a healed partition) is
+        // never fenced on a decision taken while it was out of reach.
+        agent.view.refresh().await;
+        let back = agent.view.leader().is_some()
+            || agent
+                .view
+                .peers
+                .iter()
+                .any(|p| &p.node.name == host && (p.status.is_some() || p.agent_doc.is_some()));
+        if back {
+            let why = format!("{host} or a leader answers again: not fencing");
+            agent.state.close(op, Outcome::Failed, &why);
+            anyhow::bail!(why);
+        }
+        if let Err(e) = fence(&agent.cfg.recovery.fence_command, host).await {
+            let why = format!("the fence command did not confirm {host} is off: {e:#}");
+            agent.state.close(op, Outcome::Failed, &why);
+            anyhow::bail!(why);
+        }
+        tracing::warn!(host = %host, "Fence command confirmed {host} is powered off.");
+    }
+    if let Err(e) = agent
+        .state
+        .finish(op, Outcome::Done, &format!("fenced {}", hosts.join(", ")))
+    {
+        tracing::error!("Could not journal the fence outcome: {e}");
+    }
+    Ok(())
 }
 
 /// The newest snapshot file in `dir` (by the time it was taken), if any.
@@ -395,20 +442,18 @@ async fn rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Re
         source.describe()
     );
     let result = rebuild_inner(agent, source, epoch).await;
-    match &result {
-        Ok(()) => {
-            let _ = agent.state.finish(
-                op,
-                Outcome::Done,
-                &format!(
-                    "one-member cluster in epoch {epoch} from {}",
-                    source.describe()
-                ),
-            );
-        }
-        Err(e) => {
-            let _ = agent.state.finish(op, Outcome::Failed, &format!("{e:#}"));
-        }
+    let (outcome, detail) = match &result {
+        Ok(()) => (
+            Outcome::Done,
+            format!(
+                "one-member cluster in epoch {epoch} from {}",
+                source.describe()
+            ),
+        ),
+        Err(e) => (Outcome::Failed, format!("{e:#}")),
+    };
+    if let Err(e) = agent.state.finish(op, outcome, &detail) {
+        tracing::error!("Could not journal the recovery outcome ({detail}): {e}");
     }
     result.map(|()| epoch)
 }
@@ -466,45 +511,4 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
     let _ = std::fs::remove_dir_all(&work);
     agent.etcd.start(&super::etcd::StartMode::Restart)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::agent::observe::Peer;
-
-    fn peer(name: &str) -> Peer {
-        Peer::new(
-            edgeplane_config::Node {
-                name: name.into(),
-                peer_url: format!("https://{name}:2380"),
-                client_url: format!("https://{name}:2379"),
-                agent_url: format!("https://{name}:7070"),
-            },
-            None,
-        )
-    }
-
-    fn names(freshest: &str) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "recovery": { "freshest": freshest } }))
-    }
-
-    /// Found by the fenced-recovery e2e test: the survivor that rebuilds
-    /// first stops its etcd; the other survivor then saw it as gone, found
-    /// itself freshest among those whose etcd answered, fenced it and
-    /// rebuilt too. A survivor whose agent answers still has a say.
-    #[test]
-    fn a_survivor_whose_agent_answers_but_etcd_does_not_still_has_a_say() {
-        let mut peers = vec![peer("h1"), peer("h2"), peer("h3"), peer("h4")];
-        // h1, h2: powered off (nothing answers). h3: rebuilding, its etcd
-        // stopped, its agent names itself. h4: this host.
-        peers[2].agent_doc = names("h3");
-        assert!(!others_agree(&peers, 3), "h4 must wait for h3");
-        // h3 names h4: agreement.
-        peers[2].agent_doc = names("h4");
-        assert!(others_agree(&peers, 3));
-        // h3 entirely silent (powered off): it has no say.
-        peers[2].agent_doc = None;
-        assert!(others_agree(&peers, 3));
-    }
 }

@@ -189,12 +189,12 @@ async fn take_and_copy(
     let mut client = match etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await {
         Ok(c) => c,
         Err(e) => {
-            let _ = state.finish(op, Outcome::Failed, &e.to_string());
+            state.close(op, Outcome::Failed, &e.to_string());
             return;
         }
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        let _ = state.finish(
+        state.close(
             op,
             Outcome::Failed,
             &format!("could not create {}: {e}", dir.display()),
@@ -206,7 +206,7 @@ async fn take_and_copy(
         Ok(m) => m,
         Err(e) => {
             tracing::warn!("Scheduled snapshot failed: {e}");
-            let _ = state.finish(op, Outcome::Failed, &e.to_string());
+            state.close(op, Outcome::Failed, &e.to_string());
             return;
         }
     };
@@ -235,5 +235,5 @@ async fn take_and_copy(
         );
     }
     tracing::info!("Snapshot taken: {detail}.");
-    let _ = state.finish(op, Outcome::Done, &detail);
+    state.close(op, Outcome::Done, &detail);
 }

@@ -56,6 +56,10 @@ pub enum OpKind {
     Recover,
     Defrag,
     Snapshot,
+    /// Fencing lost voters before a rebuild (one record per attempt).
+    Fence,
+    /// Two live clusters seen: pending while the alarm stands.
+    SplitBrain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +237,19 @@ impl State {
     }
 
     /// The last `limit` journal records, oldest first.
+    /// Records an operation's outcome; a journal that cannot be written is
+    /// logged as an error (the operation already happened: its outcome must
+    /// not be lost silently, and there is nothing else to undo).
+    pub fn close(&self, id: u64, outcome: Outcome, detail: &str) {
+        if let Err(e) = self.finish(id, outcome, detail) {
+            tracing::error!(
+                id,
+                ?outcome,
+                "Could not journal an operation's outcome ({detail}): {e}"
+            );
+        }
+    }
+
     pub fn ops(&self, limit: usize) -> Result<Vec<Op>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(JOURNAL).map_err(|e| self.err(e))?;
@@ -272,6 +289,51 @@ impl State {
             txn.open_table(FACTS)?.insert(name, value)?;
             Ok(())
         })
+    }
+
+    /// The last membership this host saw in its own cluster (`None`: never
+    /// saw one, or forgot it on purpose after leaving that cluster).
+    pub fn membership(&self) -> Result<Option<KnownMembership>, StateError> {
+        Ok(self
+            .fact(FACT_MEMBERSHIP)?
+            .filter(|s| !s.is_empty())
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Records the membership (`None` forgets it: this host left the cluster).
+    pub fn set_membership(&self, m: Option<&KnownMembership>) -> Result<(), StateError> {
+        let json = match m {
+            Some(m) => serde_json::to_string(m).map_err(|e| StateError::Io {
+                path: self.path.clone(),
+                what: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        self.set_fact(FACT_MEMBERSHIP, &json)
+    }
+}
+
+const FACT_MEMBERSHIP: &str = "membership";
+
+/// The membership of this host's cluster, as last seen: who the voters were
+/// when quorum is lost, which cluster this host's data belongs to. Written on
+/// every change, so an agent restarted in the middle of a quorum loss still
+/// knows whom it would have to fence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownMembership {
+    pub cluster_id: u64,
+    pub epoch: u64,
+    pub members: Vec<super::plan::Member>,
+}
+
+impl KnownMembership {
+    /// Labels of the voters (`plan::label`).
+    pub fn voters(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| !m.is_learner)
+            .map(super::plan::label)
+            .collect()
     }
 }
 

@@ -76,6 +76,8 @@ pub enum Verdict {
     Degraded,
     QuorumUnknown,
     QuorumLost,
+    /// An agent reports two live clusters: a human must choose a side.
+    SplitBrain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -961,8 +963,8 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
             cfg.recovery.quorum_loss_policy,
         )
     });
-    let verdict;
-    let headline;
+    let mut verdict;
+    let mut headline;
     match qstate {
         QuorumState::Lost => {
             verdict = Verdict::QuorumLost;
@@ -1033,6 +1035,30 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                 );
             }
         }
+    }
+    // A split brain outranks everything else: it is the first line.
+    if let Some((host, doc)) = f.probes.agents.iter().find_map(|a| {
+        let d = a.doc.as_ref().ok()?;
+        Some((
+            a.host.clone(),
+            d.get("split_brain").filter(|v| !v.is_null())?.clone(),
+        ))
+    }) {
+        let others: Vec<&str> = doc
+            .get("others")
+            .and_then(|o| o.as_array())
+            .map(|o| o.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let action = doc
+            .get("action")
+            .and_then(|a| a.as_str())
+            .unwrap_or_default();
+        verdict = Verdict::SplitBrain;
+        headline = format!(
+            "SPLIT BRAIN: the agent on {host} keeps its cluster while {} report another live cluster or a newer epoch; no data is moved until a human chooses a side.",
+            others.join(", ")
+        );
+        advice.insert(0, action.to_string());
     }
     if !this_host.agent_api {
         if this_host.agent_pids.is_empty() {
@@ -1202,7 +1228,7 @@ impl StatusReport {
         match self.verdict {
             Verdict::Ok => 0,
             Verdict::Degraded | Verdict::QuorumUnknown => 1,
-            Verdict::QuorumLost => 2,
+            Verdict::QuorumLost | Verdict::SplitBrain => 2,
         }
     }
 }
@@ -1778,6 +1804,25 @@ mod tests {
         assert!(text.contains("Power off h1, h2 first"), "{text}");
         // Roles come from config order when no member list is readable.
         assert_eq!(r.hosts[3].role, "standby");
+    }
+
+    #[test]
+    fn a_split_brain_alarm_is_the_first_line_with_what_to_do() {
+        let cfg = test_config();
+        let mut probes = Probes::none(&cfg.nodes, "connection refused");
+        for (i, p) in probes.etcd.iter_mut().enumerate() {
+            p.status = Ok(st(i as u64 + 1, 1, 100, i == 3));
+        }
+        probes.agents[1].doc = Ok(serde_json::json!({"role": "voter", "quorum": "ok",
+            "split_brain": {"others": ["h4"], "action": "on every host of the side you give up run `systemctl stop edgeplane`"}}));
+        let r = build(&facts(&cfg, probes));
+        assert_eq!(r.verdict, Verdict::SplitBrain);
+        assert_eq!(r.exit_code(), 2);
+        let text = render(&r);
+        let first = text.lines().next().unwrap_or_default();
+        assert!(first.starts_with("SPLIT BRAIN: the agent on h2"), "{first}");
+        assert!(first.contains("h4"), "{first}");
+        assert!(text.contains("systemctl stop edgeplane"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,712 @@
+//! The two decisions that can rewrite or abandon a cluster, as pure
+//! functions of a typed view, so that their safety rules are property-tested
+//! rather than hoped for (the shape of `plan::decide`):
+//!
+//! - [`decide_rebuild`]: after quorum loss, may this host rebuild a new
+//!   cluster from its data, and whom must it fence first?
+//! - [`decide_epoch`]: a peer reports a newer epoch or another live cluster:
+//!   stay, raise the split-brain alarm, or abandon this host's data and join?
+//!
+//! The rules, and the bugs that made them rules:
+//!
+//! - The voters to fence come from the last membership this host saw, kept
+//!   in the state store (never from memory only: an agent restarted while
+//!   cut off used to see an empty list, fence nobody, and rebuild a
+//!   one-member cluster beside the live majority). When the membership is
+//!   unknown there is no automatic rebuild.
+//! - An automatic rebuild happens only when every voter of that membership
+//!   is this host, a reachable survivor that names this host the freshest,
+//!   or a host fenced in this attempt.
+//! - A host whose own cluster has a leader never abandons it because a peer
+//!   reports a newer epoch or another cluster: two live clusters are a
+//!   split-brain alarm for a human, and no data moves while it stands.
+//! - A host without quorum joins a newer epoch only when a cluster of that
+//!   epoch is seen alive (a member answering with a leader), never on a
+//!   peer's word alone.
+
+use edgeplane_config::QuorumLossPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Whether this host's cluster can commit writes, as the agent judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quorum {
+    /// A leader is visible and a majority of voters answer.
+    #[default]
+    Ok,
+    /// Suspect, not yet for `recovery.quorum_loss_window`.
+    Unknown,
+    /// No leader (or no majority) for the whole window.
+    Lost,
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quorum::Ok => "ok",
+            Quorum::Unknown => "unknown",
+            Quorum::Lost => "lost",
+        })
+    }
+}
+
+/// One configured host during a quorum loss, as this agent sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survivor {
+    pub name: String,
+    /// Its etcd answers with data of this host's epoch: its applied index.
+    pub applied_index: Option<u64>,
+    /// Its agent answers `/status`.
+    pub agent_answers: bool,
+    /// The host its agent names as the freshest survivor.
+    pub names_freshest: Option<String>,
+}
+
+impl Survivor {
+    /// A host that answers in any way: it has a say, and is not fenced.
+    fn answers(&self) -> bool {
+        self.applied_index.is_some() || self.agent_answers
+    }
+}
+
+/// An operator's `recover` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub confirm: bool,
+    /// From a snapshot file rather than this host's data.
+    pub from_snapshot: bool,
+}
+
+/// Everything [`decide_rebuild`] looks at.
+#[derive(Debug, Clone)]
+pub struct RebuildView {
+    pub policy: QuorumLossPolicy,
+    pub quorum: Quorum,
+    /// This host's index in `hosts` (config order).
+    pub me: usize,
+    pub hosts: Vec<Survivor>,
+    /// The voters of the last membership this host saw (durable); `None`
+    /// when it never saw one.
+    pub known_voters: Option<Vec<String>>,
+    /// This host has etcd data to rebuild from.
+    pub have_data: bool,
+    /// Consecutive looks (this one included) in which this host was the freshest.
+    pub freshest_streak: u32,
+    /// An automatic attempt failed recently and the back-off has not passed.
+    pub backing_off: bool,
+    pub request: Option<Request>,
+}
+
+/// Why no rebuild happens now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// This host never saw a membership, so it cannot tell whom to fence.
+    MembershipUnknown,
+    /// Policy `manual`: a human powers off the lost hosts and runs `recover`.
+    Human,
+    /// Another host has the freshest data and rebuilds.
+    OtherRebuilds(String),
+    /// No surviving etcd data is reachable.
+    NoData,
+    /// This host is the freshest, but not yet in two consecutive looks.
+    NotSettled,
+    /// A survivor that answers does not (yet) name this host the freshest.
+    OthersDisagree(Vec<String>),
+    /// The last automatic attempt failed; waiting before the next.
+    BackingOff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NoConfirm,
+    NoOwnData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebuildDecision {
+    /// Quorum is not lost.
+    NotNeeded,
+    Wait(Wait),
+    Refuse(Refusal),
+    /// Fence these hosts (all must succeed), then rebuild from this host.
+    Rebuild {
+        fence: Vec<String>,
+        /// Asked by an operator who confirmed the lost hosts are off.
+        operator: bool,
+    },
+}
+
+/// The reachable host with the freshest data: highest applied index, config
+/// order breaking ties.
+pub fn freshest(hosts: &[Survivor]) -> Option<usize> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| Some((i, h.applied_index?)))
+        // max_by_key keeps the LAST maximum: reverse so the first in config order wins.
+        .rev()
+        .max_by_key(|(_, applied)| *applied)
+        .map(|(i, _)| i)
+}
+
+/// Voters of the known membership whose etcd does not answer.
+pub fn lost_voters(v: &RebuildView) -> Vec<String> {
+    v.known_voters
+        .iter()
+        .flatten()
+        .filter(|name| {
+            !v.hosts
+                .iter()
+                .any(|h| &h.name == *name && h.applied_index.is_some())
+        })
+        .cloned()
+        .collect()
+}
+
+/// Survivors (hosts that answer, other than this one) that do not name this
+/// host the freshest.
+fn disagreeing(v: &RebuildView) -> Vec<String> {
+    let me = &v.hosts[v.me].name;
+    v.hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| {
+            *i != v.me && h.answers() && h.names_freshest.as_deref() != Some(me.as_str())
+        })
+        .map(|(_, h)| h.name.clone())
+        .collect()
+}
+
+/// Whether to rebuild after quorum loss; see the module doc for the rules.
+pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
+    use RebuildDecision::{NotNeeded, Rebuild, Refuse};
+    if v.quorum != Quorum::Lost {
+        return NotNeeded;
+    }
+    let me = &v.hosts[v.me];
+    if let Some(r) = v.request {
+        if !r.confirm {
+            return Refuse(Refusal::NoConfirm);
+        }
+        if !r.from_snapshot && !v.have_data {
+            return Refuse(Refusal::NoOwnData);
+        }
+        // The operator confirmed the lost hosts are off: nothing is fenced.
+        return Rebuild {
+            fence: Vec::new(),
+            operator: true,
+        };
+    }
+    let fresh = freshest(&v.hosts);
+    let me_freshest = fresh == Some(v.me) && v.have_data;
+    if v.policy == QuorumLossPolicy::Manual {
+        return RebuildDecision::Wait(match fresh {
+            Some(_) => Wait::Human,
+            None => Wait::NoData,
+        });
+    }
+    if !me_freshest {
+        return RebuildDecision::Wait(match fresh {
+            Some(i) => Wait::OtherRebuilds(v.hosts[i].name.clone()),
+            None => Wait::NoData,
+        });
+    }
+    let Some(known) = v.known_voters.as_ref().filter(|k| !k.is_empty()) else {
+        return RebuildDecision::Wait(Wait::MembershipUnknown);
+    };
+    let disagree = disagreeing(v);
+    if !disagree.is_empty() {
+        return RebuildDecision::Wait(Wait::OthersDisagree(disagree));
+    }
+    if v.freshest_streak < 2 {
+        return RebuildDecision::Wait(Wait::NotSettled);
+    }
+    if v.backing_off {
+        return RebuildDecision::Wait(Wait::BackingOff);
+    }
+    // Every voter that is not this host and does not answer (and so cannot
+    // agree) is fenced; one that answers has agreed (checked above).
+    let fence = known
+        .iter()
+        .filter(|name| **name != me.name)
+        .filter(|name| !v.hosts.iter().any(|h| &h.name == *name && h.answers()))
+        .cloned()
+        .collect();
+    Rebuild {
+        fence,
+        operator: false,
+    }
+}
+
+/// Another host's etcd and agent, for [`decide_epoch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCluster {
+    pub name: String,
+    /// The epoch its agent reports (`None`: its agent does not answer).
+    pub epoch: Option<u64>,
+    /// Its etcd answers: the cluster ID and whether it knows a leader.
+    pub etcd: Option<PeerEtcd>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerEtcd {
+    pub cluster_id: u64,
+    /// It is a voter that knows a leader (a learner's word proves nothing:
+    /// it keeps naming a dead leader).
+    pub has_leader: bool,
+}
+
+/// This host's own cluster, for [`decide_epoch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnCluster {
+    /// The epoch of this host's data.
+    pub epoch: u64,
+    /// This host's etcd data exists.
+    pub has_data: bool,
+    /// The ID of the cluster this host's data belongs to (from its running
+    /// etcd, else the last one recorded); `None` when unknown.
+    pub cluster_id: Option<u64>,
+    /// This host's etcd runs as a voter and knows a leader.
+    pub local_has_leader: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpochDecision {
+    /// Nothing newer or foreign is seen alive.
+    Stay,
+    /// This host's cluster has a leader and another live cluster (or a newer
+    /// epoch claim) exists: raise the alarm, keep serving, move nothing.
+    SplitBrain {
+        /// The hosts of the other side.
+        others: Vec<String>,
+    },
+    /// A peer claims a newer epoch, but no cluster of it is seen alive and
+    /// this host has no quorum: wait for evidence.
+    WaitForEvidence { claimed: u64 },
+    /// This host has no quorum and a cluster of a newer epoch is alive:
+    /// snapshot this host's data, set it aside, join that cluster.
+    Adopt { epoch: u64 },
+}
+
+fn same_cluster(own: &OwnCluster, p: &PeerCluster, e: &PeerEtcd) -> bool {
+    match own.cluster_id {
+        Some(id) => e.cluster_id == id,
+        // Unknown (an agent from before cluster IDs were recorded): the
+        // epoch stands in for it.
+        None => p.epoch == Some(own.epoch),
+    }
+}
+
+/// Whether to stay in this host's cluster; see the module doc for the rules.
+pub fn decide_epoch(own: &OwnCluster, peers: &[PeerCluster]) -> EpochDecision {
+    if !own.has_data {
+        return EpochDecision::Stay;
+    }
+    let quorate = own.local_has_leader
+        || peers.iter().any(|p| {
+            p.etcd
+                .as_ref()
+                .is_some_and(|e| e.has_leader && same_cluster(own, p, e))
+        });
+    // Other clusters that are alive: a member answering with a leader.
+    let foreign: Vec<&PeerCluster> = peers
+        .iter()
+        .filter(|p| {
+            p.etcd
+                .as_ref()
+                .is_some_and(|e| e.has_leader && !same_cluster(own, p, e))
+        })
+        .collect();
+    let claimed = peers.iter().filter_map(|p| p.epoch).max().unwrap_or(0);
+    if quorate {
+        let others: Vec<String> = peers
+            .iter()
+            .filter(|p| foreign.iter().any(|f| f.name == p.name) || p.epoch > Some(own.epoch))
+            .map(|p| p.name.clone())
+            .collect();
+        return if others.is_empty() {
+            EpochDecision::Stay
+        } else {
+            EpochDecision::SplitBrain { others }
+        };
+    }
+    let newest_alive = foreign
+        .iter()
+        .filter_map(|p| p.epoch)
+        .filter(|e| *e > own.epoch)
+        .max();
+    match newest_alive {
+        Some(epoch) => EpochDecision::Adopt { epoch },
+        None if claimed > own.epoch => EpochDecision::WaitForEvidence { claimed },
+        None => EpochDecision::Stay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Hosts as seen by host `me`; a survivor that answers names `me` as
+    /// the freshest half the time (so that agreement is common), else any
+    /// host or one that is not configured.
+    fn arb_survivors(n: usize, me: usize) -> impl Strategy<Value = Vec<Survivor>> {
+        let names: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
+        proptest::collection::vec(
+            (
+                proptest::option::weighted(0.6, 0u64..5),
+                any::<bool>(),
+                prop_oneof![Just(Some(me)), proptest::option::of(0..n + 1)],
+            ),
+            n,
+        )
+        .prop_map(move |v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (applied, agent, names_i))| Survivor {
+                    name: names[i].clone(),
+                    applied_index: applied,
+                    agent_answers: agent,
+                    names_freshest: names_i
+                        .filter(|_| agent)
+                        .map(|j| names.get(j).cloned().unwrap_or_else(|| "nobody".into())),
+                })
+                .collect()
+        })
+    }
+
+    fn arb_view() -> impl Strategy<Value = RebuildView> {
+        (2usize..6)
+            .prop_flat_map(|n| (Just(n), 0..n))
+            .prop_flat_map(|(n, me)| {
+                let names: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
+                (
+                    arb_survivors(n, me),
+                    Just(me),
+                    proptest::option::weighted(0.8, proptest::sample::subsequence(names, 0..=n)),
+                    proptest::bool::weighted(0.8),
+                    0u32..4,
+                    proptest::bool::weighted(0.2),
+                    proptest::option::weighted(0.2, (any::<bool>(), any::<bool>())),
+                    prop_oneof![1 => Just(Quorum::Ok), 1 => Just(Quorum::Unknown), 4 => Just(Quorum::Lost)],
+                    prop_oneof![
+                        3 => Just(QuorumLossPolicy::Fenced),
+                        1 => Just(QuorumLossPolicy::Manual)
+                    ],
+                )
+            })
+            .prop_map(
+                |(hosts, me, known, have_data, streak, backing_off, req, quorum, policy)| {
+                    RebuildView {
+                        policy,
+                        quorum,
+                        me,
+                        hosts,
+                        known_voters: known,
+                        have_data,
+                        freshest_streak: streak,
+                        backing_off,
+                        request: req.map(|(confirm, from_snapshot)| Request {
+                            confirm,
+                            from_snapshot,
+                        }),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The safety rules of an automatic rebuild, over arbitrary views
+        /// (restarts show up as an unknown or partial membership, peer
+        /// answers as arbitrary survivors).
+        #[test]
+        fn automatic_rebuilds_cover_every_known_voter(v in arb_view()) {
+            let d = decide_rebuild(&v);
+            if v.quorum != Quorum::Lost {
+                prop_assert_eq!(&d, &RebuildDecision::NotNeeded);
+            }
+            if let RebuildDecision::Rebuild { fence, operator: false } = &d {
+                prop_assert_eq!(v.policy, QuorumLossPolicy::Fenced);
+                prop_assert!(v.request.is_none());
+                prop_assert!(v.have_data, "never from no data");
+                prop_assert!(v.freshest_streak >= 2 && !v.backing_off);
+                prop_assert_eq!(freshest(&v.hosts), Some(v.me));
+                // Never when the membership is unknown.
+                let known = v.known_voters.as_ref();
+                prop_assert!(known.is_some_and(|k| !k.is_empty()), "membership unknown: {:?}", v);
+                let me = &v.hosts[v.me].name;
+                // Every known voter: this host, an agreeing survivor, or fenced.
+                for voter in known.into_iter().flatten() {
+                    let agrees = v.hosts.iter().any(|h| &h.name == voter && h.answers()
+                        && h.names_freshest.as_deref() == Some(me.as_str()));
+                    prop_assert!(voter == me || agrees || fence.contains(voter),
+                        "voter {} neither this host, agreeing, nor fenced: {:?}", voter, v);
+                }
+                // Every survivor that answers agrees, and none is fenced.
+                for (i, h) in v.hosts.iter().enumerate() {
+                    if i != v.me && h.answers() {
+                        prop_assert_eq!(h.names_freshest.as_deref(), Some(me.as_str()));
+                        prop_assert!(!fence.contains(&h.name));
+                    }
+                }
+                prop_assert!(!fence.contains(me), "never fences itself");
+            }
+            if let RebuildDecision::Rebuild { operator: true, .. } = &d {
+                prop_assert!(v.request.is_some_and(|r| r.confirm));
+            }
+            if v.policy == QuorumLossPolicy::Manual && v.request.is_none() {
+                let automatic = matches!(d, RebuildDecision::Rebuild { .. });
+                prop_assert!(!automatic, "manual policy never rebuilds by itself: {:?}", v);
+            }
+        }
+    }
+
+    /// The property above is not vacuous: its views do reach automatic
+    /// rebuilds, with and without hosts to fence.
+    #[test]
+    fn the_generated_views_reach_automatic_rebuilds() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut fencing, mut plain) = (0, 0);
+        for _ in 0..4096 {
+            let Ok(tree) = arb_view().new_tree(&mut runner) else {
+                continue;
+            };
+            if let RebuildDecision::Rebuild {
+                fence,
+                operator: false,
+            } = decide_rebuild(&tree.current())
+            {
+                if fence.is_empty() {
+                    plain += 1
+                } else {
+                    fencing += 1
+                }
+            }
+        }
+        assert!(
+            fencing > 10 && plain > 10,
+            "automatic rebuilds: {fencing} fencing, {plain} without"
+        );
+    }
+
+    fn arb_epoch_case() -> impl Strategy<Value = (OwnCluster, Vec<PeerCluster>)> {
+        let own = (
+            0u64..3,
+            any::<bool>(),
+            proptest::option::of(1u64..4),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(epoch, has_data, cluster_id, local_has_leader)| OwnCluster {
+                    epoch,
+                    has_data,
+                    cluster_id,
+                    local_has_leader,
+                },
+            );
+        let peer = (
+            proptest::option::of(0u64..1000),
+            proptest::option::of((1u64..4, any::<bool>())),
+        );
+        (own, proptest::collection::vec(peer, 0..5)).prop_map(|(own, ps)| {
+            let peers = ps
+                .into_iter()
+                .enumerate()
+                .map(|(i, (epoch, etcd))| PeerCluster {
+                    name: format!("h{i}"),
+                    epoch,
+                    etcd: etcd.map(|(cluster_id, has_leader)| PeerEtcd {
+                        cluster_id,
+                        has_leader,
+                    }),
+                })
+                .collect();
+            (own, peers)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// A quorate cluster is never abandoned, whatever peers claim; data is
+        /// abandoned only for a newer epoch seen alive.
+        #[test]
+        fn a_quorate_cluster_is_never_abandoned((own, peers) in arb_epoch_case()) {
+            let d = decide_epoch(&own, &peers);
+            if own.local_has_leader {
+                prop_assert!(!matches!(d, EpochDecision::Adopt { .. }), "{:?} {:?}", own, peers);
+            }
+            if let EpochDecision::Adopt { epoch } = d {
+                prop_assert!(epoch > own.epoch);
+                prop_assert!(own.has_data && !own.local_has_leader);
+                // A live cluster of that epoch is seen: a member with a leader
+                // whose agent reports it.
+                prop_assert!(peers.iter().any(|p| p.epoch == Some(epoch)
+                    && p.etcd.is_some_and(|e| e.has_leader)));
+                // And no member of this host's own cluster has a leader.
+                if let Some(id) = own.cluster_id {
+                    prop_assert!(!peers.iter().any(|p| p.etcd.is_some_and(|e| e.has_leader && e.cluster_id == id)));
+                }
+            }
+        }
+    }
+
+    /// Found by the fenced-recovery e2e test: the survivor that rebuilds
+    /// first stops its etcd; the other survivor then saw it as gone, found
+    /// itself freshest among those whose etcd answered, fenced it and
+    /// rebuilt too. A survivor whose agent answers still has a say.
+    #[test]
+    fn a_survivor_whose_agent_answers_but_etcd_does_not_still_has_a_say() {
+        let host = |name: &str, applied: Option<u64>, names: Option<&str>| Survivor {
+            name: name.into(),
+            applied_index: applied,
+            agent_answers: names.is_some(),
+            names_freshest: names.map(str::to_string),
+        };
+        // h1, h2: powered off. h3: rebuilding, its etcd stopped, its agent
+        // names itself. h4: this host.
+        let mut v = RebuildView {
+            policy: QuorumLossPolicy::Fenced,
+            quorum: Quorum::Lost,
+            me: 3,
+            hosts: vec![
+                host("h1", None, None),
+                host("h2", None, None),
+                host("h3", None, Some("h3")),
+                host("h4", Some(9), Some("h4")),
+            ],
+            known_voters: Some(vec!["h1".into(), "h2".into(), "h3".into()]),
+            have_data: true,
+            freshest_streak: 2,
+            backing_off: false,
+            request: None,
+        };
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Wait(Wait::OthersDisagree(vec!["h3".into()]))
+        );
+        // h3 names h4: agreement; h3 answers, so it is not fenced.
+        v.hosts[2].names_freshest = Some("h4".into());
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Rebuild {
+                fence: vec!["h1".into(), "h2".into()],
+                operator: false
+            }
+        );
+        // h3 entirely silent (powered off): it has no say, and is fenced.
+        v.hosts[2] = host("h3", None, None);
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Rebuild {
+                fence: vec!["h1".into(), "h2".into(), "h3".into()],
+                operator: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_generated_epoch_cases_reach_every_decision() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = [0usize; 4];
+        for _ in 0..4096 {
+            let Ok(tree) = arb_epoch_case().new_tree(&mut runner) else {
+                continue;
+            };
+            let (own, peers) = tree.current();
+            seen[match decide_epoch(&own, &peers) {
+                EpochDecision::Stay => 0,
+                EpochDecision::SplitBrain { .. } => 1,
+                EpochDecision::WaitForEvidence { .. } => 2,
+                EpochDecision::Adopt { .. } => 3,
+            }] += 1;
+        }
+        assert!(
+            seen.iter().all(|n| *n > 10),
+            "stay, split brain, wait, adopt: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_stolen_host_claiming_epoch_999_is_an_alarm_not_an_order() {
+        let own = OwnCluster {
+            epoch: 0,
+            has_data: true,
+            cluster_id: Some(7),
+            local_has_leader: true,
+        };
+        let thief = PeerCluster {
+            name: "h4".into(),
+            epoch: Some(999),
+            etcd: None,
+        };
+        assert_eq!(
+            decide_epoch(&own, std::slice::from_ref(&thief)),
+            EpochDecision::SplitBrain {
+                others: vec!["h4".into()]
+            }
+        );
+        // Without quorum, a claim alone is not evidence.
+        let own = OwnCluster {
+            local_has_leader: false,
+            ..own
+        };
+        assert_eq!(
+            decide_epoch(&own, &[thief]),
+            EpochDecision::WaitForEvidence { claimed: 999 }
+        );
+    }
+
+    /// The reproduced split brain: host-3 cut off, its agent restarted. It
+    /// remembers the membership now, so it must fence host-1 and host-2.
+    #[test]
+    fn a_restarted_minority_fences_the_voters_it_remembers() {
+        let hosts = vec![
+            Survivor {
+                name: "h1".into(),
+                ..Survivor::default()
+            },
+            Survivor {
+                name: "h2".into(),
+                ..Survivor::default()
+            },
+            Survivor {
+                name: "h3".into(),
+                applied_index: Some(10),
+                agent_answers: true,
+                names_freshest: Some("h3".into()),
+            },
+            Survivor {
+                name: "h4".into(),
+                ..Survivor::default()
+            },
+        ];
+        let mut v = RebuildView {
+            policy: QuorumLossPolicy::Fenced,
+            quorum: Quorum::Lost,
+            me: 2,
+            hosts,
+            known_voters: None,
+            have_data: true,
+            freshest_streak: 2,
+            backing_off: false,
+            request: None,
+        };
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Wait(Wait::MembershipUnknown)
+        );
+        v.known_voters = Some(vec!["h1".into(), "h2".into(), "h3".into()]);
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Rebuild {
+                fence: vec!["h1".into(), "h2".into()],
+                operator: false
+            }
+        );
+    }
+}

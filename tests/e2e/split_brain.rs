@@ -1,0 +1,232 @@
+//! Split brain: the sequences of the recovery-safety issue (§1, §2) against
+//! real etcd and agents. A minority must never rebuild the cluster, and a
+//! healthy majority must never throw its data away because a peer says so.
+//!
+//! §1 was reproduced on the code before the fix: host-3, cut off alone with
+//! a fence that fails, refused to rebuild; then its agent was SIGKILLed and
+//! started again while still cut off. It had forgotten the membership (kept
+//! in memory only), fenced nobody, rebuilt a one-member cluster in epoch 1,
+//! and when the link healed the majority killed its healthy etcd, set its
+//! data aside and joined epoch 1: every write acknowledged by the majority
+//! during the cut was lost.
+
+use std::time::Duration;
+
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt, skip_unless_root};
+
+/// Recover operations an agent journalled with `outcome`.
+fn recovers(doc: &serde_json::Value, outcome: &str) -> usize {
+    edgeplane::agent::recent_ops(doc)
+        .iter()
+        .filter(|o| o["kind"] == "recover" && o["outcome"] == outcome)
+        .count()
+}
+
+#[test]
+fn minority_agent_restarted_while_cut_off_never_rebuilds() -> anyhow::Result<()> {
+    if skip_unless_root("network namespaces need root") {
+        return Ok(());
+    }
+    rt().block_on(async {
+        // 3 voters + 1 standby; host-3 (a voter) in its own namespace.
+        let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+        spec.isolated_host = Some(2);
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"/bin/false\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        for i in 0..4 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let (voters, _) = site.roles().await.unwrap_or_default();
+        assert!(voters.contains(&2), "host-3 is a voter: {voters:?}");
+        let mut writer = Writer::start(site.client_urls(), "sb");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        site.set_link(false)?;
+        // Detection, the quorum-loss window and one failed fence attempt.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let before_restart = writer.acked_count();
+        // The watchdog kills the minority's agent; systemd starts it again.
+        site.kill_agent(2);
+        site.start_agent(2)?;
+        // Long enough for the restarted agent to see quorum lost for the
+        // window and be the freshest in two looks.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let during_cut = writer.acked_count() - before_restart;
+        assert!(
+            during_cut > 20,
+            "the majority keeps accepting writes while host-3 is cut off ({during_cut})"
+        );
+        // Its API is out of reach from here while it is cut off: its log says.
+        let log = std::fs::read_to_string(site.hosts[2].dir.join("agent.log"))?;
+        assert!(
+            log.contains("the fence command did not confirm"),
+            "the cut-off minority tried to fence and failed; logs in {}",
+            site.root.display()
+        );
+        assert!(
+            !log.contains("rebuilding the cluster"),
+            "the cut-off minority must never rebuild; logs in {}",
+            site.root.display()
+        );
+        site.set_link(true)?;
+
+        assert!(
+            site.wait_full_strength(1, HANG * 2).await,
+            "the site did not heal; logs in {}",
+            site.root.display()
+        );
+        writer.stop().await;
+        assert!(writer.acked_count() > 0);
+        assert_eq!(
+            writer.lost(&site.client_urls()).await?,
+            0,
+            "no write acknowledged by the majority is lost; logs in {}",
+            site.root.display()
+        );
+        for i in 0..4 {
+            let doc = site
+                .agent_status(i)
+                .await
+                .ok_or_else(|| anyhow::anyhow!("no status from host {i}"))?;
+            assert_eq!(
+                doc.get("epoch").and_then(|e| e.as_u64()),
+                Some(0),
+                "host {i} never left epoch 0"
+            );
+            assert_eq!(recovers(&doc, "done"), 0, "host {i} never rebuilt");
+        }
+        Ok(())
+    })
+}
+
+/// A host with a valid certificate of this site (stolen, or just buggy)
+/// serves `/status` claiming epoch 999. Before the fix every agent that saw
+/// it killed its healthy etcd and set its data aside.
+async fn serve_claim(
+    site: &LocalSite,
+    host: usize,
+    doc: serde_json::Value,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = &site.hosts[host];
+    let dir = edgeplane::certs::host_dir(&site.root.join("tls"), &h.name);
+    let tls = edgeplane::tls::SiteTls::from_files(
+        &dir.join("ca.crt"),
+        &dir.join("host.crt"),
+        &dir.join("host.key"),
+    )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
+    let addr = h
+        .agent_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let body = doc.to_string();
+    Ok(tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    }))
+}
+
+#[test]
+fn a_peer_claiming_a_newer_epoch_never_makes_a_healthy_majority_drop_its_data() -> anyhow::Result<()>
+{
+    rt().block_on(async {
+        let mut site = LocalSite::create(SiteSpec::new(4, 3, edgeplane_bin()), false)?;
+        for i in 0..4 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let (voters, learners) = site.roles().await.unwrap_or_default();
+        let thief = learners.first().copied().unwrap_or(3);
+        let pids: Vec<Option<i32>> = voters.iter().map(|&v| site.hosts[v].etcd_pid()).collect();
+        let mut writer = Writer::start(site.client_urls(), "claim");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The standby's host is taken over: its agent is gone, a stranger
+        // with its certificate answers on its address.
+        site.kill_host(thief);
+        let server = serve_claim(
+            &site,
+            thief,
+            serde_json::json!({ "epoch": 999, "role": "voter", "quorum": "ok",
+                                "recovery": { "freshest": site.hosts[thief].name } }),
+        )
+        .await?;
+        let before = writer.acked_count();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let during = writer.acked_count() - before;
+        let now: Vec<Option<i32>> = voters.iter().map(|&v| site.hosts[v].etcd_pid()).collect();
+        assert_eq!(
+            pids,
+            now,
+            "no voter's etcd was stopped on a peer's word; logs in {}",
+            site.root.display()
+        );
+        assert!(during > 20, "the site kept accepting writes ({during})");
+        // Every voter's agent raises the alarm, names the claimant, and
+        // counts it in /metrics.
+        for &v in &voters {
+            let doc = site.agent_status(v).await.unwrap_or_default();
+            assert_eq!(doc["epoch"], 0, "host {v} stays in epoch 0");
+            let others = doc
+                .pointer("/split_brain/others")
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(
+                others,
+                serde_json::json!([site.hosts[thief].name]),
+                "host {v} raises the split-brain alarm: {doc}"
+            );
+        }
+        server.abort();
+        writer.stop().await;
+        assert!(writer.acked_count() > 0);
+        assert_eq!(
+            writer.lost(&site.client_urls()).await?,
+            0,
+            "no acknowledged write lost"
+        );
+        // The alarm clears once nobody claims; it stays in the journal.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for &v in &voters {
+            let doc = site.agent_status(v).await.unwrap_or_default();
+            assert!(
+                doc.get("split_brain").is_none(),
+                "host {v}'s alarm cleared: {doc}"
+            );
+            assert!(
+                edgeplane::agent::recent_ops(&doc)
+                    .iter()
+                    .any(|o| o["kind"] == "split_brain" && o["outcome"] == "done"),
+                "host {v} journalled the alarm: {doc}"
+            );
+        }
+        Ok(())
+    })
+}
