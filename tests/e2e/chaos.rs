@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgeplane_metrics::local_prometheus::LocalPrometheus;
-use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt, sim};
+use edgeplane_tests::workload::{self, Workload};
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, linearizability, rt, sim};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use nix::sys::signal::Signal;
 
@@ -90,10 +91,21 @@ enum Kind {
     /// One host's buffer tmpfs filled by a ballast file during a region
     /// outage, then freed.
     DiskFill,
+    /// Two of the three voters powered off together (policy `fenced`: the
+    /// survivors fence them and rebuild); powered on again later.
+    QuorumLoss,
+    /// The isolated host cut off, and its agent SIGKILLed and restarted
+    /// while it is cut off (issue 14 §1), then the link healed.
+    PartitionAgentRestartMinority,
+    /// The isolated host cut off, and the agent of a host on the majority
+    /// side SIGKILLed and restarted meanwhile, then the link healed.
+    PartitionAgentRestartMajority,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    /// The kinds of the campaign before quorum loss and fenced recovery were
+    /// added: what runs unless `EDGEPLANE_CHAOS_KINDS` says otherwise.
+    const DEFAULT: [Kind; 7] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -102,6 +114,35 @@ impl Kind {
         Kind::RegionCut,
         Kind::DiskFill,
     ];
+
+    /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
+    /// so a seed draws the same schedule as before when only they run).
+    const ALL: [Kind; 10] = [
+        Kind::HostKill,
+        Kind::AgentKill,
+        Kind::EtcdKill,
+        Kind::HostStop,
+        Kind::Partition,
+        Kind::RegionCut,
+        Kind::DiskFill,
+        Kind::QuorumLoss,
+        Kind::PartitionAgentRestartMinority,
+        Kind::PartitionAgentRestartMajority,
+    ];
+
+    /// Kinds that need the site on policy `fenced` (with the in-band fence).
+    fn fenced(self) -> bool {
+        matches!(
+            self,
+            Kind::QuorumLoss
+                | Kind::PartitionAgentRestartMinority
+                | Kind::PartitionAgentRestartMajority
+        )
+    }
+
+    fn by_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -112,13 +153,70 @@ impl Kind {
             Kind::Partition => "partition",
             Kind::RegionCut => "region_link_cut",
             Kind::DiskFill => "buffer_disk_full",
+            Kind::QuorumLoss => "quorum_loss",
+            Kind::PartitionAgentRestartMinority => "partition_agent_restart_minority",
+            Kind::PartitionAgentRestartMajority => "partition_agent_restart_majority",
         }
     }
 
-    /// Needs root (network namespaces, tmpfs mounts).
-    fn needs_root(self) -> bool {
-        matches!(self, Kind::Partition | Kind::DiskFill)
+    /// Why this kind cannot run here, if it cannot: root for network
+    /// namespaces and tmpfs mounts, `ping` for the in-band fence.
+    fn missing(self, root: bool, ping: bool) -> Option<&'static str> {
+        let needs_root = matches!(
+            self,
+            Kind::Partition
+                | Kind::DiskFill
+                | Kind::PartitionAgentRestartMinority
+                | Kind::PartitionAgentRestartMajority
+        );
+        if needs_root && !root {
+            return Some("needs root (network namespaces, tmpfs mounts)");
+        }
+        if self.fenced() && !ping {
+            return Some("needs ping (iputils-ping) for the in-band fence");
+        }
+        None
     }
+}
+
+/// The kinds to run: `EDGEPLANE_CHAOS_KINDS` = `default` (the seven kinds
+/// before quorum loss was added; also when unset), `all`, or a comma list of
+/// kind names.
+fn kinds_from_env() -> anyhow::Result<Vec<Kind>> {
+    let v = std::env::var("EDGEPLANE_CHAOS_KINDS").unwrap_or_default();
+    let v = v.trim();
+    if v.is_empty() || v == "default" {
+        return Ok(Kind::DEFAULT.to_vec());
+    }
+    if v == "all" {
+        return Ok(Kind::ALL.to_vec());
+    }
+    let mut out = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let k = Kind::by_name(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "EDGEPLANE_CHAOS_KINDS: unknown kind {name:?} (kinds: {})",
+                Kind::ALL.map(|k| k.name()).join(", ")
+            )
+        })?;
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    // Schedule order, whatever order they were named in.
+    out.sort_by_key(|k| Kind::ALL.iter().position(|a| a == k));
+    anyhow::ensure!(!out.is_empty(), "EDGEPLANE_CHAOS_KINDS names no kind");
+    Ok(out)
+}
+
+/// Whether `ping` can be run (the in-band fence needs it).
+fn have_ping() -> bool {
+    std::process::Command::new("ping")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The host that runs in its own network namespace (the one partitions cut
@@ -138,25 +236,38 @@ struct Planned {
     lead_in: Duration,
 }
 
-fn plan(rng: &mut Rng, faults: usize, hosts: usize) -> Vec<Planned> {
-    (0..faults)
+/// How long a fault of `kind` lasts, drawn.
+fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
+    match kind {
+        Kind::HostKill => rng.ms(2000, 5000),
+        Kind::AgentKill => rng.ms(1000, 4000),
+        Kind::EtcdKill => Duration::ZERO,
+        Kind::HostStop => rng.ms(2000, 3000),
+        Kind::Partition => rng.ms(3000, 8000),
+        Kind::RegionCut => rng.ms(3000, 10000),
+        Kind::DiskFill => rng.ms(3000, 6000),
+        // Powered off: longer than the quorum-loss window (3 s), the fence
+        // and the rebuild.
+        Kind::QuorumLoss => rng.ms(10000, 15000),
+        // Cut off: the window, a failing fence, the restart, the window
+        // again and a rebuild all fit.
+        Kind::PartitionAgentRestartMinority | Kind::PartitionAgentRestartMajority => {
+            rng.ms(12000, 16000)
+        }
+    }
+}
+
+fn plan(rng: &mut Rng, faults: usize, hosts: usize, kinds: &[Kind]) -> Vec<Planned> {
+    let mut out: Vec<Planned> = (0..faults)
         .map(|_| {
-            let kind = Kind::ALL[rng.below(Kind::ALL.len() as u64) as usize];
+            let kind = kinds[rng.below(kinds.len() as u64) as usize];
             // A third of the faults hit the leader's host (the coordinating agent).
             let host = if rng.below(3) == 0 {
                 None
             } else {
                 Some(rng.below(hosts as u64) as usize)
             };
-            let down = match kind {
-                Kind::HostKill => rng.ms(2000, 5000),
-                Kind::AgentKill => rng.ms(1000, 4000),
-                Kind::EtcdKill => Duration::ZERO,
-                Kind::HostStop => rng.ms(2000, 3000),
-                Kind::Partition => rng.ms(3000, 8000),
-                Kind::RegionCut => rng.ms(3000, 10000),
-                Kind::DiskFill => rng.ms(3000, 6000),
-            };
+            let down = draw_down(rng, kind);
             let lead_in = rng.ms(500, 1500);
             Planned {
                 kind,
@@ -165,7 +276,26 @@ fn plan(rng: &mut Rng, faults: usize, hosts: usize) -> Vec<Planned> {
                 lead_in,
             }
         })
-        .collect()
+        .collect();
+    // Every kind at least once when there are enough faults: a kind the
+    // draw left out takes the place of a fault whose kind is drawn more than
+    // once (a schedule that already has every kind is unchanged, so long
+    // runs keep their seeds' schedules).
+    for k in kinds {
+        if out.len() < kinds.len() || out.iter().any(|p| p.kind == *k) {
+            continue;
+        }
+        let dup: Vec<usize> = (0..out.len())
+            .filter(|&i| out.iter().filter(|p| p.kind == out[i].kind).count() > 1)
+            .collect();
+        if dup.is_empty() {
+            break;
+        }
+        let i = dup[rng.below(dup.len() as u64) as usize];
+        out[i].kind = *k;
+        out[i].down = draw_down(rng, *k);
+    }
+    out
 }
 
 fn opts(url: &str) -> ConnectOptions {
@@ -593,7 +723,12 @@ struct MetricsRig {
     tmpfs: Vec<cm::Tmpfs>,
 }
 
-async fn bootstrap(root: bool) -> anyhow::Result<(LocalSite, MetricsRig)> {
+/// The `[recovery]` section of a campaign that runs fenced kinds: policy
+/// `fenced` with the in-band fence (it fails across a partition), a 3 s
+/// quorum-loss window.
+const FENCED_TOML: &str = "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-inband.sh\", \"{host}\"]\nquorum_loss_window = \"3s\"\n";
+
+async fn bootstrap(root: bool, fenced: bool) -> anyhow::Result<(LocalSite, MetricsRig)> {
     let region = LocalPrometheus::start(Default::default())
         .await
         .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
@@ -601,6 +736,9 @@ async fn bootstrap(root: bool) -> anyhow::Result<(LocalSite, MetricsRig)> {
     let probe = cm::ProbeTarget::start().await?;
     let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
     spec.extra_toml = cm::site_toml(probe.port, forwarder.port);
+    if fenced {
+        spec.extra_toml.push_str(FENCED_TOML);
+    }
     if root {
         spec.isolated_host = Some(ISOLATED);
     }
@@ -827,13 +965,18 @@ async fn campaign(
     seed: u64,
     faults: usize,
     deadline: Option<Duration>,
+    kinds: &[Kind],
 ) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let mut rng = Rng(seed);
-    let schedule = plan(&mut rng, faults, 4);
-    // Partitions and a full disk need network namespaces and tmpfs mounts.
+    let schedule = plan(&mut rng, faults, 4, kinds);
+    // Partitions and a full disk need network namespaces and tmpfs mounts;
+    // the in-band fence needs ping.
     let root = nix::unistd::Uid::effective().is_root();
-    let (mut site, rig) = bootstrap(root).await?;
+    let ping = have_ping();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let fenced = kinds.iter().any(|k| k.fenced());
+    let (mut site, rig) = bootstrap(root, fenced).await?;
     let campaign_from_ms = cm::now_ms();
     let urls = site.client_urls();
     eprintln!(
@@ -855,6 +998,11 @@ async fn campaign(
     // Scrapes in flight inside an agent at its SIGKILL: (host, from, to) ms.
     let mut kill_windows: cm::Windows = Vec::new();
     let mut skipped: HashMap<Kind, usize> = HashMap::new();
+    let mut skip_reason: HashMap<Kind, &'static str> = HashMap::new();
+    // Per fault: the recorded workload (checked at the fault's end, and
+    // again at the end of the campaign).
+    let mut workloads: Vec<(usize, Kind, Instant, Workload)> = Vec::new();
+    let mut verdicts: HashMap<usize, serde_json::Value> = HashMap::new();
     let mut window_from_ms = campaign_from_ms;
     let mut shed_before = 0u64;
     let region_pid = rig
@@ -868,9 +1016,25 @@ async fn campaign(
             eprintln!("chaos: time budget spent after {n} faults");
             break;
         }
-        if f.kind.needs_root() && !root {
+        if let Some(why) = f.kind.missing(root, ping) {
+            if skipped.get(&f.kind).copied().unwrap_or(0) == 0 {
+                eprintln!("chaos: SKIPPED {}: {why}", f.kind.name());
+            }
             *skipped.entry(f.kind).or_default() += 1;
+            skip_reason.insert(f.kind, why);
             continue;
+        }
+        // A host a fence powered off outside a quorum loss: a fence of a
+        // host the campaign did not take down. Power it on to go on.
+        for i in 0..site.hosts.len() {
+            if site.powered_off(i) {
+                violations.push(format!(
+                    "before fault {n}: {} was powered off by a fence (see the agents' logs)",
+                    site.hosts[i].name
+                ));
+                book.new_lifetime(&site.hosts[i].name);
+                site.power_on(i)?;
+            }
         }
         // An agent that exited on its own (a crash) is a violation; it is
         // restarted so the campaign can go on.
@@ -885,6 +1049,15 @@ async fn campaign(
             }
         }
         let mut writer = Writer::start(urls.clone(), &format!("chaos/w{n:04}"));
+        let mut work = Workload::start(workload::Spec {
+            urls: urls.clone(),
+            prefix: format!("chaos/lin/f{n:04}/"),
+            clients: LIN_CLIENTS,
+            keys: LIN_KEYS,
+            op_timeout: OP_TIMEOUT,
+            pause: Duration::from_millis(20),
+            seed: seed ^ (n as u64).wrapping_mul(0x9e37_79b9),
+        });
         tokio::time::sleep(f.lead_in).await;
         // A partition always cuts off the isolated host; "the leader's host"
         // then means: make it the leader first (when it is a voter).
@@ -902,10 +1075,21 @@ async fn campaign(
         }
         let leader = site.leader_host().await;
         let target = match f.kind {
-            Kind::Partition => ISOLATED,
+            Kind::Partition | Kind::PartitionAgentRestartMinority => ISOLATED,
+            // Two voters: the drawn host (or the leader's) and another.
+            Kind::QuorumLoss => match (&roles, f.host.or(leader)) {
+                (Some((v, _)), Some(h)) if v.contains(&h) => h,
+                (Some((v, _)), _) => v.first().copied().unwrap_or(0),
+                _ => 0,
+            },
+            // A host on the majority side: the drawn one, or the leader's.
+            Kind::PartitionAgentRestartMajority => match f.host.or(leader) {
+                Some(h) if h != ISOLATED => h,
+                _ => 1 + f.down.as_millis() as usize % (site.hosts.len() - 1),
+            },
             _ => f.host.or(leader).unwrap_or(0),
         };
-        let role = match roles {
+        let role = match &roles {
             Some((v, _)) if v.contains(&target) && Some(target) == leader => "leader",
             Some((v, _)) if v.contains(&target) => "voter",
             Some((_, l)) if l.contains(&target) => "standby",
@@ -931,6 +1115,9 @@ async fn campaign(
         }
         let _ = observe_all(&site, &mut book).await;
         let t0 = Instant::now();
+        // The instant the fault took the hosts down (lost writes are timed
+        // from it).
+        let mut fault_at = t0;
         let mut note = String::new();
         if matches!(f.kind, Kind::HostKill | Kind::AgentKill) {
             // A scrape answered in the last seconds may still be in the
@@ -940,6 +1127,72 @@ async fn campaign(
             book.new_lifetime(&host);
         }
         match f.kind {
+            Kind::QuorumLoss => {
+                let voters = roles.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
+                let other = voters
+                    .iter()
+                    .copied()
+                    .filter(|v| *v != target)
+                    .nth(f.down.as_millis() as usize % 2)
+                    .or_else(|| voters.iter().copied().find(|v| *v != target));
+                let victims: Vec<usize> = std::iter::once(target).chain(other).collect();
+                let names: Vec<String> = victims
+                    .iter()
+                    .map(|v| site.hosts[*v].name.clone())
+                    .collect();
+                for v in &victims {
+                    let now = cm::now_ms();
+                    kill_windows.push((site.hosts[*v].name.clone(), now - 3000, now + 500));
+                    book.new_lifetime(&site.hosts[*v].name);
+                }
+                let epochs_before = epochs(&site).await;
+                fault_at = Instant::now();
+                tokio::task::block_in_place(|| {
+                    for v in &victims {
+                        site.kill_host(*v);
+                    }
+                });
+                tokio::time::sleep(f.down).await;
+                let fenced_off: Vec<String> = victims
+                    .iter()
+                    .filter(|v| site.powered_off(**v))
+                    .map(|v| site.hosts[*v].name.clone())
+                    .collect();
+                let epochs_after = epochs(&site).await;
+                for v in &victims {
+                    site.power_on(*v)?;
+                }
+                note = format!(
+                    "powered off {}; fenced: {}; epochs {epochs_before:?} -> {epochs_after:?}",
+                    names.join(" + "),
+                    if fenced_off.is_empty() {
+                        "none".to_string()
+                    } else {
+                        fenced_off.join(", ")
+                    }
+                );
+            }
+            Kind::PartitionAgentRestartMinority | Kind::PartitionAgentRestartMajority => {
+                site.set_link(false)?;
+                let cut = Instant::now();
+                // Long enough for the cut-off side to see the loss (failure
+                // detection 1 s, quorum-loss window 3 s) and try to fence.
+                tokio::time::sleep(Duration::from_millis(4000)).await;
+                let now = cm::now_ms();
+                kill_windows.push((host.clone(), now - 3000, now + 500));
+                book.new_lifetime(&host);
+                fault_at = Instant::now();
+                tokio::task::block_in_place(|| site.kill_agent(target));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                site.start_agent(target)?;
+                tokio::time::sleep(f.down.saturating_sub(cut.elapsed())).await;
+                let epochs_cut = epochs(&site).await;
+                site.set_link(true)?;
+                note = format!(
+                    "{} ({role}) cut off; agent of {host} restarted 4 s into the cut; epochs before the heal {epochs_cut:?}",
+                    site.hosts[ISOLATED].name
+                );
+            }
             Kind::HostKill => {
                 tokio::task::block_in_place(|| site.kill_host(target));
                 tokio::time::sleep(f.down).await;
@@ -1053,6 +1306,18 @@ async fn campaign(
         }
         let healed = Instant::now();
         let healed_ms = cm::now_ms();
+        // A fence of a host this fault did not take down.
+        for i in 0..site.hosts.len() {
+            if site.powered_off(i) {
+                violations.push(format!(
+                    "fault {n} ({} of {host}): {} was powered off by a fence",
+                    f.kind.name(),
+                    site.hosts[i].name
+                ));
+                book.new_lifetime(&site.hosts[i].name);
+                site.power_on(i)?;
+            }
+        }
         let full = wait_full_strength(&site, FULL_STRENGTH_BOUND).await;
         if full.is_none() {
             violations.push(format!(
@@ -1069,6 +1334,21 @@ async fn campaign(
             }
         }
         writer.stop().await;
+        // The recorded workload: every key read once more, then checked.
+        if work.finish(Duration::from_secs(20)).await.is_none() {
+            violations.push(format!(
+                "fault {n}: the workload's final read got no answer"
+            ));
+        }
+        let verdict = check_workload(
+            &work,
+            fault_at,
+            &format!("fault {n} ({} of {host}, {role})", f.kind.name()),
+            &mut violations,
+        );
+        let lin_summary = verdict["summary"].as_str().unwrap_or_default().to_string();
+        verdicts.insert(n, verdict);
+        workloads.push((n, f.kind, fault_at, work));
         let writable = first_ack_sent_after(&writer, t0).map(|t| t - t0);
         if writable.is_none() && !aborted {
             violations.push(format!(
@@ -1137,7 +1417,14 @@ async fn campaign(
         .await
         {
             Ok(c) => {
-                if c.samples_lost_beyond_shed > 0 || c.critical_lost_beyond_shed > 0 {
+                if c.critical_lost_beyond_shed > 0 {
+                    violations.push(format!(
+                        "fault {n} ({} of {host}): {} critical samples served since the previous fault are missing from the region, not counted by the critical class's own ledger",
+                        f.kind.name(),
+                        c.critical_lost_beyond_shed
+                    ));
+                }
+                if c.samples_lost_beyond_shed > 0 {
                     violations.push(format!(
                         "fault {n} ({} of {host}): {} samples ({} critical) served since the previous fault are missing from the region beyond the shed counts: {c:?}",
                         f.kind.name(),
@@ -1174,7 +1461,7 @@ async fn campaign(
             note,
         };
         eprintln!(
-            "chaos: fault {n:>3} {:<16} {host} ({role:<7}) down {:.1}s  writable {}s  full strength {}s ({}s after heal)  drained {}s  acked {} lost {}  samples missing {} shed {}  split-brain events so far {split_now}  [{:.0}s] {}",
+            "chaos: fault {n:>3} {:<16} {host} ({role:<7}) down {:.1}s  writable {}s  full strength {}s ({}s after heal)  drained {}s  acked {} lost {}  samples missing {} shed {}  split-brain events so far {split_now}  [{:.0}s] {}\n        checker: {lin_summary}",
             f.kind.name(),
             rec.down_s,
             fmt_s(rec.writable_s),
@@ -1203,6 +1490,23 @@ async fn campaign(
     rmw_stop.store(true, Ordering::Relaxed);
     for t in rmw_tasks {
         let _ = t.await;
+    }
+    // Every fault's recorded workload: its keys read once more (a later
+    // fault may have lost them), checked again.
+    let mut final_verdicts: HashMap<usize, serde_json::Value> = HashMap::new();
+    for (n, _, fault_at, work) in &workloads {
+        if work.final_read(Duration::from_secs(20)).await.is_none() {
+            violations.push(format!(
+                "final: fault {n}'s workload: the read of its keys got no answer"
+            ));
+        }
+        let v = check_workload(
+            work,
+            *fault_at,
+            &format!("final, fault {n}'s workload"),
+            &mut violations,
+        );
+        final_verdicts.insert(*n, v);
     }
     let mut lost_by_kind: HashMap<Kind, usize> = HashMap::new();
     let mut acked_total = 0;
@@ -1318,6 +1622,18 @@ async fn campaign(
             .filter_map(|r| r.full_strength_after_heal_s)
             .collect();
         let lost_k = lost_by_kind.get(&kind).copied().unwrap_or(0);
+        let lin_bad = rs
+            .iter()
+            .filter(|r| verdicts.get(&r.n).is_some_and(|v| v["ok"] != true))
+            .count();
+        let lin_lost: u64 = rs
+            .iter()
+            .filter_map(|r| {
+                verdicts
+                    .get(&r.n)
+                    .and_then(|v| v["acked_writes_lost"].as_u64())
+            })
+            .sum();
         let dr: Vec<f64> = rs.iter().filter_map(|r| r.drain_s).collect();
         let miss: u64 = rs.iter().map(|r| r.samples_missing).sum();
         let shed: u64 = rs.iter().map(|r| r.samples_shed).sum();
@@ -1350,7 +1666,11 @@ async fn campaign(
             "samples_missing": miss,
             "samples_counted_shed": shed,
             "samples_lost_beyond_shed": beyond,
-            "skipped_not_root": skipped.get(&kind).copied().unwrap_or(0),
+            "skipped": skipped.get(&kind).copied().unwrap_or(0),
+            "skipped_why": skip_reason.get(&kind),
+            "enabled": kinds.contains(&kind),
+            "faults_not_linearizable": lin_bad,
+            "history_acked_writes_lost": lin_lost,
         }));
     }
     let max_full = records
@@ -1361,8 +1681,36 @@ async fn campaign(
         .iter()
         .filter_map(|r| r.full_strength_after_heal_s)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let commit = git_commit();
+    for k in kinds {
+        if let Some(why) = skip_reason.get(k) {
+            let msg = format!(
+                "{} SKIPPED ({} faults): {why}",
+                k.name(),
+                skipped.get(k).copied().unwrap_or(0)
+            );
+            eprintln!("chaos: {msg}");
+            if ci {
+                violations.push(format!(
+                    "CI=true: kind {msg}; a green CI run must have run every kind"
+                ));
+            }
+        }
+    }
     let report = serde_json::json!({
         "seed": seed,
+        "commit": commit,
+        "kinds": kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "quorum_loss_policy": if fenced { "fenced (fence-inband.sh: ping, then power off; window 3 s)" } else { "manual" },
+        "acked_writes_lost_bound": 0,
+        "acked_writes_lost_bound_source": "README.md: quorum loss under policy fenced, 0 acknowledged writes lost",
+        "linearizability": {
+            "workload": format!("{LIN_CLIENTS} clients per fault on {LIN_KEYS} shared keys (put, linearizable and serializable get, compare-and-set, delete) plus keys of their own, one watch each; checked per fault and again at the end"),
+            "faults_not_linearizable": verdicts.values().filter(|v| v["ok"] != true).count(),
+            "faults_not_linearizable_at_the_end": final_verdicts.values().filter(|v| v["ok"] != true).count(),
+            "history_acked_writes_lost": verdicts.values().filter_map(|v| v["acked_writes_lost"].as_u64()).sum::<u64>(),
+            "history_acked_writes_lost_at_the_end": final_verdicts.values().filter_map(|v| v["acked_writes_lost"].as_u64()).sum::<u64>(),
+        },
         "faults": records.len(),
         "faults_planned": faults,
         "aborted": aborted,
@@ -1405,6 +1753,8 @@ async fn campaign(
             "acked_writes": r.acked, "acked_writes_lost": r.lost,
             "drain_s": r.drain_s, "samples_missing": r.samples_missing,
             "samples_shed": r.samples_shed, "note": r.note,
+            "checker": verdicts.get(&r.n),
+            "checker_at_the_end": final_verdicts.get(&r.n),
         })).collect::<Vec<_>>(),
     });
     eprintln!(
@@ -1440,6 +1790,115 @@ async fn campaign(
     Ok(report)
 }
 
+/// Clients and shared keys of each fault's recorded workload.
+const LIN_CLIENTS: usize = 3;
+const LIN_KEYS: usize = 4;
+
+/// The commit the campaign runs on (`git rev-parse HEAD`, `+dirty` with
+/// uncommitted changes), or `unknown`.
+fn git_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(h) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{h}+dirty") } else { h }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// Every agent's epoch (`None`: no answer), by host.
+async fn epochs(site: &LocalSite) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for i in 0..site.hosts.len() {
+        out.push(
+            site.agent_status(i)
+                .await
+                .and_then(|d| d.get("epoch").and_then(|e| e.as_u64())),
+        );
+    }
+    out
+}
+
+/// Checks one fault's recorded workload (history and watches); pushes
+/// what it finds to `violations`; returns the verdict for the report, with
+/// the acknowledged writes lost and their times relative to `fault_at`.
+fn check_workload(
+    work: &Workload,
+    fault_at: Instant,
+    label: &str,
+    violations: &mut Vec<String>,
+) -> serde_json::Value {
+    let h = work.entries();
+    let w = work.watch_logs();
+    let v = linearizability::check(&h, &w);
+    let lost = linearizability::lost_writes(&h);
+    let t_fault = work.history.us_at(fault_at) as f64 / 1e6;
+    let rel = |us: u64| r3(us as f64 / 1e6 - t_fault);
+    if !v.ok() {
+        let first: Vec<String> = v
+            .violations
+            .iter()
+            .take(3)
+            .map(|x| format!("{}: {}", x.kind, x.detail))
+            .collect();
+        violations.push(format!(
+            "{label}: history checker: {}; first: {}",
+            v.summary(),
+            first.join(" | ")
+        ));
+    }
+    if !lost.is_empty() {
+        let (lo, hi) = (
+            lost.iter().map(|l| l.rev).min().unwrap_or(0),
+            lost.iter().map(|l| l.rev).max().unwrap_or(0),
+        );
+        let (first, last) = (
+            lost.iter().map(|l| l.acked_us).min().unwrap_or(0),
+            lost.iter().map(|l| l.acked_us).max().unwrap_or(0),
+        );
+        violations.push(format!(
+            "{label}: {} acknowledged writes lost (bound: 0, README.md), revisions {lo}..{hi}, acknowledged {:+.2}s..{:+.2}s from the fault",
+            lost.len(),
+            rel(first),
+            rel(last)
+        ));
+    }
+    serde_json::json!({
+        "ok": v.ok(),
+        "summary": v.summary(),
+        "ops": v.ops,
+        "indeterminate": v.indeterminate,
+        "keys": v.keys,
+        "keys_searched": v.keys_searched,
+        "keys_explained_by_indeterminate": v.keys_explained_by_indeterminate,
+        "searches_inconclusive": v.searches_inconclusive,
+        "watch_streams": v.watch_streams,
+        "watch_events": v.watch_events,
+        "counts": v.counts,
+        "violations": v.violations.iter().take(10).collect::<Vec<_>>(),
+        "acked_writes_lost": lost.len(),
+        "lost_writes": lost.iter().take(50).map(|l| serde_json::json!({
+            "key": l.key,
+            "revision": l.rev,
+            "acked_s_from_fault": rel(l.acked_us),
+            "gone_in_read_at_revision": l.read_rev,
+            "read_saw_mod_revision": l.read_mod_rev,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
@@ -1460,7 +1919,12 @@ fn chaos_campaign_random_single_host_faults_lose_no_acknowledged_write() -> anyh
     // the report's `faults` then says how many ran, and that count with the
     // same seed repeats the same schedule.
     let deadline = env_u64("EDGEPLANE_CHAOS_MINUTES").map(|m| Duration::from_secs(m * 60));
-    let report = rt().block_on(campaign(seed, faults, deadline))?;
+    let kinds = kinds_from_env()?;
+    eprintln!(
+        "chaos: EDGEPLANE_CHAOS_KINDS={}",
+        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+    );
+    let report = rt().block_on(campaign(seed, faults, deadline, &kinds))?;
     let violations = report["violations"].as_array().cloned().unwrap_or_default();
     assert!(
         violations.is_empty(),

@@ -466,8 +466,8 @@ pub struct SampleCheck {
     /// Missing beyond what was counted: must be 0.
     pub samples_lost_beyond_shed: u64,
     /// The same for the critical class alone, against the critical class's
-    /// own counts (and the samples not buffered): must be 0, whatever the
-    /// low class shed.
+    /// own counts only (not the samples not buffered, a count every class
+    /// shares): must be 0, whatever the low class shed.
     pub critical_lost_beyond_shed: u64,
     /// Missing per host beyond that host's counts.
     pub per_host_beyond_shed: HashMap<String, u64>,
@@ -614,7 +614,10 @@ pub async fn check_samples(
         let allowed = cs + ce + ls + le + (cd + ld).max(nb);
         counted += allowed;
         let (mc, ml) = missing_by_host.get(host).copied().unwrap_or_default();
-        out.critical_lost_beyond_shed += mc.saturating_sub(cs + cd + ce + nb);
+        // Only the critical class's own ledger accounts for a missing
+        // critical sample: `samples_lost_on_append` is shared by every
+        // class, so it excuses none of them.
+        out.critical_lost_beyond_shed += mc.saturating_sub(cs + cd + ce);
         let beyond = (mc + ml).saturating_sub(allowed);
         if beyond > 0 {
             out.per_host_beyond_shed.insert(host.clone(), beyond);
@@ -731,6 +734,16 @@ fn chaos_samples_checker_finds_what_is_missing_and_accepts_what_was_counted() ->
         assert_eq!(
             c.critical_lost_beyond_shed, 1,
             "low-class shedding does not cover a critical sample: {c:?}"
+        );
+
+        // Nor does the pipeline's count of samples not buffered, which every
+        // class shares.
+        let mut book = ShedBook::default();
+        book.append_lost.insert("host-1".into(), (0, 9));
+        let c = check(book).await?;
+        assert_eq!(
+            c.critical_lost_beyond_shed, 1,
+            "a shared count does not cover a critical sample: {c:?}"
         );
 
         // A kill window covering scrape 3: not expected at all.

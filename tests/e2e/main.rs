@@ -1,6 +1,9 @@
 //! End-to-end tests: real etcd and edgeplane processes on loopback.
 //! One binary, modules per area (as ripgrep does).
 
+// The campaign report is one large `serde_json::json!`.
+#![recursion_limit = "256"]
+
 mod agent;
 mod chaos;
 mod chaos_metrics;

@@ -7,6 +7,10 @@
 //! demo`); this crate adds bare etcd clusters, the path of the binary under
 //! test, and helpers to wait on conditions (never on sleeps).
 
+pub mod history;
+pub mod linearizability;
+pub mod workload;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -195,6 +195,11 @@ impl LocalSite {
                 agent: None,
                 etcd_pids: Vec::new(),
             });
+            // Where an in-band fence reaches this host ("its BMC").
+            std::fs::write(
+                root.join(format!("host-{}", i + 1)).join("bmc.addr"),
+                ip_of(i) + "\n",
+            )?;
         }
         // TLS on, as on a real site: a CA and one certificate per host.
         let specs: Vec<crate::certs::HostSpec> = (0..hosts.len())
@@ -230,10 +235,15 @@ impl LocalSite {
         })
     }
 
-    /// Starts host `i`'s agent (its stderr goes to `agent.log` in the host's directory).
+    /// Starts host `i`'s agent (its stderr goes to `agent.log` in the host's
+    /// directory). A host a fence powered off is powered on by this.
     pub fn start_agent(&mut self, i: usize) -> io::Result<()> {
         let binary = self.spec.binary.clone();
         let h = &mut self.hosts[i];
+        match std::fs::remove_file(h.dir.join(POWERED_OFF)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,6 +272,16 @@ impl LocalSite {
         std::fs::write(h.dir.join("agent.pid"), format!("{}\n", child.id()))?;
         h.agent = Some(child);
         Ok(())
+    }
+
+    /// Whether a fence powered host `i` off (and nobody powered it on since).
+    pub fn powered_off(&self, i: usize) -> bool {
+        self.hosts[i].dir.join(POWERED_OFF).exists()
+    }
+
+    /// Powers host `i` on again after a fence: starts its agent.
+    pub fn power_on(&mut self, i: usize) -> io::Result<()> {
+        self.start_agent(i)
     }
 
     /// SIGKILL host `i`'s agent only (etcd keeps running).
@@ -513,10 +533,23 @@ impl Drop for Netns {
     }
 }
 
-/// `ROOT/fence.sh HOST`: the loopback stand-in for a BMC power-off. It
-/// SIGKILLs the host's agent and etcd (by their pid files) and exits 0 once
+/// `ROOT/fence.sh HOST`: the loopback stand-in for a BMC power-off, out of
+/// band (it works whatever the network between the hosts does). It marks
+/// the host powered off (`ROOT/HOST/powered-off`, which keeps it down until
+/// [`LocalSite::power_on`] or [`LocalSite::start_agent`]), SIGKILLs the
+/// host's agent and then its etcd (by their pid files) and exits 0 once
 /// both are gone — "confirmed powered off".
 pub const FENCE_SCRIPT: &str = "fence.sh";
+
+/// `ROOT/fence-inband.sh HOST`: the same power-off, but reached in band,
+/// over the site's own network (as an IPMI over the LAN is): it first pings
+/// the host's address (`ROOT/HOST/bmc.addr`) from the namespace of the
+/// agent that runs it, and fails when the host cannot be reached, e.g.
+/// across a partition. Needs `ping` (iputils-ping).
+pub const FENCE_INBAND_SCRIPT: &str = "fence-inband.sh";
+
+/// The marker a fence leaves in a host's directory.
+pub const POWERED_OFF: &str = "powered-off";
 
 fn write_fence_script(root: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -524,8 +557,17 @@ fn write_fence_script(root: &Path) -> io::Result<()> {
     std::fs::write(
         &path,
         format!(
-            "#!/bin/sh\n# Loopback fence: power off host $1 by killing its processes.\nset -u\nroot={}\nfor f in \"$root/$1/agent.pid\" \"$root/$1/state/etcd.pid\"; do\n  [ -f \"$f\" ] && kill -9 \"$(cat \"$f\")\" 2>/dev/null\ndone\nexit 0\n",
-            root.display()
+            "#!/bin/sh\n# Loopback fence: power off host $1 by killing its processes; it stays off\n# until the test powers it on (the powered-off marker).\nset -u\nroot={root}\n[ -d \"$root/$1\" ] || {{ echo \"fence: no host $1\" >&2; exit 1; }}\n: > \"$root/$1/{POWERED_OFF}\"\nfor f in \"$root/$1/agent.pid\" \"$root/$1/state/etcd.pid\"; do\n  [ -f \"$f\" ] || continue\n  pid=$(cat \"$f\")\n  kill -9 \"$pid\" 2>/dev/null\n  n=0\n  while kill -0 \"$pid\" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\ndone\nexit 0\n",
+            root = root.display()
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    let path = root.join(FENCE_INBAND_SCRIPT);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# In-band loopback fence: the power-off of fence.sh, only if host $1 is\n# reachable over the site's network from here.\nset -u\nroot={root}\naddr=$(cat \"$root/$1/bmc.addr\" 2>/dev/null) || {{ echo \"fence: no address for $1\" >&2; exit 1; }}\nif ! ping -c 1 -W 1 \"$addr\" >/dev/null 2>&1; then\n  echo \"fence: $1 ($addr) is unreachable from here\" >&2\n  exit 1\nfi\nexec \"$root/{FENCE_SCRIPT}\" \"$1\"\n",
+            root = root.display()
         ),
     )?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
