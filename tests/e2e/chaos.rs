@@ -377,7 +377,7 @@ impl Watch {
                     }
                     let clusters: HashSet<u64> = seen
                         .iter()
-                        .filter(|(_, st)| st.leader != 0)
+                        .filter(|(_, st)| st.proves_leader())
                         .map(|(_, st)| st.cluster)
                         .collect();
                     let mut events = Vec::new();
@@ -424,6 +424,18 @@ struct Status {
     member: u64,
     leader: u64,
     term: u64,
+    is_learner: bool,
+}
+
+impl Status {
+    /// Whether this answer proves its cluster has a working leader: the
+    /// leader itself, or a voter following it. A learner never campaigns
+    /// and keeps naming the last leader it heard of after that leader is
+    /// gone (a standby left running beside a rebuilt cluster did, and was
+    /// counted as a second live cluster).
+    fn proves_leader(&self) -> bool {
+        self.leader != 0 && (self.leader == self.member || !self.is_learner)
+    }
 }
 
 async fn status(url: &str) -> Option<Status> {
@@ -438,6 +450,7 @@ async fn status(url: &str) -> Option<Status> {
             member: st.header().map(|h| h.member_id()).unwrap_or(0),
             leader: st.leader(),
             term: st.raft_term(),
+            is_learner: st.is_learner(),
         })
     };
     tokio::time::timeout(Duration::from_millis(600), fut)
