@@ -62,6 +62,61 @@ async fn wait_writable(site: &LocalSite) {
     }
 }
 
+/// The highest revision any member answering a linearizable read reports.
+async fn site_revision(site: &LocalSite) -> anyhow::Result<i64> {
+    let mut best = None;
+    for url in site.client_urls() {
+        let opts = edgeplane::sim::certs::etcd_options(&url)
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_secs(2))
+            .with_require_leader(true);
+        let Ok(mut c) = etcd_client::Client::connect([url.as_str()], Some(opts)).await else {
+            continue;
+        };
+        if let Ok(r) = c.get("q/", None).await {
+            let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+            best = Some(best.unwrap_or(0).max(rev));
+        }
+    }
+    best.ok_or_else(|| anyhow::anyhow!("no member answered"))
+}
+
+/// Whether a watch from `from` is refused as compacted by the site.
+async fn resume_is_compacted(site: &LocalSite, from: i64) -> anyhow::Result<bool> {
+    for url in site.client_urls() {
+        let opts = edgeplane::sim::certs::etcd_options(&url)
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_secs(5))
+            .with_require_leader(true);
+        let Ok(mut c) = etcd_client::Client::connect([url.as_str()], Some(opts)).await else {
+            continue;
+        };
+        let Ok(mut stream) = c
+            .watch(
+                "q/",
+                Some(
+                    etcd_client::WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(from),
+                ),
+            )
+            .await
+        else {
+            continue;
+        };
+        for _ in 0..3 {
+            match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                Ok(Ok(Some(r))) if r.compact_revision() > 0 => return Ok(true),
+                Ok(Ok(Some(r))) if !r.events().is_empty() => return Ok(false),
+                Ok(Ok(Some(_))) => continue,
+                Ok(Err(e)) if e.to_string().contains("compacted") => return Ok(true),
+                _ => break,
+            }
+        }
+    }
+    Ok(false)
+}
+
 async fn heal_killed(site: &mut LocalSite, victims: &[usize]) {
     for &v in victims {
         let _ = site.start_agent(v);
@@ -79,8 +134,23 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
     rt().block_on(async {
         let mut site = site("fenced").await?;
         let writer = write_then_settle(&site).await?;
+        // A watcher (a Kubernetes watch cache) that has seen every revision so far.
+        let seen = site_revision(&site).await?;
         let victims = lose_quorum(&mut site).await;
         wait_writable(&site).await;
+        // Revisions never go backwards: the rebuilt cluster starts above
+        // every revision seen, and the watcher resuming from where it was
+        // is told to relist ("compacted") instead of waiting for ever.
+        let now = site_revision(&site).await?;
+        assert!(
+            now > seen,
+            "revision after the rebuild {now} > {seen} before it"
+        );
+        assert!(
+            resume_is_compacted(&site, seen + 1).await?,
+            "a watch resumed at {} after the rebuild is compacted",
+            seen + 1
+        );
         assert_eq!(
             writer.lost(&site.client_urls()).await?,
             0,

@@ -47,15 +47,23 @@ pub enum StartMode {
         initial_cluster: String,
         token: String,
     },
+    /// As `Restart`, but serving clients only on `client_url` (a port only
+    /// the agent knows): a rebuilt cluster is prepared there before any
+    /// client sees it.
+    Sealed { client_url: String },
 }
 
 /// The command-line flags for etcd in `mode`.
 pub fn args(spec: &EtcdSpec, mode: &StartMode) -> Vec<String> {
+    let client_url = match mode {
+        StartMode::Sealed { client_url } => client_url,
+        _ => &spec.client_url,
+    };
     let mut a = vec![
         format!("--name={}", spec.name),
         format!("--data-dir={}", spec.data_dir.display()),
-        format!("--listen-client-urls={}", spec.client_url),
-        format!("--advertise-client-urls={}", spec.client_url),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
         format!("--listen-peer-urls={}", spec.peer_url),
         format!("--initial-advertise-peer-urls={}", spec.peer_url),
         format!("--heartbeat-interval={}", spec.heartbeat.as_millis()),
@@ -69,7 +77,7 @@ pub fn args(spec: &EtcdSpec, mode: &StartMode) -> Vec<String> {
         a.push("--pre-vote=true".to_string());
     }
     match mode {
-        StartMode::Restart => {}
+        StartMode::Restart | StartMode::Sealed { .. } => {}
         StartMode::New {
             initial_cluster,
             token,

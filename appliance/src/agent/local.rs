@@ -32,6 +32,8 @@ use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc
 const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
 
 const FACT_JOINED: &str = "joined";
+/// Fact: the highest store revision seen (see `Agent::max_revision`).
+pub const FACT_MAX_REVISION: &str = "max_revision";
 
 pub struct Agent {
     pub cfg: Config,
@@ -61,6 +63,10 @@ pub struct Agent {
     /// The last membership of this host's cluster, as recorded in the state
     /// store (survives restarts; see `recovery_plan`).
     pub known: Option<KnownMembership>,
+    /// The highest store revision any member of this host's cluster
+    /// reported (persisted with the status document, and before a rebuild):
+    /// a rebuilt cluster's revisions must start above it.
+    pub max_revision: i64,
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
     split_brain: Option<(Option<u64>, Vec<String>)>,
@@ -139,6 +145,12 @@ impl Agent {
             cfg.cluster.promotion_max_lag,
             tls.as_ref(),
         )?;
+        let max_revision = state
+            .fact(FACT_MAX_REVISION)
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let known = match state.membership() {
             Ok(k) => k,
             Err(e) => {
@@ -172,6 +184,7 @@ impl Agent {
             last_persist: None,
             tls,
             known,
+            max_revision,
             split_brain: None,
             peer_http,
         })
@@ -261,6 +274,16 @@ impl Agent {
         self.known = Some(seen);
     }
 
+    /// Records the highest revision seen (a rebuild reads it back).
+    pub fn persist_max_revision(&self) {
+        if let Err(e) = self
+            .state
+            .set_fact(FACT_MAX_REVISION, &self.max_revision.to_string())
+        {
+            tracing::error!("Could not record the highest revision seen: {e}");
+        }
+    }
+
     /// Forgets the recorded membership: this host's data was set aside, so
     /// it belongs to no cluster until it joins one.
     fn forget_membership(&mut self) {
@@ -328,6 +351,17 @@ impl Agent {
             .map(|k| k.cluster_id);
         self.view.refresh().await;
         self.record_membership();
+        let mine = self.view.my_cluster();
+        let seen = self
+            .view
+            .peers
+            .iter()
+            .filter_map(|p| p.status.as_ref())
+            .filter(|s| mine.is_none_or(|c| c == s.cluster_id))
+            .map(|s| s.revision)
+            .max()
+            .unwrap_or(0);
+        self.max_revision = self.max_revision.max(seen);
         self.supervise().await;
         if self.etcd.running() {
             if let Some(s) = self.local_status()
@@ -843,6 +877,7 @@ impl Agent {
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
         {
             self.last_persist = Some(Instant::now());
+            self.persist_max_revision();
             let doc = self.shared.status();
             if let Ok(json) = serde_json::to_vec_pretty(&doc) {
                 let path = self.cfg.paths.state_dir.join("status.json");

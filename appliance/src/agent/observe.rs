@@ -27,6 +27,8 @@ pub struct EtcdStatus {
     pub leader: u64,
     pub raft_index: u64,
     pub applied_index: u64,
+    /// The store's revision (what watchers and caches hold).
+    pub revision: i64,
     pub term: u64,
     pub is_learner: bool,
     pub db_size: i64,
@@ -182,6 +184,7 @@ impl View {
                         member_id: r.header().map(|h| h.member_id()).unwrap_or(0),
                         leader: r.leader(),
                         raft_index: r.raft_index(),
+                        revision: r.header().map(|h| h.revision()).unwrap_or(0),
                         applied_index: r.raft_applied_index(),
                         term: r.raft_term(),
                         is_learner: r.is_learner(),

@@ -443,10 +443,10 @@ async fn rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Re
     );
     let result = rebuild_inner(agent, source, epoch).await;
     let (outcome, detail) = match &result {
-        Ok(()) => (
+        Ok(bumped) => (
             Outcome::Done,
             format!(
-                "one-member cluster in epoch {epoch} from {}",
+                "one-member cluster in epoch {epoch} from {}; {bumped}",
                 source.describe()
             ),
         ),
@@ -455,10 +455,77 @@ async fn rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Re
     if let Err(e) = agent.state.finish(op, outcome, &detail) {
         tracing::error!("Could not journal the recovery outcome ({detail}): {e}");
     }
-    result.map(|()| epoch)
+    result.map(|_| epoch)
 }
 
-async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow::Result<()> {
+/// How far past the highest revision this agent saw a rebuilt cluster
+/// starts: the agent polls once per tick, so writes applied by the old
+/// leader after its last look are covered up to this many.
+const REVISION_MARGIN: i64 = 1000;
+
+/// The key the no-op writes of [`bump_revision`] go to (deleted after).
+const BUMP_KEY: &str = "/edgeplane/revision-bump";
+
+/// Raises the new one-member cluster's revision past every revision seen in
+/// the old one (plus [`REVISION_MARGIN`]) with no-op writes, then compacts
+/// there, so that a watch resumed from an old revision gets "compacted" and
+/// relists (etcd 3.4 has no `--bump-revision`). Returns the new revision.
+async fn bump_revision(agent: &mut Agent, url: &str) -> anyhow::Result<i64> {
+    use futures::StreamExt;
+    let opts = crate::tls::etcd_options(agent.tls.as_ref())
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The new etcd elects itself; wait until it takes a write.
+    let (client, mut rev) = loop {
+        let attempt = async {
+            let mut c = etcd_client::Client::connect([url], Some(opts.clone())).await?;
+            let r = c.put(BUMP_KEY, "", None).await?;
+            anyhow::Ok((c, r.header().map(|h| h.revision()).unwrap_or(0)))
+        };
+        match attempt.await {
+            Ok(v) => break v,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("the rebuilt etcd did not take a write within 30 s");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let target = agent.max_revision.max(rev) + REVISION_MARGIN;
+    let missing = usize::try_from(target - rev).unwrap_or(0);
+    let results: Vec<anyhow::Result<i64>> = futures::stream::iter(0..missing)
+        .map(|_| {
+            let mut c = client.clone();
+            async move {
+                let r = c.put(BUMP_KEY, "", None).await?;
+                anyhow::Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for r in results {
+        rev = rev.max(r.context("a no-op write failed")?);
+    }
+    let mut c = client.clone();
+    let del = c
+        .delete(BUMP_KEY, None)
+        .await
+        .context("could not delete the bump key")?;
+    rev = rev.max(del.header().map(|h| h.revision()).unwrap_or(0));
+    c.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .context("could not compact at the raised revision")?;
+    agent.max_revision = rev;
+    agent.persist_max_revision();
+    Ok(rev)
+}
+
+/// Returns what became of the revision (for the journal).
+async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow::Result<String> {
     let data_dir = agent.cfg.etcd.data_dir.clone();
     // Everything is prepared in a scratch directory: the old data dir stays
     // untouched until the new one is ready.
@@ -509,6 +576,49 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
         )
     })?;
     let _ = std::fs::remove_dir_all(&work);
+    // Revisions never go backwards: before any client sees the new cluster,
+    // it is started sealed (clients only on a port the agent alone knows)
+    // and its revision raised past every one seen, so that watchers and
+    // caches relist instead of waiting for revisions that never come, and
+    // no client write lands below a revision a watcher already saw.
+    let bumped = match sealed_url(&agent.me.client_url) {
+        Ok(url) => {
+            agent.etcd.start(&super::etcd::StartMode::Sealed {
+                client_url: url.clone(),
+            })?;
+            let r = bump_revision(agent, &url).await;
+            agent.etcd.stop(Duration::from_secs(5)).await;
+            match r {
+                Ok(rev) => format!("revision raised to {rev} and compacted (watchers relist)"),
+                Err(e) => {
+                    tracing::error!("Could not raise the new cluster's revision: {e:#}");
+                    format!("revision NOT raised: {e:#}")
+                }
+            }
+        }
+        Err(e) => format!("revision NOT raised: {e:#}"),
+    };
     agent.etcd.start(&super::etcd::StartMode::Restart)?;
-    Ok(())
+    Ok(bumped)
+}
+
+/// This host's client URL with a free port of the same address (its TLS
+/// certificate names that address), for a sealed start.
+fn sealed_url(client_url: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(client_url).context("the client URL does not parse")?;
+    let host = url
+        .host_str()
+        .context("the client URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = std::net::TcpListener::bind((host.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .context("no free port for the sealed start")?
+        .port();
+    let mut sealed = url.clone();
+    sealed
+        .set_port(Some(port))
+        .map_err(|()| anyhow::anyhow!("cannot set a port on {client_url}"))?;
+    Ok(sealed.as_str().trim_end_matches('/').to_string())
 }
