@@ -12,7 +12,7 @@
 //!   catalog adds where the copies are, which no single directory knows.
 //!
 //! Every commit is fsynced (redb's default durability). Why redb and not
-//! sled: see `../shared/research/crates.md` (sled: no release since 2021,
+//! sled: see `docs/decisions/0001-agent-state-in-redb.md` (sled: no release since 2021,
 //! corruption-after-crash reports, RSS; redb: clean after every kill -9 we
 //! tried, 87 MB RSS with a bounded cache).
 
