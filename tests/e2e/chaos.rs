@@ -104,7 +104,7 @@ enum Kind {
 
 impl Kind {
     /// The kinds of the campaign before quorum loss and fenced recovery were
-    /// added: what runs unless `EDGEPLANE_CHAOS_KINDS` says otherwise.
+    /// added (`EDGEPLANE_CHAOS_KINDS=default`, to replay old seeds).
     const DEFAULT: [Kind; 7] = [
         Kind::HostKill,
         Kind::AgentKill,
@@ -179,16 +179,17 @@ impl Kind {
     }
 }
 
-/// The kinds to run: `EDGEPLANE_CHAOS_KINDS` = `default` (the seven kinds
-/// before quorum loss was added; also when unset), `all`, or a comma list of
-/// kind names.
+/// The kinds to run: `EDGEPLANE_CHAOS_KINDS` = `all` (also when unset: a
+/// green CI means every kind ran), `default` (the seven kinds from before
+/// quorum loss and fenced recovery were added, for replaying old seeds), or
+/// a comma list of kind names.
 fn kinds_from_env() -> anyhow::Result<Vec<Kind>> {
     let v = std::env::var("EDGEPLANE_CHAOS_KINDS").unwrap_or_default();
     let v = v.trim();
-    if v.is_empty() || v == "default" {
+    if v == "default" {
         return Ok(Kind::DEFAULT.to_vec());
     }
-    if v == "all" {
+    if v.is_empty() || v == "all" {
         return Ok(Kind::ALL.to_vec());
     }
     let mut out = Vec::new();
