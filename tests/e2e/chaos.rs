@@ -756,20 +756,6 @@ async fn wait_full_strength(site: &LocalSite, bound: Duration) -> Option<Instant
     None
 }
 
-/// The acknowledgement time of the first put *sent* at or after `t` (a put
-/// sent before the fault and acknowledged just after it says nothing about
-/// the site being writable).
-fn first_ack_sent_after(w: &Writer, t: Instant) -> Option<Instant> {
-    let acked = w.acked.lock().ok()?;
-    let lat = w.latencies.lock().ok()?;
-    acked
-        .iter()
-        .zip(lat.iter())
-        .map(|((_, _, at), l)| (*at, *at - *l))
-        .find(|(_, sent)| *sent >= t)
-        .map(|(at, _)| at)
-}
-
 /// Writer::lost with retries (a read can land on a member mid-election).
 async fn lost(w: &Writer, urls: &[String]) -> anyhow::Result<usize> {
     let mut last = None;
@@ -1069,7 +1055,7 @@ async fn campaign(
             }
         }
         writer.stop().await;
-        let writable = first_ack_sent_after(&writer, t0).map(|t| t - t0);
+        let writable = writer.ack_of_first_put_sent_after(t0).map(|t| t - t0);
         if writable.is_none() && !aborted {
             violations.push(format!(
                 "fault {n} ({} of {host}): no write acknowledged after the fault",
