@@ -383,12 +383,13 @@ async fn region_outage(
 pub fn bench_failover(cycles: usize, json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
     let rt = crate::runtime()?;
+    let run = crate::bench::Run::start("failover");
     let report = rt.block_on(failover_bench(cycles, json))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
+    let record = crate::bench::Record {
+        run: run.finish(),
+        figures: report,
+    };
+    record.print(json, &record.figures.render())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -653,6 +654,11 @@ async fn baseline_kills(
 /// `edgeplane bench recovery`: the figure for quorum-loss recovery.
 #[derive(Debug, Serialize)]
 pub struct RecoveryReport {
+    /// The workload: a site of `hosts` (`voters` voters), `voters_killed` of
+    /// the voters' hosts SIGKILLed one after the other.
+    pub hosts: usize,
+    pub voters: usize,
+    pub voters_killed: usize,
     pub quorum_loss_window_s: f64,
     /// From the second SIGKILL to the acknowledgement of the first put
     /// *sent* after it.
@@ -660,26 +666,36 @@ pub struct RecoveryReport {
     /// From the second SIGKILL to 3 voters + 1 standby (the killed hosts are
     /// restarted as soon as the site is writable; they rejoin in the new epoch).
     pub full_strength_s: f64,
+    /// The writes checked for loss: all acknowledged *before* the kills. The
+    /// writer stopped `writes_stopped_before_kills_s` before the first kill,
+    /// so this is not a loss figure for writes in flight at the kills.
     pub acked_writes: usize,
     pub acked_writes_lost: usize,
+    pub writes_stopped_before_kills_s: f64,
 }
 
 pub fn bench_recovery(json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
     let rt = crate::runtime()?;
+    let run = crate::bench::Run::start("recovery");
     let report = rt.block_on(recovery_bench(json))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "quorum loss (2 of 3 voters SIGKILLed, policy fenced, window {:.0}s): writable after {:.2}s, full strength after {:.2}s; {} of {} acknowledged writes lost",
-            report.quorum_loss_window_s,
-            report.writable_s,
-            report.full_strength_s,
-            report.acked_writes_lost,
-            report.acked_writes
-        );
-    }
+    let record = crate::bench::Record {
+        run: run.finish(),
+        figures: report,
+    };
+    let r = &record.figures;
+    let table = format!(
+        "quorum loss ({} of {} voters SIGKILLed, policy fenced, window {:.0}s): writable after {:.2}s, full strength after {:.2}s; {} of {} writes acknowledged before the kills lost (writes stopped {:.1}s before the first kill)\n",
+        r.voters_killed,
+        r.voters,
+        r.quorum_loss_window_s,
+        r.writable_s,
+        r.full_strength_s,
+        r.acked_writes_lost,
+        r.acked_writes,
+        r.writes_stopped_before_kills_s,
+    );
+    record.print(json, &table)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -697,11 +713,13 @@ async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
     // Writes stop first, so every acknowledged write has reached the standby too:
     // the measure is of the rebuild, not of what a minority never received.
     writer.stop().await;
+    let stopped = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked_before = writer.acked_count();
     let mut writer2 = Writer::start(site.client_urls(), "rec2");
     let (voters, _) = site.roles().await.context("no member list")?;
     let victims: Vec<usize> = voters.iter().copied().take(2).collect();
+    let stopped_before_kills = stopped.elapsed().as_secs_f64();
     for &v in &victims {
         n.say(format!("  kill      {}", site.hosts[v].name));
         site.kill_host(v);
@@ -735,10 +753,14 @@ async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
     writer2.stop().await;
     let lost = writer.lost(&site.client_urls()).await?;
     Ok(RecoveryReport {
+        hosts: site.hosts.len(),
+        voters: site.spec.voters,
+        voters_killed: victims.len(),
         quorum_loss_window_s: window.as_secs_f64(),
         writable_s: writable,
         full_strength_s: full,
         acked_writes: acked_before,
         acked_writes_lost: lost,
+        writes_stopped_before_kills_s: stopped_before_kills,
     })
 }

@@ -374,12 +374,13 @@ impl BenchReport {
 pub fn bench(db_mib: u64, json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
     let rt = crate::runtime()?;
+    let run = crate::bench::Run::start("snapshot");
     let report = rt.block_on(bench_run(db_mib, 2, !json))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
+    let record = crate::bench::Record {
+        run: run.finish(),
+        figures: report,
+    };
+    record.print(json, &record.figures.render())?;
     Ok(ExitCode::SUCCESS)
 }
 

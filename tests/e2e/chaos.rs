@@ -815,6 +815,7 @@ async fn campaign(
     deadline: Option<Duration>,
 ) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
+    let run = edgeplane::bench::Run::start("campaign");
     let mut rng = Rng(seed);
     let schedule = plan(&mut rng, faults, 4);
     // Partitions and a full disk need network namespaces and tmpfs mounts.
@@ -1347,7 +1348,7 @@ async fn campaign(
         .iter()
         .filter_map(|r| r.full_strength_after_heal_s)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "seed": seed,
         "faults": records.len(),
         "faults_planned": faults,
@@ -1393,6 +1394,12 @@ async fn campaign(
             "samples_shed": r.samples_shed, "note": r.note,
         })).collect::<Vec<_>>(),
     });
+    // Which build, which machine, when (the same fields as every bench record).
+    if let (Some(obj), Ok(serde_json::Value::Object(info))) =
+        (report.as_object_mut(), serde_json::to_value(run.finish()))
+    {
+        obj.extend(info);
+    }
     eprintln!(
         "\nchaos campaign: seed {seed}, {} faults in {:.0}s, {acked_total} acked writes, {lost_total} lost, {} acked increments ({} indeterminate, {} applied in all), {} split-brain events, max {max_voters} voters, {promotions} promotions\n{table}",
         records.len(),
