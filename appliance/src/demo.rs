@@ -256,7 +256,11 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
         cycle.acked_after_kill
     ));
     let outage = region_outage(&site, &mut region, &n).await?;
+    // "No acknowledged write lost" says something only if writes were
+    // acknowledged after the kill.
     let ok = lost == 0
+        && cycle.writable_s.is_some()
+        && cycle.acked_after_kill > 0
         && cycle.full_strength_s.is_some()
         && cycle.rejoined_s.is_some()
         && outage.missing == 0

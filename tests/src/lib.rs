@@ -7,8 +7,9 @@
 //! demo`); this crate adds bare etcd clusters, the path of the binary under
 //! test, and helpers to wait on conditions (never on sleeps).
 
+use std::ops::RangeBounds;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use edgeplane::sim::bare::{self, etcd_bin};
 pub use edgeplane::sim::{self, LocalSite, SiteSpec, Writer, alive, free_port, wait_until};
@@ -45,3 +46,30 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 /// Generous bound for things that normally take seconds: catches hangs, never judges speed.
 pub const HANG: Duration = Duration::from_secs(60);
+
+/// Asserts that `writer` had puts sent and acknowledged within `window` (the
+/// window the test is about: during a fault, before a loss) and that none of
+/// the writes it acknowledged, in the window or not, is missing from the site
+/// at `urls`. `Writer::lost` alone returns 0 when nothing was acknowledged;
+/// this is the one call that checks both. Returns the count in the window.
+pub async fn assert_no_acked_write_lost(
+    writer: &Writer,
+    urls: &[String],
+    window: impl RangeBounds<Instant>,
+    what: &str,
+) -> anyhow::Result<usize> {
+    let in_window = writer.sent_and_acked_within(window);
+    assert!(
+        in_window > 0,
+        "{what}: no put was acknowledged in the window that matters ({} acknowledged in all): a loss check of nothing proves nothing",
+        writer.acked_count()
+    );
+    let lost = writer.lost(urls).await?;
+    assert_eq!(
+        lost,
+        0,
+        "{what}: {lost} of {} acknowledged writes lost ({in_window} of them in the window that matters)",
+        writer.acked_count()
+    );
+    Ok(in_window)
+}
