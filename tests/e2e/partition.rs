@@ -8,13 +8,12 @@
 use std::time::{Duration, Instant};
 
 use edgeplane_tests::{
-    HANG, LocalSite, SiteSpec, Writer, assert_no_acked_write_lost, edgeplane_bin, rt,
+    HANG, LocalSite, SiteSpec, Writer, assert_no_acked_write_lost, edgeplane_bin, root_or_skip, rt,
 };
 
 #[test]
 fn partitioned_minority_with_failing_fence_never_rebuilds() -> anyhow::Result<()> {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: network namespaces need root");
+    if !root_or_skip("partitioned_minority_with_failing_fence_never_rebuilds: network namespaces") {
         return Ok(());
     }
     rt().block_on(async {

@@ -47,6 +47,36 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// Generous bound for things that normally take seconds: catches hangs, never judges speed.
 pub const HANG: Duration = Duration::from_secs(60);
 
+/// Whether this is a CI run (`CI=true`, as CI services set it).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A test, or a part of one, that cannot run here (not root, a binary
+/// missing). Prints `SKIPPED: <reason>`; under `CI=true` it fails instead
+/// (panics), so a green CI run means that everything ran. The one place that
+/// decides; call it, then return.
+pub fn skip(reason: &str) {
+    skip_or_fail(ci(), reason);
+}
+
+fn skip_or_fail(ci: bool, reason: &str) {
+    if ci {
+        panic!("SKIPPED: {reason} (and CI=true: a CI run must run every test)");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// True when running as root; otherwise [`skip`]s with `reason` and returns
+/// false: `if !root_or_skip("…") { return Ok(()); }`.
+pub fn root_or_skip(reason: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    skip(&format!("{reason} (needs root)"));
+    false
+}
+
 /// Asserts that `writer` had puts sent and acknowledged within `window` (the
 /// window the test is about: during a fault, before a loss) and that none of
 /// the writes it acknowledged, in the window or not, is missing from the site
@@ -72,4 +102,18 @@ pub async fn assert_no_acked_write_lost(
         writer.acked_count()
     );
     Ok(in_window)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_skip_outside_ci_only_says_so() {
+        super::skip_or_fail(false, "nothing to see");
+    }
+
+    #[test]
+    #[should_panic(expected = "SKIPPED: no root (and CI=true")]
+    fn a_skip_under_ci_fails() {
+        super::skip_or_fail(true, "no root");
+    }
 }
