@@ -11,12 +11,15 @@ use serde::Serialize;
 use crate::cli::DemoArgs;
 use crate::sim::{LocalSite, SiteSpec, Writer};
 
-/// One kill-and-heal cycle, times in seconds after the SIGKILL.
+/// One kill-and-heal cycle, times in seconds after the SIGKILL (from the
+/// moment the host's agent and etcd are both gone). The times of the member
+/// list and health are when a poll saw them: at most a poll late.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cycle {
     pub killed_host: String,
     pub killed_was_leader: bool,
-    /// First write acknowledged after the kill.
+    /// Writable again: the acknowledgement of the first put *sent* after the
+    /// kill (a put sent before it and answered after it does not count).
     pub writable_s: Option<f64>,
     /// The dead member left the member list.
     pub removed_s: Option<f64>,
@@ -26,6 +29,9 @@ pub struct Cycle {
     pub full_strength_s: Option<f64>,
     /// After the host restarted: it is the standby again (seconds after its restart).
     pub rejoined_s: Option<f64>,
+    /// Puts sent after the kill and acknowledged before the killed host was
+    /// the standby again: the writes of this cycle a loss check is about.
+    pub acked_after_kill: usize,
 }
 
 /// The demo's record (`--json`).
@@ -36,6 +42,8 @@ pub struct DemoRecord {
     pub bootstrap_s: f64,
     pub cycle: Cycle,
     pub acked_writes: usize,
+    /// Of `acked_writes`, lost: read back after the cycle (0 means something
+    /// only with `cycle.acked_after_kill` > 0).
     pub acked_writes_lost: usize,
     pub promotions: u64,
     /// The region link: samples scraped while it was cut, and how many of them
@@ -121,8 +129,10 @@ pub async fn kill_and_heal(
         "  kill      {name}{}: SIGKILL to its agent and its etcd (a power loss)",
         if was_leader { " (the etcd leader)" } else { "" }
     ));
-    let t0 = Instant::now();
     site.kill_host(victim);
+    // From here on, the host's agent and etcd are gone (kill_host waits for
+    // both): a put sent earlier could still reach the victim's etcd.
+    let t0 = Instant::now();
     let mut c = Cycle {
         killed_host: name.clone(),
         killed_was_leader: was_leader,
@@ -132,7 +142,7 @@ pub async fn kill_and_heal(
     let deadline = t0 + Duration::from_secs(60);
     while c.full_strength_s.is_none() && Instant::now() < deadline {
         if c.writable_s.is_none()
-            && let Some(t) = writer.first_ack_after(t0)
+            && let Some(t) = writer.ack_of_first_put_sent_after(t0)
         {
             c.writable_s = Some(secs(t));
             n.say(format!("  +{:5.2}s   writes accepted again", secs(t)));
@@ -174,7 +184,7 @@ pub async fn kill_and_heal(
         return Ok(c);
     }
     while c.writable_s.is_none() && Instant::now() < deadline {
-        if let Some(t) = writer.first_ack_after(t0) {
+        if let Some(t) = writer.ack_of_first_put_sent_after(t0) {
             c.writable_s = Some(secs(t));
             n.say(format!("  +{:5.2}s   writes accepted again", secs(t)));
         }
@@ -200,6 +210,7 @@ pub async fn kill_and_heal(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    c.acked_after_kill = writer.sent_and_acked_within(t0..);
     Ok(c)
 }
 
@@ -241,10 +252,15 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
     let lost = writer.lost(&site.client_urls()).await?;
     let promotions = site.promotions().await;
     n.say(format!(
-        "  writes    {acked} acknowledged during the demo, {lost} lost; {promotions} promotion(s) recorded in the agents' journals"
+        "  writes    {acked} acknowledged during the demo ({} of them sent after the kill), {lost} lost; {promotions} promotion(s) recorded in the agents' journals",
+        cycle.acked_after_kill
     ));
     let outage = region_outage(&site, &mut region, &n).await?;
+    // "No acknowledged write lost" says something only if writes were
+    // acknowledged after the kill.
     let ok = lost == 0
+        && cycle.writable_s.is_some()
+        && cycle.acked_after_kill > 0
         && cycle.full_strength_s.is_some()
         && cycle.rejoined_s.is_some()
         && outage.missing == 0
@@ -371,41 +387,66 @@ async fn region_outage(
 pub fn bench_failover(cycles: usize, json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
     let rt = crate::runtime()?;
+    let run = crate::bench::Run::start("failover");
     let report = rt.block_on(failover_bench(cycles, json))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
+    let record = crate::bench::Record {
+        run: run.finish(),
+        figures: report,
+    };
+    record.print(json, &record.figures.render())?;
     Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Serialize)]
 pub struct FailoverReport {
+    /// The workload: a site of `hosts` (`voters` voters, the rest standbys),
+    /// one sequential writer (a put fails after `put_timeout_ms` and the next
+    /// member is tried), `cycles` kills of a random voter's host.
+    pub hosts: usize,
+    pub voters: usize,
+    pub writers: usize,
+    pub put_timeout_ms: u64,
     pub cycles: usize,
     pub writable_p50_s: f64,
     pub writable_p99_s: f64,
     pub full_strength_p50_s: f64,
     pub full_strength_p99_s: f64,
     pub acked_writes: usize,
+    /// Of those, sent after a kill and acknowledged before its host rejoined.
+    pub acked_writes_after_kills: usize,
     pub acked_writes_lost: usize,
     pub promotions: u64,
     pub per_cycle: Vec<Cycle>,
-    /// The same kill on a bare etcd cluster with no agent.
+    /// The same kills (leader when the agent's cycle killed the leader, a
+    /// follower otherwise) on a bare etcd cluster of `voters` members with
+    /// no agent, each member restarted after its kill.
     pub baseline_writable_p50_s: f64,
+    pub baseline_writable_p99_s: f64,
+    pub baseline_acked_writes: usize,
+    pub baseline_acked_writes_lost: usize,
+    pub baseline_per_cycle: Vec<BaselineCycle>,
     pub baseline_full_strength: String,
+}
+
+/// One kill on the bare cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineCycle {
+    pub killed_was_leader: bool,
+    /// As [`Cycle::writable_s`].
+    pub writable_s: Option<f64>,
 }
 
 impl FailoverReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         s.push_str(
-            "cycle  killed   leader  writable  removed  promoted  full-strength  rejoined\n",
+            "cycle  killed   leader  writable  removed  promoted  full-strength  rejoined  etcd alone: writable\n",
         );
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.2}s")).unwrap_or_else(|| "-".into());
         for (i, c) in self.per_cycle.iter().enumerate() {
-            let f = |v: Option<f64>| v.map(|v| format!("{v:.2}s")).unwrap_or_else(|| "-".into());
+            let base = self.baseline_per_cycle.get(i).and_then(|b| b.writable_s);
             s.push_str(&format!(
-                "{:>5}  {:<7}  {:<6}  {:>8}  {:>7}  {:>8}  {:>13}  {:>8}\n",
+                "{:>5}  {:<7}  {:<6}  {:>8}  {:>7}  {:>8}  {:>13}  {:>8}  {:>8}\n",
                 i + 1,
                 c.killed_host,
                 if c.killed_was_leader { "yes" } else { "no" },
@@ -413,19 +454,24 @@ impl FailoverReport {
                 f(c.removed_s),
                 f(c.promoted_s),
                 f(c.full_strength_s),
-                f(c.rejoined_s)
+                f(c.rejoined_s),
+                f(base),
             ));
         }
         s.push_str(&format!(
-            "\n                      writable p50/p99     full strength p50/p99   acked writes lost\nedgeplane agent       {:.2}s / {:.2}s        {:.2}s / {:.2}s           {} of {}\netcd alone (no agent) {:.2}s                {}\npromotions recorded: {} for {} kills\n",
+            "\n                      writable p50/p99     full strength p50/p99   acked writes lost\nedgeplane agent       {:.2}s / {:.2}s        {:.2}s / {:.2}s           {} of {} ({} sent after a kill)\netcd alone (no agent) {:.2}s / {:.2}s        {:<22}  {} of {}\npromotions recorded: {} for {} kills\n",
             self.writable_p50_s,
             self.writable_p99_s,
             self.full_strength_p50_s,
             self.full_strength_p99_s,
             self.acked_writes_lost,
             self.acked_writes,
+            self.acked_writes_after_kills,
             self.baseline_writable_p50_s,
+            self.baseline_writable_p99_s,
             self.baseline_full_strength,
+            self.baseline_acked_writes_lost,
+            self.baseline_acked_writes,
             self.promotions,
             self.cycles,
         ));
@@ -446,8 +492,9 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 
 async fn failover_bench(cycles: usize, json: bool) -> anyhow::Result<FailoverReport> {
     let n = Narrator { quiet: json };
-    n.say(format!("Failover bench: {cycles} cycles on a 4-host loopback site (3 voters + 1 standby), etcd default timing."));
-    let (mut site, _) = start_site(4, 3, false, None).await?;
+    let (hosts, voters) = (4, 3);
+    n.say(format!("Failover bench: {cycles} cycles on a {hosts}-host loopback site ({voters} voters + 1 standby), etcd default timing."));
+    let (mut site, _) = start_site(hosts, voters, false, None).await?;
     let mut writer = Writer::start(site.client_urls(), "bench");
     let mut per_cycle = Vec::new();
     let mut seed = std::time::SystemTime::now()
@@ -475,91 +522,184 @@ async fn failover_bench(cycles: usize, json: bool) -> anyhow::Result<FailoverRep
     let promotions = site.promotions().await;
     drop(site);
 
-    n.say("baseline: the same kill on 3 bare etcd voters (no agent):");
-    let baseline = baseline_writable().await?;
-    n.say(format!("  writes accepted again after {baseline:.2}s; the dead voter stays a member: full strength never returns without a human"));
+    n.say(format!(
+        "baseline: the same kills on {voters} bare etcd voters (no agent), each restarted after its kill:"
+    ));
+    let leader_kills: Vec<bool> = per_cycle.iter().map(|c| c.killed_was_leader).collect();
+    let baseline = baseline_kills(voters, &leader_kills, &n).await?;
+    n.say("  the dead voter stays a member: full strength never returns without a human");
 
     let w: Vec<f64> = per_cycle.iter().filter_map(|c| c.writable_s).collect();
     let f: Vec<f64> = per_cycle.iter().filter_map(|c| c.full_strength_s).collect();
+    let bw: Vec<f64> = baseline
+        .cycles
+        .iter()
+        .filter_map(|c| c.writable_s)
+        .collect();
     Ok(FailoverReport {
+        hosts,
+        voters,
+        writers: 1,
+        put_timeout_ms: Writer::PUT_TIMEOUT.as_millis() as u64,
         cycles,
         writable_p50_s: percentile(&w, 50.0),
         writable_p99_s: percentile(&w, 99.0),
         full_strength_p50_s: percentile(&f, 50.0),
         full_strength_p99_s: percentile(&f, 99.0),
         acked_writes: acked,
+        acked_writes_after_kills: per_cycle.iter().map(|c| c.acked_after_kill).sum(),
         acked_writes_lost: lost,
         promotions,
         per_cycle,
-        baseline_writable_p50_s: baseline,
+        baseline_writable_p50_s: percentile(&bw, 50.0),
+        baseline_writable_p99_s: percentile(&bw, 99.0),
+        baseline_acked_writes: baseline.acked,
+        baseline_acked_writes_lost: baseline.lost,
+        baseline_per_cycle: baseline.cycles,
         baseline_full_strength: "never (no agent)".into(),
     })
 }
 
-/// Seconds from SIGKILL of the leader of a bare 3-voter cluster to the next acknowledged write.
-async fn baseline_writable() -> anyhow::Result<f64> {
-    let mut cluster = crate::sim::bare::Cluster::start(3)?;
+struct Baseline {
+    cycles: Vec<BaselineCycle>,
+    acked: usize,
+    lost: usize,
+}
+
+/// The leader (or a follower) of a bare cluster and whether every member
+/// answers with a leader.
+async fn bare_roles(urls: &[String]) -> (Option<usize>, Vec<usize>, bool) {
+    let (mut leader, mut followers, mut all) = (None, Vec::new(), true);
+    for (i, u) in urls.iter().enumerate() {
+        match crate::sim::member_status(u).await {
+            Some((id, l, _)) if l != 0 && id == l => leader = Some(i),
+            Some((_, l, _)) if l != 0 => followers.push(i),
+            _ => all = false,
+        }
+    }
+    (leader, followers, all)
+}
+
+/// On a bare cluster of `voters` members with the same writer: for each
+/// entry of `leader_kills`, SIGKILL the leader (true) or a follower, time
+/// writable again as [`kill_and_heal`] does, restart the member and wait
+/// until every member answers again.
+async fn baseline_kills(
+    voters: usize,
+    leader_kills: &[bool],
+    n: &Narrator,
+) -> anyhow::Result<Baseline> {
+    let mut cluster = crate::sim::bare::Cluster::start(voters)?;
     let urls = cluster.client_urls();
     let mut writer = Writer::start(urls.clone(), "baseline");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writer.acked_count() < 50 {
-        if Instant::now() > deadline {
-            anyhow::bail!("the bare etcd cluster never accepted writes");
+    let mut cycles = Vec::new();
+    for (i, &kill_leader) in leader_kills.iter().enumerate() {
+        // As in the agent's cycles: 2 s of undisturbed writes, on a whole cluster.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (leader, followers) = loop {
+            if let (Some(l), f, true) = bare_roles(&urls).await {
+                break (l, f);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the bare etcd cluster was not whole again within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let victim = if kill_leader {
+            leader
+        } else {
+            followers
+                .get(i % followers.len().max(1))
+                .copied()
+                .unwrap_or(leader)
+        };
+        cluster.members[victim].kill();
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(30);
+        let mut writable_s = None;
+        while Instant::now() < deadline {
+            if let Some(t) = writer.ack_of_first_put_sent_after(t0) {
+                writable_s = Some(t.duration_since(t0).as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        n.say(format!(
+            "  kill {} ({}): writes accepted again after {}",
+            cluster.members[victim].name,
+            if kill_leader {
+                "the leader"
+            } else {
+                "a follower"
+            },
+            writable_s.map_or("- (not within 30 s)".to_string(), |w| format!("{w:.2}s"))
+        ));
+        cycles.push(BaselineCycle {
+            killed_was_leader: kill_leader,
+            writable_s,
+        });
+        cluster.members[victim]
+            .restart()
+            .context("could not restart a bare etcd member")?;
     }
-    let mut leader = 0;
-    for (i, u) in urls.iter().enumerate() {
-        if let Some((id, l, _)) = crate::sim::member_status(u).await
-            && id == l
-        {
-            leader = i;
-        }
-    }
-    let t0 = Instant::now();
-    cluster.members[leader].kill();
-    let deadline = t0 + Duration::from_secs(30);
-    let mut out = None;
-    while Instant::now() < deadline {
-        if let Some(t) = writer.first_ack_after(t0) {
-            out = Some(t.duration_since(t0).as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     writer.stop().await;
-    out.context("the bare cluster did not accept writes within 30 s of the kill")
+    let acked = writer.acked_count();
+    let lost = writer.lost(&urls).await?;
+    Ok(Baseline {
+        cycles,
+        acked,
+        lost,
+    })
 }
 
 /// `edgeplane bench recovery`: the figure for quorum-loss recovery.
 #[derive(Debug, Serialize)]
 pub struct RecoveryReport {
+    /// The workload: a site of `hosts` (`voters` voters), `voters_killed` of
+    /// the voters' hosts SIGKILLed one after the other.
+    pub hosts: usize,
+    pub voters: usize,
+    pub voters_killed: usize,
     pub quorum_loss_window_s: f64,
-    /// From the second SIGKILL to the first acknowledged write.
+    /// From the second SIGKILL to the acknowledgement of the first put
+    /// *sent* after it.
     pub writable_s: f64,
     /// From the second SIGKILL to 3 voters + 1 standby (the killed hosts are
     /// restarted as soon as the site is writable; they rejoin in the new epoch).
     pub full_strength_s: f64,
+    /// The writes checked for loss: all acknowledged *before* the kills. The
+    /// writer stopped `writes_stopped_before_kills_s` before the first kill,
+    /// so this is not a loss figure for writes in flight at the kills.
     pub acked_writes: usize,
     pub acked_writes_lost: usize,
+    pub writes_stopped_before_kills_s: f64,
 }
 
 pub fn bench_recovery(json: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
     let rt = crate::runtime()?;
+    let run = crate::bench::Run::start("recovery");
     let report = rt.block_on(recovery_bench(json))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "quorum loss (2 of 3 voters SIGKILLed, policy fenced, window {:.0}s): writable after {:.2}s, full strength after {:.2}s; {} of {} acknowledged writes lost",
-            report.quorum_loss_window_s,
-            report.writable_s,
-            report.full_strength_s,
-            report.acked_writes_lost,
-            report.acked_writes
-        );
-    }
+    let record = crate::bench::Record {
+        run: run.finish(),
+        figures: report,
+    };
+    let r = &record.figures;
+    let table = format!(
+        "quorum loss ({} of {} voters SIGKILLed, policy fenced, window {:.0}s): writable after {:.2}s, full strength after {:.2}s; {} of {} writes acknowledged before the kills lost (writes stopped {:.1}s before the first kill)\n",
+        r.voters_killed,
+        r.voters,
+        r.quorum_loss_window_s,
+        r.writable_s,
+        r.full_strength_s,
+        r.acked_writes_lost,
+        r.acked_writes,
+        r.writes_stopped_before_kills_s,
+    );
+    record.print(json, &table)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -577,11 +717,13 @@ async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
     // Writes stop first, so every acknowledged write has reached the standby too:
     // the measure is of the rebuild, not of what a minority never received.
     writer.stop().await;
+    let stopped = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked_before = writer.acked_count();
     let mut writer2 = Writer::start(site.client_urls(), "rec2");
     let (voters, _) = site.roles().await.context("no member list")?;
     let victims: Vec<usize> = voters.iter().copied().take(2).collect();
+    let stopped_before_kills = stopped.elapsed().as_secs_f64();
     for &v in &victims {
         n.say(format!("  kill      {}", site.hosts[v].name));
         site.kill_host(v);
@@ -589,7 +731,7 @@ async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(120);
     let writable = loop {
-        if let Some(t) = writer2.first_ack_after(t0) {
+        if let Some(t) = writer2.ack_of_first_put_sent_after(t0) {
             break t.duration_since(t0).as_secs_f64();
         }
         anyhow::ensure!(
@@ -615,10 +757,14 @@ async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
     writer2.stop().await;
     let lost = writer.lost(&site.client_urls()).await?;
     Ok(RecoveryReport {
+        hosts: site.hosts.len(),
+        voters: site.spec.voters,
+        voters_killed: victims.len(),
         quorum_loss_window_s: window.as_secs_f64(),
         writable_s: writable,
         full_strength_s: full,
         acked_writes: acked_before,
         acked_writes_lost: lost,
+        writes_stopped_before_kills_s: stopped_before_kills,
     })
 }

@@ -8,6 +8,13 @@ pub const LONG: &str = concat!(
     ")"
 );
 
+/// The git commit the binary was built from (`git rev-parse --short=12 HEAD`
+/// at build time; `unknown` outside a checkout).
+pub const COMMIT: &str = env!("EDGEPLANE_GIT_COMMIT");
+
+/// The cargo profile of the build: `debug` or `release`.
+pub const BUILD_PROFILE: &str = env!("EDGEPLANE_BUILD_PROFILE");
+
 /// The version line of the etcd binary at `path`, if it runs.
 pub fn etcd_version(path: &std::path::Path) -> Option<String> {
     let out = std::process::Command::new(path)

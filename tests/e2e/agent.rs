@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, alive, edgeplane_bin, rt};
+use edgeplane_tests::{
+    HANG, LocalSite, SiteSpec, Writer, alive, assert_no_acked_write_lost, edgeplane_bin, rt,
+};
 
 /// Builds a site and starts its agents in a shuffled order with small gaps.
 async fn bootstrap(hosts: usize, voters: usize, extra: &str) -> anyhow::Result<LocalSite> {
@@ -159,11 +161,13 @@ async fn kill_voter_host_and_heal(pick_leader: bool) -> anyhow::Result<()> {
 
     writer.stop().await;
     assert!(writer.acked_count() > 10, "the workload made progress");
-    assert_eq!(
-        writer.lost(&site.client_urls()).await?,
-        0,
-        "no acknowledged write lost"
-    );
+    assert_no_acked_write_lost(
+        &writer,
+        &site.client_urls(),
+        t0..,
+        "writes sent after the kill",
+    )
+    .await?;
     assert!(
         watch.finish().await <= 3,
         "never more voters than configured"
@@ -195,6 +199,7 @@ fn agent_only_sigkill_leaves_etcd_serving_and_the_new_agent_adopts_it() -> anyho
             .ok_or_else(|| anyhow::anyhow!("no etcd pid"))?;
         let promotions_before = site.promotions().await;
         site.kill_agent(i);
+        let killed = Instant::now();
         let acked_before = writer.acked_count();
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(alive(pid), "etcd outlives its agent");
@@ -202,6 +207,7 @@ fn agent_only_sigkill_leaves_etcd_serving_and_the_new_agent_adopts_it() -> anyho
             writer.acked_count() > acked_before + 10,
             "writes continue while the agent is down"
         );
+        let restarted = Instant::now();
         site.start_agent(i)?;
         let t0 = Instant::now();
         loop {
@@ -229,7 +235,13 @@ fn agent_only_sigkill_leaves_etcd_serving_and_the_new_agent_adopts_it() -> anyho
             "no promotion for an agent restart"
         );
         writer.stop().await;
-        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        assert_no_acked_write_lost(
+            &writer,
+            &site.client_urls(),
+            killed..restarted,
+            "writes while the agent was down",
+        )
+        .await?;
         Ok(())
     })
 }
@@ -242,6 +254,7 @@ fn two_host_site_survives_standby_loss_and_reports_quorum_loss() -> anyhow::Resu
         tokio::time::sleep(Duration::from_secs(1)).await;
         // Lose the standby: writes carry on.
         site.kill_host(1);
+        let killed = Instant::now();
         let before = writer.acked_count();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
@@ -253,8 +266,15 @@ fn two_host_site_survives_standby_loss_and_reports_quorum_loss() -> anyhow::Resu
             site.wait_full_strength(1, HANG).await,
             "the standby did not come back"
         );
+        let back = Instant::now();
         writer.stop().await;
-        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        assert_no_acked_write_lost(
+            &writer,
+            &site.client_urls(),
+            killed..back,
+            "writes while the standby was down",
+        )
+        .await?;
         // Lose the voter: quorum loss, reported by the standby's agent.
         site.kill_host(0);
         let t0 = Instant::now();

@@ -908,20 +908,6 @@ async fn wait_full_strength(site: &LocalSite, bound: Duration) -> Option<Instant
     None
 }
 
-/// The acknowledgement time of the first put *sent* at or after `t` (a put
-/// sent before the fault and acknowledged just after it says nothing about
-/// the site being writable).
-fn first_ack_sent_after(w: &Writer, t: Instant) -> Option<Instant> {
-    let acked = w.acked.lock().ok()?;
-    let lat = w.latencies.lock().ok()?;
-    acked
-        .iter()
-        .zip(lat.iter())
-        .map(|((_, _, at), l)| (*at, *at - *l))
-        .find(|(_, sent)| *sent >= t)
-        .map(|(at, _)| at)
-}
-
 /// Writer::lost with retries (a read can land on a member mid-election).
 async fn lost(w: &Writer, urls: &[String]) -> anyhow::Result<usize> {
     let mut last = None;
@@ -982,6 +968,7 @@ async fn campaign(
     kinds: &[Kind],
 ) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
+    let run = edgeplane::bench::Run::start("campaign");
     let mut rng = Rng(seed);
     let schedule = plan(&mut rng, faults, 4, kinds);
     // Partitions and a full disk need network namespaces and tmpfs mounts;
@@ -1363,7 +1350,7 @@ async fn campaign(
         let lin_summary = verdict["summary"].as_str().unwrap_or_default().to_string();
         verdicts.insert(n, verdict);
         workloads.push((n, f.kind, fault_at, work));
-        let writable = first_ack_sent_after(&writer, t0).map(|t| t - t0);
+        let writable = writer.ack_of_first_put_sent_after(t0).map(|t| t - t0);
         if writable.is_none() && !aborted {
             violations.push(format!(
                 "fault {n} ({} of {host}): no write acknowledged after the fault",
@@ -1711,7 +1698,7 @@ async fn campaign(
             }
         }
     }
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "seed": seed,
         "commit": commit,
         "kinds": kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
@@ -1771,6 +1758,12 @@ async fn campaign(
             "checker_at_the_end": final_verdicts.get(&r.n),
         })).collect::<Vec<_>>(),
     });
+    // Which build, which machine, when (the same fields as every bench record).
+    if let (Some(obj), Ok(serde_json::Value::Object(info))) =
+        (report.as_object_mut(), serde_json::to_value(run.finish()))
+    {
+        obj.extend(info);
+    }
     eprintln!(
         "\nchaos campaign: seed {seed}, {} faults in {:.0}s, {acked_total} acked writes, {lost_total} lost, {} acked increments ({} indeterminate, {} applied in all), {} split-brain events, max {max_voters} voters, {promotions} promotions\n{table}",
         records.len(),

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt, sim};
+use edgeplane_tests::{
+    HANG, LocalSite, SiteSpec, Writer, assert_no_acked_write_lost, edgeplane_bin, rt, sim,
+};
 use etcd_client::{AlarmAction, AlarmType, Client, CompactionOptions};
 
 /// Defrag operations recorded as done in every agent's journal.
@@ -76,7 +78,7 @@ fn defrag_of_every_voter_including_the_former_leader_never_fails_a_write() -> an
             writer.latency_percentile(99.0)
         );
         assert_eq!(failed, 0, "no write failed because of a defrag");
-        assert_eq!(writer.lost(&voter_urls).await?, 0);
+        assert_no_acked_write_lost(&writer, &voter_urls, t0.., "writes during the defrags").await?;
         if let Some(l) = leader_before {
             assert_ne!(site.leader_host().await, None);
             eprintln!("leader before: {}, after: {:?}", site.hosts[l].name, site.leader_host().await.map(|i| site.hosts[i].name.clone()));

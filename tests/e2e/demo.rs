@@ -16,6 +16,9 @@ fn demo_heals_the_site_and_flushes_the_outage_with_original_timestamps() -> anyh
     let record: serde_json::Value = serde_json::from_str(&text)?;
     assert_eq!(record["ok"], true);
     assert_eq!(record["acked_writes_lost"], 0);
+    // ... of writes that include some sent after the kill.
+    assert!(record["cycle"]["writable_s"].as_f64().is_some());
+    assert!(record["cycle"]["acked_after_kill"].as_u64().unwrap_or(0) > 0);
     assert_eq!(record["promotions"], 1);
     assert!(record["cycle"]["full_strength_s"].as_f64().is_some());
     assert!(record["outage_samples"].as_u64().unwrap_or(0) > 0);

@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt};
+use edgeplane_tests::{
+    HANG, LocalSite, SiteSpec, Writer, assert_no_acked_write_lost, edgeplane_bin, rt,
+};
 
 async fn site(policy: &str) -> anyhow::Result<LocalSite> {
     let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
@@ -151,11 +153,14 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
             "a watch resumed at {} after the rebuild is compacted",
             seen + 1
         );
-        assert_eq!(
-            writer.lost(&site.client_urls()).await?,
-            0,
-            "acknowledged writes survive the rebuild"
-        );
+        // Every write was acknowledged before the loss (write_then_settle).
+        assert_no_acked_write_lost(
+            &writer,
+            &site.client_urls(),
+            ..,
+            "writes acknowledged before the loss, after the rebuild",
+        )
+        .await?;
         // The survivors moved to epoch 1.
         let epochs: Vec<u64> = {
             let mut v = Vec::new();
@@ -168,7 +173,13 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
         };
         assert!(epochs.contains(&1), "a new epoch was started: {epochs:?}");
         heal_killed(&mut site, &victims).await;
-        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        assert_no_acked_write_lost(
+            &writer,
+            &site.client_urls(),
+            ..,
+            "writes acknowledged before the loss, after the rejoin",
+        )
+        .await?;
         // Regression (found here): both survivors saw themselves as freshest
         // (a learner still applying) and both rebuilt, fencing each other.
         let mut rebuilds = 0;
@@ -234,7 +245,13 @@ fn manual_quorum_loss_waits_prints_the_command_and_recover_rebuilds() -> anyhow:
             String::from_utf8_lossy(&out.stderr)
         );
         wait_writable(&site).await;
-        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        assert_no_acked_write_lost(
+            &writer,
+            &site.client_urls(),
+            ..,
+            "writes acknowledged before the loss, after recover",
+        )
+        .await?;
         heal_killed(&mut site, &victims).await;
         Ok(())
     })
@@ -258,13 +275,13 @@ fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result
         let writer = write_then_settle(&site).await?;
         site.kill_host(0);
         wait_writable(&site).await;
-        assert_eq!(writer.lost(&site.client_urls()).await?, 0, "the standby had every acknowledged write");
+        assert_no_acked_write_lost(&writer, &site.client_urls(), .., "the standby had every acknowledged write").await?;
         let epoch = site.agent_status(1).await.and_then(|d| d.get("epoch").and_then(|e| e.as_u64()));
         assert_eq!(epoch, Some(1), "the standby rebuilt in a new epoch");
         // The old voter comes back: its data is from epoch 0, so it rejoins as the standby.
         site.start_agent(0)?;
         assert!(site.wait_full_strength(1, HANG * 2).await, "the old voter did not rejoin; logs in {}", site.root.display());
-        assert_eq!(writer.lost(&site.client_urls()).await?, 0);
+        assert_no_acked_write_lost(&writer, &site.client_urls(), .., "writes acknowledged before the loss, after the rejoin").await?;
         Ok(())
     })
 }

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, rt, skip_unless_root};
+use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, root_or_skip, rt};
 
 /// Recover operations an agent journalled with `outcome`.
 fn recovers(doc: &serde_json::Value, outcome: &str) -> usize {
@@ -24,7 +24,7 @@ fn recovers(doc: &serde_json::Value, outcome: &str) -> usize {
 
 #[test]
 fn minority_agent_restarted_while_cut_off_never_rebuilds() -> anyhow::Result<()> {
-    if skip_unless_root("network namespaces need root") {
+    if !root_or_skip("network namespaces") {
         return Ok(());
     }
     rt().block_on(async {

@@ -11,8 +11,9 @@ pub mod history;
 pub mod linearizability;
 pub mod workload;
 
+use std::ops::RangeBounds;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use edgeplane::sim::bare::{self, etcd_bin};
 pub use edgeplane::sim::{self, LocalSite, SiteSpec, Writer, alive, free_port, wait_until};
@@ -50,18 +51,73 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// Generous bound for things that normally take seconds: catches hangs, never judges speed.
 pub const HANG: Duration = Duration::from_secs(60);
 
-/// For a test that cannot run here (not root, a binary missing): prints
-/// `SKIPPED: why` and returns true, so the test returns early, except under
-/// `CI=true`, where a skip is a failure (a green CI means everything ran).
-pub fn skip(why: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("SKIPPED under CI=true is a failure: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    true
+/// Whether this is a CI run (`CI=true`, as CI services set it).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-/// [`skip`] unless this process runs as root.
-pub fn skip_unless_root(why: &str) -> bool {
-    !nix::unistd::Uid::effective().is_root() && skip(why)
+/// A test, or a part of one, that cannot run here (not root, a binary
+/// missing). Prints `SKIPPED: <reason>`; under `CI=true` it fails instead
+/// (panics), so a green CI run means that everything ran. The one place that
+/// decides; call it, then return.
+pub fn skip(reason: &str) {
+    skip_or_fail(ci(), reason);
+}
+
+fn skip_or_fail(ci: bool, reason: &str) {
+    if ci {
+        panic!("SKIPPED: {reason} (and CI=true: a CI run must run every test)");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// True when running as root; otherwise [`skip`]s with `reason` and returns
+/// false: `if !root_or_skip("…") { return Ok(()); }`.
+pub fn root_or_skip(reason: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    skip(&format!("{reason} (needs root)"));
+    false
+}
+
+/// Asserts that `writer` had puts sent and acknowledged within `window` (the
+/// window the test is about: during a fault, before a loss) and that none of
+/// the writes it acknowledged, in the window or not, is missing from the site
+/// at `urls`. `Writer::lost` alone returns 0 when nothing was acknowledged;
+/// this is the one call that checks both. Returns the count in the window.
+pub async fn assert_no_acked_write_lost(
+    writer: &Writer,
+    urls: &[String],
+    window: impl RangeBounds<Instant>,
+    what: &str,
+) -> anyhow::Result<usize> {
+    let in_window = writer.sent_and_acked_within(window);
+    assert!(
+        in_window > 0,
+        "{what}: no put was acknowledged in the window that matters ({} acknowledged in all): a loss check of nothing proves nothing",
+        writer.acked_count()
+    );
+    let lost = writer.lost(urls).await?;
+    assert_eq!(
+        lost,
+        0,
+        "{what}: {lost} of {} acknowledged writes lost ({in_window} of them in the window that matters)",
+        writer.acked_count()
+    );
+    Ok(in_window)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_skip_outside_ci_only_says_so() {
+        super::skip_or_fail(false, "nothing to see");
+    }
+
+    #[test]
+    #[should_panic(expected = "SKIPPED: no root (and CI=true")]
+    fn a_skip_under_ci_fails() {
+        super::skip_or_fail(true, "no root");
+    }
 }

@@ -712,24 +712,39 @@ impl LocalSite {
     }
 }
 
+/// One acknowledged put of a [`Writer`].
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub key: String,
+    pub value: String,
+    /// When the put was sent (its first attempt; retries on other members
+    /// within the put's deadline belong to the same put).
+    pub sent: Instant,
+    /// When etcd acknowledged it.
+    pub acked: Instant,
+}
+
 /// A write workload: sequential puts of unique keys, each recorded only once
 /// etcd acknowledged it, so a checker can prove no acknowledged write was lost.
 #[derive(Debug)]
 pub struct Writer {
-    pub acked: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Instant)>>>,
-    /// Latency of every acknowledged put.
-    pub latencies: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
+    /// Every acknowledged put, in the order sent (puts are sequential).
+    pub acked: std::sync::Arc<std::sync::Mutex<Vec<Ack>>>,
     pub failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Writer {
+    /// The bound on one put of [`Writer::start`].
+    pub const PUT_TIMEOUT: Duration = Duration::from_millis(700);
+
     /// Starts writing `prefix/N` keys to whichever host accepts them; a put
-    /// not acknowledged within 700 ms (error answers retried on the next
-    /// member meanwhile) counts as failed and the next member is tried.
+    /// not acknowledged within [`Writer::PUT_TIMEOUT`] (error answers retried
+    /// on the next member meanwhile) counts as failed and the next member is
+    /// tried.
     pub fn start(client_urls: Vec<String>, prefix: &str) -> Writer {
-        Writer::start_with_timeout(client_urls, prefix, Duration::from_millis(700))
+        Writer::start_with_timeout(client_urls, prefix, Writer::PUT_TIMEOUT)
     }
 
     /// As [`Writer::start`], with another bound per put (a stalled but healthy
@@ -741,8 +756,6 @@ impl Writer {
     ) -> Writer {
         use std::sync::atomic::Ordering;
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lat = latencies.clone();
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (a, f, s, prefix) = (
@@ -799,11 +812,14 @@ impl Writer {
                 }
                 n += 1;
                 if ok {
+                    let acked = Instant::now();
                     if let Ok(mut v) = a.lock() {
-                        v.push((key, value, Instant::now()));
-                    }
-                    if let Ok(mut l) = lat.lock() {
-                        l.push(sent.elapsed());
+                        v.push(Ack {
+                            key,
+                            value,
+                            sent,
+                            acked,
+                        });
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 } else {
@@ -817,7 +833,6 @@ impl Writer {
         });
         Writer {
             acked,
-            latencies,
             failed,
             stop,
             task: Some(task),
@@ -826,7 +841,11 @@ impl Writer {
 
     /// The `p`th percentile of acknowledged put latency (nearest rank).
     pub fn latency_percentile(&self, p: f64) -> Duration {
-        let mut v = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut v: Vec<Duration> = self
+            .acked
+            .lock()
+            .map(|a| a.iter().map(|x| x.acked - x.sent).collect())
+            .unwrap_or_default();
         if v.is_empty() {
             return Duration::ZERO;
         }
@@ -839,14 +858,30 @@ impl Writer {
         self.acked.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// The first acknowledgement at or after `t`.
-    pub fn first_ack_after(&self, t: Instant) -> Option<Instant> {
+    /// When the site was writable again after `t`: the acknowledgement of the
+    /// first put *sent* at or after `t`. A put sent before `t` and
+    /// acknowledged after it (sent before a kill, answered just after)
+    /// says nothing about the site after `t`, so it does not count.
+    pub fn ack_of_first_put_sent_after(&self, t: Instant) -> Option<Instant> {
         self.acked
             .lock()
             .ok()?
             .iter()
-            .map(|(_, _, at)| *at)
-            .find(|at| *at >= t)
+            .find(|a| a.sent >= t)
+            .map(|a| a.acked)
+    }
+
+    /// How many puts were both sent and acknowledged within `window` (e.g.
+    /// during a fault): the writes a loss check of that window is about.
+    pub fn sent_and_acked_within(&self, window: impl std::ops::RangeBounds<Instant>) -> usize {
+        self.acked
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|a| window.contains(&a.sent) && window.contains(&a.acked))
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// Stops the workload and waits for it.
@@ -857,12 +892,16 @@ impl Writer {
         }
     }
 
-    /// Reads back every acknowledged key from the site; returns how many are missing or wrong.
+    /// Reads back every acknowledged key from the site; returns how many are
+    /// missing or wrong. 0 also when nothing was acknowledged: a check of
+    /// "nothing lost" must also check that something was acknowledged in the
+    /// window it is about ([`Writer::sent_and_acked_within`]; the tests'
+    /// `assert_no_acked_write_lost` does both).
     pub async fn lost(&self, client_urls: &[String]) -> anyhow::Result<usize> {
         let acked: Vec<(String, String)> = self
             .acked
             .lock()
-            .map(|v| v.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect())
+            .map(|v| v.iter().map(|a| (a.key.clone(), a.value.clone())).collect())
             .unwrap_or_default();
         let Some(prefix) = acked.first().map(|(k, _)| {
             k.rsplit_once('/')
