@@ -524,6 +524,32 @@ async fn bump_revision(agent: &mut Agent, url: &str) -> anyhow::Result<i64> {
     Ok(rev)
 }
 
+/// Waits until the local etcd's applied index reaches its commit index, or
+/// `bound` passes.
+async fn wait_applied(agent: &Agent, bound: Duration) {
+    let opts = crate::tls::etcd_options(agent.tls.as_ref())
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(1));
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        let status = async {
+            let mut c =
+                etcd_client::Client::connect([agent.me.client_url.as_str()], Some(opts.clone()))
+                    .await
+                    .ok()?;
+            c.status().await.ok()
+        };
+        match status.await {
+            Some(s) if s.raft_applied_index() >= s.raft_index() => return,
+            None => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    tracing::warn!(
+        "Rebuilding although this member has not applied every committed entry within {bound:?}."
+    );
+}
+
 /// Returns what became of the revision (for the journal).
 async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow::Result<String> {
     let data_dir = agent.cfg.etcd.data_dir.clone();
@@ -543,6 +569,11 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
     );
     match source {
         Source::OwnData => {
+            // Entries this member knows are committed but has not applied
+            // yet live only in its WAL, which the rebuild does not keep:
+            // let it apply them first (bounded: a stuck apply loop must not
+            // stop the recovery).
+            wait_applied(agent, Duration::from_secs(5)).await;
             // The db must not change while it is copied.
             agent.etcd.stop(Duration::from_secs(5)).await;
             let db = work.join("db");
