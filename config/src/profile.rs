@@ -87,6 +87,10 @@ pub fn default_rules(profile: Profile) -> Vec<Rule> {
     }
 }
 
+/// `cluster.standby_behind_limit` defaults to this many times
+/// `cluster.learner_stuck_after`.
+pub const STANDBY_BEHIND_FACTOR: u32 = 5;
+
 /// The complete defaults of a profile. `host`, `site` and `nodes` are empty:
 /// they have no default.
 pub fn defaults(profile: Profile) -> Config {
@@ -107,6 +111,7 @@ pub fn defaults(profile: Profile) -> Config {
             promotion_max_lag: 1000,
             promotion_stable_for: pick(secs(1), secs(3)),
             learner_stuck_after: pick(secs(60), secs(120)),
+            standby_behind_limit: pick(secs(60), secs(120)) * STANDBY_BEHIND_FACTOR,
             reconcile_interval: pick(ms(200), secs(1)),
         },
         etcd: Etcd {
@@ -213,6 +218,9 @@ pub fn resolve(raw: RawConfig) -> Config {
         .collect();
 
     let c = raw.cluster;
+    let learner_stuck_after = c
+        .learner_stuck_after
+        .unwrap_or(d.cluster.learner_stuck_after);
     let cluster = Cluster {
         voters: c.voters.unwrap_or_else(|| default_voters(nodes.len())),
         manage_membership: c.manage_membership.unwrap_or(d.cluster.manage_membership),
@@ -222,9 +230,11 @@ pub fn resolve(raw: RawConfig) -> Config {
         promotion_stable_for: c
             .promotion_stable_for
             .unwrap_or(d.cluster.promotion_stable_for),
-        learner_stuck_after: c
-            .learner_stuck_after
-            .unwrap_or(d.cluster.learner_stuck_after),
+        learner_stuck_after,
+        // Follows a changed `learner_stuck_after` unless set itself.
+        standby_behind_limit: c
+            .standby_behind_limit
+            .unwrap_or(learner_stuck_after * STANDBY_BEHIND_FACTOR),
         reconcile_interval: c.reconcile_interval.unwrap_or(d.cluster.reconcile_interval),
     };
 

@@ -393,6 +393,17 @@ fn cluster(c: &mut Checker<'_>, cfg: &Config) {
         cfg.cluster.learner_stuck_after,
     );
     c.positive("cluster.reconcile_interval", cfg.cluster.reconcile_interval);
+    if cfg.cluster.standby_behind_limit < cfg.cluster.learner_stuck_after {
+        c.error_at(
+            "cluster.standby_behind_limit",
+            &["cluster.standby_behind_limit", "cluster.learner_stuck_after"],
+            format!(
+                "{} is shorter than cluster.learner_stuck_after ({}): a standby that has caught up once must get at least as long as one that never has, or a write burst costs the site its standby",
+                format_duration(cfg.cluster.standby_behind_limit),
+                format_duration(cfg.cluster.learner_stuck_after)
+            ),
+        );
+    }
     if !cfg.cluster.failure_detection.is_zero()
         && cfg.cluster.failure_detection < cfg.etcd.election_timeout
     {
