@@ -34,9 +34,14 @@ fn days(d: u64) -> Duration {
 }
 
 /// Default `cluster.voters` for a site of `nodes` hosts: the largest of 1, 3
-/// and 5 that leaves at least one host over for the standby, so 2–3 hosts →
-/// 1 voter, 4–5 → 3, 6 or more → 5; a single host → 1.
+/// and 5 that leaves at least one host over for the standby (4–5 hosts → 3,
+/// 6 or more → 5), except that 3 hosts get 3 voters: they ride out the loss
+/// of any one host with no action, where 1 voter + 1 standby + 1 spare stops
+/// all writes when the voter's host dies. 1–2 hosts → 1.
 pub fn default_voters(nodes: usize) -> usize {
+    if nodes == 3 {
+        return 3;
+    }
     [5, 3, 1].into_iter().find(|&v| v < nodes).unwrap_or(1)
 }
 
@@ -391,7 +396,7 @@ mod tests {
         assert_eq!(default_voters(0), 1);
         assert_eq!(default_voters(1), 1);
         assert_eq!(default_voters(2), 1);
-        assert_eq!(default_voters(3), 1);
+        assert_eq!(default_voters(3), 3);
         assert_eq!(default_voters(4), 3);
         assert_eq!(default_voters(5), 3);
         assert_eq!(default_voters(6), 5);
