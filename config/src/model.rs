@@ -77,6 +77,12 @@ pub struct Cluster {
     /// A learner that has not caught up within this long is evicted and replaced.
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub learner_stuck_after: Duration,
+    /// A standby that had caught up and then fell behind is evicted and
+    /// replaced only once it has been behind for this long (default 5 ×
+    /// `learner_stuck_after`): a stall or a write burst must not cost the
+    /// site its promotable standby.
+    #[serde(serialize_with = "crate::units::ser_duration")]
+    pub standby_behind_limit: Duration,
     /// Period of the membership reconcile loop.
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub reconcile_interval: Duration,

@@ -34,9 +34,14 @@ fn days(d: u64) -> Duration {
 }
 
 /// Default `cluster.voters` for a site of `nodes` hosts: the largest of 1, 3
-/// and 5 that leaves at least one host over for the standby, so 2–3 hosts →
-/// 1 voter, 4–5 → 3, 6 or more → 5; a single host → 1.
+/// and 5 that leaves at least one host over for the standby (4–5 hosts → 3,
+/// 6 or more → 5), except that 3 hosts get 3 voters: they ride out the loss
+/// of any one host with no action, where 1 voter + 1 standby + 1 spare stops
+/// all writes when the voter's host dies. 1–2 hosts → 1.
 pub fn default_voters(nodes: usize) -> usize {
+    if nodes == 3 {
+        return 3;
+    }
     [5, 3, 1].into_iter().find(|&v| v < nodes).unwrap_or(1)
 }
 
@@ -87,6 +92,10 @@ pub fn default_rules(profile: Profile) -> Vec<Rule> {
     }
 }
 
+/// `cluster.standby_behind_limit` defaults to this many times
+/// `cluster.learner_stuck_after`.
+pub const STANDBY_BEHIND_FACTOR: u32 = 5;
+
 /// The complete defaults of a profile. `host`, `site` and `nodes` are empty:
 /// they have no default.
 pub fn defaults(profile: Profile) -> Config {
@@ -107,6 +116,7 @@ pub fn defaults(profile: Profile) -> Config {
             promotion_max_lag: 1000,
             promotion_stable_for: pick(secs(1), secs(3)),
             learner_stuck_after: pick(secs(60), secs(120)),
+            standby_behind_limit: pick(secs(60), secs(120)) * STANDBY_BEHIND_FACTOR,
             reconcile_interval: pick(ms(200), secs(1)),
         },
         etcd: Etcd {
@@ -213,6 +223,9 @@ pub fn resolve(raw: RawConfig) -> Config {
         .collect();
 
     let c = raw.cluster;
+    let learner_stuck_after = c
+        .learner_stuck_after
+        .unwrap_or(d.cluster.learner_stuck_after);
     let cluster = Cluster {
         voters: c.voters.unwrap_or_else(|| default_voters(nodes.len())),
         manage_membership: c.manage_membership.unwrap_or(d.cluster.manage_membership),
@@ -222,9 +235,11 @@ pub fn resolve(raw: RawConfig) -> Config {
         promotion_stable_for: c
             .promotion_stable_for
             .unwrap_or(d.cluster.promotion_stable_for),
-        learner_stuck_after: c
-            .learner_stuck_after
-            .unwrap_or(d.cluster.learner_stuck_after),
+        learner_stuck_after,
+        // Follows a changed `learner_stuck_after` unless set itself.
+        standby_behind_limit: c
+            .standby_behind_limit
+            .unwrap_or(learner_stuck_after * STANDBY_BEHIND_FACTOR),
         reconcile_interval: c.reconcile_interval.unwrap_or(d.cluster.reconcile_interval),
     };
 
@@ -381,7 +396,7 @@ mod tests {
         assert_eq!(default_voters(0), 1);
         assert_eq!(default_voters(1), 1);
         assert_eq!(default_voters(2), 1);
-        assert_eq!(default_voters(3), 1);
+        assert_eq!(default_voters(3), 3);
         assert_eq!(default_voters(4), 3);
         assert_eq!(default_voters(5), 3);
         assert_eq!(default_voters(6), 5);

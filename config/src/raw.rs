@@ -70,6 +70,8 @@ pub struct RawCluster {
     #[serde(default, deserialize_with = "opt_duration")]
     pub learner_stuck_after: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
+    pub standby_behind_limit: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
     pub reconcile_interval: Option<Duration>,
 }
 

@@ -363,7 +363,13 @@ fn cluster(c: &mut Checker<'_>, cfg: &Config) {
                 Severity::Warning,
                 "cluster.voters",
                 &["cluster.voters", "nodes"],
-                format!("no standby host: all {n} hosts are voters, so a failed voter cannot be replaced automatically; add a host or lower cluster.voters"),
+                format!("no standby host: all {n} hosts are voters, so a failed voter is not replaced automatically (the site keeps writing on the other {} of {n} until its host returns, but a second loss before then stops writes); add a host for a standby. Do not lower cluster.voters to make one: with fewer voters a single lost voter host can stop all writes", n - 1),
+            );
+        }
+        if n == 3 && v == 1 {
+            c.warn(
+                "cluster.voters",
+                "3 hosts with 1 voter: losing the voter's host is a quorum loss that stops all writes until recovery.quorum_loss_policy or a human acts; with voters = 3 (the default for 3 hosts) the loss of any one host needs no action",
             );
         }
         if n == 2 {
@@ -393,6 +399,17 @@ fn cluster(c: &mut Checker<'_>, cfg: &Config) {
         cfg.cluster.learner_stuck_after,
     );
     c.positive("cluster.reconcile_interval", cfg.cluster.reconcile_interval);
+    if cfg.cluster.standby_behind_limit < cfg.cluster.learner_stuck_after {
+        c.error_at(
+            "cluster.standby_behind_limit",
+            &["cluster.standby_behind_limit", "cluster.learner_stuck_after"],
+            format!(
+                "{} is shorter than cluster.learner_stuck_after ({}): a standby that has caught up once must get at least as long as one that never has, or a write burst costs the site its standby",
+                format_duration(cfg.cluster.standby_behind_limit),
+                format_duration(cfg.cluster.learner_stuck_after)
+            ),
+        );
+    }
     if !cfg.cluster.failure_detection.is_zero()
         && cfg.cluster.failure_detection < cfg.etcd.election_timeout
     {

@@ -16,4 +16,5 @@ mod recovery;
 mod security;
 mod snapshots;
 mod split_brain;
+mod standby;
 mod uplink;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::local::{Agent, describe};
-use super::plan::{self, Decision};
+use super::plan::{self, Decision, StandbyState};
 use super::state::{OpKind, Outcome};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,6 +38,7 @@ async fn one_step(agent: &mut Agent) -> bool {
     let leader_index = agent.view.leader_index().unwrap_or(0);
     let decision = plan::decide(&members, &health, leader_index, &agent.limits);
     let coordinator = agent.is_coordinator();
+    log_standby_changes(agent, &members, &health, coordinator);
     if !same_kind(&agent.last_decision, &decision) {
         if coordinator {
             tracing::info!("Membership: {}.", describe(&decision));
@@ -60,7 +61,9 @@ async fn one_step(agent: &mut Agent) -> bool {
         Decision::Steady | Decision::Wait(_) => return false,
         Decision::RemoveVoter { id, host, reason } => (OpKind::RemoveMember, id, host, reason),
         Decision::Promote { id, host, reason } => (OpKind::Promote, id, host, reason),
-        Decision::EvictLearner { id, host, reason } => (OpKind::EvictLearner, id, host, reason),
+        Decision::EvictLearner {
+            id, host, reason, ..
+        } => (OpKind::EvictLearner, id, host, reason),
     };
     let op = match agent.state.begin(kind, &host, &reason) {
         Ok(op) => op,
@@ -104,6 +107,40 @@ async fn one_step(agent: &mut Agent) -> bool {
             tracing::warn!(?kind, host = %host, "Membership change timed out; re-checking next tick.");
             agent.state.close(op, Outcome::Failed, "timed out");
             false
+        }
+    }
+}
+
+/// The event for a standby that caught up and fell behind (and for its
+/// return): logged once per change, at warn by the coordinator; it is also
+/// the learner's `standby` state in `/status`.
+fn log_standby_changes(
+    agent: &mut Agent,
+    members: &[plan::Member],
+    health: &[plan::Health],
+    coordinator: bool,
+) {
+    for (m, h) in members.iter().zip(health) {
+        if !m.is_learner {
+            continue;
+        }
+        let state = plan::standby_state(h);
+        let before = agent.view.standby_states.insert(m.id, state);
+        if before.is_none_or(|b| b == state) {
+            continue;
+        }
+        let host = plan::label(m);
+        match state {
+            StandbyState::FellBehind if coordinator => tracing::warn!(
+                host = %host,
+                "Standby {host} fell behind after catching up (lag above cluster.promotion_max_lag, or no answer); \
+                 not promotable until caught up again; evicted only if still behind after cluster.standby_behind_limit ({:.0}s).",
+                agent.limits.standby_behind_limit.as_secs_f64()
+            ),
+            StandbyState::CaughtUp if before == Some(StandbyState::FellBehind) && coordinator => {
+                tracing::info!(host = %host, "Standby {host} caught up again.")
+            }
+            _ => tracing::debug!(host = %host, ?state, "Standby state changed."),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::tls::SiteTls;
 
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::observe::{View, same_url};
-use super::plan::{Decision, Limits, Member};
+use super::plan::{self, Decision, Limits, Member};
 use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd, Quorum};
 use super::state::{KnownMembership, OpKind, Outcome, State};
 use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc};
@@ -138,6 +138,7 @@ impl Agent {
             promotion_max_lag: cfg.cluster.promotion_max_lag,
             promotion_stable_for: cfg.cluster.promotion_stable_for,
             learner_stuck_after: cfg.cluster.learner_stuck_after,
+            standby_behind_limit: cfg.cluster.standby_behind_limit,
         };
         let view = View::new(
             &cfg.nodes,
@@ -773,13 +774,12 @@ impl Agent {
     pub fn publish(&mut self) {
         let now = Instant::now();
         let leader_index = self.view.leader_index();
-        let members = self
-            .view
-            .members
-            .clone()
-            .unwrap_or_default()
+        let member_list = self.view.members.clone().unwrap_or_default();
+        let health = self.view.health(&member_list, now);
+        let members = member_list
             .iter()
-            .map(|m| {
+            .zip(&health)
+            .map(|(m, h)| {
                 let st = self
                     .view
                     .peer_by_url(&m.peer_url)
@@ -795,6 +795,9 @@ impl Agent {
                         (Some(li), Some(s)) => Some(li.saturating_sub(s.applied_index)),
                         _ => None,
                     },
+                    standby: m.is_learner.then(|| plan::standby_state(h)),
+                    behind_for_s: (m.is_learner && !h.behind_for.is_zero())
+                        .then_some(h.behind_for.as_secs_f64()),
                 }
             })
             .collect();

@@ -106,6 +106,10 @@ pub struct MemberDoc {
     pub reachable: bool,
     pub applied_index: Option<u64>,
     pub lag: Option<u64>,
+    /// For a learner: catching up, caught up, or fell behind after catching up.
+    pub standby: Option<plan::StandbyState>,
+    /// For a learner that fell behind: for how long.
+    pub behind_for_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

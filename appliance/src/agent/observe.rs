@@ -128,6 +128,12 @@ pub struct View {
     pub known_cluster: Option<u64>,
     /// When each member id was first seen in the list.
     pub first_seen: HashMap<u64, Instant>,
+    /// When each member id was last seen caught up (absent: never since it
+    /// was added). Per member id, so a resynced standby (a new member)
+    /// starts with no record.
+    pub last_caught_up: HashMap<u64, Instant>,
+    /// Each standby's state at the last decision (to log changes once).
+    pub standby_states: HashMap<u64, super::plan::StandbyState>,
     http: reqwest::Client,
     max_lag: u64,
 }
@@ -159,6 +165,8 @@ impl View {
             me,
             known_cluster: None,
             first_seen: HashMap::new(),
+            last_caught_up: HashMap::new(),
+            standby_states: HashMap::new(),
             http,
             max_lag,
         })
@@ -244,6 +252,9 @@ impl View {
             match caught_up {
                 Some(true) => {
                     p.caught_up_since.get_or_insert(now);
+                    if let Some(s) = &p.status {
+                        self.last_caught_up.insert(s.member_id, now);
+                    }
                 }
                 Some(false) => p.caught_up_since = None,
                 None => {}
@@ -258,6 +269,10 @@ impl View {
             }
             self.first_seen
                 .retain(|id, _| ms.iter().any(|m| m.id == *id));
+            self.last_caught_up
+                .retain(|id, _| ms.iter().any(|m| m.id == *id));
+            self.standby_states
+                .retain(|id, _| ms.iter().any(|m| m.id == *id && m.is_learner));
         }
     }
 
@@ -342,6 +357,11 @@ impl View {
                             .status
                             .as_ref()
                             .filter(|s| s.member_id == m.id || s.member_id == 0);
+                        let caught_up_for = p
+                            .caught_up_since
+                            .map(|t| now.saturating_duration_since(t))
+                            .unwrap_or_default();
+                        let last = self.last_caught_up.get(&m.id);
                         Health {
                             etcd_up: s.is_some(),
                             // Silence from before it became a member does not
@@ -354,11 +374,15 @@ impl View {
                             agent_down_for: p.agent_down_for(now),
                             reports_learner: s.is_some_and(|s| s.is_learner),
                             applied_index: s.map(|s| s.applied_index).unwrap_or(0),
-                            caught_up_for: p
-                                .caught_up_since
-                                .map(|t| now.saturating_duration_since(t))
-                                .unwrap_or_default(),
+                            caught_up_for,
                             member_for,
+                            ever_caught_up: last.is_some(),
+                            behind_for: match last {
+                                Some(t) if caught_up_for.is_zero() => {
+                                    now.saturating_duration_since(*t)
+                                }
+                                _ => Duration::ZERO,
+                            },
                         }
                     }
                     // A member that is not one of our hosts: never judged dead by us.

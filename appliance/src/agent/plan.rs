@@ -9,8 +9,11 @@
 //!    that is quorum loss, handled by recovery);
 //! 2. promote a verified caught-up learner while voters < configured (never
 //!    above the configured count);
-//! 3. evict a learner whose host is dead or that never caught up, so the
-//!    one learner slot etcd 3.4 has is never wasted.
+//! 3. evict a learner whose host is dead, that never caught up within
+//!    `learner_stuck_after` of being added, or that caught up once and has
+//!    been behind for `standby_behind_limit` (a longer bound: one slow poll
+//!    or a write burst must not throw a healthy standby away), so the one
+//!    learner slot etcd 3.4 has is never wasted.
 //!
 //! Removal comes before promotion: with 3 voters and 1 dead, promoting first
 //! gives 4 voters with quorum 3 and no tolerance; removing first gives 2
@@ -27,6 +30,7 @@ pub struct Limits {
     pub promotion_max_lag: u64,
     pub promotion_stable_for: Duration,
     pub learner_stuck_after: Duration,
+    pub standby_behind_limit: Duration,
 }
 
 /// One etcd member as the member list shows it.
@@ -67,6 +71,44 @@ pub struct Health {
     pub caught_up_for: Duration,
     /// How long ago the coordinator first saw this member in the list.
     pub member_for: Duration,
+    /// It has been caught up at least once since it was added.
+    pub ever_caught_up: bool,
+    /// For how long it has not been caught up, counted from the last time
+    /// it was (zero when caught up now or never caught up).
+    pub behind_for: Duration,
+}
+
+/// Where a standby stands, for the eviction rule, the log and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandbyState {
+    /// Added and has not caught up yet (bounded by `learner_stuck_after`).
+    CatchingUp,
+    /// Within the lag bound now.
+    CaughtUp,
+    /// Caught up once and behind now (bounded by `standby_behind_limit`).
+    FellBehind,
+}
+
+pub fn standby_state(h: &Health) -> StandbyState {
+    if !h.caught_up_for.is_zero() {
+        StandbyState::CaughtUp
+    } else if h.ever_caught_up {
+        StandbyState::FellBehind
+    } else {
+        StandbyState::CatchingUp
+    }
+}
+
+/// Why a learner is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictCause {
+    /// Its host (or its etcd, past the stuck window) is unreachable.
+    HostDown,
+    /// Never caught up within `learner_stuck_after` of being added.
+    NeverCaughtUp,
+    /// Caught up once, then behind for `standby_behind_limit`.
+    FellBehind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +130,7 @@ pub enum Decision {
     EvictLearner {
         id: u64,
         host: String,
+        cause: EvictCause,
         reason: String,
     },
 }
@@ -192,21 +235,40 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
             return Decision::EvictLearner {
                 id: members[i].id,
                 host: label(&members[i]),
+                cause: EvictCause::HostDown,
                 reason: format!(
                     "standby's host unreachable for {:.1}s",
                     h.etcd_down_for.as_secs_f64()
                 ),
             };
         }
-        if h.caught_up_for.is_zero() && h.member_for >= l.learner_stuck_after {
-            return Decision::EvictLearner {
-                id: members[i].id,
-                host: label(&members[i]),
-                reason: format!(
-                    "standby has not caught up within {:.0}s of being added",
-                    l.learner_stuck_after.as_secs_f64()
-                ),
-            };
+        match standby_state(h) {
+            StandbyState::CaughtUp => {}
+            StandbyState::CatchingUp if h.member_for >= l.learner_stuck_after => {
+                return Decision::EvictLearner {
+                    id: members[i].id,
+                    host: label(&members[i]),
+                    cause: EvictCause::NeverCaughtUp,
+                    reason: format!(
+                        "standby has not caught up within {:.0}s of being added",
+                        l.learner_stuck_after.as_secs_f64()
+                    ),
+                };
+            }
+            StandbyState::CatchingUp => {}
+            StandbyState::FellBehind if h.behind_for >= l.standby_behind_limit => {
+                return Decision::EvictLearner {
+                    id: members[i].id,
+                    host: label(&members[i]),
+                    cause: EvictCause::FellBehind,
+                    reason: format!(
+                        "standby caught up once, then stayed behind for {:.0}s (limit {:.0}s)",
+                        h.behind_for.as_secs_f64(),
+                        l.standby_behind_limit.as_secs_f64()
+                    ),
+                };
+            }
+            StandbyState::FellBehind => {}
         }
     }
 
@@ -248,6 +310,7 @@ mod tests {
             promotion_max_lag: 100,
             promotion_stable_for: Duration::from_secs(1),
             learner_stuck_after: Duration::from_secs(60),
+            standby_behind_limit: Duration::from_secs(300),
         }
     }
     fn m(id: u64, learner: bool) -> Member {
@@ -264,6 +327,7 @@ mod tests {
             applied_index: applied,
             caught_up_for: Duration::from_secs(10),
             member_for: Duration::from_secs(100),
+            ever_caught_up: true,
             ..Health::default()
         }
     }
@@ -436,18 +500,112 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_standby_that_fell_behind_gets_the_longer_bound() {
+        let ms = [m(1, false), m(2, false), m(3, false), m(4, true)];
+        // Caught up for hours, then one bad poll: zero caught-up time, long a member.
+        let blip = Health {
+            caught_up_for: Duration::ZERO,
+            behind_for: Duration::from_millis(700),
+            member_for: Duration::from_secs(3600),
+            ..learner_up(90)
+        };
+        assert_eq!(standby_state(&blip), StandbyState::FellBehind);
+        assert_eq!(
+            decide(
+                &ms,
+                &[up(100), up(100), up(100), blip.clone()],
+                100,
+                &limits()
+            ),
+            Decision::Steady
+        );
+        // Behind past learner_stuck_after but within standby_behind_limit: kept.
+        let burst = Health {
+            behind_for: Duration::from_secs(120),
+            ..blip.clone()
+        };
+        assert_eq!(
+            decide(&ms, &[up(5000), up(5000), up(5000), burst], 5000, &limits()),
+            Decision::Steady
+        );
+        // Behind for the whole limit: replaced.
+        let gone = Health {
+            behind_for: Duration::from_secs(300),
+            ..blip.clone()
+        };
+        assert!(matches!(
+            decide(&ms, &[up(5000), up(5000), up(5000), gone], 5000, &limits()),
+            Decision::EvictLearner {
+                id: 4,
+                cause: EvictCause::FellBehind,
+                ..
+            }
+        ));
+        // Never promoted while behind, however long it was caught up before.
+        let ms = [m(1, false), m(2, false), m(4, true)];
+        assert!(matches!(
+            decide(&ms, &[up(100), up(100), blip], 100, &limits()),
+            Decision::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_learner_that_never_caught_up_is_evicted_after_the_stuck_window() {
+        let ms = [m(1, false), m(2, false), m(3, false), m(4, true)];
+        let slow = Health {
+            caught_up_for: Duration::ZERO,
+            ever_caught_up: false,
+            member_for: Duration::from_secs(59),
+            ..learner_up(10)
+        };
+        assert_eq!(
+            decide(
+                &ms,
+                &[up(5000), up(5000), up(5000), slow.clone()],
+                5000,
+                &limits()
+            ),
+            Decision::Steady
+        );
+        let stuck = Health {
+            member_for: Duration::from_secs(60),
+            ..slow
+        };
+        assert!(matches!(
+            decide(&ms, &[up(5000), up(5000), up(5000), stuck], 5000, &limits()),
+            Decision::EvictLearner {
+                id: 4,
+                cause: EvictCause::NeverCaughtUp,
+                ..
+            }
+        ));
+    }
+
+    /// A standby's record: never caught up, caught up now, or caught up once
+    /// and behind now; with the times that go with it.
+    fn arb_standby_record() -> impl Strategy<Value = (u64, bool, u64, u64)> {
+        // (caught_up_ms, ever_caught_up, behind_ms, member_for_s)
+        prop_oneof![
+            (0u64..200).prop_map(|m| (0, false, 0, m)),
+            (1u64..5000, 0u64..200).prop_map(|(c, m)| (c, true, 0, m)),
+            (1u64..600_000, 0u64..4000).prop_map(|(b, m)| (0, true, b, m)),
+        ]
+    }
+
     fn arb_member_health() -> impl Strategy<Value = (bool, Health)> {
         (
             any::<bool>(),
-            any::<bool>(),
+            prop_oneof![3 => Just(true), 1 => Just(false)],
             0u64..3000,
-            0u64..3000,
+            prop_oneof![3 => Just(0u64), 1 => 0u64..3000],
             0u64..5000,
-            0u64..5000,
+            arb_standby_record(),
             any::<bool>(),
         )
             .prop_map(
-                |(learner, etcd_up, down_ms, agent_ms, applied, caught_ms, reports)| {
+                |(learner, etcd_up, down_ms, agent_ms, applied, record, reports)| {
+                    let (caught_ms, ever, behind_ms, member_s) = record;
                     (
                         learner,
                         Health {
@@ -461,26 +619,90 @@ mod tests {
                             reports_learner: reports,
                             applied_index: applied,
                             caught_up_for: Duration::from_millis(caught_ms),
-                            member_for: Duration::from_secs(100),
+                            member_for: Duration::from_secs(member_s),
+                            ever_caught_up: ever,
+                            behind_for: Duration::from_millis(behind_ms),
                         },
                     )
                 },
             )
     }
 
+    type Case = (Vec<Member>, Vec<Health>, usize, u64);
+
+    fn arb_case() -> impl Strategy<Value = Case> {
+        (
+            proptest::collection::vec(arb_member_health(), 1..7),
+            prop_oneof![Just(1usize), Just(3), Just(5)],
+            0u64..5000,
+        )
+            .prop_map(|(mh, voters, leader_index)| {
+                let members = mh
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (learner, _))| m(i as u64 + 1, *learner))
+                    .collect();
+                let health = mh.into_iter().map(|(_, h)| h).collect();
+                (members, health, voters, leader_index)
+            })
+    }
+
+    /// The properties above are not vacuous: the generated views reach every
+    /// kind of step, and evictions for each cause.
+    #[test]
+    fn the_generated_views_reach_every_step_and_eviction_cause() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut remove, mut promote, mut host_down, mut never, mut behind, mut kept_behind) =
+            (0, 0, 0, 0, 0, 0);
+        for _ in 0..4096 {
+            let Ok(tree) = arb_case().new_tree(&mut runner) else {
+                continue;
+            };
+            let (members, health, voters, leader_index) = tree.current();
+            let l = Limits { voters, ..limits() };
+            match decide(&members, &health, leader_index, &l) {
+                Decision::RemoveVoter { .. } => remove += 1,
+                Decision::Promote { .. } => promote += 1,
+                Decision::EvictLearner { cause, .. } => match cause {
+                    EvictCause::HostDown => host_down += 1,
+                    EvictCause::NeverCaughtUp => never += 1,
+                    EvictCause::FellBehind => behind += 1,
+                },
+                Decision::Steady | Decision::Wait(_) => {
+                    // A standby that fell behind past learner_stuck_after and was kept.
+                    if members.iter().zip(&health).any(|(m, h)| {
+                        m.is_learner
+                            && standby_state(h) == StandbyState::FellBehind
+                            && h.member_for >= l.learner_stuck_after
+                    }) {
+                        kept_behind += 1;
+                    }
+                }
+            }
+        }
+        for (what, n) in [
+            ("removals", remove),
+            ("promotions", promote),
+            ("host-down evictions", host_down),
+            ("never-caught-up evictions", never),
+            ("fell-behind evictions", behind),
+            ("fell-behind standbys kept", kept_behind),
+        ] {
+            assert!(n > 10, "{what}: {n} of 4096 generated views");
+        }
+    }
+
     proptest! {
         /// Whatever it sees, one step never takes the voters above the
         /// configured count, never promotes while a dead voter is still a
         /// member, and never changes membership without a live majority.
+        /// A learner that ever caught up is never evicted before
+        /// `standby_behind_limit` unless its host is down; "never caught up"
+        /// is only said of one that never did.
         #[test]
-        fn decisions_are_quorum_safe(
-            mh in proptest::collection::vec(arb_member_health(), 1..7),
-            voters in prop_oneof![Just(1usize), Just(3), Just(5)],
-            leader_index in 0u64..5000,
-        ) {
+        fn decisions_are_quorum_safe((members, health, voters, leader_index) in arb_case()) {
             let l = Limits { voters, ..limits() };
-            let members: Vec<Member> = mh.iter().enumerate().map(|(i, (learner, _))| m(i as u64 + 1, *learner)).collect();
-            let health: Vec<Health> = mh.iter().map(|(_, h)| h.clone()).collect();
             let n_voters = members.iter().filter(|m| !m.is_learner).count();
             let dead_voters = (0..members.len()).filter(|&i| !members[i].is_learner && is_dead(&health[i], &l)).count();
             match decide(&members, &health, leader_index, &l) {
@@ -496,10 +718,25 @@ mod tests {
                     prop_assert!(!members[i].is_learner);
                     prop_assert!((n_voters - dead_voters) * 2 > n_voters);
                 }
-                Decision::EvictLearner { id, .. } => {
+                Decision::EvictLearner { id, cause, .. } => {
                     let i = members.iter().position(|m| m.id == id).unwrap_or(usize::MAX);
+                    let h = &health[i];
                     prop_assert!(members[i].is_learner);
                     prop_assert_eq!(dead_voters, 0);
+                    match cause {
+                        EvictCause::HostDown => prop_assert!(!h.etcd_up),
+                        EvictCause::NeverCaughtUp => {
+                            prop_assert!(!h.ever_caught_up);
+                            prop_assert!(h.member_for >= l.learner_stuck_after);
+                        }
+                        EvictCause::FellBehind => {
+                            prop_assert!(h.ever_caught_up);
+                            prop_assert!(h.caught_up_for.is_zero());
+                        }
+                    }
+                    if h.ever_caught_up && h.etcd_up {
+                        prop_assert!(h.behind_for >= l.standby_behind_limit);
+                    }
                 }
                 Decision::Steady => {
                     prop_assert_eq!(dead_voters, 0);

@@ -93,6 +93,9 @@ pub struct SiteSpec {
     /// Extra keys of every host's `[etcd]` section (which the simulator
     /// writes itself), e.g. `quota_backend_bytes = "8MiB"`.
     pub etcd_toml: String,
+    /// Extra keys of every host's `[cluster]` section (also written by the
+    /// simulator), e.g. `learner_stuck_after = "3s"`.
+    pub cluster_toml: String,
     /// Site name.
     pub site: String,
     /// Run this host in its own network namespace, joined to the others by a
@@ -112,6 +115,7 @@ impl SiteSpec {
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
             etcd_toml: String::new(),
+            cluster_toml: String::new(),
             site: "loopback".to_string(),
         }
     }
@@ -399,7 +403,11 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
         "profile = \"edge\"\nhost = \"{}\"\nsite = \"{}\"\n",
         me.name, spec.site
     );
-    let _ = writeln!(s, "[cluster]\nvoters = {}\n", spec.voters);
+    let _ = writeln!(
+        s,
+        "[cluster]\nvoters = {}\n{}\n",
+        spec.voters, spec.cluster_toml
+    );
     for h in hosts {
         let _ = writeln!(
             s,

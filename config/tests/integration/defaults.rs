@@ -15,7 +15,7 @@ fn load(text: &str) -> Config {
 
 #[test]
 fn default_voters_follow_the_host_count() {
-    for (hosts, voters) in [(1, 1), (2, 1), (3, 1), (4, 3), (5, 3), (6, 5), (7, 5)] {
+    for (hosts, voters) in [(1, 1), (2, 1), (3, 3), (4, 3), (5, 3), (6, 5), (7, 5)] {
         let cfg = load(&site("edge", hosts, ""));
         assert_eq!(cfg.cluster.voters, voters, "{hosts} hosts");
     }

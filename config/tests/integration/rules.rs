@@ -436,6 +436,21 @@ fn warns_without_standby() {
 }
 
 #[test]
+fn three_hosts_default_to_three_voters_and_warn_when_set_to_one() {
+    // The default is 3 voters: the "no standby" warning, nothing about 1 voter.
+    let text = site("edge", 3, "");
+    expect(&text, Warning, "cluster.voters", "no standby host");
+    assert!(
+        problems(&text)
+            .iter()
+            .all(|p| !p.is_error() && !p.to_string().contains("3 hosts with 1 voter"))
+    );
+    let one = site("edge", 3, "[cluster]\nvoters = 1\n");
+    expect(&one, Warning, "cluster.voters", "3 hosts with 1 voter");
+    expect(&one, Warning, "nodes", "waits as cold spare");
+}
+
+#[test]
 fn warns_on_two_host_site() {
     expect(&site("edge", 2, ""), Warning, "nodes", "2-host site");
 }
