@@ -11,6 +11,14 @@ use edgeplane_tests::{
     HANG, LocalSite, SiteSpec, Writer, alive, assert_no_acked_write_lost, edgeplane_bin, rt,
 };
 
+/// Now, in ms since the epoch (journal records carry such times).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Builds a site and starts its agents in a shuffled order with small gaps.
 async fn bootstrap(hosts: usize, voters: usize, extra: &str) -> anyhow::Result<LocalSite> {
     let mut spec = SiteSpec::new(hosts, voters, edgeplane_bin());
@@ -97,7 +105,7 @@ async fn kill_voter_host_and_heal(pick_leader: bool) -> anyhow::Result<()> {
             .find(|&&v| Some(v) != leader)
             .unwrap_or(&voters[0])
     };
-    let promotions_before = site.promotions().await;
+    let since_ms = now_ms();
     let data_dir = site.hosts[victim].data_dir.clone();
     let etcd_pid = site.hosts[victim].etcd_pid();
 
@@ -126,7 +134,7 @@ async fn kill_voter_host_and_heal(pick_leader: bool) -> anyhow::Result<()> {
     // Let any duplicate action show itself before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        site.promotions().await - promotions_before,
+        site.promotions_since(since_ms).await,
         1,
         "exactly one promotion for one loss"
     );

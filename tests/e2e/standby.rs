@@ -139,7 +139,10 @@ async fn keep_standby_then_kill_a_voter(fault: Fault) -> anyhow::Result<()> {
         standby_kept(&site, standby, id, evicted_before, Duration::from_secs(4)).await;
 
         // Then a voter host dies: the kept standby is promoted, once.
-        let promotions_before = site.promotions().await;
+        let since_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let leader = site.leader_host().await;
         let (voters, _) = site.roles().await.unwrap_or_default();
         let victim = *voters
@@ -164,7 +167,7 @@ async fn keep_standby_then_kill_a_voter(fault: Fault) -> anyhow::Result<()> {
         eprintln!("standby promoted {:?} after the kill", t0.elapsed());
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(
-            site.promotions().await - promotions_before,
+            site.promotions_since(since_ms).await,
             1,
             "exactly one promotion for one loss"
         );

@@ -703,6 +703,30 @@ impl LocalSite {
 
     /// Promotions recorded in the journals of every agent that answers
     /// (each asked up to three times: a loaded host may answer late).
+    /// Promotions journalled as done, started at or after `since_ms` (ms
+    /// since the epoch), by the agents that answer. Counting from a moment
+    /// rather than subtracting totals: a host killed since takes its own
+    /// earlier records (e.g. of the bootstrap) out of a total with it.
+    pub async fn promotions_since(&self, since_ms: i64) -> u64 {
+        let mut n = 0;
+        for i in 0..self.hosts.len() {
+            for _ in 0..3 {
+                if let Some(doc) = self.agent_status(i).await {
+                    n += crate::agent::recent_ops(&doc)
+                        .iter()
+                        .filter(|o| {
+                            o["kind"] == "promote"
+                                && o["outcome"] == "done"
+                                && o["started_ms"].as_i64().is_some_and(|t| t >= since_ms)
+                        })
+                        .count() as u64;
+                    break;
+                }
+            }
+        }
+        n
+    }
+
     pub async fn promotions(&self) -> u64 {
         let mut n = 0;
         for i in 0..self.hosts.len() {
