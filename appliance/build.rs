@@ -1,15 +1,22 @@
 //! Records the git commit the binary was built from (`unknown` outside a
 //! checkout; `-dirty` appended when tracked files differ from it) and the
 //! cargo profile it was built with.
-/// What the binary is built from (relative to this crate's directory).
-const SOURCES: [&str; 7] = [
+/// What the binary is built from (relative to this crate's directory): the
+/// crates' sources and manifests, not their READMEs.
+const SOURCES: [&str; 13] = [
     "../Cargo.toml",
     "../Cargo.lock",
-    "../appliance",
-    "../buffer",
-    "../config",
-    "../metrics",
-    "../snapshot",
+    "../appliance/Cargo.toml",
+    "../appliance/build.rs",
+    "../appliance/src",
+    "../buffer/Cargo.toml",
+    "../buffer/src",
+    "../config/Cargo.toml",
+    "../config/src",
+    "../metrics/Cargo.toml",
+    "../metrics/src",
+    "../snapshot/Cargo.toml",
+    "../snapshot/src",
 ];
 
 fn git(args: &[&str]) -> Option<String> {
