@@ -204,6 +204,20 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// `uplink.out_of_order`: does the region accept samples older than the
+/// newest one of their series?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfOrder {
+    /// Flush in order until canary samples show the region accepts older
+    /// samples, then live first; an out-of-order refusal switches back.
+    Auto,
+    /// Live first (the region has an out-of-order window).
+    Accepted,
+    /// Always in order: oldest first per series, live data behind the backlog.
+    Refused,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Buffer {
     /// Hard budget for the buffer directory on disk.
@@ -238,6 +252,8 @@ pub struct Uplink {
     pub client_key: Option<PathBuf>,
     /// Bound on the dead-letter area for batches the receiver refused.
     pub dead_letter_bytes: u64,
+    /// Live first or in order; see [`OutOfOrder`].
+    pub out_of_order: OutOfOrder,
 }
 
 /// The site's TLS material. TLS is on when the node URLs are `https://`:

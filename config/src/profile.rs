@@ -189,6 +189,7 @@ pub fn defaults(profile: Profile) -> Config {
             client_cert: None,
             client_key: None,
             dead_letter_bytes: 64 * MIB,
+            out_of_order: OutOfOrder::Auto,
         },
         tls: Tls {
             ca_file: Path::new(DEFAULT_TLS_DIR).join("ca.crt"),
@@ -349,6 +350,7 @@ pub fn resolve(raw: RawConfig) -> Config {
         client_cert: u.client_cert.or(d.uplink.client_cert),
         client_key: u.client_key.or(d.uplink.client_key),
         dead_letter_bytes: u.dead_letter_bytes.unwrap_or(d.uplink.dead_letter_bytes),
+        out_of_order: u.out_of_order.unwrap_or(d.uplink.out_of_order),
     };
 
     let t = raw.tls;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::{FsyncPolicy, Profile, QuorumLossPolicy};
+use crate::model::{FsyncPolicy, OutOfOrder, Profile, QuorumLossPolicy};
 use crate::units::{opt_bytes, opt_duration};
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +196,7 @@ pub struct RawUplink {
     pub client_key: Option<PathBuf>,
     #[serde(default, deserialize_with = "opt_bytes")]
     pub dead_letter_bytes: Option<u64>,
+    pub out_of_order: Option<OutOfOrder>,
 }
 
 #[derive(Debug, Default, Deserialize)]

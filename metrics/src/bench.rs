@@ -401,6 +401,10 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
             client_cert: None,
             client_key: None,
             dead_letter_bytes: 64 << 20,
+            // The bench's receiver has an out-of-order window; measure live
+            // first as before.
+            out_of_order: crate::uplink::OutOfOrder::Accepted,
+            refused_retry: Duration::from_secs(60),
         }),
         dead_letter_dir: tmp.path().join("dead-letter"),
         live_queue_samples: (o.batch_samples * 4).max(10_000),

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,13 @@ use crate::classify::{Classifier, Rule};
 use crate::dead_letter::{DeadLetter, DeadLetterStats};
 use crate::link::{LinkMachine, LinkState, LinkTiming};
 use crate::live::{self, Key, Ledger, LiveBatch, LiveQueue, Seen, TokenBucket};
-use crate::remote_write::{self, Verdict};
+use crate::remote_write::{self, Refusal, Verdict};
 use crate::scrape::{self, CommonLabels, ScrapeOutcome, ScrapeTarget};
-use crate::status::{self, Counters, FlushStatus, LinkStatus, MetricsStatus, TargetStatus};
+use crate::status::{
+    self, BacklogRefused, Counters, FlushStatus, LinkStatus, MetricsStatus, TargetStatus,
+};
 use crate::store::{ClassBacklog, SampleStore, StoreError};
-use crate::uplink::{self, RemoteWriter, UplinkError, UplinkOptions, Writer};
+use crate::uplink::{self, OutOfOrder, RemoteWriter, UplinkError, UplinkOptions, Writer};
 
 /// Everything the pipeline needs, resolved. Build it from the agent's
 /// config with [`PipelineOptions::from_config`] or by hand (tests, bench).
@@ -107,6 +109,13 @@ pub(crate) struct Shared {
     probe_delay: Mutex<Duration>,
     ledger: Mutex<Ledger>,
     live: Mutex<LiveQueue>,
+    /// `uplink.out_of_order` as configured.
+    out_of_order: OutOfOrder,
+    /// Flushing in order (live data held back behind the backlog) rather
+    /// than live first.
+    in_order: AtomicBool,
+    /// Set while the receiver refuses the backlog for its age or order.
+    refused: Mutex<Option<BacklogRefused>>,
     live_notify: Notify,
     drain_notify: Notify,
     dead: Mutex<DeadLetterStats>,
@@ -154,6 +163,44 @@ impl Shared {
         d
     }
 
+    /// Whether scraped samples also go to the live lane: always when live
+    /// first; when in order only while the backlog is refused (so live
+    /// data keeps flowing behind a backlog the region will not take).
+    fn live_lane_on(&self) -> bool {
+        !self.in_order.load(Ordering::Relaxed) || lock(&self.refused).is_some()
+    }
+
+    fn set_refused(&self, refusal: Refusal, reason: &str, retry: Duration) {
+        let mut r = lock(&self.refused);
+        if r.is_none() {
+            tracing::error!(
+                event = "uplink_backlog_refused",
+                severity = "critical",
+                cause = ?refusal,
+                reason = %reason,
+                retry_every = ?retry,
+                fix = refusal.fix(),
+                "The region refuses the backlog because of the samples' age or order. It is kept in the buffer (its budget, priorities and expiry decide what survives), live data keeps flowing, and the backlog is retried on a slow schedule."
+            );
+        }
+        let since_ms = r.as_ref().map_or_else(now_ms, |b| b.since_ms);
+        *r = Some(BacklogRefused {
+            since_ms,
+            cause: refusal,
+            reason: reason.to_owned(),
+            fix: refusal.fix().to_owned(),
+        });
+    }
+
+    fn clear_refused(&self) {
+        if lock(&self.refused).take().is_some() {
+            tracing::info!(
+                event = "uplink_backlog_accepted",
+                "The region accepts the backlog again; backfill resumes."
+            );
+        }
+    }
+
     fn count_response(&self, code: &str) {
         *lock(&self.counters)
             .responses
@@ -196,7 +243,9 @@ impl Shared {
                 backfill_rate_limit: self.backfill_rate,
                 backfill_samples_per_s: rate,
                 eta_s: (rate > 0.0 && backlog_samples > 0).then(|| backlog_samples as f64 / rate),
+                in_order: self.in_order.load(Ordering::Relaxed),
             },
+            backlog_refused: lock(&self.refused).clone(),
             targets: lock(&self.targets).clone(),
             counters: lock(&self.counters).clone(),
             live_queue_samples: lock(&self.live).samples() as u64,
@@ -278,6 +327,16 @@ impl Pipeline {
             probe_delay: Mutex::new(opts.link.backoff_base),
             ledger: Mutex::new(Ledger::new(opts.classes.len(), opts.ledger_capacity)),
             live: Mutex::new(LiveQueue::new(opts.live_queue_samples)),
+            out_of_order: opts
+                .uplink
+                .as_ref()
+                .map_or(OutOfOrder::Auto, |u| u.out_of_order),
+            in_order: AtomicBool::new(
+                opts.uplink
+                    .as_ref()
+                    .is_none_or(|u| u.out_of_order != OutOfOrder::Accepted),
+            ),
+            refused: Mutex::new(None),
             live_notify: Notify::new(),
             drain_notify: Notify::new(),
             dead: Mutex::new(dead.as_ref().map(DeadLetter::stats).unwrap_or_default()),
@@ -347,12 +406,18 @@ impl Pipeline {
                 u.clone(),
                 stop_rx.clone(),
             )));
+            let mut canary_labels = common.external.clone();
+            canary_labels.push(("__name__".into(), CANARY_METRIC.into()));
+            canary_labels.push(("site".into(), common.site.clone()));
+            canary_labels.sort();
+            canary_labels.dedup_by(|a, b| a.0 == b.0);
             senders.push(tokio::spawn(run_drain(
                 shared.clone(),
                 store.clone(),
                 w.clone(),
                 u,
                 dl,
+                canary_labels,
                 stop_rx.clone(),
             )));
             senders.push(tokio::spawn(run_probe(shared.clone(), w, stop_rx.clone())));
@@ -506,7 +571,7 @@ async fn run_ingest<S: SampleStore>(
                 done,
             } => (samples, live, Some(done)),
         };
-        let live = live && uplink;
+        let live = live && uplink && shared.live_lane_on();
         let mut per_class: Vec<Vec<Sample>> = vec![Vec::new(); shared.classes.len()];
         for s in samples {
             let name = s
@@ -598,6 +663,12 @@ async fn run_live(
         if *stop.borrow() {
             return;
         }
+        if !shared.live_lane_on() {
+            // In order: what is still queued is in the buffer too; the
+            // drain sends it in its turn.
+            let left = lock(&shared.live).take(usize::MAX);
+            forget_evicted(&shared, left);
+        }
         if lock(&shared.live).is_empty() {
             tokio::select! {
                 _ = shared.live_notify.notified() => {}
@@ -647,9 +718,10 @@ async fn run_live(
                 c.live_samples_sent += all.len() as u64;
                 c.duplicate_samples_sent += dups;
             }
-            Verdict::Permanent { reason } => {
-                // The drain meets the same batch in the buffer and sets it
-                // aside; here it is only forgotten.
+            Verdict::Permanent { reason } | Verdict::Refused { reason, .. } => {
+                // The drain meets the same batch in the buffer and decides
+                // (dead letter, or kept while refused); here it is only
+                // forgotten.
                 tracing::debug!(reason = %reason, "The region refused a live batch; the backlog drain will dead-letter it.");
                 shared.report_success();
                 let mut l = lock(&shared.ledger);
@@ -699,9 +771,11 @@ async fn run_drain<S: SampleStore>(
     writer: Writer,
     u: UplinkOptions,
     dead: DeadLetter,
+    canary_labels: Vec<(String, String)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let dead = Arc::new(Mutex::new(dead));
+    let mut next_canary = (shared.out_of_order == OutOfOrder::Auto).then(Instant::now);
     let t0 = Instant::now();
     let mut bucket = TokenBucket::new(u.backfill_rate, u.batch_samples.max(1), 0.0);
     let max_age_ms = i64::try_from(u.max_sample_age.as_millis()).unwrap_or(i64::MAX);
@@ -712,6 +786,21 @@ async fn run_drain<S: SampleStore>(
         }
         if !uplink::wait_usable(shared.link_tx.subscribe(), &mut stop).await {
             return;
+        }
+        if next_canary.is_some_and(|t| Instant::now() >= t) {
+            next_canary = match canary(&shared, &writer, &canary_labels, &mut stop).await {
+                Some(accepted) => {
+                    shared.in_order.store(!accepted, Ordering::Relaxed);
+                    tracing::info!(
+                        out_of_order_accepted = accepted,
+                        "Probed the region with canary samples: flushing {}.",
+                        if accepted { "live first" } else { "in order" }
+                    );
+                    None
+                }
+                None => Some(Instant::now() + Duration::from_secs(60)),
+            };
+            continue;
         }
         // The most critical class with data.
         let st = store.clone();
@@ -814,7 +903,7 @@ async fn run_drain<S: SampleStore>(
             {
                 Done::Stop
             } else {
-                send_backlog(&shared, &writer, &dead, &class, &to_send, &mut stop).await
+                send_backlog(&shared, &writer, &dead, &u, &class, &to_send, &mut stop).await
             }
         };
         match outcome {
@@ -851,6 +940,7 @@ async fn send_backlog(
     shared: &Shared,
     writer: &RemoteWriter,
     dead: &Arc<Mutex<DeadLetter>>,
+    u: &UplinkOptions,
     class: &str,
     samples: &[Sample],
     stop: &mut watch::Receiver<bool>,
@@ -864,6 +954,7 @@ async fn send_backlog(
     match verdict {
         Verdict::Delivered => {
             shared.report_success();
+            shared.clear_refused();
             lock(&shared.backfill_window).push_back((Instant::now(), samples.len() as u64));
             let mut c = lock(&shared.counters);
             c.backfill_requests += 1;
@@ -904,6 +995,24 @@ async fn send_backlog(
                 }
             }
         }
+        Verdict::Refused { refusal, reason } => {
+            // The receiver is there and answers; it will not take samples
+            // this old. Keep them, keep live data flowing, retry slowly.
+            shared.report_success();
+            lock(&shared.counters).backfill_refused += 1;
+            if refusal == Refusal::OutOfOrder
+                && shared.out_of_order == OutOfOrder::Auto
+                && !shared.in_order.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(class = %class, reason = %reason, "The region refused a backlog batch as out of order: flushing in order from now on.");
+            }
+            shared.set_refused(refusal, &reason, u.refused_retry);
+            if uplink::sleep_or_stop(u.refused_retry, stop).await {
+                Done::Retry
+            } else {
+                Done::Stop
+            }
+        }
         Verdict::Retry { after, reason } => {
             let d = shared.report_failure(reason, after);
             lock(&shared.counters).backfill_failures += 1;
@@ -923,6 +1032,54 @@ async fn send_backlog(
             }
         }
     }
+}
+
+/// The series canary samples are written to (and no other).
+pub const CANARY_METRIC: &str = "edgeplane_uplink_probe";
+
+/// Asks the receiver whether it accepts out-of-order samples: a sample at
+/// now on [`CANARY_METRIC`], then one a minute older on the same series.
+/// `Some(true)`: accepted; `Some(false)`: refused; `None`: no answer on the
+/// data (the link is down, the endpoint refuses us): ask again later.
+async fn canary(
+    shared: &Shared,
+    writer: &RemoteWriter,
+    labels: &[(String, String)],
+    stop: &mut watch::Receiver<bool>,
+) -> Option<bool> {
+    let now = now_ms();
+    for (i, ts) in [now, now - 60_000].into_iter().enumerate() {
+        let body = remote_write::encode(&[Sample {
+            labels: labels.to_vec(),
+            timestamp_ms: ts,
+            value: 1.0,
+        }]);
+        let (verdict, code) = tokio::select! {
+            r = writer.send(body) => r,
+            _ = stop.changed() => return None,
+        };
+        shared.count_response(&code);
+        match verdict {
+            Verdict::Delivered => shared.report_success(),
+            Verdict::Refused { .. } if i == 1 => {
+                shared.report_success();
+                return Some(false);
+            }
+            Verdict::Refused { .. } | Verdict::Permanent { .. } => {
+                shared.report_success();
+                return None;
+            }
+            Verdict::Retry { after, reason } => {
+                shared.report_failure(reason, after);
+                return None;
+            }
+            Verdict::Endpoint { reason } => {
+                shared.report_failure(reason, None);
+                return None;
+            }
+        }
+    }
+    Some(true)
 }
 
 async fn run_probe(shared: Arc<Shared>, writer: Writer, mut stop: watch::Receiver<bool>) {
@@ -950,7 +1107,9 @@ async fn run_probe(shared: Arc<Shared>, writer: Writer, mut stop: watch::Receive
         shared.count_response(&code);
         match verdict {
             // Any verdict on the data means the receiver is there.
-            Verdict::Delivered | Verdict::Permanent { .. } => shared.report_success(),
+            Verdict::Delivered | Verdict::Permanent { .. } | Verdict::Refused { .. } => {
+                shared.report_success()
+            }
             Verdict::Retry { after, reason } => {
                 lock(&shared.counters).probe_failures += 1;
                 shared.report_failure(reason, after);
@@ -1053,6 +1212,12 @@ impl PipelineOptions {
                 client_cert: u.client_cert.clone(),
                 client_key: u.client_key.clone(),
                 dead_letter_bytes: u.dead_letter_bytes,
+                out_of_order: match u.out_of_order {
+                    edgeplane_config::OutOfOrder::Auto => OutOfOrder::Auto,
+                    edgeplane_config::OutOfOrder::Accepted => OutOfOrder::Accepted,
+                    edgeplane_config::OutOfOrder::Refused => OutOfOrder::Refused,
+                },
+                refused_retry: Duration::from_secs(60),
             }),
             _ => None,
         };

@@ -124,15 +124,48 @@ pub enum Verdict {
         after: Option<Duration>,
         reason: String,
     },
-    /// The receiver refused this data for good (4xx, or a 500 saying the
-    /// samples are too old): set it aside in the dead-letter area.
+    /// The receiver refused this data for good because it is malformed (a
+    /// 4xx that is not about the samples' age or order): set it aside in the
+    /// dead-letter area.
     Permanent { reason: String },
+    /// The receiver does not accept these samples *because of its own
+    /// setup*: they are older than its newest sample of the series (out of
+    /// order) or than its accept window (out of bounds, too old). Answered
+    /// with 400 or 500 (Prometheus, Mimir, Cortex) or 409 (Thanos Receive).
+    /// Never dead-lettered: the backlog stays in the buffer and is retried
+    /// on a slow schedule; see [`Refusal`].
+    Refused { refusal: Refusal, reason: String },
     /// The receiver refused *us*, not the data (401, 403, 404, 405, 407): the
     /// endpoint or credentials are wrong. Retrying the same batch is
     /// pointless until the configuration or the region is fixed, but
     /// dead-lettering would move the whole backlog into a bounded area and
     /// lose it, so the link is treated as down and the batch kept.
     Endpoint { reason: String },
+}
+
+/// Why a receiver refused old samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Older than the series' newest sample, and no out-of-order window.
+    OutOfOrder,
+    /// Older than the receiver's accept window (Prometheus: head max time
+    /// − 1 h; Mimir/Cortex: "too old"; Thanos: 409 conflict).
+    TooOld,
+}
+
+impl Refusal {
+    /// What the operator should do about it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Refusal::OutOfOrder => {
+                "region refuses samples older than the newest one of their series: set `out_of_order_time_window` under `storage.tsdb` in prometheus.yml (Mimir/Cortex: the `out_of_order_time_window` limit per tenant; Thanos Receive: `--tsdb.out-of-order.time-window`) to cover the outages you expect (and keep the retention longer)"
+            }
+            Refusal::TooOld => {
+                "region refuses samples older than ~1h: set `out_of_order_time_window` under `storage.tsdb` in prometheus.yml (Mimir/Cortex: the `out_of_order_time_window` limit per tenant; Thanos Receive: `--tsdb.out-of-order.time-window`) to cover the outages you expect (and keep the retention longer)"
+            }
+        }
+    }
 }
 
 /// The longest `Retry-After` honoured; a larger value is clamped so a
@@ -143,22 +176,27 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// response body, `retry_after` the raw `Retry-After` header.
 pub fn verdict(status: u16, body: &str, retry_after: Option<&str>) -> Verdict {
     let excerpt = body_excerpt(body);
-    match status {
-        200..=299 => Verdict::Delivered,
-        401 | 403 | 404 | 405 | 407 => Verdict::Endpoint {
+    let refused = |refusal| Verdict::Refused {
+        refusal,
+        reason: format!("HTTP {status}: {excerpt}"),
+    };
+    match (status, refusal_in(body)) {
+        (200..=299, _) => Verdict::Delivered,
+        (401 | 403 | 404 | 405 | 407, _) => Verdict::Endpoint {
             reason: format!("HTTP {status}: {excerpt}"),
         },
-        429 => Verdict::Retry {
+        (429, _) => Verdict::Retry {
             after: retry_after.and_then(parse_retry_after),
             reason: format!("HTTP 429: {excerpt}"),
         },
-        400..=499 => Verdict::Permanent {
+        // Thanos Receive answers 409 to out-of-order, out-of-bounds and
+        // duplicate samples alike (its body only says "conflict").
+        (409, r) => refused(r.unwrap_or(Refusal::OutOfOrder)),
+        (400..=599, Some(r)) => refused(r),
+        (400..=499, None) => Verdict::Permanent {
             reason: format!("HTTP {status}: {excerpt}"),
         },
-        500..=599 if says_too_old(body) => Verdict::Permanent {
-            reason: format!("HTTP {status} (too old, permanent): {excerpt}"),
-        },
-        500..=599 => Verdict::Retry {
+        (500..=599, None) => Verdict::Retry {
             after: retry_after.and_then(parse_retry_after),
             reason: format!("HTTP {status}: {excerpt}"),
         },
@@ -169,11 +207,32 @@ pub fn verdict(status: u16, body: &str, retry_after: Option<&str>) -> Verdict {
     }
 }
 
-/// Prometheus before 2.50 answers 500 to samples outside its accept window
-/// (prometheus#13334, #13972); retrying those would loop forever.
-fn says_too_old(body: &str) -> bool {
+/// Whether a reply body says the samples are refused for their age or
+/// order, as Prometheus (`out of order sample`, `out of bounds`, `too old
+/// sample`; 400, or 500 when wrapped: prometheus#13334), Mimir
+/// (`err-mimir-sample-out-of-order`, `err-mimir-sample-timestamp-too-old`,
+/// `err-mimir-sample-out-of-bounds`) and Cortex (`sample timestamp out of
+/// bounds`, `out of order sample`) word it.
+pub fn refusal_in(body: &str) -> Option<Refusal> {
     let b = body.to_ascii_lowercase();
-    b.contains("too old sample") || b.contains("out of bounds")
+    let has = |xs: &[&str]| xs.iter().any(|x| b.contains(x));
+    if has(&[
+        "out of bounds",
+        "out-of-bounds",
+        "too old",
+        "too-old",
+        "timestamp too old",
+    ]) {
+        Some(Refusal::TooOld)
+    } else if has(&[
+        "out of order sample",
+        "sample-out-of-order",
+        "out-of-order samples are not allowed",
+    ]) {
+        Some(Refusal::OutOfOrder)
+    } else {
+        None
+    }
 }
 
 fn body_excerpt(body: &str) -> String {
@@ -270,10 +329,6 @@ mod tests {
     fn verdicts() {
         assert_eq!(verdict(204, "", None), Verdict::Delivered);
         assert_eq!(verdict(200, "", None), Verdict::Delivered);
-        assert!(matches!(
-            verdict(400, "out of order sample", None),
-            Verdict::Permanent { .. }
-        ));
         assert!(matches!(verdict(413, "", None), Verdict::Permanent { .. }));
         assert!(matches!(verdict(401, "", None), Verdict::Endpoint { .. }));
         assert!(matches!(verdict(404, "", None), Verdict::Endpoint { .. }));
@@ -289,17 +344,91 @@ mod tests {
             Verdict::Retry { after: Some(d), .. } if d == MAX_RETRY_AFTER
         ));
         assert!(matches!(
-            verdict(500, "too old sample", None),
-            Verdict::Permanent { .. }
-        ));
-        assert!(matches!(
-            verdict(500, "failed: Out Of Bounds", None),
-            Verdict::Permanent { .. }
-        ));
-        assert!(matches!(
             verdict(500, "disk full", None),
             Verdict::Retry { after: None, .. }
         ));
+    }
+
+    fn refusal(status: u16, body: &str) -> Option<Refusal> {
+        match verdict(status, body, None) {
+            Verdict::Refused { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The exact texts receivers answer, from their sources.
+    #[test]
+    fn refusals_of_old_samples_are_told_from_malformed_batches() {
+        use Refusal::*;
+        // Prometheus 2.42 (storage/remote/write_handler.go: `http.Error(w,
+        // err.Error(), 400)` for storage.ErrOutOfOrderSample /
+        // ErrOutOfBounds; a wrapped one, or ErrTooOldSample with an OOO
+        // window, falls through to 500).
+        assert_eq!(refusal(400, "out of order sample\n"), Some(OutOfOrder));
+        assert_eq!(refusal(400, "out of bounds\n"), Some(TooOld));
+        assert_eq!(refusal(500, "too old sample\n"), Some(TooOld));
+        assert_eq!(
+            refusal(500, "failed to append: Out Of Bounds"),
+            Some(TooOld)
+        );
+        // Mimir (pkg/ingester/errors.go, 400).
+        assert_eq!(
+            refusal(
+                400,
+                "failed pushing to ingester: user=anonymous: the sample has been rejected because another sample with a more recent timestamp has already been ingested and out-of-order samples are not allowed (err-mimir-sample-out-of-order). The affected sample has timestamp 1970-01-19T05:30:43.969Z and is from series {__name__=\"test\"}"
+            ),
+            Some(OutOfOrder)
+        );
+        assert_eq!(
+            refusal(
+                400,
+                "the sample has been rejected because its timestamp is too old (err-mimir-sample-timestamp-too-old). The affected sample has timestamp 1970-01-19T05:30:43.969Z and is from series {__name__=\"test\"}"
+            ),
+            Some(TooOld)
+        );
+        // Cortex (pkg/ingester/errors.go, 400).
+        assert_eq!(
+            refusal(
+                400,
+                "user=fake: sample timestamp out of bounds; last timestamp: 1575043969, incoming timestamp: 1575043900 for series {__name__=\"test\"}"
+            ),
+            Some(TooOld)
+        );
+        assert_eq!(
+            refusal(
+                400,
+                "user=fake: out of order sample. timestamp=1970-01-19T05:30:43.969Z, series={__name__=\"test\"}"
+            ),
+            Some(OutOfOrder)
+        );
+        // Thanos Receive (pkg/receive/handler.go): out of order, out of
+        // bounds and duplicates all become errConflict, HTTP 409.
+        assert_eq!(
+            refusal(
+                409,
+                "store locally for endpoint 127.0.0.1:10901: conflict\n"
+            ),
+            Some(OutOfOrder)
+        );
+        // Malformed batches stay permanent (dead letter).
+        for (status, body) in [
+            (400, "snappy: corrupt input"),
+            (400, "duplicate sample for timestamp"),
+            // VictoriaMetrics: never refuses old samples (drops those
+            // outside its retention with a log line and answers 204); a
+            // malformed request is a 400.
+            (
+                400,
+                "cannot parse remote write request: unexpected end of stream",
+            ),
+            (422, "invalid metric name"),
+        ] {
+            assert!(
+                matches!(verdict(status, body, None), Verdict::Permanent { .. }),
+                "{status} {body}"
+            );
+        }
+        assert_eq!(verdict(204, "", None), Verdict::Delivered);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Counters {
     pub backfill_requests: u64,
     pub backfill_samples_sent: u64,
     pub backfill_failures: u64,
+    /// Backlog batches the receiver refused for their age or order (kept
+    /// in the buffer and retried on a slow schedule).
+    pub backfill_refused: u64,
     /// Buffered samples acknowledged without sending: the live lane had
     /// delivered them already.
     pub backfill_samples_skipped_live: u64,
@@ -76,6 +79,20 @@ pub struct FlushStatus {
     pub backfill_samples_per_s: f64,
     /// Backlog / measured rate, when both are non-zero.
     pub eta_s: Option<f64>,
+    /// Flushing in order (oldest first per series, live data behind the
+    /// backlog) rather than live first.
+    pub in_order: bool,
+}
+
+/// The region refuses the backlog because of its setup, not the data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BacklogRefused {
+    pub since_ms: i64,
+    pub cause: crate::remote_write::Refusal,
+    /// The receiver's answer.
+    pub reason: String,
+    /// What to change in the region.
+    pub fix: String,
 }
 
 /// Everything `edgeplane` shows about the metrics path.
@@ -88,6 +105,8 @@ pub struct MetricsStatus {
     pub backlog_bytes: u64,
     pub dead_letter: DeadLetterStats,
     pub flush: FlushStatus,
+    /// Set while the region refuses the backlog for its age or order.
+    pub backlog_refused: Option<BacklogRefused>,
     pub targets: Vec<TargetStatus>,
     pub counters: Counters,
     pub live_queue_samples: u64,
@@ -105,6 +124,25 @@ impl MetricsStatus {
             "edgeplane_metrics_link_state",
             "Uplink state: 0 down, 1 degraded, 2 up.",
             &[(vec![], f64::from(self.link.state.as_gauge()))],
+        );
+        gauge(
+            &mut o,
+            "edgeplane_uplink_backlog_refused",
+            "1 while the region refuses the backlog for its age or order (critical: fix the region's out-of-order window; the backlog is kept).",
+            &[(
+                vec![],
+                if self.backlog_refused.is_some() {
+                    1.0
+                } else {
+                    0.0
+                },
+            )],
+        );
+        gauge(
+            &mut o,
+            "edgeplane_metrics_flush_in_order",
+            "1 when flushing in order (the region refuses out-of-order samples), 0 when live first.",
+            &[(vec![], if self.flush.in_order { 1.0 } else { 0.0 })],
         );
         let total = |name: &str, help: &str, v: u64| (name.to_owned(), help.to_owned(), v);
         for (name, help, v) in [
@@ -183,6 +221,11 @@ impl MetricsStatus {
                 "dead_letter_evicted_samples_total",
                 "Dead-letter samples deleted to stay within its bound.",
                 self.dead_letter.evicted_samples,
+            ),
+            total(
+                "backfill_refused_total",
+                "Backlog batches the region refused for their age or order (kept, retried slowly).",
+                c.backfill_refused,
             ),
             total("probes_total", "Link probes sent while down.", c.probes),
         ] {
@@ -341,7 +384,9 @@ mod tests {
                 backfill_rate_limit: 0,
                 backfill_samples_per_s: 0.0,
                 eta_s: None,
+                in_order: true,
             },
+            backlog_refused: None,
             targets: vec![],
             counters: Counters::default(),
             live_queue_samples: 0,
@@ -354,6 +399,11 @@ mod tests {
             .find(|p| p.name == "edgeplane_metrics_link_state")
             .expect("link gauge");
         assert_eq!(link.value, 1.0);
+        assert!(
+            parsed
+                .iter()
+                .any(|p| p.name == "edgeplane_uplink_backlog_refused" && p.value == 0.0)
+        );
         assert!(
             parsed
                 .iter()

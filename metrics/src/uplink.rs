@@ -29,6 +29,27 @@ pub struct UplinkOptions {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub dead_letter_bytes: u64,
+    /// Whether the receiver accepts samples older than the newest one of
+    /// their series; decides live-first or in-order flushing.
+    pub out_of_order: OutOfOrder,
+    /// How often a backlog the receiver refuses for its age is retried.
+    pub refused_retry: Duration,
+}
+
+/// `uplink.out_of_order`: does the receiver accept out-of-order samples?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutOfOrder {
+    /// Flush in order until a canary (an older sample on the
+    /// `edgeplane_uplink_probe` series) shows the receiver accepts older
+    /// samples; a backlog batch refused as out of order switches back to
+    /// in-order flushing.
+    #[default]
+    Auto,
+    /// Live first: live data goes ahead of the backlog.
+    Accepted,
+    /// In order: oldest first per series, live data held back behind the
+    /// backlog (as vmagent and Prometheus do).
+    Refused,
 }
 
 /// Why the uplink could not be set up.

@@ -266,9 +266,9 @@ async fn budget_too_small_sheds_low_keeps_critical_and_counts_it() {
 async fn refused_batches_go_to_dead_letter_and_the_rest_flows() {
     let rx = FakeReceiver::start(|wr| {
         if has_metric(wr, "low_poison") {
-            (400, "out of order sample".into())
+            (400, "snappy: corrupt input".into())
         } else if has_metric(wr, "low_ancient") {
-            (500, "too old sample".into())
+            (422, "invalid metric name".into())
         } else {
             (204, String::new())
         }

@@ -1154,6 +1154,15 @@ fn link_section(
             if let Some(e) = str_at(d, "/metrics/link/last_error") {
                 detail.push_str(&format!("; last error: {}", super::redact::text(e, &[])));
             }
+            // The region refuses the backlog for its age or order: the
+            // cause and the fix, first.
+            if let Some(fix) = str_at(d, "/metrics/backlog_refused/fix") {
+                let reason = str_at(d, "/metrics/backlog_refused/reason").unwrap_or_default();
+                detail = format!(
+                    "BACKLOG REFUSED (kept in the buffer, retried every minute): {}; {fix}; {detail}",
+                    super::redact::text(reason, &[])
+                );
+            }
             return Section::live(
                 "agent /status metrics.link",
                 LinkView {

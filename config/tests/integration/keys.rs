@@ -216,3 +216,27 @@ fn duplicate_key_is_a_syntax_error() {
     assert_eq!(all.len(), 1, "{all:#?}");
     assert_eq!(all[0].line, Some(line_of(&text, "voters = 5")));
 }
+
+#[test]
+fn uplink_out_of_order_takes_three_values() {
+    let text =
+        edge("[uplink]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\nout_of_order = \"maybe\"\n");
+    expect(
+        &text,
+        Error,
+        "uplink.out_of_order",
+        "unknown variant `maybe`, expected one of `auto`, `accepted`, `refused`",
+    );
+    for v in ["auto", "accepted", "refused"] {
+        let text = edge(&format!(
+            "[uplink]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\nout_of_order = \"{v}\"\n"
+        ));
+        assert!(
+            problems(&text)
+                .iter()
+                .all(|p| p.key.as_deref() != Some("uplink.out_of_order")),
+            "{v}: {:#?}",
+            problems(&text)
+        );
+    }
+}

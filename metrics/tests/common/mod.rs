@@ -17,7 +17,7 @@ use edgeplane_metrics::classify::Rule;
 use edgeplane_metrics::link::LinkTiming;
 use edgeplane_metrics::pipeline::PipelineOptions;
 use edgeplane_metrics::remote_write::{self, WriteRequest};
-use edgeplane_metrics::uplink::UplinkOptions;
+use edgeplane_metrics::uplink::{OutOfOrder, UplinkOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -224,6 +224,10 @@ pub fn options(dir: &Path, url: Option<String>) -> PipelineOptions {
             client_cert: None,
             client_key: None,
             dead_letter_bytes: 1 << 20,
+            // The existing tests are about live first; the region tests
+            // set it themselves.
+            out_of_order: OutOfOrder::Accepted,
+            refused_retry: Duration::from_secs(60),
         }),
         dead_letter_dir: dir.join("dead-letter"),
         live_queue_samples: 10_000,
@@ -304,4 +308,58 @@ where
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A TCP proxy on loopback in front of `upstream`: the region link. While
+/// it is cut, new connections are closed at once and open ones are dropped.
+pub struct LinkProxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl LinkProxy {
+    pub async fn start(upstream: u16) -> LinkProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                if *cut_rx.borrow() {
+                    drop(sock);
+                    continue;
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut sock, &mut up) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        LinkProxy { port, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// An exposition of `n` gauges `name{series="i"}` whose value is `v`.
+pub fn exposition(name: &str, n: usize, v: u64) -> String {
+    let mut s = format!("# TYPE {name} gauge\n");
+    for i in 0..n {
+        s.push_str(&format!("{name}{{series=\"{i}\"}} {v}\n"));
+    }
+    s
 }
