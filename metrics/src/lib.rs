@@ -61,11 +61,18 @@
 //!   scrapes immediately while days of backlog drain behind at the
 //!   configured rate.
 //! - Consequence: per series, newer (live) samples may reach the region
-//!   before older (backlog) ones. The region's Prometheus must have
-//!   `storage.tsdb.out_of_order_time_window` ≥ `uplink.max_sample_age`
-//!   (2.39+; see ARCHITECTURE.md "Metrics uplink facts"). Within a request
-//!   each series' samples are in timestamp order; within a class the drain
-//!   sends in buffer order, one request at a time.
+//!   before older (backlog) ones, which only a receiver with an
+//!   out-of-order window accepts. Within a request each series' samples are
+//!   in timestamp order; within a class the drain sends in buffer order, one
+//!   request at a time.
+//! - **In order** (#18) where the receiver refuses out-of-order samples
+//!   (`uplink.out_of_order = "refused"`, or `"auto"`, the default, until
+//!   canary samples on `edgeplane_uplink_probe` show older samples are
+//!   accepted; a backlog batch refused as out of order switches back): the
+//!   live lane is idle and every sample goes through the drain, oldest first
+//!   per series, live data behind the backlog (as vmagent does). A stock
+//!   Prometheus then receives every outage that drains within its ~1 h
+//!   accept window.
 //!
 //! ## Failures
 //!
@@ -76,8 +83,15 @@
 //!   the link **down**: data sending stops and a cheap probe (an empty
 //!   `WriteRequest`) runs at the backoff interval (capped at one scrape
 //!   interval, so a returning link is noticed within one).
-//! - Other 4xx, and a 5xx whose body says "too old sample" / "out of
-//!   bounds" (Prometheus < 2.50, prometheus#13334/#13972): permanent. The
+//! - Refused for their age or order (400/500 whose body says out of order,
+//!   out of bounds or too old, in Prometheus', Mimir's or Cortex's words;
+//!   any 409, Thanos Receive): the region's setup, not the data. Never
+//!   dead-lettered: the backlog stays in the buffer (its budget, priorities
+//!   and expiry decide what survives), the live lane turns on so live data
+//!   keeps flowing, the backlog is retried every `refused_retry` (1 min),
+//!   and `backlog_refused` in the status, `edgeplane_uplink_backlog_refused`
+//!   and a critical log event name the cause and the fix.
+//! - Other 4xx (malformed): permanent. The
 //!   batch (exact request body + a JSON note) goes to the bounded
 //!   [`dead_letter`] directory, durably, before it is acknowledged; the
 //!   oldest entries are deleted beyond `dead_letter_bytes` and counted.
