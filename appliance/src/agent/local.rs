@@ -67,6 +67,11 @@ pub struct Agent {
     /// reported (persisted with the status document, and before a rebuild):
     /// a rebuilt cluster's revisions must start above it.
     pub max_revision: i64,
+    /// The epoch a rebuild in progress is creating: published in `/status`
+    /// from the moment the rebuild starts, so that fenced hosts powered on
+    /// meanwhile see a newer epoch claimed and wait, instead of restarting
+    /// their old cluster before the new one answers.
+    pub rebuilding_epoch: Option<u64>,
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
     split_brain: Option<(Option<u64>, Vec<String>)>,
@@ -186,6 +191,7 @@ impl Agent {
             tls,
             known,
             max_revision,
+            rebuilding_epoch: None,
             split_brain: None,
             peer_http,
         })
@@ -869,7 +875,7 @@ impl Agent {
                 joins: count(OpKind::Join),
                 recent: ops.iter().rev().take(20).rev().cloned().collect(),
             },
-            epoch: self.data_epoch(),
+            epoch: self.data_epoch().max(self.rebuilding_epoch.unwrap_or(0)),
             recovery: self.recovery.doc.clone(),
             metrics: None,
         };

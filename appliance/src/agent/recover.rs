@@ -441,7 +441,10 @@ async fn rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Re
         "Quorum lost: rebuilding the cluster from {} as epoch {epoch} ({reason}).",
         source.describe()
     );
+    agent.rebuilding_epoch = Some(epoch);
+    agent.publish();
     let result = rebuild_inner(agent, source, epoch).await;
+    agent.rebuilding_epoch = None;
     let (outcome, detail) = match &result {
         Ok(bumped) => (
             Outcome::Done,
