@@ -35,6 +35,7 @@
 //! `EDGEPLANE_CHAOS_REPORT=PATH` writes the JSON report there.
 //! `docs/reliability/README.md` says what is and is not covered.
 
+use edgeplane_tests::rng::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,28 +56,6 @@ const OP_TIMEOUT: Duration = Duration::from_millis(800);
 /// Shared read-modify-write counters.
 const COUNTERS: usize = 3;
 const RMW_CLIENTS: usize = 3;
-
-/// SplitMix64: small, seedable, good enough to pick faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// A duration uniformly in `[lo_ms, hi_ms]`.
-    fn ms(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
-        Duration::from_millis(lo_ms + self.below(hi_ms - lo_ms + 1))
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {

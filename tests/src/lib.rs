@@ -9,6 +9,7 @@
 
 pub mod history;
 pub mod linearizability;
+pub mod rng;
 pub mod workload;
 
 use std::ops::RangeBounds;
