@@ -46,6 +46,14 @@ pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
                 "no agent reports which host has the freshest data; name one with --from HOST",
             )?,
         };
+        // Operator actions are taken only by the host that acts, from
+        // itself: a peer's certificate cannot command a rebuild.
+        if target != cfg.host {
+            anyhow::bail!(
+                "{target} must rebuild from its own data, and an agent takes operator actions only from its own host; \
+                 on {target}, run: edgeplane recover --from {target} --confirm"
+            );
+        }
         let request = RecoverRequest {
             confirm: true,
             snapshot,

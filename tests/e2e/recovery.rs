@@ -433,7 +433,8 @@ fn recover_from_a_snapshot_file_refuses_a_corrupt_one_and_rebuilds_the_site() ->
         assert_eq!(recovers, 0, "no recovery was journalled");
         // The agent checks again: a corrupt file sent straight to its API is
         // refused while restoring, before it stops etcd.
-        let resp = edgeplane_tests::sim::certs::http_client(Duration::from_secs(10))
+        let resp = site.hosts[survivor]
+            .own_http_client(Duration::from_secs(10))?
             .post(format!("{}/recover", site.hosts[survivor].agent_url))
             .json(&serde_json::json!({ "confirm": true, "snapshot": flipped }))
             .send()

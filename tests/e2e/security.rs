@@ -551,3 +551,55 @@ fn a_key_readable_by_others_stops_the_agent_with_the_fix_and_diag_check_says_so(
     );
     Ok(())
 }
+
+/// A stolen host cannot command the site: an operator action (`POST
+/// /recover`, which rebuilds or restores) is taken only from the host
+/// itself, with its own certificate. A peer's certificate, or any other
+/// certificate of the site, is refused before the request is even read,
+/// and `edgeplane recover --from` another host says where to run it.
+#[test]
+fn a_peer_certificate_cannot_command_a_rebuild() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut site = LocalSite::create(SiteSpec::new(2, 1, edgeplane_bin()), false)?;
+        for i in 0..2 {
+            site.start_agent(i)?;
+        }
+        wait_for_status(&site, 0).await;
+        wait_for_leader(&site, 0).await;
+        let url = format!("{}/recover", site.hosts[0].agent_url);
+        let body = serde_json::json!({ "confirm": true });
+        let ask = |c: reqwest::Client| {
+            let (url, body) = (url.clone(), body.clone());
+            async move {
+                let r = c.post(url).json(&body).send().await?;
+                let code = r.status().as_u16();
+                anyhow::Ok((code, r.text().await.unwrap_or_default()))
+            }
+        };
+        let timeout = Duration::from_secs(5);
+        let (code, text) = ask(site.hosts[1].own_http_client(timeout)?).await?;
+        assert_eq!(code, 403, "host-2's certificate commanded host-1: {text}");
+        assert!(text.contains("own certificate"), "{text}");
+        let (code, text) = ask(sim::certs::http_client(timeout)).await?;
+        assert_eq!(code, 403, "another certificate of the site: {text}");
+        // The control: host-1's own certificate over loopback gets through
+        // to the decision (refused there: quorum is not lost).
+        let (code, text) = ask(site.hosts[0].own_http_client(timeout)?).await?;
+        assert_eq!(code, 409, "host-1's own request: {text}");
+        assert!(text.contains("not lost"), "{text}");
+        // The command run on host-2 for host-1 says where to run it.
+        let out = Command::new(edgeplane_bin())
+            .args(["recover", "--confirm", "--from", "host-1", "--config"])
+            .arg(&site.hosts[1].config_path)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("on host-1, run: edgeplane recover --from host-1 --confirm"),
+            "{stderr}"
+        );
+        let doc = site.agent_status(0).await.unwrap_or_default();
+        assert_eq!(doc["epoch"], 0, "nothing was rebuilt: {doc}");
+        Ok(())
+    })
+}

@@ -6,7 +6,10 @@
 //!   state is loaded. Readiness flapping never restarts anything.
 //! - `/status`: this host's view of the site as JSON (diagnostics and peers).
 //! - `/metrics`: the agent's own metrics in Prometheus text format.
+//! - `POST /recover`: an operator action, taken only from this host itself
+//!   (see [`operator_refusal`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,11 +74,17 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 /// from that snapshot file. The loop refuses unless quorum is really lost.
 async fn recover(
     State(s): State<Arc<Shared>>,
+    caller: Option<axum::Extension<Caller>>,
     body: Result<
         axum::Json<super::recover::RecoverRequest>,
         axum::extract::rejection::JsonRejection,
     >,
 ) -> impl IntoResponse {
+    let me = s.status().host;
+    if let Some(why) = operator_refusal(caller.as_deref(), &me, s.tls) {
+        tracing::warn!("Refused POST /recover: {why}.");
+        return (StatusCode::FORBIDDEN, format!("refused: {why}\n"));
+    }
     let Ok(axum::Json(req)) = body else {
         return (
             StatusCode::BAD_REQUEST,
@@ -180,21 +189,59 @@ pub fn health_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Who is calling: the TCP peer and, over TLS, the host its certificate
+/// names (the common name `certs init` gives each host).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub addr: SocketAddr,
+    pub host: Option<String>,
+}
+
+/// Why an operator action (`/recover`: a rebuild or a restore, anything
+/// that rewrites the site's data) is refused, or `None` to take it.
+///
+/// Edge hosts stand in shops and cabinets, so a stolen host is the likeliest
+/// attacker, and its certificate is as good as any peer's. Peers never need
+/// to command each other, so an operator action is taken only from this host
+/// itself: over loopback and, when the site uses TLS, presenting this host's
+/// own certificate. An operator runs the command on the host that acts.
+pub fn operator_refusal(caller: Option<&Caller>, me: &str, tls: bool) -> Option<String> {
+    let Some(caller) = caller else {
+        return Some("the caller is unknown".into());
+    };
+    if !caller.addr.ip().is_loopback() {
+        return Some(format!(
+            "operator actions are taken only from {me} itself (loopback), not from {}; run the command on {me}",
+            caller.addr.ip()
+        ));
+    }
+    match (&caller.host, tls) {
+        (_, false) => None,
+        (Some(h), true) if h == me => None,
+        (Some(h), true) => Some(format!(
+            "operator actions are taken only with {me}'s own certificate, not {h}'s; run the command on {me} with its config"
+        )),
+        (None, true) => Some("the caller presented no host certificate".into()),
+    }
+}
+
+/// The host a client certificate names: its first common name.
+fn certificate_host(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 /// Serves `app` until `shutdown` resolves: over TLS with `tls` (a client
 /// that presents no certificate of the site fails the handshake and gets
-/// nothing), plain HTTP without.
+/// nothing), plain HTTP without. Each request carries its [`Caller`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let Some(tls) = tls else {
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -212,6 +259,14 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                let caller = Caller {
+                    addr: peer,
+                    host: None,
+                };
+                serve_connection(tcp, app.layer(axum::Extension(caller))).await;
+                return;
+            };
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -220,14 +275,27 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .http1_only()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+            let host = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| certificate_host(c.as_ref()));
+            let caller = Caller { addr: peer, host };
+            serve_connection(stream, app.layer(axum::Extension(caller))).await;
         });
     }
+}
+
+async fn serve_connection<I>(io: I, app: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await;
 }
 
 /// A client that does not finish its TLS handshake within this is dropped.
@@ -245,3 +313,47 @@ pub fn listen_addr(agent_url: &str) -> Option<String> {
 
 /// How long an HTTP request to a peer agent may take.
 pub const PEER_TIMEOUT: Duration = Duration::from_millis(700);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(addr: &str, host: Option<&str>) -> Caller {
+        Caller {
+            addr: addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}")),
+            host: host.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn operator_actions_only_from_this_host_itself() {
+        let me = "edge-1";
+        // Over TLS: loopback and this host's own certificate.
+        assert_eq!(
+            operator_refusal(Some(&caller("127.0.0.1:4000", Some(me))), me, true),
+            None
+        );
+        assert_eq!(
+            operator_refusal(Some(&caller("[::1]:4000", Some(me))), me, true),
+            None
+        );
+        for refused in [
+            caller("127.0.0.1:4000", Some("edge-2")),
+            caller("127.0.0.1:4000", None),
+            caller("10.0.0.2:4000", Some(me)),
+            caller("10.0.0.2:4000", Some("edge-2")),
+        ] {
+            assert!(
+                operator_refusal(Some(&refused), me, true).is_some(),
+                "{refused:?}"
+            );
+        }
+        assert!(operator_refusal(None, me, true).is_some());
+        // Without TLS nobody is known by certificate: loopback only.
+        assert_eq!(
+            operator_refusal(Some(&caller("127.0.0.1:4000", None)), me, false),
+            None
+        );
+        assert!(operator_refusal(Some(&caller("10.0.0.2:4000", None)), me, false).is_some());
+    }
+}

@@ -147,6 +147,8 @@ pub struct Shared {
     /// Milliseconds since `started` of the last completed reconcile.
     last_tick_ms: AtomicU64,
     pub stall_after: Duration,
+    /// The API is served over TLS, so callers are known by certificate.
+    pub tls: bool,
     recover: Mutex<Option<recover::RecoverRequest>>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
 }
@@ -276,6 +278,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         started: Instant::now(),
         last_tick_ms: AtomicU64::new(0),
         stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
+        tls: server_tls.is_some(),
         recover: Mutex::new(None),
         metrics: Mutex::new(None),
     });

@@ -218,11 +218,8 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     let decision = recovery_plan::decide_rebuild(&view);
     let lost = recovery_plan::lost_voters(&view);
     let fresh_name = fresh.map(|i| view.hosts[i].name.clone());
-    let command = fresh_name.as_ref().map(|h| {
-        format!(
-            "edgeplane recover --config {} --from {h} --confirm",
-            config_path.display()
-        )
+    let command = fresh_name.as_deref().map(|h| {
+        recovery_plan::recover_command(&agent.cfg.host, &config_path.display().to_string(), Some(h))
     });
     let mut doc = RecoveryDoc {
         quorum_lost: view.quorum == Quorum::Lost,

@@ -149,6 +149,20 @@ pub fn freshest(hosts: &[Survivor]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// The operator's recovery command, as `/status` and `diag` print it.
+/// Operator actions are taken only by the host that acts, from itself
+/// (`api::operator_refusal`), so for another host it says where to run it;
+/// there its config is at the default path.
+pub fn recover_command(me: &str, config_path: &str, from: Option<&str>) -> String {
+    match from {
+        Some(h) if h == me => {
+            format!("edgeplane recover --config {config_path} --from {h} --confirm")
+        }
+        Some(h) => format!("on {h}: edgeplane recover --from {h} --confirm"),
+        None => format!("edgeplane recover --config {config_path} --confirm"),
+    }
+}
+
 /// Voters of the known membership whose etcd does not answer.
 pub fn lost_voters(v: &RebuildView) -> Vec<String> {
     v.known_voters

@@ -522,6 +522,7 @@ pub fn freshest(hosts: &[HostRow]) -> Option<&HostRow> {
 
 /// The recovery command for a lost quorum.
 pub fn recovery(
+    me: &str,
     config_path: &str,
     hosts: &[HostRow],
     voters: &[String],
@@ -537,13 +538,11 @@ pub fn recovery(
         .cloned()
         .collect();
     let from = freshest(hosts);
-    let command = match from {
-        Some(f) => format!(
-            "edgeplane recover --config {config_path} --from {} --confirm",
-            f.name
-        ),
-        None => format!("edgeplane recover --config {config_path} --confirm"),
-    };
+    let command = crate::agent::recovery_plan::recover_command(
+        me,
+        config_path,
+        from.map(|f| f.name.as_str()),
+    );
     let mut note = format!(
         "Power off {} first: a lost host must never come back with its old data.",
         if lost.is_empty() {
@@ -957,6 +956,7 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
     let mut advice = Vec::new();
     let recovery_plan = (qstate == QuorumState::Lost).then(|| {
         recovery(
+            &cfg.host,
             &f.config_path,
             &hosts,
             &voters,
@@ -1702,6 +1702,7 @@ mod tests {
             row("h4", "standby", true, 42, false),
         ];
         let r = recovery(
+            "h4",
             "/etc/edgeplane/edgeplane.toml",
             &hosts,
             &names(&["h1", "h2", "h3"]),
@@ -1804,10 +1805,10 @@ mod tests {
         let text = render(&r);
         let first = text.lines().next().unwrap_or_default();
         assert!(first.starts_with("QUORUM LOST"), "{first}");
+        // Run on h1 for h4: it says where to run it (operator actions are
+        // taken only by the host itself).
         assert!(
-            first.contains(
-                "edgeplane recover --config /etc/edgeplane/edgeplane.toml --from h4 --confirm"
-            ),
+            first.contains("on h4: edgeplane recover --from h4 --confirm"),
             "{first}"
         );
         assert!(text.contains("Power off h1, h2 first"), "{text}");

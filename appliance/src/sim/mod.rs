@@ -145,6 +145,17 @@ impl LocalHost {
         alive(pid).then_some(pid)
     }
 
+    /// An HTTP client that presents this host's own certificate, as the
+    /// `edgeplane` commands run on this host do (operator actions are taken
+    /// only from the host itself).
+    pub fn own_http_client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let cfg = edgeplane_config::load(&self.config_path)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .config;
+        let tls = crate::tls::SiteTls::load(&cfg)?;
+        Ok(crate::tls::agent_http_client(tls.as_ref(), timeout)?)
+    }
+
     /// The pid of this host's agent, if it runs.
     pub fn agent_pid(&mut self) -> Option<i32> {
         let child = self.agent.as_mut()?;
