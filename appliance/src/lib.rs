@@ -17,6 +17,7 @@ pub mod demo;
 pub mod diag;
 pub mod logging;
 pub mod recover;
+pub mod secrets;
 pub mod sim;
 pub mod snapshot_cmd;
 pub mod tls;

@@ -137,6 +137,10 @@ pub struct Recovery {
     /// Program and arguments; `{host}` is replaced by the lost host's name.
     /// Exit status 0 means "confirmed powered off".
     pub fence_command: Vec<String>,
+    /// `KEY=VALUE` lines given to the fence command as its environment (a
+    /// BMC password, say), so that no credential is in its arguments, `ps`,
+    /// `config check --explain` or a bundle. Read at each fence.
+    pub fence_environment_file: Option<PathBuf>,
     /// How long a majority of voters must be unreachable to call it quorum loss.
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub quorum_loss_window: Duration,

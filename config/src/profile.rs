@@ -144,6 +144,7 @@ pub fn defaults(profile: Profile) -> Config {
         recovery: Recovery {
             quorum_loss_policy: QuorumLossPolicy::Manual,
             fence_command: Vec::new(),
+            fence_environment_file: None,
             quorum_loss_window: pick(secs(10), secs(30)),
         },
         defrag: Defrag {
@@ -280,6 +281,9 @@ pub fn resolve(raw: RawConfig) -> Config {
             .quorum_loss_policy
             .unwrap_or(d.recovery.quorum_loss_policy),
         fence_command: r.fence_command.unwrap_or(d.recovery.fence_command),
+        fence_environment_file: r
+            .fence_environment_file
+            .or(d.recovery.fence_environment_file),
         quorum_loss_window: r
             .quorum_loss_window
             .unwrap_or(d.recovery.quorum_loss_window),

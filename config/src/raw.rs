@@ -116,6 +116,7 @@ pub struct RawSnapshots {
 pub struct RawRecovery {
     pub quorum_loss_policy: Option<QuorumLossPolicy>,
     pub fence_command: Option<Vec<String>>,
+    pub fence_environment_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub quorum_loss_window: Option<Duration>,
 }

@@ -549,6 +549,9 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
             );
         }
     }
+    if let Some(p) = &r.fence_environment_file {
+        c.absolute("recovery.fence_environment_file", p);
+    }
     c.positive("recovery.quorum_loss_window", r.quorum_loss_window);
     if !r.quorum_loss_window.is_zero() && r.quorum_loss_window < cfg.etcd.election_timeout {
         c.warn(

@@ -603,3 +603,141 @@ fn a_peer_certificate_cannot_command_a_rebuild() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// The fence command's credentials come from `recovery.fence_environment_file`
+/// and reach it only through its environment: a quorum loss under policy
+/// `fenced` fences with them (the fence refuses to run without), yet the
+/// planted password is in no argument (`ps`), log, `/status`, `config check
+/// --explain`, `diag` output or bundle.
+#[test]
+fn fence_credentials_come_from_a_file_and_never_leak() -> anyhow::Result<()> {
+    const PASSWORD: &str = "bmc-7d1e44c2-planted-password-a90f";
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-bmc.sh\", \"{host}\"]\nfence_environment_file = \"{root}/fence.env\"\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        let root = site.root.clone();
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(root.join("fence.env"))?;
+            std::io::Write::write_all(
+                &mut f,
+                format!("# the BMC's password\nFENCE_PASSWORD='{PASSWORD}'\n").as_bytes(),
+            )?;
+            // A BMC client that needs the password (as `ipmitool -E` reads
+            // IPMI_PASSWORD) and records the arguments it was given.
+            let script = format!(
+                "#!/bin/sh\n[ \"$FENCE_PASSWORD\" = \"{PASSWORD}\" ] || {{ echo 'fence-bmc: wrong or no password' >&2; exit 3; }}\necho \"$0 $*\" >> {root}/fence-argv.log\nexec {root}/{fence} \"$1\"\n",
+                root = root.display(),
+                fence = sim::FENCE_SCRIPT,
+            );
+            let path = root.join("fence-bmc.sh");
+            std::fs::write(&path, script)?;
+            std::fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+        }
+        for i in 0..4 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "site did not bootstrap; logs in {}",
+            root.display()
+        );
+        let (voters, _) = site.roles().await.unwrap_or_default();
+        for &v in voters.iter().take(2) {
+            site.kill_host(v);
+        }
+        // The fence ran with the password: a survivor rebuilt in epoch 1.
+        let t0 = Instant::now();
+        let survivor = loop {
+            let mut found = None;
+            for i in 0..4 {
+                if let Some(doc) = site.agent_status(i).await
+                    && doc["epoch"].as_u64() == Some(1)
+                {
+                    found = Some(i);
+                }
+            }
+            if let Some(i) = found {
+                break i;
+            }
+            assert!(
+                t0.elapsed() < HANG * 2,
+                "no rebuild after the fence; logs in {}",
+                root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let argv = std::fs::read_to_string(root.join("fence-argv.log"))?;
+        assert!(argv.contains("fence-bmc.sh host-"), "{argv}");
+
+        let config = site.hosts[survivor].config_path.clone();
+        let run = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+            let out = Command::new(edgeplane_bin())
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .output()?;
+            Ok((
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ))
+        };
+        let mut outputs: Vec<(String, String)> = vec![("fence arguments".into(), argv)];
+        for (i, h) in site.hosts.iter().enumerate() {
+            let doc = site.agent_status(i).await.unwrap_or_default();
+            outputs.push((format!("{} /status", h.name), doc.to_string()));
+            outputs.push((
+                format!("{} agent.log", h.name),
+                std::fs::read_to_string(h.dir.join("agent.log")).unwrap_or_default(),
+            ));
+        }
+        let explain = Command::new(edgeplane_bin())
+            .args(["config", "check", "--explain"])
+            .arg(&config)
+            .output()?;
+        let explain = String::from_utf8_lossy(&explain.stdout).to_string();
+        assert!(explain.contains("fence_environment_file"), "{explain}");
+        outputs.push(("config check --explain".into(), explain));
+        let (_, check) = run(&["diag", "check"])?;
+        assert!(check.contains("fence.env present (mode 600)"), "{check}");
+        outputs.push(("diag check".into(), check));
+        outputs.push(("diag status".into(), run(&["diag", "status"])?.1));
+        let bundle = root.join("bundle.tar.zst");
+        outputs.push((
+            "diag bundle (output)".into(),
+            run(&["diag", "bundle", "--out", bundle.to_string_lossy().as_ref()])?.1,
+        ));
+        let tar = Command::new("zstd").arg("-dc").arg(&bundle).output()?;
+        assert!(tar.status.success() && !tar.stdout.is_empty(), "bundle unreadable");
+        outputs.push((
+            "diag bundle (contents)".into(),
+            String::from_utf8_lossy(&tar.stdout).to_string(),
+        ));
+        for (what, text) in &outputs {
+            assert!(!text.contains(PASSWORD), "the fence password appears in {what}");
+        }
+        // A file others can read fails the check, with the fix.
+        std::fs::set_permissions(
+            root.join("fence.env"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )?;
+        let (_, check) = run(&["diag", "check"])?;
+        assert!(check.contains("chmod 600"), "{check}");
+        assert!(!check.contains(PASSWORD));
+        Ok(())
+    })
+}

@@ -374,7 +374,7 @@ async fn fence_all(agent: &mut Agent, hosts: &[String]) -> anyhow::Result<()> {
             agent.state.close(op, Outcome::Failed, &why);
             anyhow::bail!(why);
         }
-        if let Err(e) = fence(&agent.cfg.recovery.fence_command, host).await {
+        if let Err(e) = fence(&agent.cfg.recovery, host).await {
             let why = format!("the fence command did not confirm {host} is off: {e:#}");
             agent.state.close(op, Outcome::Failed, &why);
             anyhow::bail!(why);
@@ -406,14 +406,21 @@ fn policy_name(agent: &Agent) -> String {
     }
 }
 
-/// Runs the fence command for `host` (`{host}` replaced); success = exit 0 within 60 s.
-async fn fence(command: &[String], host: &str) -> anyhow::Result<()> {
-    let Some((prog, args)) = command.split_first() else {
+/// Runs the fence command for `host` (`{host}` replaced), with
+/// `recovery.fence_environment_file` as its environment; success = exit 0
+/// within 60 s.
+async fn fence(recovery: &edgeplane_config::Recovery, host: &str) -> anyhow::Result<()> {
+    let Some((prog, args)) = recovery.fence_command.split_first() else {
         anyhow::bail!("no fence command configured");
     };
     let args: Vec<String> = args.iter().map(|a| a.replace("{host}", host)).collect();
+    let env = match &recovery.fence_environment_file {
+        Some(p) => crate::secrets::environment_file(p)?,
+        None => Vec::new(),
+    };
     let mut child = tokio::process::Command::new(prog)
         .args(&args)
+        .envs(env)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("could not run fence command {prog}"))?;

@@ -526,6 +526,13 @@ fn key_checks(cfg: &Config) -> Vec<CheckResult> {
             u.enabled,
         ),
         ("ca-file", u.ca_file.as_ref(), false, "[uplink]", u.enabled),
+        (
+            "fence-environment-file",
+            cfg.recovery.fence_environment_file.as_ref(),
+            true,
+            "[recovery]",
+            cfg.recovery.quorum_loss_policy == QuorumLossPolicy::Fenced,
+        ),
     ] {
         let Some(p) = path else { continue };
         if section == "[tls]" && !site_tls {

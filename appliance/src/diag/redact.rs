@@ -30,9 +30,15 @@ const SECRET_KEYS: &[&str] = &[
 ];
 
 /// Secret strings this host's config points at: the bearer token and the
-/// client key's content (whole, and each long line of it).
+/// client key's content (whole, and each long line of it), and the values
+/// of the fence command's environment file.
 pub fn known_secrets(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(p) = &cfg.recovery.fence_environment_file
+        && let Ok(pairs) = crate::secrets::environment_file(p)
+    {
+        out.extend(pairs.into_iter().map(|(_, v)| v).filter(|v| v.len() >= 4));
+    }
     for p in [&cfg.uplink.bearer_token_file, &cfg.uplink.client_key]
         .into_iter()
         .flatten()
