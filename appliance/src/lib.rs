@@ -16,6 +16,7 @@ pub mod config_cmd;
 pub mod demo;
 pub mod diag;
 pub mod logging;
+pub mod process;
 pub mod recover;
 pub mod secrets;
 pub mod sim;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
-use crate::sim::{alive, signal};
+use crate::process::{alive, signal};
 
 /// Everything needed to compute etcd's flags for this host.
 #[derive(Debug, Clone)]

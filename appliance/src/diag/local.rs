@@ -168,7 +168,7 @@ pub struct EtcdLocal {
 
 /// Whether a pid exists (zombies count as gone).
 pub fn pid_alive(pid: i32) -> bool {
-    crate::sim::alive(pid)
+    crate::process::alive(pid)
 }
 
 fn cmdline(pid: i32) -> Vec<String> {

@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// A free TCP port on 127.0.0.1 (bound and released; a race with another
 /// process is possible but rare on a test machine). Never the same port
@@ -42,25 +41,7 @@ pub fn free_port() -> io::Result<u16> {
     Err(io::Error::other("no port that was not handed out before"))
 }
 
-/// Sends `sig` to `pid`; a process that is already gone is not an error.
-pub fn signal(pid: i32, sig: Signal) {
-    let _ = kill(Pid::from_raw(pid), sig);
-}
-
-/// Whether a process with this pid exists (zombies count as gone).
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // Field 3 is the state; "Z" is a zombie, "X" dead.
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
+pub use crate::process::{alive, signal};
 
 /// Waits until `cond` holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
