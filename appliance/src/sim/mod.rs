@@ -922,17 +922,20 @@ impl Writer {
     /// window it is about ([`Writer::sent_and_acked_within`]; the tests'
     /// `assert_no_acked_write_lost` does both).
     pub async fn lost(&self, client_urls: &[String]) -> anyhow::Result<usize> {
-        let acked: Vec<(String, String)> = self
-            .acked
-            .lock()
-            .map(|v| v.iter().map(|a| (a.key.clone(), a.value.clone())).collect())
-            .unwrap_or_default();
-        let Some(prefix) = acked.first().map(|(k, _)| {
+        Ok(self.lost_acks(client_urls).await?.len())
+    }
+
+    /// The acknowledged puts that do not read back from the site (missing
+    /// or with another value), with their send and acknowledgement times.
+    pub async fn lost_acks(&self, client_urls: &[String]) -> anyhow::Result<Vec<Ack>> {
+        let acked: Vec<Ack> = self.acked.lock().map(|v| v.clone()).unwrap_or_default();
+        let Some(prefix) = acked.first().map(|a| {
+            let k = &a.key;
             k.rsplit_once('/')
                 .map(|(p, _)| p.to_string())
                 .unwrap_or_default()
         }) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         for url in client_urls {
             let opts = certs::etcd_options(url)
@@ -961,7 +964,10 @@ impl Writer {
                     ))
                 })
                 .collect();
-            return Ok(acked.iter().filter(|(k, v)| have.get(k) != Some(v)).count());
+            return Ok(acked
+                .into_iter()
+                .filter(|a| have.get(&a.key) != Some(&a.value))
+                .collect());
         }
         anyhow::bail!("no member answered a linearizable read")
     }
