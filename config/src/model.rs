@@ -86,6 +86,11 @@ pub struct Cluster {
     /// Period of the membership reconcile loop.
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub reconcile_interval: Duration,
+    /// Flap damping: a host the agents removed within this window gets a
+    /// doubled detection window (`failure_detection` and
+    /// `etcd_restart_grace`) per such removal, at most 8 times the base.
+    #[serde(serialize_with = "crate::units::ser_duration")]
+    pub flap_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -118,6 +118,7 @@ pub fn defaults(profile: Profile) -> Config {
             learner_stuck_after: pick(secs(60), secs(120)),
             standby_behind_limit: pick(secs(60), secs(120)) * STANDBY_BEHIND_FACTOR,
             reconcile_interval: pick(ms(200), secs(1)),
+            flap_window: secs(600),
         },
         etcd: Etcd {
             binary: PathBuf::from(DEFAULT_ETCD_BINARY),
@@ -243,6 +244,7 @@ pub fn resolve(raw: RawConfig) -> Config {
             .standby_behind_limit
             .unwrap_or(learner_stuck_after * STANDBY_BEHIND_FACTOR),
         reconcile_interval: c.reconcile_interval.unwrap_or(d.cluster.reconcile_interval),
+        flap_window: c.flap_window.unwrap_or(d.cluster.flap_window),
     };
 
     let p = raw.paths;

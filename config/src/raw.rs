@@ -73,6 +73,8 @@ pub struct RawCluster {
     pub standby_behind_limit: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub reconcile_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub flap_window: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -399,6 +399,19 @@ fn cluster(c: &mut Checker<'_>, cfg: &Config) {
         cfg.cluster.learner_stuck_after,
     );
     c.positive("cluster.reconcile_interval", cfg.cluster.reconcile_interval);
+    c.positive("cluster.flap_window", cfg.cluster.flap_window);
+    if !cfg.cluster.flap_window.is_zero() && cfg.cluster.flap_window < cfg.cluster.failure_detection
+    {
+        c.error_at(
+            "cluster.flap_window",
+            &["cluster.flap_window", "cluster.failure_detection"],
+            format!(
+                "{} is shorter than cluster.failure_detection ({}): a removed host cannot even be detected again within it, so flap damping would never apply; the default is 10m",
+                format_duration(cfg.cluster.flap_window),
+                format_duration(cfg.cluster.failure_detection)
+            ),
+        );
+    }
     if cfg.cluster.standby_behind_limit < cfg.cluster.learner_stuck_after {
         c.error_at(
             "cluster.standby_behind_limit",

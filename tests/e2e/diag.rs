@@ -234,6 +234,7 @@ mod contract {
         pub records_read: usize,
         pub pending: usize,
         pub failed: usize,
+        pub damped_removals: usize,
         pub last: Option<Event>,
     }
 

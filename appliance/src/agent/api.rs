@@ -132,7 +132,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status();
     let mut out = String::new();
     let role = |r: &str| if doc.role == r { 1 } else { 0 };
-    let lines: [(&str, &str, String); 9] = [
+    let lines: [(&str, &str, String); 10] = [
         (
             "edgeplane_reconcile_age_seconds",
             "gauge",
@@ -158,6 +158,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "edgeplane_member_removals_total",
             "counter",
             doc.journal.removals.to_string(),
+        ),
+        // Removals of a host that had been removed within cluster.flap_window.
+        (
+            "edgeplane_flap_removals_total",
+            "counter",
+            doc.journal.flap_removals.to_string(),
         ),
         (
             "edgeplane_etcd_restarts_total",

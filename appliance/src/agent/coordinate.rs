@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::local::{Agent, describe};
-use super::plan::{self, Decision, StandbyState};
+use super::plan::{self, Decision, PastRemoval, StandbyState};
 use super::state::{OpKind, Outcome};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,7 +34,7 @@ async fn one_step(agent: &mut Agent) -> bool {
         return false;
     };
     let now = Instant::now();
-    let health = agent.view.health(&members, now);
+    let health = with_removal_history(agent, &members, agent.view.health(&members, now));
     let leader_index = agent.view.leader_index().unwrap_or(0);
     let decision = plan::decide(&members, &health, leader_index, &agent.limits);
     let coordinator = agent.is_coordinator();
@@ -57,15 +57,20 @@ async fn one_step(agent: &mut Agent) -> bool {
     let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
         return false;
     };
-    let (kind, id, host, reason) = match decision {
+    let (kind, id, host, reason, damping) = match decision {
         Decision::Steady | Decision::Wait(_) => return false,
-        Decision::RemoveVoter { id, host, reason } => (OpKind::RemoveMember, id, host, reason),
-        Decision::Promote { id, host, reason } => (OpKind::Promote, id, host, reason),
+        Decision::RemoveVoter {
+            id,
+            host,
+            reason,
+            damping,
+        } => (OpKind::RemoveMember, id, host, reason, Some(damping)),
+        Decision::Promote { id, host, reason } => (OpKind::Promote, id, host, reason, None),
         Decision::EvictLearner {
             id, host, reason, ..
-        } => (OpKind::EvictLearner, id, host, reason),
+        } => (OpKind::EvictLearner, id, host, reason, None),
     };
-    let op = match agent.state.begin(kind, &host, &reason) {
+    let op = match agent.state.begin_damped(kind, &host, &reason, damping) {
         Ok(op) => op,
         Err(e) => {
             // No journal, no action: an unrecorded change would be invisible to diagnostics.
@@ -73,6 +78,16 @@ async fn one_step(agent: &mut Agent) -> bool {
             return false;
         }
     };
+    if let Some(f) = damping.filter(|f| *f > 1) {
+        tracing::warn!(
+            host = %host,
+            damping = f,
+            "Removing {host} again within cluster.flap_window ({:.0}s): it flaps; its detection window was damped {f}x ({:.1}s). \
+             Look at that host (GC pauses, disk stalls, load) rather than at the cluster.",
+            agent.limits.flap_window.as_secs_f64(),
+            (agent.limits.failure_detection * f).as_secs_f64()
+        );
+    }
     let result = match kind {
         OpKind::Promote => tokio::time::timeout(RPC_TIMEOUT, client.member_promote(id))
             .await
@@ -109,6 +124,52 @@ async fn one_step(agent: &mut Agent) -> bool {
             false
         }
     }
+}
+
+/// The flap-damping history: the removals this agent journalled within
+/// `cluster.flap_window` (durable across restarts), and those every other
+/// agent that answers reports in its `/status` (`flap.recent_removals`),
+/// so a change of coordinator does not forget a flapping host.
+pub fn removal_history(agent: &Agent) -> Vec<PastRemoval> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let window_ms = i64::try_from(agent.limits.flap_window.as_millis()).unwrap_or(i64::MAX);
+    let mut history = match agent.state.removals_since(now_ms.saturating_sub(window_ms)) {
+        Ok(h) => h,
+        Err(e) => {
+            // Damping then falls back to the base window (removal as before
+            // flap damping); a journal that cannot be read also refuses the
+            // removal's intent record, which is logged as an error.
+            tracing::debug!("Could not read the removal history from the journal: {e}");
+            Vec::new()
+        }
+    };
+    for (i, p) in agent.view.peers.iter().enumerate() {
+        if i == agent.my_index {
+            continue;
+        }
+        let theirs = p
+            .agent_doc
+            .as_ref()
+            .and_then(|d| d.pointer("/flap/recent_removals"))
+            .and_then(|v| serde_json::from_value::<Vec<PastRemoval>>(v.clone()).ok());
+        history.extend(theirs.unwrap_or_default());
+    }
+    history
+}
+
+/// `health` with each member's recent removals filled in.
+pub fn with_removal_history(
+    agent: &Agent,
+    members: &[plan::Member],
+    mut health: Vec<plan::Health>,
+) -> Vec<plan::Health> {
+    let history = removal_history(agent);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (m, h) in members.iter().zip(health.iter_mut()) {
+        h.recent_removals =
+            plan::recent_removals(&history, &plan::label(m), now_ms, agent.limits.flap_window);
+    }
+    health
 }
 
 /// The event for a standby that caught up and fell behind (and for its

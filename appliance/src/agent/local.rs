@@ -144,6 +144,7 @@ impl Agent {
             promotion_stable_for: cfg.cluster.promotion_stable_for,
             learner_stuck_after: cfg.cluster.learner_stuck_after,
             standby_behind_limit: cfg.cluster.standby_behind_limit,
+            flap_window: cfg.cluster.flap_window,
         };
         let view = View::new(
             &cfg.nodes,
@@ -781,7 +782,11 @@ impl Agent {
         let now = Instant::now();
         let leader_index = self.view.leader_index();
         let member_list = self.view.members.clone().unwrap_or_default();
-        let health = self.view.health(&member_list, now);
+        let health = super::coordinate::with_removal_history(
+            self,
+            &member_list,
+            self.view.health(&member_list, now),
+        );
         let members = member_list
             .iter()
             .zip(&health)
@@ -873,8 +878,13 @@ impl Agent {
                 removals: count(OpKind::RemoveMember),
                 evictions: count(OpKind::EvictLearner),
                 joins: count(OpKind::Join),
+                flap_removals: ops
+                    .iter()
+                    .filter(|o| o.kind == OpKind::RemoveMember && o.outcome == Outcome::Done && o.damped())
+                    .count() as u64,
                 recent: ops.iter().rev().take(20).rev().cloned().collect(),
             },
+            flap: self.flap_doc(&member_list, &health),
             epoch: self.data_epoch().max(self.rebuilding_epoch.unwrap_or(0)),
             recovery: self.recovery.doc.clone(),
             metrics: None,
@@ -894,6 +904,34 @@ impl Agent {
                     tracing::debug!("Could not write {}: {e}", path.display());
                 }
             }
+        }
+    }
+
+    /// Flap damping in `/status`: this agent's own removals within the
+    /// window (what other coordinators read) and the members whose
+    /// detection window is damped now.
+    fn flap_doc(&self, members: &[Member], health: &[plan::Health]) -> super::FlapDoc {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let window_ms = i64::try_from(self.limits.flap_window.as_millis()).unwrap_or(i64::MAX);
+        let recent_removals = self
+            .state
+            .removals_since(now_ms.saturating_sub(window_ms))
+            .unwrap_or_default();
+        let damped_hosts = members
+            .iter()
+            .zip(health)
+            .filter(|(_, h)| h.recent_removals > 0)
+            .map(|(m, h)| super::DampedHost {
+                host: plan::label(m),
+                recent_removals: h.recent_removals,
+                factor: plan::damping_factor(h.recent_removals),
+                detection_s: plan::detection_window(h, &self.limits).0.as_secs_f64(),
+            })
+            .collect();
+        super::FlapDoc {
+            window_s: self.limits.flap_window.as_secs_f64(),
+            recent_removals,
+            damped_hosts,
         }
     }
 

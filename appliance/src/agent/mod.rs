@@ -73,6 +73,8 @@ pub struct StatusDoc {
     pub hosts: Vec<HostDoc>,
     pub progress: Progress,
     pub journal: JournalDoc,
+    /// Flap damping: removals within `cluster.flap_window`, damped hosts.
+    pub flap: FlapDoc,
     pub epoch: u64,
     pub recovery: recover::RecoveryDoc,
     /// The metrics pipeline: link state, backlog per class, shed counts, flush rate.
@@ -137,7 +139,35 @@ pub struct JournalDoc {
     pub removals: u64,
     pub evictions: u64,
     pub joins: u64,
+    /// Removals whose detection window was damped because the host had
+    /// been removed within `cluster.flap_window` (a flapping host).
+    pub flap_removals: u64,
     pub recent: Vec<state::Op>,
+}
+
+/// Flap damping as this agent sees it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlapDoc {
+    /// `cluster.flap_window`.
+    pub window_s: f64,
+    /// Removals this agent made within the window, oldest first (the
+    /// coordinator merges every agent's list: its history survives a
+    /// change of coordinator).
+    pub recent_removals: Vec<plan::PastRemoval>,
+    /// Members whose detection window is damped now.
+    pub damped_hosts: Vec<DampedHost>,
+}
+
+/// A member removed within `cluster.flap_window`, and what that does to its
+/// detection window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DampedHost {
+    pub host: String,
+    pub recent_removals: u32,
+    /// The detection window's factor (2, 4, at most 8).
+    pub factor: u32,
+    /// `failure_detection` × `factor`.
+    pub detection_s: f64,
 }
 
 /// State shared between the loop and the API.

@@ -383,6 +383,8 @@ impl View {
                                 }
                                 _ => Duration::ZERO,
                             },
+                            // Filled in from the journals (`coordinate::with_removal_history`).
+                            recent_removals: 0,
                         }
                     }
                     // A member that is not one of our hosts: never judged dead by us.

@@ -15,6 +15,12 @@
 //!    or a write burst must not throw a healthy standby away), so the one
 //!    learner slot etcd 3.4 has is never wasted.
 //!
+//! Flap damping: a host the agents removed within `cluster.flap_window`
+//! gets a detection window doubled per such removal ([`damping_factor`],
+//! at most [`MAX_DAMPING_FACTOR`] times the base), so a host that keeps
+//! stalling is not removed and resynced every few seconds, and a host that
+//! really died is still replaced, only later.
+//!
 //! Removal comes before promotion: with 3 voters and 1 dead, promoting first
 //! gives 4 voters with quorum 3 and no tolerance; removing first gives 2
 //! voters, then 3 (research/etcd-operators.md (d)4).
@@ -31,6 +37,8 @@ pub struct Limits {
     pub promotion_stable_for: Duration,
     pub learner_stuck_after: Duration,
     pub standby_behind_limit: Duration,
+    /// Removals older than this do not damp (`cluster.flap_window`).
+    pub flap_window: Duration,
 }
 
 /// One etcd member as the member list shows it.
@@ -76,6 +84,9 @@ pub struct Health {
     /// For how long it has not been caught up, counted from the last time
     /// it was (zero when caught up now or never caught up).
     pub behind_for: Duration,
+    /// How often an agent removed this host within `cluster.flap_window`
+    /// ([`recent_removals`]).
+    pub recent_removals: u32,
 }
 
 /// Where a standby stands, for the eviction rule, the log and `/status`.
@@ -121,6 +132,9 @@ pub enum Decision {
         id: u64,
         host: String,
         reason: String,
+        /// The detection window's factor for this host ([`damping_factor`]):
+        /// 1, or more for a host removed within `cluster.flap_window`.
+        damping: u32,
     },
     Promote {
         id: u64,
@@ -144,12 +158,62 @@ pub fn label(m: &Member) -> String {
     }
 }
 
+/// The detection window is at most this many times `failure_detection`
+/// (three doublings): damping may delay the replacement of a host that
+/// really died, never prevent it.
+pub const MAX_DAMPING_FACTOR: u32 = 8;
+
+/// The detection window's factor for a host removed `recent_removals` times
+/// within `cluster.flap_window`: doubled per removal, at most
+/// [`MAX_DAMPING_FACTOR`].
+pub fn damping_factor(recent_removals: u32) -> u32 {
+    let doublings = MAX_DAMPING_FACTOR.ilog2();
+    1 << recent_removals.min(doublings)
+}
+
+/// One removal of a host by an agent, as journalled (wall clock: the
+/// history outlives the agent that wrote it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PastRemoval {
+    /// The removed member's label (its host name).
+    pub host: String,
+    /// When the removal started, in ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// How often `host` was removed within `window` before `now_ms`, counting
+/// a removal reported twice (by two agents' histories) once. A removal
+/// from the future (a peer's clock ahead of ours) counts as recent.
+pub fn recent_removals(history: &[PastRemoval], host: &str, now_ms: i64, window: Duration) -> u32 {
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let mut seen: Vec<i64> = history
+        .iter()
+        .filter(|r| r.host == host && now_ms.saturating_sub(r.at_ms) < window_ms)
+        .map(|r| r.at_ms)
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    u32::try_from(seen.len()).unwrap_or(u32::MAX)
+}
+
+/// The detection window and the restart grace for this member's host,
+/// both damped by its recent removals.
+pub fn detection_window(h: &Health, l: &Limits) -> (Duration, Duration) {
+    let f = damping_factor(h.recent_removals);
+    (
+        l.failure_detection.saturating_mul(f),
+        l.etcd_restart_grace.saturating_mul(f),
+    )
+}
+
 /// Whether a member's host counts as dead: etcd silent for the detection
-/// window, and either its agent silent too or the local restart grace spent.
+/// window, and either its agent silent too or the local restart grace spent
+/// (both damped for a host that flaps: [`detection_window`]).
 pub fn is_dead(h: &Health, l: &Limits) -> bool {
+    let (window, grace) = detection_window(h, l);
     !h.etcd_up
-        && h.etcd_down_for >= l.failure_detection
-        && (h.agent_down_for >= l.failure_detection || h.etcd_down_for >= l.etcd_restart_grace)
+        && h.etcd_down_for >= window
+        && (h.agent_down_for >= window || h.etcd_down_for >= grace)
 }
 
 /// Whether a learner may be promoted now: it answers as a learner, is within
@@ -192,14 +256,26 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
             ));
         }
         let h = &health[d];
+        let damping = damping_factor(h.recent_removals);
+        let flap = if damping > 1 {
+            format!(
+                "; flapping: removed {} time(s) within cluster.flap_window ({:.0}s), so its detection window was {:.1}s ({damping}x)",
+                h.recent_removals,
+                l.flap_window.as_secs_f64(),
+                detection_window(h, l).0.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
         return Decision::RemoveVoter {
             id: members[d].id,
             host: label(&members[d]),
             reason: format!(
-                "etcd unreachable for {:.1}s and agent unreachable for {:.1}s",
+                "etcd unreachable for {:.1}s and agent unreachable for {:.1}s{flap}",
                 h.etcd_down_for.as_secs_f64(),
                 h.agent_down_for.as_secs_f64()
             ),
+            damping,
         };
     }
 
@@ -228,9 +304,8 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
         let h = &health[i];
         // A learner whose agent answers is starting or restarting, not dead:
         // only the stuck window applies to it.
-        let host_dead = !h.etcd_up
-            && h.etcd_down_for >= l.failure_detection
-            && h.agent_down_for >= l.failure_detection;
+        let (window, _) = detection_window(h, l);
+        let host_dead = !h.etcd_up && h.etcd_down_for >= window && h.agent_down_for >= window;
         if host_dead || (!h.etcd_up && h.etcd_down_for >= l.learner_stuck_after) {
             return Decision::EvictLearner {
                 id: members[i].id,
@@ -311,6 +386,7 @@ mod tests {
             promotion_stable_for: Duration::from_secs(1),
             learner_stuck_after: Duration::from_secs(60),
             standby_behind_limit: Duration::from_secs(300),
+            flap_window: Duration::from_secs(600),
         }
     }
     fn m(id: u64, learner: bool) -> Member {
@@ -399,6 +475,69 @@ mod tests {
             decide(&ms, &[up(1), gave_up, up(1)], 1, &limits()),
             Decision::RemoveVoter { .. }
         ));
+    }
+
+    #[test]
+    fn a_flapping_voter_waits_a_doubled_window_up_to_the_cap() {
+        let ms = [m(1, false), m(2, false), m(3, false)];
+        let stalled = |secs: u64, removals: u32| Health {
+            etcd_down_for: Duration::from_secs(secs),
+            agent_down_for: Duration::from_secs(secs),
+            recent_removals: removals,
+            ..Health::default()
+        };
+        // Removed once within the flap window: 1 s is not enough, 2 s is.
+        assert_eq!(
+            decide(&ms, &[up(1), stalled(1, 1), up(1)], 1, &limits()),
+            Decision::Steady
+        );
+        assert!(matches!(
+            decide(&ms, &[up(1), stalled(2, 1), up(1)], 1, &limits()),
+            Decision::RemoveVoter { id: 2, damping: 2, ref reason, .. } if reason.contains("flapping")
+        ));
+        // Twice: 4 s; five times: capped at 8 s, not 32 s.
+        assert_eq!(
+            decide(&ms, &[up(1), stalled(3, 2), up(1)], 1, &limits()),
+            Decision::Steady
+        );
+        assert_eq!(
+            decide(&ms, &[up(1), stalled(7, 5), up(1)], 1, &limits()),
+            Decision::Steady
+        );
+        assert!(matches!(
+            decide(&ms, &[up(1), stalled(8, 5), up(1)], 1, &limits()),
+            Decision::RemoveVoter {
+                id: 2,
+                damping: 8,
+                ..
+            }
+        ));
+        // Agent answers, etcd down: the restart grace is damped too (3 s → 6 s).
+        let restarting = Health {
+            etcd_down_for: Duration::from_secs(5),
+            recent_removals: 1,
+            ..Health::default()
+        };
+        assert_eq!(
+            decide(&ms, &[up(1), restarting, up(1)], 1, &limits()),
+            Decision::Steady
+        );
+        // History: only this host's removals within the window, each once.
+        let at = |host: &str, at_ms: i64| PastRemoval {
+            host: host.into(),
+            at_ms,
+        };
+        let history = [
+            at("h2", 1_000_000),
+            at("h2", 1_000_000),
+            at("h2", 700_000),
+            at("h3", 1_100_000),
+            at("h2", 300_000),
+        ];
+        let w = Duration::from_secs(600);
+        assert_eq!(recent_removals(&history, "h2", 1_200_000, w), 2);
+        assert_eq!(recent_removals(&history, "h3", 1_200_000, w), 1);
+        assert_eq!(recent_removals(&history, "h1", 1_200_000, w), 0);
     }
 
     #[test]
@@ -602,9 +741,10 @@ mod tests {
             0u64..5000,
             arb_standby_record(),
             any::<bool>(),
+            prop_oneof![3 => Just(0u32), 2 => Just(1u32), 1 => 0u32..6],
         )
             .prop_map(
-                |(learner, etcd_up, down_ms, agent_ms, applied, record, reports)| {
+                |(learner, etcd_up, down_ms, agent_ms, applied, record, reports, removals)| {
                     let (caught_ms, ever, behind_ms, member_s) = record;
                     (
                         learner,
@@ -622,6 +762,7 @@ mod tests {
                             member_for: Duration::from_secs(member_s),
                             ever_caught_up: ever,
                             behind_for: Duration::from_millis(behind_ms),
+                            recent_removals: removals,
                         },
                     )
                 },
@@ -655,14 +796,37 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let (mut remove, mut promote, mut host_down, mut never, mut behind, mut kept_behind) =
             (0, 0, 0, 0, 0, 0);
+        let (mut damped, mut held_by_damping) = (0, 0);
         for _ in 0..4096 {
             let Ok(tree) = arb_case().new_tree(&mut runner) else {
                 continue;
             };
             let (members, health, voters, leader_index) = tree.current();
             let l = Limits { voters, ..limits() };
+            // A stalled voter past the base window that damping keeps.
+            let undamped: Vec<Health> = health
+                .iter()
+                .map(|h| Health {
+                    recent_removals: 0,
+                    ..h.clone()
+                })
+                .collect();
+            if matches!(
+                decide(&members, &undamped, leader_index, &l),
+                Decision::RemoveVoter { .. }
+            ) && !matches!(
+                decide(&members, &health, leader_index, &l),
+                Decision::RemoveVoter { .. }
+            ) {
+                held_by_damping += 1;
+            }
             match decide(&members, &health, leader_index, &l) {
-                Decision::RemoveVoter { .. } => remove += 1,
+                Decision::RemoveVoter { damping, .. } => {
+                    remove += 1;
+                    if damping > 1 {
+                        damped += 1;
+                    }
+                }
                 Decision::Promote { .. } => promote += 1,
                 Decision::EvictLearner { cause, .. } => match cause {
                     EvictCause::HostDown => host_down += 1,
@@ -688,6 +852,8 @@ mod tests {
             ("never-caught-up evictions", never),
             ("fell-behind evictions", behind),
             ("fell-behind standbys kept", kept_behind),
+            ("damped removals", damped),
+            ("stalled voters kept by damping", held_by_damping),
         ] {
             assert!(n > 10, "{what}: {n} of 4096 generated views");
         }
@@ -713,10 +879,18 @@ mod tests {
                     prop_assert!(members[i].is_learner);
                     prop_assert!(promotable(&health[i], leader_index, &l));
                 }
-                Decision::RemoveVoter { id, .. } => {
+                Decision::RemoveVoter { id, damping, .. } => {
                     let i = members.iter().position(|m| m.id == id).unwrap_or(usize::MAX);
+                    let h = &health[i];
                     prop_assert!(!members[i].is_learner);
                     prop_assert!((n_voters - dead_voters) * 2 > n_voters);
+                    // Flap damping: never removed before its damped window.
+                    prop_assert_eq!(damping, damping_factor(h.recent_removals));
+                    prop_assert!(h.etcd_down_for >= l.failure_detection * damping);
+                    prop_assert!(
+                        h.agent_down_for >= l.failure_detection * damping
+                            || h.etcd_down_for >= l.etcd_restart_grace * damping
+                    );
                 }
                 Decision::EvictLearner { id, cause, .. } => {
                     let i = members.iter().position(|m| m.id == id).unwrap_or(usize::MAX);
@@ -724,7 +898,13 @@ mod tests {
                     prop_assert!(members[i].is_learner);
                     prop_assert_eq!(dead_voters, 0);
                     match cause {
-                        EvictCause::HostDown => prop_assert!(!h.etcd_up),
+                        EvictCause::HostDown => {
+                            prop_assert!(!h.etcd_up);
+                            prop_assert!(
+                                h.etcd_down_for >= l.learner_stuck_after
+                                    || h.etcd_down_for >= detection_window(h, &l).0
+                            );
+                        }
                         EvictCause::NeverCaughtUp => {
                             prop_assert!(!h.ever_caught_up);
                             prop_assert!(h.member_for >= l.learner_stuck_after);
@@ -744,6 +924,67 @@ mod tests {
                 }
                 Decision::Wait(_) => {}
             }
+        }
+
+        /// Damping only ever delays: a host with more recent removals is
+        /// dead only if it would be with fewer, the window doubles per
+        /// removal, and it never exceeds the cap.
+        #[test]
+        fn damping_only_delays_and_is_capped(
+            (_, h) in arb_member_health(),
+            more in 0u32..4,
+        ) {
+            let l = limits();
+            let f = damping_factor(h.recent_removals);
+            prop_assert!((1..=MAX_DAMPING_FACTOR).contains(&f));
+            prop_assert!(f.is_power_of_two());
+            let flappier = Health { recent_removals: h.recent_removals + more, ..h.clone() };
+            if is_dead(&flappier, &l) {
+                prop_assert!(is_dead(&h, &l));
+            }
+            prop_assert!(damping_factor(flappier.recent_removals) >= f);
+            if h.recent_removals < MAX_DAMPING_FACTOR.ilog2() {
+                prop_assert_eq!(damping_factor(h.recent_removals + 1), 2 * f);
+            }
+            // A host down for the capped window with its agent silent too is
+            // removed however often it flapped.
+            let gone = Health {
+                etcd_up: false,
+                etcd_down_for: l.failure_detection * MAX_DAMPING_FACTOR,
+                agent_down_for: l.failure_detection * MAX_DAMPING_FACTOR,
+                ..flappier
+            };
+            prop_assert!(is_dead(&gone, &l));
+        }
+
+        /// The history counts only this host's removals within the window,
+        /// each once, whatever order or duplication the agents report.
+        #[test]
+        fn recent_removals_count_the_window_only(
+            entries in proptest::collection::vec((0usize..3, 0i64..1_200_000), 0..12),
+            dup in any::<bool>(),
+        ) {
+            let hosts = ["h1", "h2", "h3"];
+            let now = 1_200_000i64;
+            let window = Duration::from_secs(600);
+            let mut history: Vec<PastRemoval> = entries
+                .iter()
+                .map(|&(h, at)| PastRemoval { host: hosts[h].to_string(), at_ms: at })
+                .collect();
+            if dup {
+                history.extend(history.clone());
+            }
+            let mut expect: Vec<i64> = entries
+                .iter()
+                .filter(|&&(h, at)| h == 0 && now - at < 600_000)
+                .map(|&(_, at)| at)
+                .collect();
+            expect.sort_unstable();
+            expect.dedup();
+            prop_assert_eq!(
+                recent_removals(&history, "h1", now, window) as usize,
+                expect.len()
+            );
         }
     }
 }

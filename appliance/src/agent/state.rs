@@ -87,6 +87,18 @@ pub struct Op {
     pub outcome: Outcome,
     /// What happened, in a sentence (error text on failure).
     pub detail: String,
+    /// For a removal: the factor its detection window was damped by,
+    /// because the host had been removed within `cluster.flap_window`
+    /// (absent: not damped, or a record from before flap damping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damping: Option<u32>,
+}
+
+impl Op {
+    /// A removal whose detection window was damped (a flapping host).
+    pub fn damped(&self) -> bool {
+        self.damping.is_some_and(|f| f > 1)
+    }
 }
 
 /// One snapshot in the catalog.
@@ -195,6 +207,18 @@ impl State {
 
     /// Records the intent of an operation; returns its id.
     pub fn begin(&self, kind: OpKind, target: &str, reason: &str) -> Result<u64, StateError> {
+        self.begin_damped(kind, target, reason, None)
+    }
+
+    /// [`State::begin`] for a removal decided with a (possibly damped)
+    /// detection window.
+    pub fn begin_damped(
+        &self,
+        kind: OpKind,
+        target: &str,
+        reason: &str,
+        damping: Option<u32>,
+    ) -> Result<u64, StateError> {
         self.write(|txn| {
             let mut t = txn.open_table(JOURNAL)?;
             let id = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
@@ -207,6 +231,7 @@ impl State {
                 finished_ms: None,
                 outcome: Outcome::Pending,
                 detail: String::new(),
+                damping,
             };
             let json = serde_json::to_string(&op).unwrap_or_default();
             t.insert(id, json.as_str())?;
@@ -261,6 +286,36 @@ impl State {
             }
             if out.len() >= limit {
                 break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Members this agent removed (done) that started at or after
+    /// `since_ms`, oldest first: the flap-damping history. Read from the
+    /// newest record back, so its cost is the window's records, not the
+    /// journal's.
+    pub fn removals_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<super::plan::PastRemoval>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(JOURNAL).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))?.rev() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            let Ok(op) = serde_json::from_str::<Op>(v.value()) else {
+                continue;
+            };
+            if op.started_ms < since_ms {
+                break;
+            }
+            if op.kind == OpKind::RemoveMember && op.outcome == Outcome::Done {
+                out.push(super::plan::PastRemoval {
+                    host: op.target,
+                    at_ms: op.started_ms,
+                });
             }
         }
         out.reverse();
@@ -425,6 +480,33 @@ mod tests {
         assert_eq!(s.ops(10)?.len(), 2);
         s.set_fact("epoch", "3")?;
         assert_eq!(s.fact("epoch")?.as_deref(), Some("3"));
+        Ok(())
+    }
+
+    #[test]
+    fn removal_history_survives_a_restart_and_keeps_only_the_window() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| StateError::Io {
+            path: PathBuf::new(),
+            what: e.to_string(),
+        })?;
+        let s = State::open(dir.path())?;
+        let t0 = now_ms();
+        let a = s.begin(OpKind::RemoveMember, "host-2", "unreachable")?;
+        s.finish(a, Outcome::Done, "removed")?;
+        let b = s.begin_damped(OpKind::RemoveMember, "host-2", "flapping", Some(2))?;
+        s.finish(b, Outcome::Done, "removed")?;
+        let c = s.begin(OpKind::RemoveMember, "host-3", "refused")?;
+        s.finish(c, Outcome::Failed, "refused")?;
+        let d = s.begin(OpKind::Promote, "host-4", "voters 2 of 3")?;
+        s.finish(d, Outcome::Done, "promoted")?;
+        drop(s);
+        let s = State::open(dir.path())?;
+        let h = s.removals_since(t0)?;
+        assert_eq!(h.len(), 2, "done removals only: {h:?}");
+        assert!(h.iter().all(|r| r.host == "host-2" && r.at_ms >= t0));
+        assert!(s.removals_since(now_ms() + 60_000)?.is_empty());
+        let ops = s.ops(10)?;
+        assert_eq!(ops.iter().filter(|o| o.damped()).count(), 1);
         Ok(())
     }
 

@@ -287,6 +287,7 @@ mod tests {
             finished_ms: (outcome != Outcome::Pending).then_some(started_ms + 40),
             outcome,
             detail: "promoted".into(),
+            damping: None,
         }
     }
 

@@ -267,6 +267,9 @@ pub struct JournalSummary {
     pub records_read: usize,
     pub pending: usize,
     pub failed: usize,
+    /// Removals among the records whose detection window was damped: the
+    /// host had been removed within `cluster.flap_window` (it flaps).
+    pub damped_removals: usize,
     pub last: Option<super::events::EventRow>,
 }
 
@@ -1096,6 +1099,23 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
         ));
     }
 
+    // Flap damping: hosts the agents removed recently, as this host's agent sees them.
+    let damped = my_agent
+        .and_then(|a| a.doc.as_ref().ok())
+        .and_then(|d| d.pointer("/flap/damped_hosts"))
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for d in damped {
+        advice.push(format!(
+            "{} flaps: removed {} time(s) within cluster.flap_window, so it is removed again only after {}s unreachable ({}x failure_detection). Look at that host (GC pauses, disk stalls, load); `edgeplane diag events` shows the removals.",
+            d["host"].as_str().unwrap_or("?"),
+            d["recent_removals"].as_u64().unwrap_or(0),
+            d["detection_s"].as_f64().unwrap_or(0.0),
+            d["factor"].as_u64().unwrap_or(1),
+        ));
+    }
+
     StatusReport {
         schema: SCHEMA.into(),
         generated_at: f.now.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -1196,6 +1216,10 @@ fn journal_section(
         records_read: ops.len(),
         pending: ops.iter().filter(|o| o.outcome == Outcome::Pending).count(),
         failed: ops.iter().filter(|o| o.outcome == Outcome::Failed).count(),
+        damped_removals: ops
+            .iter()
+            .filter(|o| o.outcome == Outcome::Done && o.damped())
+            .count(),
         last: ops
             .last()
             .map(|o| super::events::EventRow::from_op(o, now_ms)),
@@ -1555,6 +1579,12 @@ pub fn render(r: &StatusReport) -> String {
                 "{} records, {} pending, {} failed",
                 j.records_read, j.pending, j.failed
             ));
+            if j.damped_removals > 0 {
+                o.push_str(&format!(
+                    ", {} flap-damped removal(s) (a host removed again within cluster.flap_window)",
+                    j.damped_removals
+                ));
+            }
             if let Some(l) = &j.last {
                 o.push_str(&format!(
                     "; last: {} {} {} ({} ago)",

@@ -305,6 +305,23 @@ fn zero_durations() {
 }
 
 #[test]
+fn flap_window_must_outlast_a_detection_window() {
+    expect(
+        &edge("[cluster]\nflap_window = \"0s\"\n"),
+        Error,
+        "cluster.flap_window",
+        "longer than 0s",
+    );
+    expect(
+        &edge("[cluster]\nfailure_detection = \"5s\"\nflap_window = \"2s\"\n"),
+        Error,
+        "cluster.flap_window",
+        "shorter than cluster.failure_detection (5s)",
+    );
+    clean(&edge("[cluster]\nflap_window = \"30m\"\n"));
+}
+
+#[test]
 fn managed_etcd_flags_are_refused() {
     let text = edge(
         "[etcd]\nextra_args = [\"--auto-compaction-retention=1h\", \"--data-dir=/tmp/x\", \"oops\"]\n",
