@@ -320,25 +320,6 @@ impl LocalSite {
         }
     }
 
-    /// Graceful stop of host `i`: SIGTERM to the agent, which stops etcd.
-    pub fn stop_host(&mut self, i: usize, grace: Duration) {
-        let h = &mut self.hosts[i];
-        if let Some(mut child) = h.agent.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                signal(pid, Signal::SIGTERM);
-            }
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     /// Kills everything this site started.
     pub fn kill_all(&mut self) {
         for i in 0..self.hosts.len() {
