@@ -302,8 +302,13 @@ fn a_host_cut_off_with_a_working_fence_never_powers_off_the_majority() -> anyhow
             site.root.display()
         );
         assert!(
-            log.contains("no strict majority of votes"),
+            log.contains("no strict majority of votes: 1 of 4"),
             "the cut-off host says why it waits; logs in {}",
+            site.root.display()
+        );
+        assert!(
+            log.contains("and run the command: edgeplane recover --config"),
+            "the cut-off host prints the operator's command; logs in {}",
             site.root.display()
         );
         assert!(healed_ok, "the site did not heal; logs in {}", site.root.display());

@@ -269,6 +269,9 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         RebuildDecision::Wait(w) => {
             let reason = w.reason();
             doc.state = wait_sentence(&w, &lost, fresh_name.as_deref(), &no_data);
+            if let (Wait::NoVoteMajority { .. }, Some(c)) = (&w, &command) {
+                doc.state.push_str(&format!(": {c}"));
+            }
             // Once per reason, not once per tick.
             if agent.recovery.doc.wait != Some(reason) {
                 tracing::warn!("Quorum lost, not rebuilding: {}", doc.state);
