@@ -118,6 +118,8 @@ pub struct RawRecovery {
     pub fence_command: Option<Vec<String>>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub quorum_loss_window: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub self_fence_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

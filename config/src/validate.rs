@@ -577,6 +577,14 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
         }
     }
     c.positive("recovery.quorum_loss_window", r.quorum_loss_window);
+    c.positive("recovery.self_fence_after", r.self_fence_after);
+    if r.self_fence_after >= r.quorum_loss_window {
+        c.error_at(
+            "recovery.self_fence_after",
+            &["recovery.self_fence_after", "recovery.quorum_loss_window"],
+            "must be shorter than recovery.quorum_loss_window: a voter cut off from the vote majority must stop serving before the other side may fence it and rebuild",
+        );
+    }
     if !r.quorum_loss_window.is_zero() && r.quorum_loss_window < cfg.etcd.election_timeout {
         c.warn(
             "recovery.quorum_loss_window",

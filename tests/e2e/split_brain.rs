@@ -244,7 +244,9 @@ fn a_peer_claiming_a_newer_epoch_never_makes_a_healthy_majority_drop_its_data() 
 /// nobody disagrees, and before the fix it powered off host-1 and host-2
 /// and rebuilt epoch 1 from its own copy; every write the healthy majority
 /// acknowledged during the cut was lost. With votes it has 1 of 4 (a
-/// strict majority is 3): it waits, and says why.
+/// strict majority is 3): it waits, and says why. And it self-fences: the
+/// 3 nodes it cannot see may rebuild, so it stops its etcd within
+/// `recovery.self_fence_after` and starts it again once the link heals.
 #[test]
 fn a_host_cut_off_with_a_working_fence_never_powers_off_the_majority() -> anyhow::Result<()> {
     if !root_or_skip("network namespaces") {
@@ -272,10 +274,20 @@ fn a_host_cut_off_with_a_working_fence_never_powers_off_the_majority() -> anyhow
 
         let cut = std::time::Instant::now();
         site.set_link(false)?;
+        // Self-fence: host-3 sees 1 agent of 4; the 3 it cannot see are a
+        // strict majority that may fence it and rebuild, so it stops its
+        // etcd after recovery.self_fence_after (1 s: half the 2 s window).
+        let mut self_fenced_after = None;
         // Detection, the quorum-loss window, two looks, the fences and a
         // rebuild all fit in this (before the fix host-3 had rebuilt after
         // about 8 s).
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        while cut.elapsed() < Duration::from_secs(20) {
+            if self_fenced_after.is_none() && site.hosts[2].etcd_pid().is_none() {
+                self_fenced_after = Some(cut.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stayed_fenced = site.hosts[2].etcd_pid().is_none();
         let healed = std::time::Instant::now();
         let off: Vec<usize> = (0..4).filter(|&i| site.powered_off(i)).collect();
         let log = std::fs::read_to_string(site.hosts[2].dir.join("agent.log"))?;
@@ -292,7 +304,8 @@ fn a_host_cut_off_with_a_working_fence_never_powers_off_the_majority() -> anyhow
         let lost = writer.lost(&site.client_urls()).await.unwrap_or(usize::MAX);
         eprintln!(
             "cut-off host with a working fence: powered off {off:?}, rebuilt {rebuilt}, \
-             {during_cut} writes acknowledged during the cut, {lost} of {} acknowledged writes lost",
+             {during_cut} writes acknowledged during the cut, {lost} of {} acknowledged writes lost; \
+             host-3 self-fenced (etcd stopped) {self_fenced_after:?} after the cut",
             writer.acked_count()
         );
         assert!(
@@ -311,7 +324,21 @@ fn a_host_cut_off_with_a_working_fence_never_powers_off_the_majority() -> anyhow
             "the cut-off host prints the operator's command; logs in {}",
             site.root.display()
         );
+        // Bounded by agent-failure detection plus self_fence_after; the
+        // bound here is only a hang guard.
+        assert!(
+            self_fenced_after.is_some_and(|t| t < Duration::from_secs(15)) && stayed_fenced,
+            "host-3 stops its etcd while the unseen majority may rebuild ({self_fenced_after:?}, still stopped: {stayed_fenced}); logs in {}",
+            site.root.display()
+        );
+        assert!(log.contains("Self-fence: only 1 of 4"), "logs in {}", site.root.display());
         assert!(healed_ok, "the site did not heal; logs in {}", site.root.display());
+        let log = std::fs::read_to_string(site.hosts[2].dir.join("agent.log"))?;
+        assert!(
+            log.contains("Self-fence lifted"),
+            "host-3 serves again once it sees a majority; logs in {}",
+            site.root.display()
+        );
         assert!(
             during_cut > 20,
             "the majority kept accepting writes during the cut ({during_cut})"

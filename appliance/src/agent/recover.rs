@@ -269,7 +269,13 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         RebuildDecision::Wait(w) => {
             let reason = w.reason();
             doc.state = wait_sentence(&w, &lost, fresh_name.as_deref(), &no_data);
-            if let (Wait::NoVoteMajority { .. }, Some(c)) = (&w, &command) {
+            if let Wait::NoVoteMajority { .. } = &w {
+                let c = command.clone().unwrap_or_else(|| {
+                    format!(
+                        "edgeplane recover --config {} --from HOST --confirm (HOST: the survivor with the freshest data)",
+                        config_path.display()
+                    )
+                });
                 doc.state.push_str(&format!(": {c}"));
             }
             // Once per reason, not once per tick.

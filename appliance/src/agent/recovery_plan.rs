@@ -24,6 +24,12 @@
 //!   it used to power off the healthy majority and rebuild from its own copy.
 //!   An agent names one host at a time, and two strict majorities of the
 //!   same nodes always share one, so two sides of a cut never both rebuild.
+//! - Self-fence: under policy `fenced`, a voter whose unseen nodes (agents
+//!   that do not answer) are a strict majority of the configured nodes may
+//!   be fenced by the other side and rebuilt over, so it stops its etcd
+//!   after `recovery.self_fence_after` (shorter than the other side's
+//!   quorum-loss window) and serves again once it sees a majority. Where
+//!   the unseen nodes are not a majority it never stops ([`decide_self_fence`]).
 //! - A host whose own cluster has a leader never abandons it because a peer
 //!   reports a newer epoch or another cluster: two live clusters are a
 //!   split-brain alarm for a human, and no data moves while it stands.
@@ -305,6 +311,23 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
             None => Wait::NoData,
         });
     }
+    // Fewer agents answer than a strict majority: no rebuild can rest on a
+    // majority of votes from here, whoever is the freshest (this host's own
+    // etcd may even be stopped by its self-fence).
+    let needed = majority(v.hosts.len());
+    let answering = v
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| *i == v.me || h.agent_answers)
+        .count();
+    if answering < needed {
+        return RebuildDecision::Wait(Wait::NoVoteMajority {
+            votes: votes_for_me(v),
+            needed,
+            of: v.hosts.len(),
+        });
+    }
     if !me_freshest {
         return RebuildDecision::Wait(match fresh {
             Some(i) => Wait::OtherRebuilds(v.hosts[i].name.clone()),
@@ -319,7 +342,6 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
         return RebuildDecision::Wait(Wait::OthersDisagree(disagree));
     }
     let votes = votes_for_me(v);
-    let needed = majority(v.hosts.len());
     if votes.len() < needed {
         return RebuildDecision::Wait(Wait::NoVoteMajority {
             votes,
@@ -345,6 +367,52 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
         fence,
         votes,
         operator: false,
+    }
+}
+
+/// What [`decide_self_fence`] looks at.
+#[derive(Debug, Clone)]
+pub struct SelfFenceView {
+    pub policy: QuorumLossPolicy,
+    /// This host is a voter of the last membership it recorded.
+    pub is_voter: bool,
+    /// Configured nodes (one vote each).
+    pub nodes: usize,
+    /// Nodes whose agent answers, this host included.
+    pub seen: usize,
+    /// How long the unseen nodes have been a strict majority (`None`: they
+    /// are not now).
+    pub unseen_majority_for: Option<std::time::Duration>,
+    pub after: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfFence {
+    /// Keep (or start) serving.
+    Serve,
+    /// The unseen nodes are a majority, not yet for `after`.
+    Pending,
+    /// Stop etcd (and keep it stopped): the other side may rebuild.
+    Stop,
+}
+
+/// Whether the nodes this host cannot see are a strict majority.
+pub fn unseen_majority(nodes: usize, seen: usize) -> bool {
+    2 * nodes.saturating_sub(seen) > nodes
+}
+
+/// Whether this voter stops serving; see the module doc.
+pub fn decide_self_fence(v: &SelfFenceView) -> SelfFence {
+    if v.policy != QuorumLossPolicy::Fenced
+        || !v.is_voter
+        || !unseen_majority(v.nodes, v.seen.max(1))
+    {
+        return SelfFence::Serve;
+    }
+    match v.unseen_majority_for {
+        Some(t) if t >= v.after => SelfFence::Stop,
+        _ => SelfFence::Pending,
     }
 }
 
@@ -688,6 +756,70 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// A voter stops only when the nodes it cannot see are a strict
+        /// majority, for `after`, under policy fenced; never otherwise (a
+        /// 2|2 split keeps raft's behaviour).
+        #[test]
+        fn self_fence_only_when_the_unseen_are_a_majority(
+            nodes in 1usize..8,
+            seen in 0usize..9,
+            is_voter in any::<bool>(),
+            fenced in proptest::bool::weighted(0.8),
+            for_ms in proptest::option::of(0u64..20_000),
+            after_ms in 0u64..20_000,
+        ) {
+            let v = SelfFenceView {
+                policy: if fenced { QuorumLossPolicy::Fenced } else { QuorumLossPolicy::Manual },
+                is_voter,
+                nodes,
+                seen,
+                unseen_majority_for: for_ms.map(std::time::Duration::from_millis),
+                after: std::time::Duration::from_millis(after_ms),
+            };
+            let d = decide_self_fence(&v);
+            let unseen = nodes.saturating_sub(seen.max(1));
+            if d == SelfFence::Stop {
+                prop_assert!(2 * unseen > nodes && is_voter && fenced);
+                prop_assert!(for_ms.is_some_and(|t| t >= after_ms));
+            }
+            if 2 * unseen <= nodes {
+                prop_assert_eq!(d, SelfFence::Serve);
+            }
+        }
+
+        /// Over any cut of one moment: a host that may rebuild (a strict
+        /// majority of votes) never self-fences, and every voter on the
+        /// other side that sees nobody of that majority does, once `after`
+        /// has passed.
+        #[test]
+        fn the_side_that_may_rebuild_never_self_fences(w in arb_world()) {
+            let seen = |i: usize| (0..w.n).filter(|&j| w.sees[i][j]).count();
+            let fence_view = |i: usize| SelfFenceView {
+                policy: QuorumLossPolicy::Fenced,
+                is_voter: true,
+                nodes: w.n,
+                seen: seen(i),
+                unseen_majority_for: unseen_majority(w.n, seen(i)).then_some(std::time::Duration::from_secs(9)),
+                after: std::time::Duration::from_secs(5),
+            };
+            for me in 0..w.n {
+                if matches!(decide_rebuild(&w.view(me)), RebuildDecision::Rebuild { .. }) {
+                    prop_assert_eq!(decide_self_fence(&fence_view(me)), SelfFence::Serve);
+                    for other in 0..w.n {
+                        let sees_majority_side = (0..w.n).any(|j| w.sees[other][j] && w.sees[me][j]);
+                        if !sees_majority_side {
+                            prop_assert_eq!(decide_self_fence(&fence_view(other)), SelfFence::Stop,
+                                "h{} cannot see the side of h{} that rebuilds: {:?}", other + 1, me + 1, w);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_generated_worlds_reach_rebuilds() {
         use proptest::strategy::ValueTree;
@@ -946,10 +1078,12 @@ mod tests {
             backing_off: false,
             request: None,
         };
-        assert_eq!(
-            decide_rebuild(&v),
-            RebuildDecision::Wait(Wait::MembershipUnknown)
-        );
+        let alone = RebuildDecision::Wait(Wait::NoVoteMajority {
+            votes: vec!["h3".into()],
+            needed: 3,
+            of: 4,
+        });
+        assert_eq!(decide_rebuild(&v), alone);
         v.known_voters = Some(vec!["h1".into(), "h2".into(), "h3".into()]);
         assert_eq!(
             decide_rebuild(&v),
@@ -967,6 +1101,13 @@ mod tests {
         };
         v.hosts[3] = voter("h4");
         v.hosts.push(voter("h5"));
+        // With the votes but without the membership: no rebuild either.
+        let known = v.known_voters.take();
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Wait(Wait::MembershipUnknown)
+        );
+        v.known_voters = known;
         assert_eq!(
             decide_rebuild(&v),
             RebuildDecision::Rebuild {

@@ -530,6 +530,25 @@ fn warns_on_fenced_without_enough_votes_to_survive_a_quorum_loss() {
     );
 }
 
+/// A voter cut off from the vote majority must stop serving before the
+/// other side's window ends (it may then fence it and rebuild).
+#[test]
+fn self_fence_after_must_be_shorter_than_the_quorum_loss_window() {
+    expect(
+        &edge("[recovery]\nquorum_loss_window = \"10s\"\nself_fence_after = \"10s\"\n"),
+        Error,
+        "recovery.self_fence_after",
+        "shorter than recovery.quorum_loss_window",
+    );
+    assert!(
+        problems(&edge(
+            "[recovery]\nquorum_loss_window = \"10s\"\nself_fence_after = \"4s\"\n"
+        ))
+        .iter()
+        .all(|p| !p.is_error())
+    );
+}
+
 #[test]
 fn warns_on_fence_command_without_host() {
     expect(
