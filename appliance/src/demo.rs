@@ -725,8 +725,11 @@ async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
         "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{{root}}/fence.sh\", \"{{host}}\"]\nquorum_loss_window = \"{}s\"\n",
         window.as_secs()
     );
-    n.say("Recovery bench: 4-host loopback site (3 voters + 1 standby), policy fenced.");
-    let (mut site, _) = start_site(4, 3, false, Some(extra)).await?;
+    // 5 hosts: after losing 2 voters, the survivor, the standby and the
+    // spare are 3 of 5 votes, the strict majority an automatic rebuild needs
+    // (4 hosts would leave 2 of 4, and the survivors would wait for a human).
+    n.say("Recovery bench: 5-host loopback site (3 voters + 1 standby + 1 spare), policy fenced.");
+    let (mut site, _) = start_site(5, 3, false, Some(extra)).await?;
     // One writer through the kills: the loss figure covers the writes in
     // flight when two voters die, not only those long settled.
     let mut writer = Writer::start(site.client_urls(), "rec");

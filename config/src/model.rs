@@ -149,6 +149,12 @@ pub struct Recovery {
     /// How long a majority of voters must be unreachable to call it quorum loss.
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub quorum_loss_window: Duration,
+    /// Policy `fenced`: a voter that cannot see the agents of a strict
+    /// majority of the configured nodes (so the other side may rebuild)
+    /// stops its etcd after this long, before the other side's window and
+    /// fence can end.
+    #[serde(serialize_with = "crate::units::ser_duration")]
+    pub self_fence_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -147,6 +147,7 @@ pub fn defaults(profile: Profile) -> Config {
             fence_command: Vec::new(),
             fence_environment_file: None,
             quorum_loss_window: pick(secs(10), secs(30)),
+            self_fence_after: pick(secs(5), secs(15)),
         },
         defrag: Defrag {
             enabled: true,
@@ -289,6 +290,12 @@ pub fn resolve(raw: RawConfig) -> Config {
         quorum_loss_window: r
             .quorum_loss_window
             .unwrap_or(d.recovery.quorum_loss_window),
+        // Half the window unless set: well inside the other side's window.
+        self_fence_after: r.self_fence_after.unwrap_or_else(|| {
+            r.quorum_loss_window
+                .map(|w| w / 2)
+                .unwrap_or(d.recovery.self_fence_after)
+        }),
     };
 
     let f = raw.defrag;

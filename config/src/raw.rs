@@ -121,6 +121,8 @@ pub struct RawRecovery {
     pub fence_environment_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub quorum_loss_window: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub self_fence_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -520,6 +520,23 @@ fn paths(c: &mut Checker<'_>, cfg: &Config) {
     }
 }
 
+/// How many more voting nodes a site of `nodes` configured nodes with
+/// `voters` etcd voters needs so that, after the loss policy `fenced` is
+/// for (the fewest voters whose loss is a quorum loss), the rest are still a
+/// strict majority of the votes (one per configured node); `None` when it
+/// has enough. The agents rebuild by themselves only with such a majority.
+pub fn fenced_vote_shortfall(nodes: usize, voters: usize) -> Option<usize> {
+    let voters = voters.min(nodes);
+    let lost = voters - voters / 2;
+    // Each added node adds a vote that survives: (n + k) - lost > (n + k) / 2.
+    (0..=nodes + 1)
+        .find(|k| {
+            let n = nodes + k;
+            n - lost > n / 2
+        })
+        .filter(|k| *k > 0)
+}
+
 fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
     let s = &cfg.snapshots;
     if s.enabled {
@@ -541,10 +558,20 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
                 &["recovery.fence_command", "recovery.quorum_loss_policy"],
                 "quorum_loss_policy = \"fenced\" needs a fence_command that powers off a lost host and exits 0 only once it is off",
             );
-        } else if cfg.nodes.len() == 2 {
+        } else if let Some(short) = fenced_vote_shortfall(cfg.nodes.len(), cfg.cluster.voters) {
             c.warn(
                 "recovery.quorum_loss_policy",
-                "fenced recovery on a 2-host site: a network cut between the hosts looks like quorum loss, so the standby rebuilds the cluster whenever the fence command succeeds; make sure it really powers the other host off",
+                format!(
+                    "fenced recovery cannot happen by itself here: with {} voter(s) a quorum loss is losing {}, \
+                     which leaves {} of {} votes (one per configured node), and an automatic rebuild needs a strict majority ({}), so the \
+                     survivors wait and print the command (a network cut must never let a minority with a working \
+                     fence power off the majority); add {short} more host(s) that run the agent, or use policy manual",
+                    cfg.cluster.voters,
+                    cfg.cluster.voters - cfg.cluster.voters / 2,
+                    cfg.nodes.len() - (cfg.cluster.voters - cfg.cluster.voters / 2),
+                    cfg.nodes.len(),
+                    cfg.nodes.len() / 2 + 1
+                ),
             );
         }
     }
@@ -566,6 +593,14 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
         c.absolute("recovery.fence_environment_file", p);
     }
     c.positive("recovery.quorum_loss_window", r.quorum_loss_window);
+    c.positive("recovery.self_fence_after", r.self_fence_after);
+    if r.self_fence_after >= r.quorum_loss_window {
+        c.error_at(
+            "recovery.self_fence_after",
+            &["recovery.self_fence_after", "recovery.quorum_loss_window"],
+            "must be shorter than recovery.quorum_loss_window: a voter cut off from the vote majority must stop serving before the other side may fence it and rebuild",
+        );
+    }
     if !r.quorum_loss_window.is_zero() && r.quorum_loss_window < cfg.etcd.election_timeout {
         c.warn(
             "recovery.quorum_loss_window",

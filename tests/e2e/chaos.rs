@@ -70,8 +70,10 @@ enum Kind {
     /// One host's buffer tmpfs filled by a ballast file during a region
     /// outage, then freed.
     DiskFill,
-    /// Two of the three voters powered off together (policy `fenced`: the
-    /// survivors fence them and rebuild); powered on again later.
+    /// Two of the three voters powered off together (policy `fenced`; the
+    /// 2 survivors are 2 of 4 votes, not a strict majority, so they wait
+    /// rather than fence and rebuild); powered on again later, the old
+    /// cluster resumes.
     QuorumLoss,
     /// The isolated host cut off, and its agent SIGKILLed and restarted
     /// while it is cut off (issue 14 §1), then the link healed.

@@ -67,6 +67,18 @@ mod contract {
         pub from_applied_index: Option<u64>,
         pub lost_hosts: Vec<String>,
         pub note: String,
+        pub votes: Vec<Vote>,
+        pub votes_needed: usize,
+        pub agent_waits: Option<String>,
+        pub agent_state: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct Vote {
+        pub voter: String,
+        #[serde(rename = "for")]
+        pub for_host: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -759,7 +771,8 @@ fn diag_answers_live_then_last_known_then_with_damaged_state() -> anyhow::Result
 }
 
 /// Quorum loss: two of three voters killed. The first line says so and names
-/// the exact recovery command with the freshest surviving host.
+/// the exact recovery command with the freshest surviving host; the votes
+/// (who names whom the freshest) and why the agent waits are shown.
 #[test]
 fn quorum_loss_is_the_first_line_with_the_recovery_command() -> anyhow::Result<()> {
     rt().block_on(async {
@@ -780,7 +793,10 @@ fn quorum_loss_is_the_first_line_with_the_recovery_command() -> anyhow::Result<(
         let st: Status = loop {
             let run = diag(&["status", "--json"], &cfg)?;
             let st: Status = parse(&run, "status (quorum lost)");
-            if st.verdict == "quorum-lost" {
+            // Once the agent too has seen the loss for its window.
+            if st.verdict == "quorum-lost"
+                && st.recovery.as_ref().is_some_and(|r| r.agent_waits.is_some())
+            {
                 assert_eq!(run.code, 2);
                 break st;
             }
@@ -800,7 +816,35 @@ fn quorum_loss_is_the_first_line_with_the_recovery_command() -> anyhow::Result<(
             r.lost_hosts,
             vec!["host-1".to_string(), "host-2".to_string()]
         );
+        // Policy manual: the agent waits for a human. The votes: host-3's
+        // agent names itself; host-1 and host-2 do not answer.
+        assert_eq!(r.agent_waits.as_deref(), Some("human"), "{r:?}");
+        assert_eq!(r.votes_needed, 2);
+        let vote = |voter: &str, for_host: Option<&str>| contract::Vote {
+            voter: voter.into(),
+            for_host: for_host.map(str::to_string),
+        };
+        assert_eq!(
+            r.votes,
+            [
+                vote("host-1", None),
+                vote("host-2", None),
+                vote("host-3", Some("host-3"))
+            ]
+        );
         let human = diag(&["status"], &cfg)?;
+        assert!(
+            human.stdout.contains(
+                "Votes (2 of 3 needed for an automatic rebuild): host-1 -> (no answer), host-2 -> (no answer), host-3 -> host-3"
+            ),
+            "{}",
+            human.stdout
+        );
+        assert!(
+            human.stdout.contains("This host's agent: waiting for a human"),
+            "{}",
+            human.stdout
+        );
         let first = human.stdout.lines().next().unwrap_or_default().to_string();
         assert!(first.starts_with("QUORUM LOST"), "{first}");
         let want = format!(

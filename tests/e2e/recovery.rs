@@ -1,8 +1,10 @@
 //! Quorum loss: two of three voters SIGKILLed. With policy `fenced` the
 //! freshest survivor fences the lost hosts and rebuilds in a new epoch by
-//! itself; with `manual` it waits, says what to run, and `edgeplane recover`
-//! does it. Every write acknowledged before the loss survives; the killed
-//! hosts come back as standbys of the new epoch.
+//! itself, when it has a strict majority of votes (one per configured node:
+//! the fenced site has 5 hosts, so 3 survive); with `manual`, or without
+//! that majority, it waits, says what to run, and `edgeplane recover` does
+//! it. Every write acknowledged before the loss survives; the killed hosts
+//! come back as standbys of the new epoch.
 
 use std::time::{Duration, Instant};
 
@@ -10,13 +12,13 @@ use edgeplane_tests::{
     HANG, LocalSite, SiteSpec, Writer, assert_no_acked_write_lost, edgeplane_bin, rt,
 };
 
-async fn site(policy: &str) -> anyhow::Result<LocalSite> {
-    let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+async fn site(policy: &str, hosts: usize) -> anyhow::Result<LocalSite> {
+    let mut spec = SiteSpec::new(hosts, 3, edgeplane_bin());
     spec.extra_toml.push_str(&format!(
         "\n[recovery]\nquorum_loss_policy = \"{policy}\"\nfence_command = [\"{{root}}/fence.sh\", \"{{host}}\"]\nquorum_loss_window = \"2s\"\n"
     ));
     let mut site = LocalSite::create(spec, false)?;
-    for i in 0..4 {
+    for i in 0..hosts {
         site.start_agent(i)?;
     }
     assert!(
@@ -134,7 +136,9 @@ async fn heal_killed(site: &mut LocalSite, victims: &[usize]) {
 fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes()
 -> anyhow::Result<()> {
     rt().block_on(async {
-        let mut site = site("fenced").await?;
+        // 3 voters, a standby and a spare: after losing 2 voters, 3 of 5
+        // agents vote (a 4-host site would have 2 of 4 and wait).
+        let mut site = site("fenced", 5).await?;
         let writer = write_then_settle(&site).await?;
         // A watcher (a Kubernetes watch cache) that has seen every revision so far.
         let seen = site_revision(&site).await?;
@@ -164,7 +168,7 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
         // The survivors moved to epoch 1.
         let epochs: Vec<u64> = {
             let mut v = Vec::new();
-            for i in 0..4 {
+            for i in 0..site.hosts.len() {
                 if let Some(doc) = site.agent_status(i).await {
                     v.push(doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0));
                 }
@@ -183,7 +187,7 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
         // Regression (found here): both survivors saw themselves as freshest
         // (a learner still applying) and both rebuilt, fencing each other.
         let mut rebuilds = 0;
-        for i in 0..4 {
+        for i in 0..site.hosts.len() {
             if let Some(doc) = site.agent_status(i).await
                 && let Some(ops) = doc.pointer("/journal/recent").and_then(|r| r.as_array())
             {
@@ -201,7 +205,7 @@ fn fenced_quorum_loss_rebuilds_automatically_without_losing_acknowledged_writes(
 #[test]
 fn manual_quorum_loss_waits_prints_the_command_and_recover_rebuilds() -> anyhow::Result<()> {
     rt().block_on(async {
-        let mut site = site("manual").await?;
+        let mut site = site("manual", 4).await?;
         let writer = write_then_settle(&site).await?;
         let victims = lose_quorum(&mut site).await;
         let survivor = (0..4).find(|i| !victims.contains(i)).unwrap_or(0);
@@ -258,10 +262,14 @@ fn manual_quorum_loss_waits_prints_the_command_and_recover_rebuilds() -> anyhow:
 }
 
 /// 2-host site (1 voter + 1 standby), policy fenced: losing the voter is
-/// quorum loss; the standby's data (a learner's db, restored with
-/// `--skip-hash-check`) becomes the new cluster by itself.
+/// quorum loss, but the standby has 1 vote of 2, not a strict majority
+/// (exactly what it would see if only the link between the hosts were cut),
+/// so it does not rebuild by itself: it says why and prints the command. The
+/// operator runs it; the standby's data (a learner's db, restored with
+/// `--skip-hash-check`) becomes the new cluster.
 #[test]
-fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result<()> {
+fn two_host_site_fenced_waits_for_a_vote_majority_and_the_command_rebuilds_from_the_standby()
+-> anyhow::Result<()> {
     rt().block_on(async {
         let mut spec = SiteSpec::new(2, 1, edgeplane_bin());
         spec.extra_toml.push_str(
@@ -274,6 +282,43 @@ fn two_host_site_fenced_standby_data_becomes_the_new_cluster() -> anyhow::Result
         assert!(site.wait_full_strength(1, HANG).await, "site did not bootstrap; logs in {}", site.root.display());
         let writer = write_then_settle(&site).await?;
         site.kill_host(0);
+        let t0 = Instant::now();
+        let doc = loop {
+            if let Some(doc) = site.agent_status(1).await
+                && doc.pointer("/recovery/wait").and_then(|w| w.as_str()) == Some("no_vote_majority")
+            {
+                break doc;
+            }
+            assert!(t0.elapsed() < HANG, "the standby never said it lacks a vote majority; logs in {}", site.root.display());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(doc["recovery"]["votes_needed"], 2, "{doc}");
+        assert_eq!(
+            doc["recovery"]["votes"],
+            serde_json::json!([{"voter": "host-1", "for": null}, {"voter": "host-2", "for": "host-2"}]),
+            "{doc}"
+        );
+        let command = doc
+            .pointer("/recovery/command")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(command.contains("--from host-2") && command.contains("--confirm"), "{command}");
+        // Several more looks: it stays in epoch 0 and fences nobody.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let doc = site.agent_status(1).await.unwrap_or_default();
+        assert_eq!(doc["epoch"], 0, "no automatic rebuild without a vote majority: {doc}");
+        assert!(!site.powered_off(0), "nobody was fenced");
+        let out = std::process::Command::new(edgeplane_bin())
+            .args(["recover", "--confirm", "--from", "host-2", "--config"])
+            .arg(&site.hosts[1].config_path)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "recover failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         wait_writable(&site).await;
         assert_no_acked_write_lost(&writer, &site.client_urls(), .., "the standby had every acknowledged write").await?;
         let epoch = site.agent_status(1).await.and_then(|d| d.get("epoch").and_then(|e| e.as_u64()));
@@ -352,7 +397,7 @@ fn recover_cmd(
 fn recover_from_a_snapshot_file_refuses_a_corrupt_one_and_rebuilds_the_site() -> anyhow::Result<()>
 {
     rt().block_on(async {
-        let mut site = site("manual").await?;
+        let mut site = site("manual", 4).await?;
         let (voters, learners) = site.roles().await.unwrap_or_default();
         let survivor = *learners
             .first()

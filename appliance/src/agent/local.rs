@@ -53,6 +53,11 @@ pub struct Agent {
     last_join_attempt: Option<Instant>,
     /// Since when no member reachable from here reports a leader.
     quorum_suspect_since: Option<Instant>,
+    /// Since when the configured nodes whose agents do not answer are a
+    /// strict majority (see `recovery_plan::decide_self_fence`).
+    unseen_majority_since: Option<Instant>,
+    /// This voter stopped its etcd because the other side may rebuild.
+    pub self_fenced: bool,
     pub recovery: super::recover::Recovery,
     pub defrag: super::defrag::DefragState,
     pub snapshots: super::snapshots::SnapshotState,
@@ -184,6 +189,8 @@ impl Agent {
             waiting: None,
             last_join_attempt: None,
             quorum_suspect_since: None,
+            unseen_majority_since: None,
+            self_fenced: false,
             recovery: super::recover::Recovery::default(),
             defrag: super::defrag::DefragState::default(),
             snapshots: super::snapshots::SnapshotState::default(),
@@ -422,6 +429,9 @@ impl Agent {
             EpochDecision::SplitBrain { others } => Some(others.clone()),
             _ => None,
         });
+        if self.self_fence().await {
+            return;
+        }
         if self.etcd.running() {
             self.waiting = None;
             match epoch {
@@ -466,6 +476,74 @@ impl Agent {
             Ok(None) => {}
             Err(why) => self.waiting = Some(why),
         }
+    }
+
+    /// Self-fence (policy `fenced`): when the nodes this voter cannot see
+    /// are a strict majority for `recovery.self_fence_after`, the other side
+    /// may fence it and rebuild, so it stops its etcd (journalled first; no
+    /// journal, no stop) and keeps it stopped until it sees a majority
+    /// again. Returns whether etcd must stay stopped now.
+    async fn self_fence(&mut self) -> bool {
+        use super::recovery_plan::{SelfFence, SelfFenceView, decide_self_fence, unseen_majority};
+        let nodes = self.view.peers.len();
+        let seen = self
+            .view
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| *i == self.my_index || p.agent_doc.is_some())
+            .count();
+        if unseen_majority(nodes, seen) {
+            self.unseen_majority_since.get_or_insert_with(Instant::now);
+        } else {
+            self.unseen_majority_since = None;
+        }
+        let decision = decide_self_fence(&SelfFenceView {
+            policy: self.cfg.recovery.quorum_loss_policy,
+            is_voter: self
+                .known
+                .as_ref()
+                .is_some_and(|k| k.voters().contains(&self.me.name)),
+            nodes,
+            seen,
+            unseen_majority_for: self.unseen_majority_since.map(|t| t.elapsed()),
+            after: self.cfg.recovery.self_fence_after,
+        });
+        if decision != SelfFence::Stop {
+            if self.self_fenced {
+                tracing::warn!(
+                    "Self-fence lifted: {seen} of {nodes} agents answer again; starting etcd."
+                );
+                self.self_fenced = false;
+            }
+            return false;
+        }
+        let why = format!(
+            "only {seen} of {nodes} configured nodes' agents answer for over {:?}: the unseen nodes are a strict majority and may fence this host and rebuild",
+            self.cfg.recovery.self_fence_after
+        );
+        if self.etcd.running() {
+            match self.state.begin(OpKind::SelfFence, &self.me.name, &why) {
+                Err(e) => {
+                    tracing::error!(
+                        "Not self-fencing: could not journal it ({e}); etcd keeps running."
+                    );
+                    return false;
+                }
+                Ok(op) => {
+                    tracing::warn!("Self-fence: {why}; stopping etcd.");
+                    // Short grace: every write it acknowledges from here on
+                    // may be lost (etcd's WAL makes a kill safe for its data).
+                    self.etcd.stop(Duration::from_secs(1)).await;
+                    if let Err(e) = self.state.finish(op, Outcome::Done, "etcd stopped") {
+                        tracing::error!("Could not journal the self-fence outcome: {e}");
+                    }
+                }
+            }
+        }
+        self.self_fenced = true;
+        self.waiting = Some(format!("self-fenced: {why}"));
+        true
     }
 
     /// Whether this host's own cluster, healthy, lists members but not this

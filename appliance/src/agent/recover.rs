@@ -43,13 +43,13 @@
 //! so it is not done; the fence contract ("confirmed powered off") is what
 //! the automatic path relies on.
 //!
-//! Open, by the same contract: a fence that works *across* a LAN cut (a BMC
-//! on another network). A host cut off from the LAN sees nobody to disagree
-//! with, and its working fence would power off the healthy majority. The
-//! cure (an automatic rebuild needs a strict majority of agent votes, with an
-//! optional witness node, and self-fencing of the side without it) is not
-//! built yet; until then policy `fenced` is only as safe as its fence is
-//! in-band.
+//! Votes: a fence that works *across* a LAN cut (a BMC on another network)
+//! would let a host cut off from the LAN, which sees nobody to disagree
+//! with, power off the healthy majority. So an automatic rebuild also needs
+//! a strict majority of agent votes over the configured nodes (this host
+//! and every agent that answers and names it the freshest); a host without
+//! one waits, says why (`/status.recovery.wait = "no_vote_majority"`, the
+//! votes it sees) and offers the operator's command.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 use super::etcd::{has_member_data, move_aside, write_atomic};
 use super::local::Agent;
 use super::recovery_plan::{
-    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Wait,
+    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Vote, Wait, WaitReason,
 };
 use super::state::{KnownMembership, OpKind, Outcome};
 
@@ -124,6 +124,15 @@ pub struct RecoveryDoc {
     pub command: Option<String>,
     /// What the agent is doing or waiting for, in a sentence.
     pub state: String,
+    /// Why it waits (typed), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitReason>,
+    /// Every configured node's vote as this host sees it: who names whom
+    /// the freshest (`for` is null when its agent does not answer).
+    pub votes: Vec<Vote>,
+    /// Votes an automatic rebuild needs: a strict majority of the
+    /// configured nodes.
+    pub votes_needed: usize,
 }
 
 /// Recovery bookkeeping kept by the agent between ticks.
@@ -228,6 +237,9 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         freshest: fresh_name.clone(),
         command: command.clone(),
         state: String::new(),
+        wait: None,
+        votes: recovery_plan::votes(&view),
+        votes_needed: recovery_plan::majority(view.hosts.len()),
     };
     // No survivor's etcd answers. A snapshot loses the writes made after it,
     // and an etcd that is only slow to start still has them, so this is a
@@ -252,24 +264,22 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             return;
         }
         RebuildDecision::Wait(w) => {
-            doc.state = match w {
-                Wait::MembershipUnknown => "waiting: this host never recorded the cluster's membership, \
-                     so it cannot tell which voters to fence; no automatic rebuild (an operator can run the command)"
-                    .into(),
-                Wait::Human => format!(
-                    "waiting for a human: power off the lost hosts ({}), then run the command (rebuilds from {})",
-                    lost.join(", "),
-                    fresh_name.as_deref().unwrap_or("?")
-                ),
-                Wait::OtherRebuilds(h) => format!("waiting: {h} has the freshest data and rebuilds"),
-                Wait::NoData => no_data(),
-                Wait::NotSettled => "waiting: this host has the freshest data; confirming on the next look".into(),
-                Wait::OthersDisagree(hosts) => format!(
-                    "waiting: the other survivors ({}) do not yet agree that this host has the freshest data",
-                    hosts.join(", ")
-                ),
-                Wait::BackingOff => "waiting before the next recovery attempt".into(),
-            };
+            let reason = w.reason();
+            doc.state = wait_sentence(&w, &lost, fresh_name.as_deref(), &no_data);
+            if let Wait::NoVoteMajority { .. } = &w {
+                let c = command.clone().unwrap_or_else(|| {
+                    format!(
+                        "edgeplane recover --config {} --from HOST --confirm (HOST: the survivor with the freshest data)",
+                        config_path.display()
+                    )
+                });
+                doc.state.push_str(&format!(": {c}"));
+            }
+            // Once per reason, not once per tick.
+            if agent.recovery.doc.wait != Some(reason) {
+                tracing::warn!("Quorum lost, not rebuilding: {}", doc.state);
+            }
+            doc.wait = Some(reason);
             agent.recovery.doc = doc;
             return;
         }
@@ -282,7 +292,21 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             agent.recovery.doc = doc;
             return;
         }
-        RebuildDecision::Rebuild { fence, .. } => fence,
+        RebuildDecision::Rebuild {
+            fence,
+            votes,
+            operator,
+        } => {
+            if !operator {
+                tracing::warn!(
+                    "Quorum lost: {} of {} votes name this host the freshest ({}).",
+                    votes.len(),
+                    view.hosts.len(),
+                    votes.join(", ")
+                );
+            }
+            fence
+        }
     };
     let source = match requested.as_ref().and_then(|r| r.snapshot.clone()) {
         Some(file) => Source::Snapshot(file),
@@ -345,6 +369,43 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         }
     }
     agent.recovery.doc = doc;
+}
+
+/// What the agent waits for, in a sentence (`/status.recovery.state`).
+fn wait_sentence(
+    w: &Wait,
+    lost: &[String],
+    fresh_name: Option<&str>,
+    no_data: &dyn Fn() -> String,
+) -> String {
+    match w {
+        Wait::MembershipUnknown => "waiting: this host never recorded the cluster's membership, \
+             so it cannot tell which voters to fence; no automatic rebuild (an operator can run the command)"
+            .into(),
+        Wait::Human => format!(
+            "waiting for a human: power off the lost hosts ({}), then run the command (rebuilds from {})",
+            lost.join(", "),
+            fresh_name.unwrap_or("?")
+        ),
+        Wait::OtherRebuilds(h) => format!("waiting: {h} has the freshest data and rebuilds"),
+        Wait::NoData => no_data(),
+        Wait::NotSettled => {
+            "waiting: this host has the freshest data; confirming on the next look".into()
+        }
+        Wait::OthersDisagree(hosts) => format!(
+            "waiting: the other survivors ({}) do not yet agree that this host has the freshest data",
+            hosts.join(", ")
+        ),
+        Wait::BackingOff => "waiting before the next recovery attempt".into(),
+        Wait::NoVoteMajority { votes, needed, of } => format!(
+            "waiting: no strict majority of votes: {} of {of} configured nodes name this host the freshest ({}), \
+             an automatic rebuild needs {needed}; the nodes it cannot see may be a live majority across a network cut. \
+             If they are really down, power off the lost hosts ({}) and run the command",
+            votes.len(),
+            votes.join(", "),
+            lost.join(", ")
+        ),
+    }
 }
 
 /// Fences every host in `hosts`, one journal record for the attempt

@@ -17,6 +17,19 @@
 //! - An automatic rebuild happens only when every voter of that membership
 //!   is this host, a reachable survivor that names this host the freshest,
 //!   or a host fenced in this attempt.
+//! - And only with a strict majority of *votes* over the site's configured
+//!   nodes: this host and every agent that answers and names this host the
+//!   freshest. A host cut off from the LAN sees nobody, so nobody disagrees;
+//!   with a fence that still works across the cut (a BMC on another network)
+//!   it used to power off the healthy majority and rebuild from its own copy.
+//!   An agent names one host at a time, and two strict majorities of the
+//!   same nodes always share one, so two sides of a cut never both rebuild.
+//! - Self-fence: under policy `fenced`, a voter whose unseen nodes (agents
+//!   that do not answer) are a strict majority of the configured nodes may
+//!   be fenced by the other side and rebuilt over, so it stops its etcd
+//!   after `recovery.self_fence_after` (shorter than the other side's
+//!   quorum-loss window) and serves again once it sees a majority. Where
+//!   the unseen nodes are not a majority it never stops ([`decide_self_fence`]).
 //! - A host whose own cluster has a leader never abandons it because a peer
 //!   reports a newer epoch or another cluster: two live clusters are a
 //!   split-brain alarm for a human, and no data moves while it stands.
@@ -114,6 +127,95 @@ pub enum Wait {
     OthersDisagree(Vec<String>),
     /// The last automatic attempt failed; waiting before the next.
     BackingOff,
+    /// This host and the agents that name it the freshest are not a strict
+    /// majority of the configured nodes: the nodes it cannot see may be a
+    /// live majority on the other side of a cut.
+    NoVoteMajority {
+        /// The votes for this host (this host first).
+        votes: Vec<String>,
+        /// A strict majority of `of`.
+        needed: usize,
+        /// The configured nodes (each has one vote).
+        of: usize,
+    },
+}
+
+/// [`Wait`] without its data, for `/status` and `diag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    MembershipUnknown,
+    Human,
+    OtherRebuilds,
+    NoData,
+    NotSettled,
+    OthersDisagree,
+    BackingOff,
+    NoVoteMajority,
+}
+
+impl Wait {
+    pub fn reason(&self) -> WaitReason {
+        match self {
+            Wait::MembershipUnknown => WaitReason::MembershipUnknown,
+            Wait::Human => WaitReason::Human,
+            Wait::OtherRebuilds(_) => WaitReason::OtherRebuilds,
+            Wait::NoData => WaitReason::NoData,
+            Wait::NotSettled => WaitReason::NotSettled,
+            Wait::OthersDisagree(_) => WaitReason::OthersDisagree,
+            Wait::BackingOff => WaitReason::BackingOff,
+            Wait::NoVoteMajority { .. } => WaitReason::NoVoteMajority,
+        }
+    }
+}
+
+/// One configured node's vote, as this host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub voter: String,
+    /// The host its agent names the freshest; `None`: its agent does not
+    /// answer (no vote).
+    #[serde(rename = "for")]
+    pub for_host: Option<String>,
+}
+
+/// The votes this host sees: its own (for the freshest it sees) and every
+/// configured node's whose agent answers, in config order.
+pub fn votes(v: &RebuildView) -> Vec<Vote> {
+    let fresh = freshest(&v.hosts).map(|i| v.hosts[i].name.clone());
+    v.hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Vote {
+            voter: h.name.clone(),
+            for_host: if i == v.me {
+                fresh.clone()
+            } else if h.agent_answers {
+                h.names_freshest.clone()
+            } else {
+                None
+            },
+        })
+        .collect()
+}
+
+/// A strict majority of `n` votes.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// The votes for this host: itself, and every other configured node whose
+/// agent answers and names it the freshest.
+pub fn votes_for_me(v: &RebuildView) -> Vec<String> {
+    let me = &v.hosts[v.me].name;
+    v.hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| {
+            *i == v.me || (h.agent_answers && h.names_freshest.as_deref() == Some(me.as_str()))
+        })
+        .map(|(_, h)| h.name.clone())
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +233,9 @@ pub enum RebuildDecision {
     /// Fence these hosts (all must succeed), then rebuild from this host.
     Rebuild {
         fence: Vec<String>,
+        /// The votes it rests on, a strict majority of the configured nodes
+        /// (empty for an operator's request: a human decided).
+        votes: Vec<String>,
         /// Asked by an operator who confirmed the lost hosts are off.
         operator: bool,
     },
@@ -208,6 +313,7 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
         // The operator confirmed the lost hosts are off: nothing is fenced.
         return Rebuild {
             fence: Vec::new(),
+            votes: Vec::new(),
             operator: true,
         };
     }
@@ -217,6 +323,23 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
         return RebuildDecision::Wait(match fresh {
             Some(_) => Wait::Human,
             None => Wait::NoData,
+        });
+    }
+    // Fewer agents answer than a strict majority: no rebuild can rest on a
+    // majority of votes from here, whoever is the freshest (this host's own
+    // etcd may even be stopped by its self-fence).
+    let needed = majority(v.hosts.len());
+    let answering = v
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| *i == v.me || h.agent_answers)
+        .count();
+    if answering < needed {
+        return RebuildDecision::Wait(Wait::NoVoteMajority {
+            votes: votes_for_me(v),
+            needed,
+            of: v.hosts.len(),
         });
     }
     if !me_freshest {
@@ -231,6 +354,14 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
     let disagree = disagreeing(v);
     if !disagree.is_empty() {
         return RebuildDecision::Wait(Wait::OthersDisagree(disagree));
+    }
+    let votes = votes_for_me(v);
+    if votes.len() < needed {
+        return RebuildDecision::Wait(Wait::NoVoteMajority {
+            votes,
+            needed,
+            of: v.hosts.len(),
+        });
     }
     if v.freshest_streak < 2 {
         return RebuildDecision::Wait(Wait::NotSettled);
@@ -248,7 +379,54 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
         .collect();
     Rebuild {
         fence,
+        votes,
         operator: false,
+    }
+}
+
+/// What [`decide_self_fence`] looks at.
+#[derive(Debug, Clone)]
+pub struct SelfFenceView {
+    pub policy: QuorumLossPolicy,
+    /// This host is a voter of the last membership it recorded.
+    pub is_voter: bool,
+    /// Configured nodes (one vote each).
+    pub nodes: usize,
+    /// Nodes whose agent answers, this host included.
+    pub seen: usize,
+    /// How long the unseen nodes have been a strict majority (`None`: they
+    /// are not now).
+    pub unseen_majority_for: Option<std::time::Duration>,
+    pub after: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfFence {
+    /// Keep (or start) serving.
+    Serve,
+    /// The unseen nodes are a majority, not yet for `after`.
+    Pending,
+    /// Stop etcd (and keep it stopped): the other side may rebuild.
+    Stop,
+}
+
+/// Whether the nodes this host cannot see are a strict majority.
+pub fn unseen_majority(nodes: usize, seen: usize) -> bool {
+    2 * nodes.saturating_sub(seen) > nodes
+}
+
+/// Whether this voter stops serving; see the module doc.
+pub fn decide_self_fence(v: &SelfFenceView) -> SelfFence {
+    if v.policy != QuorumLossPolicy::Fenced
+        || !v.is_voter
+        || !unseen_majority(v.nodes, v.seen.max(1))
+    {
+        return SelfFence::Serve;
+    }
+    match v.unseen_majority_for {
+        Some(t) if t >= v.after => SelfFence::Stop,
+        _ => SelfFence::Pending,
     }
 }
 
@@ -362,15 +540,15 @@ mod tests {
     use proptest::prelude::*;
 
     /// Hosts as seen by host `me`; a survivor that answers names `me` as
-    /// the freshest half the time (so that agreement is common), else any
-    /// host or one that is not configured.
+    /// the freshest most of the time (so that agreement, and a majority of
+    /// votes, is common), else any host or one that is not configured.
     fn arb_survivors(n: usize, me: usize) -> impl Strategy<Value = Vec<Survivor>> {
         let names: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
         proptest::collection::vec(
             (
                 proptest::option::weighted(0.6, 0u64..5),
-                any::<bool>(),
-                prop_oneof![Just(Some(me)), proptest::option::of(0..n + 1)],
+                proptest::bool::weighted(0.7),
+                prop_oneof![3 => Just(Some(me)), 1 => proptest::option::of(0..n + 1)],
             ),
             n,
         )
@@ -390,9 +568,13 @@ mod tests {
     }
 
     fn arb_view() -> impl Strategy<Value = RebuildView> {
-        (2usize..6)
-            .prop_flat_map(|n| (Just(n), 0..n))
-            .prop_flat_map(|(n, me)| {
+        (2usize..6).prop_flat_map(arb_view_of)
+    }
+
+    /// A view of a site of `n` configured nodes by any one of them.
+    fn arb_view_of(n: usize) -> impl Strategy<Value = RebuildView> {
+        (0..n)
+            .prop_flat_map(move |me| {
                 let names: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
                 (
                     arb_survivors(n, me),
@@ -441,8 +623,22 @@ mod tests {
             if v.quorum != Quorum::Lost {
                 prop_assert_eq!(&d, &RebuildDecision::NotNeeded);
             }
-            if let RebuildDecision::Rebuild { fence, operator: false } = &d {
+            if let RebuildDecision::Rebuild { fence, votes, operator: false } = &d {
                 prop_assert_eq!(v.policy, QuorumLossPolicy::Fenced);
+                // A strict majority of the configured nodes voted for this
+                // host: itself, and agents that answer and name it.
+                prop_assert!(2 * votes.len() > v.hosts.len(), "no strict majority: {:?} of {:?}", votes, v);
+                prop_assert!(votes.contains(&v.hosts[v.me].name));
+                for voter in votes {
+                    let h = v.hosts.iter().find(|h| &h.name == voter);
+                    prop_assert!(h.is_some_and(|h| h.name == v.hosts[v.me].name
+                        || (h.agent_answers && h.names_freshest.as_deref() == Some(v.hosts[v.me].name.as_str()))),
+                        "{} is not a vote for this host: {:?}", voter, v);
+                }
+                let mut distinct = votes.clone();
+                distinct.sort();
+                distinct.dedup();
+                prop_assert_eq!(distinct.len(), votes.len(), "one vote per node");
                 prop_assert!(v.request.is_none());
                 prop_assert!(v.have_data, "never from no data");
                 prop_assert!(v.freshest_streak >= 2 && !v.backing_off);
@@ -477,6 +673,187 @@ mod tests {
         }
     }
 
+    /// One moment of a site of `n` nodes cut into pieces: who sees whom
+    /// (symmetric), each node's applied index and the host it names the
+    /// freshest (each names one).
+    #[derive(Debug, Clone)]
+    struct World {
+        n: usize,
+        sees: Vec<Vec<bool>>,
+        applied: Vec<Option<u64>>,
+        names: Vec<usize>,
+    }
+
+    fn arb_world() -> impl Strategy<Value = World> {
+        (2usize..7).prop_flat_map(|n| {
+            (
+                proptest::collection::vec(proptest::bool::weighted(0.6), n * n),
+                proptest::collection::vec(proptest::option::weighted(0.8, 0u64..4), n),
+                proptest::collection::vec(0..n, n),
+            )
+                .prop_map(move |(link, applied, names)| {
+                    let sees = (0..n)
+                        .map(|i| {
+                            (0..n)
+                                .map(|j| i == j || link[i.min(j) * n + i.max(j)])
+                                .collect()
+                        })
+                        .collect();
+                    World {
+                        n,
+                        sees,
+                        applied,
+                        names,
+                    }
+                })
+        })
+    }
+
+    impl World {
+        /// What host `me` decides on: the nodes it sees answer, the rest are
+        /// silent; every voter is known; settled, not backing off.
+        fn view(&self, me: usize) -> RebuildView {
+            let name = |i: usize| format!("h{}", i + 1);
+            RebuildView {
+                policy: QuorumLossPolicy::Fenced,
+                quorum: Quorum::Lost,
+                me,
+                hosts: (0..self.n)
+                    .map(|j| {
+                        let seen = self.sees[me][j];
+                        Survivor {
+                            name: name(j),
+                            applied_index: self.applied[j].filter(|_| seen),
+                            agent_answers: seen,
+                            names_freshest: (seen && j != me).then(|| name(self.names[j])),
+                        }
+                    })
+                    .collect(),
+                known_voters: Some((0..self.n).map(name).collect()),
+                have_data: self.applied[me].is_some(),
+                freshest_streak: 2,
+                backing_off: false,
+                request: None,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Never two rebuilds from disjoint vote sets: two automatic
+        /// rebuilds decided over the same site (any views, any moments) rest
+        /// on vote sets that share a node.
+        #[test]
+        fn two_rebuilds_never_rest_on_disjoint_votes(
+            (a, b) in (2usize..6).prop_flat_map(|n| (arb_view_of(n), arb_view_of(n)))
+        ) {
+            if let (
+                RebuildDecision::Rebuild { votes: va, operator: false, .. },
+                RebuildDecision::Rebuild { votes: vb, operator: false, .. },
+            ) = (decide_rebuild(&a), decide_rebuild(&b))
+            {
+                prop_assert!(va.iter().any(|x| vb.contains(x)), "disjoint votes {:?} {:?}", va, vb);
+            }
+        }
+
+        /// However the site is cut, at one moment at most one host rebuilds
+        /// (a node names one host, and counts only for it; a host counts
+        /// itself only when it names itself).
+        #[test]
+        fn a_cut_site_never_rebuilds_on_two_sides(w in arb_world()) {
+            let rebuilders: Vec<usize> = (0..w.n)
+                .filter(|&me| w.names[me] == me)
+                .filter(|&me| matches!(decide_rebuild(&w.view(me)), RebuildDecision::Rebuild { .. }))
+                .collect();
+            prop_assert!(rebuilders.len() <= 1, "{:?} all rebuild: {:?}", rebuilders, w);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// A voter stops only when the nodes it cannot see are a strict
+        /// majority, for `after`, under policy fenced; never otherwise (a
+        /// 2|2 split keeps raft's behaviour).
+        #[test]
+        fn self_fence_only_when_the_unseen_are_a_majority(
+            nodes in 1usize..8,
+            seen in 0usize..9,
+            is_voter in any::<bool>(),
+            fenced in proptest::bool::weighted(0.8),
+            for_ms in proptest::option::of(0u64..20_000),
+            after_ms in 0u64..20_000,
+        ) {
+            let v = SelfFenceView {
+                policy: if fenced { QuorumLossPolicy::Fenced } else { QuorumLossPolicy::Manual },
+                is_voter,
+                nodes,
+                seen,
+                unseen_majority_for: for_ms.map(std::time::Duration::from_millis),
+                after: std::time::Duration::from_millis(after_ms),
+            };
+            let d = decide_self_fence(&v);
+            let unseen = nodes.saturating_sub(seen.max(1));
+            if d == SelfFence::Stop {
+                prop_assert!(2 * unseen > nodes && is_voter && fenced);
+                prop_assert!(for_ms.is_some_and(|t| t >= after_ms));
+            }
+            if 2 * unseen <= nodes {
+                prop_assert_eq!(d, SelfFence::Serve);
+            }
+        }
+
+        /// Over any cut of one moment: a host that may rebuild (a strict
+        /// majority of votes) never self-fences, and every voter on the
+        /// other side that sees nobody of that majority does, once `after`
+        /// has passed.
+        #[test]
+        fn the_side_that_may_rebuild_never_self_fences(w in arb_world()) {
+            let seen = |i: usize| (0..w.n).filter(|&j| w.sees[i][j]).count();
+            let fence_view = |i: usize| SelfFenceView {
+                policy: QuorumLossPolicy::Fenced,
+                is_voter: true,
+                nodes: w.n,
+                seen: seen(i),
+                unseen_majority_for: unseen_majority(w.n, seen(i)).then_some(std::time::Duration::from_secs(9)),
+                after: std::time::Duration::from_secs(5),
+            };
+            for me in 0..w.n {
+                if matches!(decide_rebuild(&w.view(me)), RebuildDecision::Rebuild { .. }) {
+                    prop_assert_eq!(decide_self_fence(&fence_view(me)), SelfFence::Serve);
+                    for other in 0..w.n {
+                        let sees_majority_side = (0..w.n).any(|j| w.sees[other][j] && w.sees[me][j]);
+                        if !sees_majority_side {
+                            prop_assert_eq!(decide_self_fence(&fence_view(other)), SelfFence::Stop,
+                                "h{} cannot see the side of h{} that rebuilds: {:?}", other + 1, me + 1, w);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_generated_worlds_reach_rebuilds() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut rebuilds = 0;
+        for _ in 0..4096 {
+            let Ok(tree) = arb_world().new_tree(&mut runner) else {
+                continue;
+            };
+            let w = tree.current();
+            rebuilds += (0..w.n)
+                .filter(|&me| w.names[me] == me)
+                .filter(|&me| {
+                    matches!(decide_rebuild(&w.view(me)), RebuildDecision::Rebuild { .. })
+                })
+                .count();
+        }
+        assert!(rebuilds > 20, "rebuilds: {rebuilds}");
+    }
+
     /// The property above is not vacuous: its views do reach automatic
     /// rebuilds, with and without hosts to fence.
     #[test]
@@ -484,13 +861,14 @@ mod tests {
         use proptest::strategy::ValueTree;
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let (mut fencing, mut plain) = (0, 0);
-        for _ in 0..4096 {
+        for _ in 0..32768 {
             let Ok(tree) = arb_view().new_tree(&mut runner) else {
                 continue;
             };
             if let RebuildDecision::Rebuild {
                 fence,
                 operator: false,
+                ..
             } = decide_rebuild(&tree.current())
             {
                 if fence.is_empty() {
@@ -581,7 +959,8 @@ mod tests {
             names_freshest: names.map(str::to_string),
         };
         // h1, h2: powered off. h3: rebuilding, its etcd stopped, its agent
-        // names itself. h4: this host.
+        // names itself. h4: this host. h5: a spare (no etcd data) whose
+        // agent names h4.
         let mut v = RebuildView {
             policy: QuorumLossPolicy::Fenced,
             quorum: Quorum::Lost,
@@ -591,6 +970,7 @@ mod tests {
                 host("h2", None, None),
                 host("h3", None, Some("h3")),
                 host("h4", Some(9), Some("h4")),
+                host("h5", None, Some("h4")),
             ],
             known_voters: Some(vec!["h1".into(), "h2".into(), "h3".into()]),
             have_data: true,
@@ -608,17 +988,20 @@ mod tests {
             decide_rebuild(&v),
             RebuildDecision::Rebuild {
                 fence: vec!["h1".into(), "h2".into()],
+                votes: vec!["h3".into(), "h4".into(), "h5".into()],
                 operator: false
             }
         );
-        // h3 entirely silent (powered off): it has no say, and is fenced.
+        // h3 entirely silent (powered off): it has no say, and is fenced;
+        // h4 and h5 are 2 votes of 5, not a majority.
         v.hosts[2] = host("h3", None, None);
         assert_eq!(
             decide_rebuild(&v),
-            RebuildDecision::Rebuild {
-                fence: vec!["h1".into(), "h2".into(), "h3".into()],
-                operator: false
-            }
+            RebuildDecision::Wait(Wait::NoVoteMajority {
+                votes: vec!["h4".into(), "h5".into()],
+                needed: 3,
+                of: 5
+            })
         );
     }
 
@@ -676,28 +1059,27 @@ mod tests {
     }
 
     /// The reproduced split brain: host-3 cut off, its agent restarted. It
-    /// remembers the membership now, so it must fence host-1 and host-2.
+    /// remembers the membership now, so it would fence host-1 and host-2;
+    /// but alone it is 1 vote of 4 (issue #14 §3: with a fence that works
+    /// across the cut it powered off the healthy majority), so it waits.
+    /// Only with a majority of votes (two more agents naming it, on a
+    /// 5-node site) does it fence and rebuild.
     #[test]
     fn a_restarted_minority_fences_the_voters_it_remembers() {
+        let silent = |name: &str| Survivor {
+            name: name.into(),
+            ..Survivor::default()
+        };
         let hosts = vec![
-            Survivor {
-                name: "h1".into(),
-                ..Survivor::default()
-            },
-            Survivor {
-                name: "h2".into(),
-                ..Survivor::default()
-            },
+            silent("h1"),
+            silent("h2"),
             Survivor {
                 name: "h3".into(),
                 applied_index: Some(10),
                 agent_answers: true,
                 names_freshest: Some("h3".into()),
             },
-            Survivor {
-                name: "h4".into(),
-                ..Survivor::default()
-            },
+            silent("h4"),
         ];
         let mut v = RebuildView {
             policy: QuorumLossPolicy::Fenced,
@@ -710,17 +1092,72 @@ mod tests {
             backing_off: false,
             request: None,
         };
+        let alone = RebuildDecision::Wait(Wait::NoVoteMajority {
+            votes: vec!["h3".into()],
+            needed: 3,
+            of: 4,
+        });
+        assert_eq!(decide_rebuild(&v), alone);
+        v.known_voters = Some(vec!["h1".into(), "h2".into(), "h3".into()]);
+        assert_eq!(
+            decide_rebuild(&v),
+            RebuildDecision::Wait(Wait::NoVoteMajority {
+                votes: vec!["h3".into()],
+                needed: 3,
+                of: 4
+            })
+        );
+        let voter = |name: &str| Survivor {
+            name: name.into(),
+            applied_index: None,
+            agent_answers: true,
+            names_freshest: Some("h3".into()),
+        };
+        v.hosts[3] = voter("h4");
+        v.hosts.push(voter("h5"));
+        // With the votes but without the membership: no rebuild either.
+        let known = v.known_voters.take();
         assert_eq!(
             decide_rebuild(&v),
             RebuildDecision::Wait(Wait::MembershipUnknown)
         );
-        v.known_voters = Some(vec!["h1".into(), "h2".into(), "h3".into()]);
+        v.known_voters = known;
         assert_eq!(
             decide_rebuild(&v),
             RebuildDecision::Rebuild {
                 fence: vec!["h1".into(), "h2".into()],
+                votes: vec!["h3".into(), "h4".into(), "h5".into()],
                 operator: false
             }
         );
+    }
+
+    /// A 2|2 cut of four nodes: neither side has a strict majority (3), so
+    /// neither rebuilds, whatever its fence could do.
+    #[test]
+    fn an_even_split_rebuilds_on_neither_side() {
+        let w = World {
+            n: 4,
+            sees: vec![
+                vec![true, true, false, false],
+                vec![true, true, false, false],
+                vec![false, false, true, true],
+                vec![false, false, true, true],
+            ],
+            applied: vec![Some(5), Some(4), Some(5), Some(4)],
+            names: vec![0, 0, 2, 2],
+        };
+        for me in 0..4 {
+            assert!(
+                matches!(
+                    decide_rebuild(&w.view(me)),
+                    RebuildDecision::Wait(Wait::NoVoteMajority { .. })
+                        | RebuildDecision::Wait(Wait::OtherRebuilds(_))
+                ),
+                "h{} must wait: {:?}",
+                me + 1,
+                decide_rebuild(&w.view(me))
+            );
+        }
     }
 }

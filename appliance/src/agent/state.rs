@@ -60,6 +60,9 @@ pub enum OpKind {
     Fence,
     /// Two live clusters seen: pending while the alarm stands.
     SplitBrain,
+    /// This voter stopped its etcd: the nodes it cannot see are a strict
+    /// majority and may rebuild.
+    SelfFence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

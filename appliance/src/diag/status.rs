@@ -127,6 +127,20 @@ pub struct Recovery {
     /// Voters that do not answer: power them off first.
     pub lost_hosts: Vec<String>,
     pub note: String,
+    /// Every configured node's vote as seen from here: whom its agent
+    /// names the freshest (`for` is null when its agent does not answer).
+    /// An automatic rebuild needs `votes_needed` for one host.
+    #[serde(default)]
+    pub votes: Vec<crate::agent::recovery_plan::Vote>,
+    #[serde(default)]
+    pub votes_needed: usize,
+    /// Why this host's agent waits (`/status.recovery.wait`), when it does,
+    /// e.g. `no_vote_majority`.
+    #[serde(default)]
+    pub agent_waits: Option<crate::agent::recovery_plan::WaitReason>,
+    /// The agent's own sentence for it.
+    #[serde(default)]
+    pub agent_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -568,7 +582,31 @@ pub fn recovery(
         from_applied_index: from.and_then(|f| f.applied_index),
         lost_hosts: lost,
         note,
+        votes: Vec::new(),
+        votes_needed: crate::agent::recovery_plan::majority(hosts.len()),
+        agent_waits: None,
+        agent_state: None,
     }
+}
+
+/// The votes diag sees: each configured node's agent, and whom it names the
+/// freshest (`/status.recovery.freshest`).
+fn votes_seen(
+    cfg: &edgeplane_config::Config,
+    agents: &[super::probe::AgentProbe],
+) -> Vec<crate::agent::recovery_plan::Vote> {
+    cfg.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| crate::agent::recovery_plan::Vote {
+            voter: n.name.clone(),
+            for_host: agents
+                .get(i)
+                .and_then(|a| a.doc.as_ref().ok())
+                .and_then(|d| str_at(d, "/recovery/freshest"))
+                .map(str::to_string),
+        })
+        .collect()
 }
 
 fn str_at<'v>(v: &'v serde_json::Value, p: &str) -> Option<&'v str> {
@@ -958,13 +996,22 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
     // Verdict, headline and advice.
     let mut advice = Vec::new();
     let recovery_plan = (qstate == QuorumState::Lost).then(|| {
-        recovery(
+        let mut r = recovery(
             &cfg.host,
             &f.config_path,
             &hosts,
             &voters,
             cfg.recovery.quorum_loss_policy,
-        )
+        );
+        r.votes = votes_seen(cfg, &f.probes.agents);
+        let mine = my_agent.and_then(|a| a.doc.as_ref().ok());
+        r.agent_waits = mine
+            .and_then(|d| d.pointer("/recovery/wait"))
+            .and_then(|w| serde_json::from_value(w.clone()).ok());
+        r.agent_state = mine
+            .and_then(|d| str_at(d, "/recovery/state"))
+            .map(str::to_string);
+        r
     });
     let mut verdict;
     let mut headline;
@@ -978,8 +1025,25 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                 r.map(|r| r.command.as_str()).unwrap_or("edgeplane recover")
             );
             if let Some(r) = r {
+                if let Some(state) = &r.agent_state {
+                    advice.push(format!("This host's agent: {state}"));
+                }
                 advice.push(r.note.clone());
                 advice.push(format!("Then run: {}", r.command));
+                advice.push(format!(
+                    "Votes ({} of {} needed for an automatic rebuild): {}",
+                    r.votes_needed,
+                    r.votes.len(),
+                    r.votes
+                        .iter()
+                        .map(|v| format!(
+                            "{} -> {}",
+                            v.voter,
+                            v.for_host.as_deref().unwrap_or("(no answer)")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
         QuorumState::Unknown => {
@@ -1844,6 +1908,61 @@ mod tests {
         assert!(text.contains("Power off h1, h2 first"), "{text}");
         // Roles come from config order when no member list is readable.
         assert_eq!(r.hosts[3].role, "standby");
+    }
+
+    /// Issue #14 §3: `diag` shows the votes (who voted, for whom) and why
+    /// this host's agent waits.
+    #[test]
+    fn quorum_lost_shows_the_votes_and_why_the_agent_waits() {
+        let cfg = test_config();
+        let mut probes = Probes::none(&cfg.nodes, "connection refused");
+        probes.etcd[2].status = Ok(st(3, 0, 40, false));
+        probes.etcd[3].status = Ok(st(4, 0, 42, true));
+        probes.agents[2].doc = Ok(serde_json::json!({"role": "voter", "quorum": "lost",
+            "recovery": {"freshest": "h4", "wait": "other_rebuilds",
+                         "state": "waiting: h4 has the freshest data and rebuilds"}}));
+        probes.agents[3].doc = Ok(serde_json::json!({"role": "learner", "quorum": "lost",
+            "recovery": {"freshest": "h4", "wait": "no_vote_majority"}}));
+        let r = build(&facts(&cfg, probes));
+        let rec = r
+            .recovery
+            .clone()
+            .unwrap_or_else(|| panic!("no recovery: {r:?}"));
+        assert_eq!(rec.votes_needed, 3);
+        let seen: Vec<(&str, Option<&str>)> = rec
+            .votes
+            .iter()
+            .map(|v| (v.voter.as_str(), v.for_host.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("h1", None),
+                ("h2", None),
+                ("h3", Some("h4")),
+                ("h4", Some("h4"))
+            ]
+        );
+        assert_eq!(
+            rec.agent_waits,
+            Some(crate::agent::recovery_plan::WaitReason::OtherRebuilds)
+        );
+        let text = render(&r);
+        assert!(
+            text.contains("Votes (3 of 4 needed for an automatic rebuild): h1 -> (no answer), h2 -> (no answer), h3 -> h4, h4 -> h4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("This host's agent: waiting: h4 has the freshest data"),
+            "{text}"
+        );
+        // The JSON names them too.
+        let json = serde_json::to_value(&r).unwrap_or_default();
+        assert_eq!(
+            json["recovery"]["votes"][2],
+            serde_json::json!({"voter": "h3", "for": "h4"})
+        );
+        assert_eq!(json["recovery"]["agent_waits"], "other_rebuilds");
     }
 
     #[test]

@@ -30,6 +30,10 @@ fn edge_defaults() {
     assert_eq!(c.etcd.quota_backend_bytes, 2 << 30);
     assert_eq!(c.snapshots.interval, Duration::from_secs(1800));
     assert_eq!(c.recovery.quorum_loss_window, Duration::from_secs(10));
+    assert_eq!(c.recovery.self_fence_after, Duration::from_secs(5));
+    // Half the window when only the window is set.
+    let w = load(&edge("[recovery]\nquorum_loss_window = \"3s\"\n"));
+    assert_eq!(w.recovery.self_fence_after, Duration::from_millis(1500));
     assert_eq!(c.buffer.budget_bytes, 2 << 30);
     assert_eq!(c.buffer.fsync, FsyncPolicy::Batch);
     assert!(c.uplink.enabled);
@@ -63,6 +67,7 @@ fn region_defaults() {
     assert_eq!(c.cluster.failure_detection, Duration::from_secs(5));
     assert_eq!(c.etcd.election_timeout, Duration::from_secs(1));
     assert_eq!(c.recovery.quorum_loss_window, Duration::from_secs(30));
+    assert_eq!(c.recovery.self_fence_after, Duration::from_secs(15));
     assert_eq!(c.snapshots.interval, Duration::from_secs(3600));
     assert_eq!(c.buffer.budget_bytes, 512 << 20);
     assert_eq!(c.buffer.fsync, FsyncPolicy::Interval);

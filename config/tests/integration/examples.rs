@@ -27,10 +27,35 @@ fn edge_2_hosts_loads_with_warnings_only() {
     let loaded = load(&example("edge-2-hosts.toml")).unwrap_or_else(|e| panic!("{e}"));
     let c = &loaded.config;
     assert_eq!(c.cluster.voters, 1);
-    assert_eq!(c.recovery.quorum_loss_policy, QuorumLossPolicy::Fenced);
-    assert!(!c.recovery.fence_command.is_empty());
+    // Fenced recovery needs a strict majority of votes after the loss, which
+    // 2 hosts never have (1 of 2): the example recovers by a human.
+    assert_eq!(c.recovery.quorum_loss_policy, QuorumLossPolicy::Manual);
     assert!(loaded.warnings.iter().all(|w| !w.is_error()));
     assert!(!loaded.warnings.is_empty(), "a 2-host site should warn");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|w| !w.to_string().contains("cannot happen by itself")),
+        "{:?}",
+        loaded.warnings
+    );
+    // Switched to fenced as its comment says, without a third host, it warns.
+    let text = std::fs::read_to_string(example("edge-2-hosts.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "quorum_loss_policy = \"manual\"\n",
+            "quorum_loss_policy = \"fenced\"\nfence_command = [\"/usr/local/sbin/fence-ipmi\", \"--host\", \"{host}\", \"--off\", \"--confirm\"]\n",
+        );
+    let report = edgeplane_config::check_str(&text, &example("edge-2-hosts.toml"));
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| !p.is_error() && p.message.contains("leaves 1 of 2 votes")),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]

@@ -501,7 +501,68 @@ fn warns_on_fenced_two_host_site() {
         &text,
         Warning,
         "recovery.quorum_loss_policy",
-        "fenced recovery on a 2-host site",
+        "leaves 1 of 2 votes",
+    );
+    expect(
+        &text,
+        Warning,
+        "recovery.quorum_loss_policy",
+        "add 1 more host(s)",
+    );
+}
+
+/// Policy `fenced` is for a quorum loss; an automatic rebuild needs a strict
+/// majority of votes (one per configured node) after it.
+#[test]
+fn warns_on_fenced_without_enough_votes_to_survive_a_quorum_loss() {
+    let fenced = "[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"/sbin/fence\", \"{host}\"]\n";
+    // 4 hosts, 3 voters: losing 2 leaves 2 of 4.
+    expect(
+        &site("edge", 4, fenced),
+        Warning,
+        "recovery.quorum_loss_policy",
+        "leaves 2 of 4 votes",
+    );
+    // 3 hosts, 3 voters: losing 2 leaves 1 of 3; 2 more hosts needed.
+    expect(
+        &site("edge", 3, fenced),
+        Warning,
+        "recovery.quorum_loss_policy",
+        "add 2 more host(s)",
+    );
+    // 5 hosts, 3 voters: losing 2 leaves 3 of 5, a majority.
+    let five = site("edge", 5, &format!("[cluster]\nvoters = 3\n{fenced}"));
+    assert!(
+        problems(&five)
+            .iter()
+            .all(|p| !p.to_string().contains("cannot happen by itself")),
+        "{:?}",
+        problems(&five)
+    );
+    // Policy manual: nothing to warn about.
+    assert!(
+        problems(&site("edge", 4, ""))
+            .iter()
+            .all(|p| !p.to_string().contains("cannot happen by itself"))
+    );
+}
+
+/// A voter cut off from the vote majority must stop serving before the
+/// other side's window ends (it may then fence it and rebuild).
+#[test]
+fn self_fence_after_must_be_shorter_than_the_quorum_loss_window() {
+    expect(
+        &edge("[recovery]\nquorum_loss_window = \"10s\"\nself_fence_after = \"10s\"\n"),
+        Error,
+        "recovery.self_fence_after",
+        "shorter than recovery.quorum_loss_window",
+    );
+    assert!(
+        problems(&edge(
+            "[recovery]\nquorum_loss_window = \"10s\"\nself_fence_after = \"4s\"\n"
+        ))
+        .iter()
+        .all(|p| !p.is_error())
     );
 }
 
