@@ -868,6 +868,11 @@ impl Agent {
             members,
             hosts,
             operation: self.ops.doc(),
+            snapshot_space: Some(self.shared.snapshot_space.doc(
+                &self.cfg.paths.snapshot_dir,
+                &super::snapshot_budget(&self.cfg),
+                &edgeplane_snapshot::Statvfs,
+            )),
             progress: Progress {
                 ticks: self.ticks,
                 last_reconcile_age_ms: 0,

@@ -83,6 +83,8 @@ pub struct StatusDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<operation::OperationDoc>,
     pub progress: Progress,
+    /// The snapshot directory's budget, reserve, use and refusals.
+    pub snapshot_space: Option<edgeplane_snapshot::SpaceDoc>,
     pub journal: JournalDoc,
     pub epoch: u64,
     pub recovery: recover::RecoveryDoc,
@@ -161,6 +163,8 @@ pub struct Shared {
     ticked: AtomicBool,
     pub stall_after: Duration,
     recover: Mutex<Option<recover::RecoverRequest>>,
+    /// Snapshot writes refused for space (peer uploads and scheduled snapshots).
+    pub snapshot_space: Arc<edgeplane_snapshot::SpaceReport>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
 }
 
@@ -225,6 +229,14 @@ pub fn recent_ops(doc: &serde_json::Value) -> &[serde_json::Value] {
         .and_then(|r| r.as_array())
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// The space limits of this host's snapshot directory.
+pub fn snapshot_budget(cfg: &Config) -> edgeplane_snapshot::Budget {
+    edgeplane_snapshot::Budget {
+        max_bytes: cfg.snapshots.max_bytes,
+        min_free_bytes: cfg.snapshots.min_free_bytes,
+    }
 }
 
 /// Serves `app` on `listener` until `stop` turns true.
@@ -297,6 +309,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         ticked: AtomicBool::new(false),
         stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
         recover: Mutex::new(None),
+        snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
         metrics: Mutex::new(None),
     });
 
@@ -307,7 +320,11 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_task = spawn_server(
         listener,
-        api::router(shared.clone(), cfg.paths.snapshot_dir.clone()),
+        api::router(
+            shared.clone(),
+            cfg.paths.snapshot_dir.clone(),
+            snapshot_budget(&cfg),
+        ),
         server_tls,
         stop_rx.clone(),
         "The agent API",
