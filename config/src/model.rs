@@ -125,6 +125,11 @@ pub struct Snapshots {
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub retain_age: Duration,
     pub copy_to_peers: bool,
+    /// Budget for every snapshot file on this host (all origins); 0 = none.
+    pub max_bytes: u64,
+    /// Free space snapshots must leave on their filesystem (etcd's data
+    /// usually shares it); 0 = none.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -83,6 +83,14 @@ pub enum Error {
 
     #[error("background task failed: {0}")]
     Task(String),
+
+    /// Refused for space: the snapshot budget or the free-space reserve
+    /// (see `space`).
+    #[error("refused {what}: {refusal}")]
+    NoSpace {
+        what: String,
+        refusal: crate::space::Refusal,
+    },
 }
 
 impl Error {

@@ -67,6 +67,7 @@ mod peer;
 mod progress;
 mod restore;
 mod save;
+mod space;
 mod store;
 mod verify;
 
@@ -74,10 +75,11 @@ pub use error::{Error, Result};
 pub use format::{EXTENSION, SnapshotInfo, SnapshotMeta, read_meta, valid_name};
 pub use peer::{
     DEFAULT_MAX_RECEIVE_BYTES, fetch_from_peer, list_peer, push_to_peer, receive, receive_file,
-    routes,
+    routes, routes_with_budget,
 };
 pub use progress::{Progress, terminal_reporter};
 pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db_file};
 pub use save::{SaveOptions, save};
+pub use space::{Budget, FreeSpace, Refusal, SpaceDoc, SpaceReport, Statvfs, admit, used_bytes};
 pub use store::{PruneReport, list, prune};
 pub use verify::{EtcdctlStatus, VerifyReport, verify, verify_with_etcdctl};

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::format::{SnapshotMeta, read_meta, sync_dir, valid_name};
+use crate::space::{Budget, FreeSpace, SpaceReport, Statvfs, admit};
 use crate::verify::verify;
 
 /// Default cap on one received snapshot file: 16 GiB (etcd's own db limit
@@ -229,18 +230,53 @@ pub async fn fetch_from_peer(
 struct RouteState {
     dir: PathBuf,
     max_bytes: u64,
+    budget: Budget,
+    free: Arc<dyn FreeSpace>,
+    report: Arc<SpaceReport>,
 }
 
 /// The peer-copy routes (see the module docs), to `.merge()` into the
 /// agent's router. `dir` is the snapshot directory; uploads larger than
 /// `max_bytes` are refused ([`DEFAULT_MAX_RECEIVE_BYTES`] is a sane value).
+/// No space limits: see [`routes_with_budget`].
 pub fn routes(dir: PathBuf, max_bytes: u64) -> Router {
+    routes_with_budget(
+        dir,
+        max_bytes,
+        Budget::UNLIMITED,
+        Arc::new(Statvfs),
+        Arc::new(SpaceReport::default()),
+    )
+}
+
+/// [`routes`] whose uploads must also fit `budget` (all snapshots in `dir`)
+/// and leave the reserve free on its filesystem (as `free` reports it):
+/// refused with 507 before a byte is written when the declared length does
+/// not fit, and while streaming as soon as the bytes received do not.
+/// Refusals are counted in `report`.
+pub fn routes_with_budget(
+    dir: PathBuf,
+    max_bytes: u64,
+    budget: Budget,
+    free: Arc<dyn FreeSpace>,
+    report: Arc<SpaceReport>,
+) -> Router {
     Router::new()
         .route("/snapshots", get(list_handler))
         .route("/snapshots/{name}", get(get_handler).put(put_handler))
         .layer(DefaultBodyLimit::disable())
-        .with_state(Arc::new(RouteState { dir, max_bytes }))
+        .with_state(Arc::new(RouteState {
+            dir,
+            max_bytes,
+            budget,
+            free,
+            report,
+        }))
 }
+
+/// How often (bytes) the free space is measured again while an upload
+/// streams in: other writers (etcd) share the filesystem.
+const RECHECK_EVERY: u64 = 64 << 20;
 
 fn error_response(e: &Error) -> Response {
     let status = match e {
@@ -248,6 +284,7 @@ fn error_response(e: &Error) -> Response {
         Error::Exists { .. } => StatusCode::CONFLICT,
         Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, format!("{e}\n")).into_response()
@@ -313,7 +350,13 @@ async fn put_handler(
             (status, axum::Json(meta)).into_response()
         }
         Err(e) => {
-            tracing::warn!(error = %e, name, "Refused a snapshot copy from a peer.");
+            match &e {
+                Error::NoSpace { refusal, .. } => {
+                    s.report
+                        .refused(&format!("snapshot copy {name} from a peer"), refusal);
+                }
+                _ => tracing::warn!(error = %e, name, "Refused a snapshot copy from a peer."),
+            }
             error_response(&e)
         }
     }
@@ -331,6 +374,25 @@ async fn put_inner(
     {
         return Ok((false, m));
     }
+    // Space: measured before a byte is written; a declared length that
+    // does not fit is refused at once.
+    std::fs::create_dir_all(&s.dir).map_err(|e| Error::io("cannot create", &s.dir, e))?;
+    let used = crate::space::used_bytes(&s.dir).map_err(|e| Error::io("cannot read", &s.dir, e))?;
+    let free = s
+        .free
+        .free_bytes(&s.dir)
+        .map_err(|e| Error::io("cannot measure the free space of", &s.dir, e))?;
+    let no_space = |refusal| Error::NoSpace {
+        what: format!("snapshot copy {name}"),
+        refusal,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        admit(len, used, free, &s.budget).map_err(no_space)?;
+    }
     let tmp = recv_tmp(&s.dir)?;
     let mut f = tokio::fs::File::from_std(
         tmp.as_file()
@@ -339,12 +401,27 @@ async fn put_inner(
     );
     let mut stream = body.into_data_stream();
     let mut n: u64 = 0;
+    let mut next_check = RECHECK_EVERY;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|e| Error::io("upload aborted for", tmp.path(), std::io::Error::other(e)))?;
         n += chunk.len() as u64;
         if n > s.max_bytes {
             return Err(Error::TooLarge { limit: s.max_bytes });
+        }
+        // The temporary file is removed when `tmp` drops.
+        admit(n, used, free, &s.budget).map_err(no_space)?;
+        if n >= next_check {
+            next_check = n + RECHECK_EVERY;
+            let now = s
+                .free
+                .free_bytes(&s.dir)
+                .map_err(|e| Error::io("cannot measure the free space of", &s.dir, e))?;
+            let reserve_only = Budget {
+                max_bytes: 0,
+                ..s.budget
+            };
+            admit(chunk.len() as u64, 0, now, &reserve_only).map_err(no_space)?;
         }
         f.write_all(&chunk)
             .await

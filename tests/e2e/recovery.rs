@@ -541,3 +541,172 @@ fn recover_from_a_snapshot_file_refuses_a_corrupt_one_and_rebuilds_the_site() ->
         Ok(())
     })
 }
+
+/// Every datagram received on `sock`, with when it arrived, until `stop`.
+fn collect_notifications(
+    sock: std::os::unix::net::UnixDatagram,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Instant, String)>> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+        got
+    })
+}
+
+/// The longest stretch of `[from, to]` without a `WATCHDOG=1` in `got`.
+fn longest_watchdog_gap(got: &[(Instant, String)], from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut gap = Duration::ZERO;
+    for (t, msg) in got {
+        if *t < from || *t > to || !msg.lines().any(|l| l == "WATCHDOG=1") {
+            continue;
+        }
+        gap = gap.max(*t - last);
+        last = *t;
+    }
+    gap.max(to.saturating_duration_since(last))
+}
+
+/// The safety machinery must not cause the outage: a fence that takes a
+/// minute (a BMC slow to confirm: 55 s, inside the fence command's 60 s
+/// bound) runs off the reconcile loop. Under
+/// systemd (`WatchdogSec=30`) the agent keeps sending `WATCHDOG=1` at
+/// least every 15 s while it fences, its `/status` keeps being refreshed
+/// and shows the running fence, and the rebuild follows the fence.
+#[test]
+fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
+    rt().block_on(async {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // 3 hosts, 1 voter: losing the voter leaves 2 of 3 votes, the strict
+        // majority an automatic rebuild (and so the fence) needs.
+        let mut spec = SiteSpec::new(3, 1, edgeplane_bin());
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/slow-fence.sh\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let script = site.root.join("slow-fence.sh");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\n: > \"{root}/fence-$1.started\"\nsleep 55\nexec \"{root}/fence.sh\" \"$1\"\n",
+                    root = site.root.display()
+                ),
+            )?;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut listeners = Vec::new();
+        for i in 0..3 {
+            let path = site.root.join(format!("notify-{i}.sock"));
+            let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+            listeners.push(collect_notifications(sock, stop.clone()));
+            let env = [
+                ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
+                ("WATCHDOG_USEC".to_string(), "30000000".to_string()),
+            ];
+            site.start_agent_with_env(i, &env)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let writer = write_then_settle(&site).await?;
+        let (voters, _) = site.roles().await.unwrap_or_default();
+        let v = voters.first().copied().unwrap_or(0);
+        let victim = site.hosts[v].name.clone();
+        let survivors: Vec<usize> = (0..3).filter(|&i| i != v).collect();
+        site.kill_host(v);
+        let started = site.root.join(format!("fence-{victim}.started"));
+        let t0 = Instant::now();
+        while !started.exists() {
+            assert!(
+                t0.elapsed() < HANG,
+                "the standby never began fencing {victim}; logs in {}",
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let fence_began = Instant::now();
+        // While the fence runs: how long /status stayed unchanged, and
+        // whether it showed the running fence.
+        let mut last_ms = None::<(i64, Instant)>;
+        let mut status_stale = Duration::ZERO;
+        let mut shown_running = false;
+        while !site.powered_off(v) && fence_began.elapsed() < Duration::from_secs(90) {
+            // The survivor that fences (the freshest) is the one to watch.
+            let mut fencing = None;
+            for &i in &survivors {
+                if let Some(doc) = site.agent_status(i).await
+                    && doc.pointer("/operation/kind").and_then(|k| k.as_str()) == Some("fence")
+                {
+                    fencing = Some(doc);
+                }
+            }
+            if let Some(doc) = fencing {
+                let now_ms = doc.get("now_ms").and_then(|v| v.as_i64()).unwrap_or(0);
+                match last_ms {
+                    Some((ms, since)) if ms == now_ms => {
+                        status_stale = status_stale.max(since.elapsed());
+                    }
+                    _ => last_ms = Some((now_ms, Instant::now())),
+                }
+                shown_running |= doc.pointer("/operation/kind").and_then(|k| k.as_str())
+                    == Some("fence");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let fence_ended = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        let mut pings = Vec::new();
+        for l in listeners {
+            pings.push(l.join().unwrap_or_default());
+        }
+        let gap = survivors
+            .iter()
+            .map(|&i| longest_watchdog_gap(&pings[i], fence_began, fence_ended))
+            .max()
+            .unwrap_or(Duration::MAX);
+        eprintln!(
+            "fence ran {:.1}s; longest WATCHDOG=1 gap {:.1}s; /status unchanged for at most {:.1}s",
+            (fence_ended - fence_began).as_secs_f64(),
+            gap.as_secs_f64(),
+            status_stale.as_secs_f64()
+        );
+        assert!(
+            fence_ended - fence_began >= Duration::from_secs(45),
+            "the fence really took about a minute"
+        );
+        assert!(
+            gap <= Duration::from_secs(15),
+            "WATCHDOG=1 kept coming at least every 15 s during the fence (longest gap {gap:?}); logs in {}",
+            site.root.display()
+        );
+        assert!(
+            status_stale <= Duration::from_secs(15),
+            "/status kept being refreshed during the fence (unchanged for {status_stale:?})"
+        );
+        assert!(shown_running, "/status showed the running fence");
+        wait_writable(&site).await;
+        assert_no_acked_write_lost(&writer, &site.client_urls(), .., "the standby had every acknowledged write").await?;
+        let mut epochs = Vec::new();
+        for &i in &survivors {
+            epochs.push(site.agent_status(i).await.and_then(|d| d.get("epoch").and_then(|e| e.as_u64())));
+        }
+        assert!(epochs.contains(&Some(1)), "a survivor rebuilt in a new epoch after the fence: {epochs:?}");
+        Ok(())
+    })
+}

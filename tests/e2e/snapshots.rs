@@ -120,3 +120,71 @@ fn scheduled_snapshot_is_copied_to_every_host_and_verifies() -> anyhow::Result<(
         Ok(())
     })
 }
+
+/// Snapshots cannot fill the disk: with a budget smaller than one snapshot
+/// (`snapshots.max_bytes = 1KiB`), the coordinator's copy to its peer is
+/// refused by the peer's agent (507, nothing written) and the refusal is
+/// reported in the peer's `/status` instead of filling its disk.
+#[test]
+fn a_peer_copy_over_the_snapshot_budget_is_refused_and_reported() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(2, 1, edgeplane_bin());
+        spec.extra_toml
+            .push_str("\n[snapshots]\nmax_bytes = \"1KiB\"\n");
+        let mut site = LocalSite::create(spec, false)?;
+        for i in 0..2 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let t0 = Instant::now();
+        let (refused, doc) = loop {
+            let mut found = None;
+            for i in 0..2 {
+                if let Some(doc) = site.agent_status(i).await {
+                    let n = doc
+                        .pointer("/snapshot_space/refused")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0);
+                    if n > 0 {
+                        found = Some((i, doc));
+                    }
+                }
+            }
+            if let Some(f) = found {
+                break f;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "no snapshot copy was refused for space; logs in {}",
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let space = &doc["snapshot_space"];
+        assert_eq!(space["max_bytes"].as_u64(), Some(1024));
+        let why = space["last_refusal"].as_str().unwrap_or_default();
+        assert!(why.contains("snapshots.max_bytes 1024"), "reason: {why}");
+        // The refusing host holds no copy, and no partial upload either.
+        let dir = site.hosts[refused].dir.join("snapshots");
+        let held: Vec<_> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            held.is_empty(),
+            "nothing written on {}: {held:?}",
+            site.hosts[refused].name
+        );
+        // The other host took its own snapshot (its first, before any budget use).
+        let other = 1 - refused;
+        assert_eq!(
+            snapshot_files(&site.hosts[other].dir.join("snapshots")).len(),
+            1,
+            "the coordinator kept its own snapshot"
+        );
+        Ok(())
+    })
+}

@@ -21,10 +21,20 @@ use axum::routing::{get, post};
 
 use super::{Shared, recovery_plan};
 
-pub fn router(shared: Arc<Shared>, snapshot_dir: std::path::PathBuf) -> Router {
-    // Peer snapshot copies: GET /snapshots, GET|PUT /snapshots/{name}.
-    let snapshots =
-        edgeplane_snapshot::routes(snapshot_dir, edgeplane_snapshot::DEFAULT_MAX_RECEIVE_BYTES);
+pub fn router(
+    shared: Arc<Shared>,
+    snapshot_dir: std::path::PathBuf,
+    budget: edgeplane_snapshot::Budget,
+) -> Router {
+    // Peer snapshot copies: GET /snapshots, GET|PUT /snapshots/{name},
+    // within the host's snapshot budget and free-space reserve.
+    let snapshots = edgeplane_snapshot::routes_with_budget(
+        snapshot_dir,
+        edgeplane_snapshot::DEFAULT_MAX_RECEIVE_BYTES,
+        budget,
+        Arc::new(edgeplane_snapshot::Statvfs),
+        shared.snapshot_space.clone(),
+    );
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -132,7 +142,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status();
     let mut out = String::new();
     let role = |r: &str| if doc.role == r { 1 } else { 0 };
-    let lines: [(&str, &str, String); 10] = [
+    let lines: [(&str, &str, String); 11] = [
         (
             "edgeplane_reconcile_age_seconds",
             "gauge",
@@ -176,6 +186,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "edgeplane_split_brain",
             "gauge",
             u8::from(doc.split_brain.is_some()).to_string(),
+        ),
+        // Snapshot writes refused for space (budget or free-space reserve).
+        (
+            "edgeplane_snapshot_space_refused_total",
+            "counter",
+            s.snapshot_space.refused_total().to_string(),
         ),
     ];
     for (name, kind, value) in lines {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
 
 use super::local::Agent;
+use super::operation::Kind;
 use super::plan::Decision;
 use super::state::{OpKind, Outcome};
 
@@ -53,6 +54,8 @@ pub struct DefragState {
     pub standby_alarm_ms: Option<i64>,
     /// Standby: when the coordinator's compaction was first seen done.
     pub compaction_seen: Option<Instant>,
+    /// The running defragmentation was started during a NOSPACE alarm.
+    pub defrag_in_alarm: bool,
 }
 
 /// Fraction of the db file that is free pages.
@@ -66,7 +69,9 @@ fn free_ratio(db_size: i64, in_use: i64) -> f64 {
 /// One defrag step at most per check interval (coordinator only; a standby
 /// only defragments itself during a NOSPACE alarm).
 pub async fn tick(agent: &mut Agent) {
-    if !agent.cfg.defrag.enabled {
+    take_finished(agent);
+    // One disruptive operation at a time; the loop goes on meanwhile.
+    if !agent.cfg.defrag.enabled || agent.ops.busy() {
         return;
     }
     if agent.local_status().is_some_and(|s| s.is_learner) {
@@ -99,7 +104,9 @@ pub async fn tick(agent: &mut Agent) {
         return;
     }
     if nospace && !agent.defrag.compacted_this_alarm {
-        agent.defrag.compacted_this_alarm = compact_all(agent).await;
+        // Off the loop; the defragmentations follow once it is done.
+        start_compaction(agent).await;
+        return;
     }
     let leader_index = agent.view.leader_index().unwrap_or(0);
     let max_lag = agent.cfg.cluster.promotion_max_lag;
@@ -153,29 +160,71 @@ pub async fn tick(agent: &mut Agent) {
         return;
     };
     let reason = format!("{:.0}% of the db file is free pages", ratio * 100.0);
-    let Ok(op) = agent.state.begin(OpKind::Defrag, &host, &reason) else {
-        return;
-    };
-    let t0 = Instant::now();
-    match tokio::time::timeout(DEFRAG_TIMEOUT, client.defragment()).await {
-        Ok(Ok(_)) => {
-            let detail = format!("defragmented in {:.2}s", t0.elapsed().as_secs_f64());
-            tracing::info!(host = %host, "Defragmented {host}: {reason}; {detail}.");
-            agent.state.close(op, Outcome::Done, &detail);
-            if nospace {
-                agent.defrag.done_this_alarm.push(host.clone());
+    // Journalled, then run off the loop (up to a minute); the result comes
+    // back to `take_finished` at a later tick.
+    agent.defrag.defrag_in_alarm = nospace;
+    let target = host.clone();
+    let started = agent
+        .ops
+        .start(&agent.state, Kind::Defrag, &host, &reason, async move {
+            let t0 = Instant::now();
+            match tokio::time::timeout(DEFRAG_TIMEOUT, client.defragment()).await {
+                Ok(Ok(_)) => Ok(format!(
+                    "defragmented in {:.2}s",
+                    t0.elapsed().as_secs_f64()
+                )),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            }
+        });
+    match started {
+        Ok(_) => {
+            tracing::info!(host = %target, "Defragmenting {target} ({reason}), off the reconcile loop.")
+        }
+        Err(e) => tracing::warn!("Not defragmenting {target}: {e}"),
+    }
+}
+
+/// The post-check of an operation this module started that ended since the
+/// last tick (the runner journalled its outcome).
+/// Called by the loop before it supervises etcd (the offline defrag's
+/// post-check starts etcd again), and again by [`tick`].
+pub fn take_finished(agent: &mut Agent) {
+    if let Some(f) = agent.ops.take(Kind::Compact) {
+        match &f.result {
+            Ok(detail) => tracing::warn!("NOSPACE alarm: {detail}."),
+            Err(e) => tracing::warn!("NOSPACE alarm: the compaction failed: {e}."),
+        }
+        agent.defrag.compacted_this_alarm = f.result.is_ok();
+        agent.defrag.last_check = None;
+    }
+    if let Some(f) = agent.ops.take(Kind::Defrag) {
+        match &f.result {
+            Ok(detail) => {
+                tracing::info!(host = %f.target, "Defragmented {}: {detail}.", f.target);
+                if agent.defrag.defrag_in_alarm {
+                    agent.defrag.done_this_alarm.push(f.target.clone());
+                }
+            }
+            Err(e) => tracing::warn!(host = %f.target, "Defragmenting {} failed: {e}", f.target),
+        }
+        // Check again soon: the next member, or the alarm.
+        agent.defrag.last_check = None;
+    }
+    if let Some(f) = agent.ops.take(Kind::OfflineDefrag) {
+        match &f.result {
+            Ok(detail) => tracing::warn!("NOSPACE alarm: this standby {detail}."),
+            Err(e) => {
+                tracing::warn!("NOSPACE alarm: the offline defrag of this standby failed: {e}.")
             }
         }
-        Ok(Err(e)) => {
-            tracing::warn!(host = %host, "Defragmenting {host} failed: {e}");
-            agent.state.close(op, Outcome::Failed, &e.to_string());
-        }
-        Err(_) => {
-            agent.state.close(op, Outcome::Failed, "timed out");
+        // Post-check: etcd runs again whatever the defrag did.
+        if !agent.etcd.running()
+            && let Err(e) = agent.etcd.start(&super::etcd::StartMode::Restart)
+        {
+            tracing::error!("Could not restart etcd after an offline defrag: {e:#}");
         }
     }
-    // Check again soon: the next member, or the alarm.
-    agent.defrag.last_check = None;
 }
 
 /// A reachable standby whose db is still at the quota, if any.
@@ -246,81 +295,90 @@ async fn standby_tick(agent: &mut Agent) {
         db_size,
         ratio * 100.0
     );
-    let Ok(op) = agent.state.begin(OpKind::Defrag, &agent.me.name, &reason) else {
-        return;
-    };
+    // Journalled before etcd is stopped: no record, no defrag. The runner
+    // keeps etcd down while `etcdctl defrag` runs off the loop; the tick
+    // after it ends starts etcd again (`take_finished`).
+    let data_dir = agent.cfg.etcd.data_dir.clone();
+    let started = agent.ops.start(
+        &agent.state,
+        Kind::OfflineDefrag,
+        &agent.me.name.clone(),
+        &reason,
+        offline_defrag(data_dir),
+    );
+    match started {
+        Ok(_) => {
+            agent.etcd.stop(Duration::from_secs(10)).await;
+            tracing::warn!("{reason}: running off the reconcile loop.");
+        }
+        Err(e) => tracing::warn!("Not defragmenting this standby: {e}"),
+    }
+}
+
+/// `etcdctl defrag --data-dir` on a stopped member's data.
+async fn offline_defrag(data_dir: std::path::PathBuf) -> Result<String, String> {
     let t0 = Instant::now();
-    agent.etcd.stop(Duration::from_secs(10)).await;
     let etcdctl = edgeplane_snapshot::etcdctl_bin();
     let run = tokio::process::Command::new(&etcdctl)
         .env("ETCDCTL_API", "3")
         .arg("defrag")
-        .arg(format!("--data-dir={}", agent.cfg.etcd.data_dir.display()))
+        .arg(format!("--data-dir={}", data_dir.display()))
         .kill_on_drop(true)
         .output();
-    let res = tokio::time::timeout(DEFRAG_TIMEOUT, run).await;
-    let (outcome, detail) = match res {
-        Ok(Ok(out)) if out.status.success() => (
-            Outcome::Done,
-            format!("defragmented offline in {:.2}s", t0.elapsed().as_secs_f64()),
-        ),
-        Ok(Ok(out)) => (
-            Outcome::Failed,
-            format!(
-                "etcdctl defrag exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ),
-        Ok(Err(e)) => (
-            Outcome::Failed,
-            format!("could not run {}: {e}", etcdctl.display()),
-        ),
-        Err(_) => (Outcome::Failed, "etcdctl defrag timed out".into()),
-    };
-    if let Err(e) = agent.etcd.start(&super::etcd::StartMode::Restart) {
-        tracing::error!("Could not restart etcd after an offline defrag: {e:#}");
+    match tokio::time::timeout(DEFRAG_TIMEOUT, run).await {
+        Ok(Ok(out)) if out.status.success() => Ok(format!(
+            "defragmented offline in {:.2}s",
+            t0.elapsed().as_secs_f64()
+        )),
+        Ok(Ok(out)) => Err(format!(
+            "etcdctl defrag exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(Err(e)) => Err(format!("could not run {}: {e}", etcdctl.display())),
+        Err(_) => Err("etcdctl defrag timed out".into()),
     }
-    tracing::warn!("{reason}: {detail}.");
-    agent.state.close(op, outcome, &detail);
 }
 
-/// Compacts to the current revision (physical: waits until it is applied).
-/// Whether it is done.
-async fn compact_all(agent: &mut Agent) -> bool {
+/// Compacts to the current revision (physical: waits until it is
+/// applied), journalled, off the loop; `take_finished` records whether it
+/// is done.
+async fn start_compaction(agent: &mut Agent) {
     let my = agent.my_index;
     let Some(mut client) = agent.view.peers[my].client().await else {
-        return false;
+        return;
     };
-    let Ok(Ok(resp)) =
-        tokio::time::timeout(Duration::from_secs(5), client.get("edgeplane", None)).await
-    else {
-        return false;
-    };
-    let Some(rev) = resp.header().map(|h| h.revision()) else {
-        return false;
-    };
-    let Ok(op) = agent
-        .state
-        .begin(OpKind::Defrag, &agent.me.name, "NOSPACE alarm: compacting")
-    else {
-        return false;
-    };
-    let res = tokio::time::timeout(
-        Duration::from_secs(30),
-        client.compact(rev, Some(CompactionOptions::new().with_physical())),
-    )
-    .await;
-    let (outcome, detail) = match res {
-        Ok(Ok(_)) => (Outcome::Done, format!("compacted to revision {rev}")),
-        // "required revision has been compacted" means someone already did it.
-        Ok(Err(e)) if e.to_string().contains("compacted") => (Outcome::Done, e.to_string()),
-        Ok(Err(e)) => (Outcome::Failed, e.to_string()),
-        Err(_) => (Outcome::Failed, "timed out".into()),
-    };
-    tracing::warn!("NOSPACE alarm: {detail}.");
-    agent.state.close(op, outcome, &detail);
-    outcome == Outcome::Done
+    let started = agent.ops.start(
+        &agent.state,
+        Kind::Compact,
+        &agent.me.name.clone(),
+        "NOSPACE alarm: compacting",
+        async move {
+            let resp = tokio::time::timeout(Duration::from_secs(5), client.get("edgeplane", None))
+                .await
+                .map_err(|_| "reading the revision timed out".to_string())?
+                .map_err(|e| format!("could not read the revision: {e}"))?;
+            let rev = resp
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| "no revision in the answer".to_string())?;
+            let res = tokio::time::timeout(
+                Duration::from_secs(30),
+                client.compact(rev, Some(CompactionOptions::new().with_physical())),
+            )
+            .await;
+            match res {
+                Ok(Ok(_)) => Ok(format!("compacted to revision {rev}")),
+                // "required revision has been compacted" means someone already did it.
+                Ok(Err(e)) if e.to_string().contains("compacted") => Ok(e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".into()),
+            }
+        },
+    );
+    if let Err(e) = started {
+        tracing::warn!("NOSPACE alarm: not compacting: {e}");
+    }
 }
 
 /// Disarms every NOSPACE alarm once every voter has been defragmented. A

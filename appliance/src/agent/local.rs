@@ -77,6 +77,8 @@ pub struct Agent {
     /// meanwhile see a newer epoch claimed and wait, instead of restarting
     /// their old cluster before the new one answers.
     pub rebuilding_epoch: Option<u64>,
+    /// The long operation (fence, defrag, compaction) running off the loop.
+    pub ops: super::operation::Runner,
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
     split_brain: Option<(Option<u64>, Vec<String>)>,
@@ -200,6 +202,7 @@ impl Agent {
             known,
             max_revision,
             rebuilding_epoch: None,
+            ops: super::operation::Runner::default(),
             split_brain: None,
             peer_http,
         })
@@ -365,6 +368,10 @@ impl Agent {
             .filter(|_| has_member_data(&self.cfg.etcd.data_dir))
             .map(|k| k.cluster_id);
         self.view.refresh().await;
+        // An operation that ended since the last tick: journalled now, its
+        // result handed to its owner below (post-check).
+        self.ops.poll(&self.state);
+        super::defrag::take_finished(self);
         self.record_membership();
         let mine = self.view.my_cluster();
         let seen = self
@@ -462,7 +469,8 @@ impl Agent {
             }
             return;
         }
-        if !self.etcd.may_start() {
+        // An offline defrag runs on the data dir: etcd stays down until it ends.
+        if self.ops.holds_local_etcd() || !self.etcd.may_start() {
             return;
         }
         match self.start_mode() {
@@ -942,6 +950,12 @@ impl Agent {
             local: self.local_status().cloned(),
             members,
             hosts,
+            operation: self.ops.doc(),
+            snapshot_space: Some(self.shared.snapshot_space.doc(
+                &self.cfg.paths.snapshot_dir,
+                &super::snapshot_budget(&self.cfg),
+                &edgeplane_snapshot::Statvfs,
+            )),
             progress: Progress {
                 ticks: self.ticks,
                 last_reconcile_age_ms: 0,
@@ -1035,6 +1049,7 @@ impl Agent {
         if self.is_coordinator() {
             super::coordinate::hand_off_leadership(self).await;
         }
+        self.ops.abort(&self.state);
         self.etcd.stop(Duration::from_secs(10)).await;
     }
 }

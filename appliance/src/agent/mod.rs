@@ -13,6 +13,12 @@
 //! 5. if the leader's agent is dead or stalled, move leadership to a healthy
 //!    voter so that some agent coordinates again.
 //!
+//! Long operations (a fence, a defragmentation, a compaction) are decided
+//! and journalled by the loop but run off it, one at a time, owned by
+//! `operation::Runner` and shown in `/status` as `operation`: the loop keeps
+//! observing and publishing meanwhile, and systemd's watchdog is fed from
+//! the loop's progress only (`notify`).
+//!
 //! Membership steps are serialised by etcd's raft (only the leader commits
 //! them), and each step is decided against the member list read in the same
 //! tick, so two agents that both believe they coordinate can never promote
@@ -27,6 +33,7 @@ pub mod etcd;
 pub mod local;
 pub mod notify;
 pub mod observe;
+pub mod operation;
 pub mod plan;
 pub mod recover;
 pub mod recovery_plan;
@@ -34,7 +41,7 @@ pub mod snapshots;
 pub mod state;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,7 +78,13 @@ pub struct StatusDoc {
     pub local: Option<observe::EtcdStatus>,
     pub members: Vec<MemberDoc>,
     pub hosts: Vec<HostDoc>,
+    /// The long operation running off the reconcile loop, if any (one at a
+    /// time: a fence, a defragmentation, a compaction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<operation::OperationDoc>,
     pub progress: Progress,
+    /// The snapshot directory's budget, reserve, use and refusals.
+    pub snapshot_space: Option<edgeplane_snapshot::SpaceDoc>,
     pub journal: JournalDoc,
     /// Flap damping: removals within `cluster.flap_window`, damped hosts.
     pub flap: FlapDoc,
@@ -176,10 +189,14 @@ pub struct Shared {
     started: Instant,
     /// Milliseconds since `started` of the last completed reconcile.
     last_tick_ms: AtomicU64,
+    /// Set once the first iteration completed.
+    ticked: AtomicBool,
     pub stall_after: Duration,
     /// The API is served over TLS, so callers are known by certificate.
     pub tls: bool,
     recover: Mutex<Option<recover::RecoverRequest>>,
+    /// Snapshot writes refused for space (peer uploads and scheduled snapshots).
+    pub snapshot_space: Arc<edgeplane_snapshot::SpaceReport>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
 }
 
@@ -225,7 +242,13 @@ impl Shared {
         self.recover.lock().ok().and_then(|mut r| r.take())
     }
 
+    /// Whether the loop completed at least one iteration.
+    pub fn ticks_done(&self) -> bool {
+        self.ticked.load(Ordering::Relaxed)
+    }
+
     fn tick(&self) {
+        self.ticked.store(true, Ordering::Relaxed);
         self.last_tick_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -238,6 +261,14 @@ pub fn recent_ops(doc: &serde_json::Value) -> &[serde_json::Value] {
         .and_then(|r| r.as_array())
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// The space limits of this host's snapshot directory.
+pub fn snapshot_budget(cfg: &Config) -> edgeplane_snapshot::Budget {
+    edgeplane_snapshot::Budget {
+        max_bytes: cfg.snapshots.max_bytes,
+        min_free_bytes: cfg.snapshots.min_free_bytes,
+    }
 }
 
 /// Serves `app` on `listener` until `stop` turns true.
@@ -307,9 +338,11 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         }),
         started: Instant::now(),
         last_tick_ms: AtomicU64::new(0),
+        ticked: AtomicBool::new(false),
         stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
         tls: server_tls.is_some(),
         recover: Mutex::new(None),
+        snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
         metrics: Mutex::new(None),
     });
 
@@ -320,7 +353,11 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_task = spawn_server(
         listener,
-        api::router(shared.clone(), cfg.paths.snapshot_dir.clone()),
+        api::router(
+            shared.clone(),
+            cfg.paths.snapshot_dir.clone(),
+            snapshot_budget(&cfg),
+        ),
         server_tls,
         stop_rx.clone(),
         "The agent API",
@@ -360,13 +397,35 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let mut interval = tokio::time::interval(agent.cfg.cluster.reconcile_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ready_sent = false;
+    // The watchdog follows the loop's progress, not any operation's.
+    let watchdog = notify::watchdog_timeout();
+    if let Some(timeout) = watchdog {
+        let shared = shared.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(notify::feed_every(timeout));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        if shared.ticks_done() && notify::should_feed(shared.loop_age(), timeout) {
+                            notify::notify("WATCHDOG=1");
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 let started = Instant::now();
                 agent.tick().await;
                 shared.tick();
-                notify::notify("WATCHDOG=1");
+                if watchdog.is_none() {
+                    notify::notify("WATCHDOG=1");
+                }
                 if !ready_sent {
                     notify::notify("READY=1");
                     ready_sent = true;

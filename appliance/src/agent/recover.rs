@@ -60,6 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use super::etcd::{has_member_data, move_aside, write_atomic};
 use super::local::Agent;
+use super::operation::Kind;
 use super::recovery_plan::{
     self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Vote, Wait, WaitReason,
 };
@@ -143,6 +144,11 @@ pub struct Recovery {
     pub freshest_streak: u32,
     pub next_attempt: Option<Instant>,
     pub doc: RecoveryDoc,
+    /// Lost voters the fence command confirmed off during the current
+    /// quorum loss (each fence runs off the loop, one host at a time).
+    pub fenced: Vec<String>,
+    /// Why the last fence failed, shown while backing off.
+    pub last_failure: Option<String>,
 }
 
 /// The typed view [`recovery_plan::decide_rebuild`] decides on: every
@@ -224,6 +230,24 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     };
     view.freshest_streak = agent.recovery.freshest_streak;
     let requested = agent.recovery.requested.take();
+    if let Some(done) = agent.ops.take(Kind::Fence) {
+        match done.result {
+            Ok(_) => {
+                tracing::warn!(host = %done.target, "Fence command confirmed {} is powered off (took {:.1}s).", done.target, done.took.as_secs_f64());
+                agent.recovery.fenced.push(done.target);
+            }
+            Err(e) => {
+                let why = format!(
+                    "the fence command did not confirm {} is off: {e}",
+                    done.target
+                );
+                tracing::error!("Not rebuilding: {why}");
+                agent.recovery.fenced.clear();
+                agent.recovery.last_failure = Some(why);
+                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+            }
+        }
+    }
     let decision = recovery_plan::decide_rebuild(&view);
     let lost = recovery_plan::lost_voters(&view);
     let fresh_name = fresh.map(|i| view.hosts[i].name.clone());
@@ -254,8 +278,24 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         ),
         None => "waiting: no surviving data is reachable".into(),
     };
+    // A fence runs off the loop: the loop keeps observing and reporting.
+    if let Some((Kind::Fence, host)) = agent.ops.running() {
+        doc.state = format!(
+            "fencing {host}: waiting for the fence command to confirm it is powered off{}",
+            agent
+                .ops
+                .doc()
+                .map(|d| format!(" (running for {:.0} s)", d.running_for_s))
+                .unwrap_or_default()
+        );
+        agent.recovery.requested = requested;
+        agent.recovery.doc = doc;
+        return;
+    }
     let fence = match decision {
         RebuildDecision::NotNeeded => {
+            agent.recovery.fenced.clear();
+            agent.recovery.last_failure = None;
             agent.recovery.doc = RecoveryDoc {
                 policy: policy_name(agent),
                 state: "quorum ok".into(),
@@ -265,7 +305,13 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         }
         RebuildDecision::Wait(w) => {
             let reason = w.reason();
-            doc.state = wait_sentence(&w, &lost, fresh_name.as_deref(), &no_data);
+            doc.state = wait_sentence(
+                &w,
+                &lost,
+                fresh_name.as_deref(),
+                agent.recovery.last_failure.as_deref(),
+                &no_data,
+            );
             if let Wait::NoVoteMajority { .. } = &w {
                 let c = command.clone().unwrap_or_else(|| {
                     format!(
@@ -312,18 +358,33 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         Some(file) => Source::Snapshot(file),
         None => Source::OwnData,
     };
-    if !fence.is_empty()
-        && let Err(e) = fence_all(agent, &fence).await
+    // One fence at a time, off the loop; the rebuild waits until every
+    // host of the decision was confirmed off.
+    if let Some(host) = fence
+        .iter()
+        .find(|h| !agent.recovery.fenced.contains(h))
+        .cloned()
     {
-        tracing::error!("Not rebuilding: {e:#}");
-        doc.state = format!("waiting: {e:#}; retrying in 30 s");
-        agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+        doc.state = match start_fence(agent, &host) {
+            Ok(()) => format!(
+                "fencing {host}: waiting for the fence command to confirm it is powered off"
+            ),
+            Err(e) => {
+                tracing::error!("Not rebuilding: {e:#}");
+                agent.recovery.fenced.clear();
+                agent.recovery.last_failure = Some(format!("{e:#}"));
+                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+                format!("waiting: {e:#}; retrying in 30 s")
+            }
+        };
+        agent.recovery.requested = requested;
         agent.recovery.doc = doc;
         return;
     }
     // Post-check of the fencing, pre-check of the rebuild: the decision was
     // taken on a view that may be seconds old (each fence may take a
-    // minute). Look again; a rebuild that is no longer decided is not done.
+    // minute, and this tick observed before it). Look again; a rebuild
+    // that is no longer decided is not done.
     agent.view.refresh().await;
     let again = recovery_plan::decide_rebuild(&RebuildView {
         request: view.request,
@@ -334,6 +395,7 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     let still = matches!(&again, RebuildDecision::Rebuild { fence: f, .. } if f.iter().all(|h| fence.contains(h)));
     if !still || agent.view.leader().is_some() {
         tracing::warn!("Not rebuilding: the site looks different now ({again:?}).");
+        agent.recovery.fenced.clear();
         doc.state = "waiting: the site changed while fencing; deciding again".into();
         agent.recovery.doc = doc;
         return;
@@ -376,6 +438,7 @@ fn wait_sentence(
     w: &Wait,
     lost: &[String],
     fresh_name: Option<&str>,
+    last_failure: Option<&str>,
     no_data: &dyn Fn() -> String,
 ) -> String {
     match w {
@@ -396,7 +459,10 @@ fn wait_sentence(
             "waiting: the other survivors ({}) do not yet agree that this host has the freshest data",
             hosts.join(", ")
         ),
-        Wait::BackingOff => "waiting before the next recovery attempt".into(),
+        Wait::BackingOff => match last_failure {
+            Some(why) => format!("waiting: {why}; retrying in 30 s"),
+            None => "waiting before the next recovery attempt".into(),
+        },
         Wait::NoVoteMajority { votes, needed, of } => format!(
             "waiting: no strict majority of votes: {} of {of} configured nodes name this host the freshest ({}), \
              an automatic rebuild needs {needed}; the nodes it cannot see may be a live majority across a network cut. \
@@ -408,46 +474,41 @@ fn wait_sentence(
     }
 }
 
-/// Fences every host in `hosts`, one journal record for the attempt
-/// (written before any fence runs: no journal, no fence). Fails on the first
-/// host the fence command does not confirm.
-async fn fence_all(agent: &mut Agent, hosts: &[String]) -> anyhow::Result<()> {
-    let op = agent
-        .state
-        .begin(
-            OpKind::Fence,
-            &hosts.join(","),
-            "quorum lost; fencing the lost voters before a rebuild",
+/// Pre-check, journal, then the fence command for `host` off the loop
+/// ([`super::operation::Runner`]); its result comes back to [`tick`].
+/// Refused (nothing runs) when the host or a leader answers again (a healed
+/// partition is never fenced on a decision taken while it was out of
+/// reach), when the intent cannot be journalled, or while another
+/// operation runs.
+fn start_fence(agent: &mut Agent, host: &str) -> anyhow::Result<()> {
+    // Pre-check on this tick's view (observed moments ago).
+    let back = agent.view.leader().is_some()
+        || agent
+            .view
+            .peers
+            .iter()
+            .any(|p| p.node.name == host && (p.status.is_some() || p.agent_doc.is_some()));
+    if back {
+        anyhow::bail!("{host} or a leader answers again: not fencing");
+    }
+    let recovery = agent.cfg.recovery.clone();
+    let target = host.to_string();
+    agent
+        .ops
+        .start(
+            &agent.state,
+            Kind::Fence,
+            host,
+            "quorum lost; fencing a lost voter before a rebuild",
+            async move {
+                fence(&recovery, &target)
+                    .await
+                    .map(|()| format!("fence command confirmed {target} is powered off"))
+                    .map_err(|e| format!("{e:#}"))
+            },
         )
-        .context("could not journal the fence intent, so no fence runs")?;
-    for host in hosts {
-        // Pre-check: a host that answers again (a healed partition) is
-        // never fenced on a decision taken while it was out of reach.
-        agent.view.refresh().await;
-        let back = agent.view.leader().is_some()
-            || agent
-                .view
-                .peers
-                .iter()
-                .any(|p| &p.node.name == host && (p.status.is_some() || p.agent_doc.is_some()));
-        if back {
-            let why = format!("{host} or a leader answers again: not fencing");
-            agent.state.close(op, Outcome::Failed, &why);
-            anyhow::bail!(why);
-        }
-        if let Err(e) = fence(&agent.cfg.recovery, host).await {
-            let why = format!("the fence command did not confirm {host} is off: {e:#}");
-            agent.state.close(op, Outcome::Failed, &why);
-            anyhow::bail!(why);
-        }
-        tracing::warn!(host = %host, "Fence command confirmed {host} is powered off.");
-    }
-    if let Err(e) = agent
-        .state
-        .finish(op, Outcome::Done, &format!("fenced {}", hosts.join(", ")))
-    {
-        tracing::error!("Could not journal the fence outcome: {e}");
-    }
+        .map_err(|e| anyhow::anyhow!("not fencing {host}: {e}"))?;
+    tracing::warn!(host = %host, "Fencing {host} (off the reconcile loop).");
     Ok(())
 }
 

@@ -33,7 +33,12 @@ pub struct SnapshotState {
     last_prune: Option<Instant>,
     last_check: Option<Instant>,
     last_catalog: Option<Instant>,
+    /// When the last scheduled snapshot was refused for space.
+    refused_at: Option<Instant>,
 }
+
+/// How long after a refusal for space the schedule tries again.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
 /// Age of the newest snapshot in `dir` (any origin), if any.
 fn newest_age(dir: &std::path::Path) -> Option<Duration> {
@@ -88,6 +93,25 @@ pub fn tick(agent: &mut Agent) {
     if newest_age(&dir).is_some_and(|age| age < cfg.interval) {
         return;
     }
+    if agent
+        .snapshots
+        .refused_at
+        .is_some_and(|t| t.elapsed() < REFUSED_RETRY)
+    {
+        return;
+    }
+    // Space: the new snapshot (about the size of this host's last one) must
+    // fit the budget and leave the reserve free; otherwise it is skipped
+    // and reported, and nothing is deleted to make room.
+    if let Err(why) = fits(&dir, &agent.me.name, &super::snapshot_budget(&agent.cfg)) {
+        agent.snapshots.refused_at = Some(Instant::now());
+        agent
+            .shared
+            .snapshot_space
+            .refused("a scheduled snapshot", &why);
+        return;
+    }
+    agent.snapshots.refused_at = None;
     // Source: a caught-up follower voter, else this (leading) member.
     let leader_index = agent.view.leader_index().unwrap_or(0);
     let source = agent
@@ -119,6 +143,30 @@ pub fn tick(agent: &mut Agent) {
         take_and_copy(state, origin, endpoint, dir, peers, tls, http).await;
         running.store(false, Ordering::Relaxed);
     });
+}
+
+/// Whether a new snapshot of `origin` fits `budget` in `dir`: its size is
+/// estimated from the newest one of the same origin.
+fn fits(
+    dir: &std::path::Path,
+    origin: &str,
+    budget: &edgeplane_snapshot::Budget,
+) -> Result<(), edgeplane_snapshot::Refusal> {
+    let estimate = edgeplane_snapshot::list(dir)
+        .ok()
+        .and_then(|l| {
+            l.into_iter()
+                .filter(|m| m.info.origin == origin)
+                .max_by_key(|m| m.info.created_at)
+        })
+        .map(|m| m.file_bytes)
+        .unwrap_or(0);
+    // A directory or filesystem that cannot be measured is not refused:
+    // the snapshot's own write then fails and is journalled.
+    let used = edgeplane_snapshot::used_bytes(dir).unwrap_or(0);
+    let free = edgeplane_snapshot::FreeSpace::free_bytes(&edgeplane_snapshot::Statvfs, dir)
+        .unwrap_or(u64::MAX);
+    edgeplane_snapshot::admit(estimate, used, free, budget)
 }
 
 /// `(name, agent_url)` of every other host.

@@ -234,6 +234,12 @@ impl LocalSite {
     /// Starts host `i`'s agent (its stderr goes to `agent.log` in the host's
     /// directory). A host a fence powered off is powered on by this.
     pub fn start_agent(&mut self, i: usize) -> io::Result<()> {
+        self.start_agent_with_env(i, &[])
+    }
+
+    /// [`LocalSite::start_agent`] with extra environment variables for the
+    /// agent (e.g. the `NOTIFY_SOCKET` and `WATCHDOG_USEC` systemd sets).
+    pub fn start_agent_with_env(&mut self, i: usize, env: &[(String, String)]) -> io::Result<()> {
         let binary = self.spec.binary.clone();
         let h = &mut self.hosts[i];
         match std::fs::remove_file(h.dir.join(POWERED_OFF)) {
@@ -260,6 +266,7 @@ impl LocalSite {
                 "RUST_LOG",
                 std::env::var("EDGEPLANE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
