@@ -397,6 +397,8 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
             batch_samples: o.batch_samples,
             max_sample_age: Duration::from_secs(29 * 86400),
             bearer_token_file: None,
+            basic_auth: None,
+            headers: vec![],
             ca_file: None,
             client_cert: None,
             client_key: None,
