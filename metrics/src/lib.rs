@@ -138,6 +138,7 @@ pub mod dead_letter;
 pub mod link;
 pub mod live;
 pub mod local_prometheus;
+pub mod local_victoria;
 pub mod parse;
 pub mod pipeline;
 pub mod remote_write;
