@@ -570,7 +570,7 @@ async fn serve_metrics(text: Arc<String>) -> Result<u16, String> {
 }
 
 /// User + system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -585,11 +585,11 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Resets the kernel's peak-RSS mark of this process (VmHWM).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -133,6 +133,7 @@
 //! [`local_prometheus`].
 
 pub mod bench;
+pub mod bench_vmagent;
 pub mod classify;
 pub mod dead_letter;
 pub mod link;
