@@ -11,7 +11,9 @@
 //! every outage sample is in the receiver, and samples still missing then.
 //!
 //! Edgeplane's pipeline runs inside this process, so its RSS and CPU
-//! include the harness (target, proxies, queries): an upper bound.
+//! include the harness (target, proxies): an upper bound. They are taken
+//! when its backlog is empty, before the receiver is queried (the queries
+//! run in this process too); vmagent's when the run ends.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -294,7 +296,12 @@ pub async fn vs_vmagent(o: VmagentOptions) -> Result<VmagentReport, String> {
             .arg("-version")
             .output()
             .ok()
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+            .map(|out| {
+                // It prints its version on stderr.
+                let mut v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                v.push_str(String::from_utf8_lossy(&out.stderr).trim());
+                v
+            }),
         ..Default::default()
     };
     let prom = LocalPrometheus::start(PrometheusOptions {
@@ -438,6 +445,15 @@ pub async fn vs_vmagent(o: VmagentOptions) -> Result<VmagentReport, String> {
         fig.outage_samples = (scr.len() * o.series) as u64;
         fig.disk_bytes_per_sample = fig.disk_bytes as f64 / fig.outage_samples.max(1) as f64;
     }
+    // Edgeplane's own figures are taken when its backlog is empty, before
+    // the receiver is queried: the queries run in this process too.
+    while t0.elapsed() < o.drain_limit && p.status().backlog_samples > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (e_cpu, e_rss) = (
+        crate::bench::cpu_seconds() - cpu0,
+        crate::bench::peak_rss_mib(),
+    );
     // Drain: poll both until nothing is missing or the limit.
     let mut e_done: Option<f64> = None;
     let mut v_done: Option<f64> = None;
@@ -459,10 +475,6 @@ pub async fn vs_vmagent(o: VmagentOptions) -> Result<VmagentReport, String> {
     rep.vmagent.missing = missing(&prom, "vmagent", &v_scr, o.series).await?;
 
     let (v_cpu, v_rss) = proc_usage(&vm_pid);
-    let (e_cpu, e_rss) = (
-        crate::bench::cpu_seconds() - cpu0,
-        crate::bench::peak_rss_mib(),
-    );
     let (e_all, v_all) = {
         let r = rec.lock().unwrap_or_else(|e| e.into_inner());
         (r.edgeplane.len() * o.series, r.vmagent.len() * o.series)
