@@ -224,7 +224,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             data_mib,
             json,
         } => buffer(dir, data_mib, json),
-        BenchCommand::Backfill { days, series, json } => backfill(days, series, json),
+        BenchCommand::Backfill {
+            series,
+            vmagent: true,
+            outage_s,
+            json,
+            ..
+        } => backfill_vs_vmagent(series, outage_s, json),
+        BenchCommand::Backfill {
+            days, series, json, ..
+        } => backfill(days, series, json),
         BenchCommand::Snapshot { db_mib, json } => crate::snapshot_cmd::bench(db_mib, json),
     }
 }
@@ -276,6 +285,37 @@ fn backfill(days: u64, series: usize, json: bool) -> anyhow::Result<ExitCode> {
     let report = crate::runtime()?
         .block_on(edgeplane_metrics::bench::backfill(opts))
         .map_err(|e| anyhow::anyhow!("backfill bench failed: {e}"))?;
+    let record = Record {
+        run: run.finish(),
+        figures: report,
+    };
+    record.print(json, &record.figures.render_table())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `edgeplane bench backfill --vmagent`: Edgeplane and vmagent through the
+/// same outage into the same stock Prometheus.
+fn backfill_vs_vmagent(series: usize, outage_s: u64, json: bool) -> anyhow::Result<ExitCode> {
+    let opts = edgeplane_metrics::bench_vmagent::VmagentOptions {
+        series,
+        outage: std::time::Duration::from_secs(outage_s),
+        ..Default::default()
+    };
+    if !opts.vmagent.exists() {
+        anyhow::bail!(
+            "{} not found: install Debian's victoria-metrics (scripts/setup does)",
+            opts.vmagent.display()
+        );
+    }
+    if !json {
+        eprintln!(
+            "Backfill bench beside vmagent: {series} series at 1 s, a {outage_s} s outage, into a stock Prometheus; this takes minutes."
+        );
+    }
+    let run = Run::start("backfill-vmagent");
+    let report = crate::runtime()?
+        .block_on(edgeplane_metrics::bench_vmagent::vs_vmagent(opts))
+        .map_err(|e| anyhow::anyhow!("backfill bench beside vmagent failed: {e}"))?;
     let record = Record {
         run: run.finish(),
         figures: report,

@@ -221,6 +221,14 @@ pub enum BenchCommand {
         days: u64,
         #[arg(long, default_value_t = 2000)]
         series: usize,
+        /// Instead: Edgeplane beside vmagent, scraping `--series` gauges at 1 s
+        /// through the same outage into one stock Prometheus; disk bytes per
+        /// buffered sample, RSS, CPU s per million samples, drain time, samples missing.
+        #[arg(long)]
+        vmagent: bool,
+        /// The outage of `--vmagent`, in seconds.
+        #[arg(long, default_value_t = 90)]
+        outage_s: u64,
         #[arg(long)]
         json: bool,
     },

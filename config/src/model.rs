@@ -267,6 +267,15 @@ pub struct Uplink {
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub max_sample_age: Duration,
     pub bearer_token_file: Option<PathBuf>,
+    /// HTTP basic auth: the user name (not a secret) ...
+    pub basic_auth_user: Option<String>,
+    /// ... and the file holding the password (the password itself never
+    /// appears in the config).
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// Extra request headers, e.g. `X-Scope-OrgID` for a Mimir, Cortex or
+    /// Thanos tenant. Not for credentials: values are shown by
+    /// `config check --explain`.
+    pub headers: BTreeMap<String, String>,
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,

@@ -191,6 +191,9 @@ pub fn defaults(profile: Profile) -> Config {
             batch_samples: 2000,
             max_sample_age: days(29),
             bearer_token_file: None,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
+            headers: BTreeMap::new(),
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -365,6 +368,11 @@ pub fn resolve(raw: RawConfig) -> Config {
         batch_samples: u.batch_samples.unwrap_or(d.uplink.batch_samples),
         max_sample_age: u.max_sample_age.unwrap_or(d.uplink.max_sample_age),
         bearer_token_file: u.bearer_token_file.or(d.uplink.bearer_token_file),
+        basic_auth_user: u.basic_auth_user.or(d.uplink.basic_auth_user),
+        basic_auth_password_file: u
+            .basic_auth_password_file
+            .or(d.uplink.basic_auth_password_file),
+        headers: u.headers.unwrap_or(d.uplink.headers),
         ca_file: u.ca_file.or(d.uplink.ca_file),
         client_cert: u.client_cert.or(d.uplink.client_cert),
         client_key: u.client_key.or(d.uplink.client_key),

@@ -200,6 +200,9 @@ pub struct RawUplink {
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_sample_age: Option<Duration>,
     pub bearer_token_file: Option<PathBuf>,
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password_file: Option<PathBuf>,
+    pub headers: Option<BTreeMap<String, String>>,
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -349,7 +352,10 @@ pub fn schema() -> Table {
             }),
         ),
         ("buffer", Kind::Table(|| table_of::<RawBuffer>(&[]))),
-        ("uplink", Kind::Table(|| table_of::<RawUplink>(&[]))),
+        (
+            "uplink",
+            Kind::Table(|| table_of::<RawUplink>(&[("headers", Kind::Map)])),
+        ),
         ("tls", Kind::Table(|| table_of::<RawTls>(&[]))),
         ("log", Kind::Table(|| table_of::<RawLog>(&[]))),
     ])

@@ -814,6 +814,12 @@ fn uplink(c: &mut Checker<'_>, cfg: &Config) {
                 if !ep.https && u.bearer_token_file.is_some() {
                     c.warn("uplink.bearer_token_file", "the bearer token would be sent unencrypted over http://");
                 }
+                if !ep.https && u.basic_auth_password_file.is_some() {
+                    c.warn(
+                        "uplink.basic_auth_password_file",
+                        "the password would be sent unencrypted over http://",
+                    );
+                }
             }
         },
         None => {}
@@ -836,14 +842,143 @@ fn uplink(c: &mut Checker<'_>, cfg: &Config) {
         (None, Some(_)) => c.error("uplink.client_key", "is set without uplink.client_cert"),
         _ => {}
     }
+    match (&u.basic_auth_user, &u.basic_auth_password_file) {
+        (Some(_), None) => c.error(
+            "uplink.basic_auth_user",
+            "is set without uplink.basic_auth_password_file (the file holding the password)",
+        ),
+        (None, Some(_)) => c.error(
+            "uplink.basic_auth_password_file",
+            "is set without uplink.basic_auth_user",
+        ),
+        (Some(user), Some(_)) => {
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                c.error(
+                    "uplink.basic_auth_user",
+                    "must be a non-empty user name without ':' or control characters",
+                );
+            }
+            if u.bearer_token_file.is_some() {
+                c.error_at(
+                    "uplink.basic_auth_user",
+                    &["uplink.bearer_token_file"],
+                    "is set together with uplink.bearer_token_file: both use the Authorization header, choose one",
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    uplink_headers(c, &u.headers);
     for (key, p) in [
         ("uplink.bearer_token_file", &u.bearer_token_file),
+        (
+            "uplink.basic_auth_password_file",
+            &u.basic_auth_password_file,
+        ),
         ("uplink.ca_file", &u.ca_file),
         ("uplink.client_cert", &u.client_cert),
         ("uplink.client_key", &u.client_key),
     ] {
         if let Some(p) = p {
             c.absolute(key, p);
+        }
+    }
+}
+
+/// Headers the uplink sets itself or HTTP manages, which `uplink.headers`
+/// may not override (compared in lower case; any `content-*` too), with the
+/// reason. Prometheus' `remote_write.headers` refuses the same.
+const RESERVED_HEADERS: &[(&str, &str)] = &[
+    (
+        "authorization",
+        "credentials are not written in the config: use uplink.bearer_token_file, or uplink.basic_auth_user with uplink.basic_auth_password_file",
+    ),
+    (
+        "proxy-authorization",
+        "it is a hop-by-hop header for a proxy, and credentials are not written in the config",
+    ),
+    (
+        "connection",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    (
+        "keep-alive",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    (
+        "proxy-connection",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    (
+        "proxy-authenticate",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    ("te", "it is a hop-by-hop header that HTTP manages itself"),
+    (
+        "trailer",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    (
+        "transfer-encoding",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    (
+        "upgrade",
+        "it is a hop-by-hop header that HTTP manages itself",
+    ),
+    ("host", "HTTP sets it from uplink.url"),
+    ("expect", "HTTP manages it itself"),
+    ("accept-encoding", "HTTP manages it itself"),
+    ("user-agent", "edgeplane sets it (edgeplane/<version>)"),
+    (
+        "x-prometheus-remote-write-version",
+        "it is part of the remote-write protocol edgeplane speaks (0.1.0)",
+    ),
+];
+
+/// `uplink.headers`: valid names and values, none that edgeplane or HTTP
+/// sets, no name twice in different case.
+fn uplink_headers(c: &mut Checker<'_>, headers: &BTreeMap<String, String>) {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, value) in headers {
+        let key = format!("uplink.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        let tchar = |ch: char| ch.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(ch);
+        if name.is_empty() || !name.chars().all(tchar) {
+            c.error(
+                &key,
+                format!(
+                    "{name:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+                ),
+            );
+            continue;
+        }
+        if let Some((_, why)) = RESERVED_HEADERS.iter().find(|(h, _)| *h == lower) {
+            c.error(&key, format!("{name} cannot be set here: {why}"));
+            continue;
+        }
+        if lower.starts_with("content-") {
+            c.error(
+                &key,
+                format!("{name} cannot be set here: the Content-* headers describe the remote-write body (snappy-compressed protobuf) and edgeplane sets them itself"),
+            );
+            continue;
+        }
+        if value.trim().is_empty() {
+            c.error(&key, "must not be empty");
+        } else if value.chars().any(|ch| ch.is_control() && ch != '\t') {
+            c.error(
+                &key,
+                "must not contain control characters (line breaks included)",
+            );
+        }
+        if let Some(first) = seen.get(&lower) {
+            c.error(
+                &key,
+                format!("the same header as uplink.headers.{first} (header names ignore case)"),
+            );
+        } else {
+            seen.insert(lower, name);
         }
     }
 }

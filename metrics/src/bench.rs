@@ -397,6 +397,8 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
             batch_samples: o.batch_samples,
             max_sample_age: Duration::from_secs(29 * 86400),
             bearer_token_file: None,
+            basic_auth: None,
+            headers: vec![],
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -568,7 +570,7 @@ async fn serve_metrics(text: Arc<String>) -> Result<u16, String> {
 }
 
 /// User + system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -583,11 +585,11 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Resets the kernel's peak-RSS mark of this process (VmHWM).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

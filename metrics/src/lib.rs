@@ -133,11 +133,13 @@
 //! [`local_prometheus`].
 
 pub mod bench;
+pub mod bench_vmagent;
 pub mod classify;
 pub mod dead_letter;
 pub mod link;
 pub mod live;
 pub mod local_prometheus;
+pub mod local_victoria;
 pub mod parse;
 pub mod pipeline;
 pub mod remote_write;

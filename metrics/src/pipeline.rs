@@ -1208,6 +1208,15 @@ impl PipelineOptions {
                 batch_samples: u.batch_samples.max(1),
                 max_sample_age: u.max_sample_age,
                 bearer_token_file: u.bearer_token_file.clone(),
+                basic_auth: u
+                    .basic_auth_user
+                    .clone()
+                    .zip(u.basic_auth_password_file.clone()),
+                headers: u
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 ca_file: u.ca_file.clone(),
                 client_cert: u.client_cert.clone(),
                 client_key: u.client_key.clone(),

@@ -25,6 +25,11 @@ pub struct UplinkOptions {
     /// Older samples are never sent (counted as expired).
     pub max_sample_age: Duration,
     pub bearer_token_file: Option<PathBuf>,
+    /// HTTP basic auth: the user name and the file holding the password.
+    pub basic_auth: Option<(String, PathBuf)>,
+    /// Extra headers on every request (e.g. `X-Scope-OrgID`); validated by
+    /// the config (nothing the protocol or HTTP sets).
+    pub headers: Vec<(String, String)>,
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -69,22 +74,36 @@ pub enum UplinkError {
     },
     #[error("failed to build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The value is left out: it may be mistaken for something secret.
+    #[error("uplink header {name:?} is not a valid HTTP header")]
+    Header { name: String },
 }
 
-/// A bearer token read from a file, re-read at most every minute so a
-/// rotated token is picked up. Never logged: `Debug` is redacted.
-struct TokenFile {
+/// A secret (bearer token, basic auth password) read from a file, re-read
+/// at most every minute so a rotated one is picked up. Never logged:
+/// `Debug` is redacted, and a read error names only the path.
+struct SecretFile {
+    /// What it holds, for the log: "bearer token", "basic auth password".
+    what: &'static str,
     path: PathBuf,
     cached: std::sync::Mutex<Option<(Instant, String)>>,
 }
 
-impl std::fmt::Debug for TokenFile {
+impl std::fmt::Debug for SecretFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenFile({}, <redacted>)", self.path.display())
+        write!(f, "SecretFile({}, <redacted>)", self.path.display())
     }
 }
 
-impl TokenFile {
+impl SecretFile {
+    fn new(what: &'static str, path: &std::path::Path) -> Self {
+        SecretFile {
+            what,
+            path: path.to_path_buf(),
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+
     fn get(&self) -> Option<String> {
         let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, tok)) = c.as_ref()
@@ -99,7 +118,7 @@ impl TokenFile {
                 Some(tok)
             }
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "Could not read the uplink bearer token file; sending without a token.");
+                tracing::warn!(path = %self.path.display(), error = %e, "Could not read the uplink {} file; sending without it.", self.what);
                 c.as_ref().map(|(_, t)| t.clone())
             }
         }
@@ -149,7 +168,9 @@ pub(crate) fn with_tls_files(
 pub struct RemoteWriter {
     client: reqwest::Client,
     url: String,
-    token: Option<TokenFile>,
+    token: Option<SecretFile>,
+    basic_auth: Option<(String, SecretFile)>,
+    headers: reqwest::header::HeaderMap,
 }
 
 /// The body of a probe: an empty `WriteRequest`, snappy-compressed.
@@ -174,22 +195,65 @@ impl RemoteWriter {
         Ok(RemoteWriter {
             client: b.build().map_err(UplinkError::Client)?,
             url: o.url.clone(),
-            token: o.bearer_token_file.as_ref().map(|p| TokenFile {
-                path: p.clone(),
-                cached: std::sync::Mutex::new(None),
-            }),
+            token: o
+                .bearer_token_file
+                .as_deref()
+                .map(|p| SecretFile::new("bearer token", p)),
+            basic_auth: o
+                .basic_auth
+                .as_ref()
+                .map(|(user, p)| (user.clone(), SecretFile::new("basic auth password", p))),
+            headers: header_map(&o.headers)?,
         })
+    }
+
+    /// The `Authorization` value this request carries, if any (marked
+    /// sensitive so HTTP never prints it).
+    fn authorization(&self) -> Option<reqwest::header::HeaderValue> {
+        let text = if let Some((user, pw)) = &self.basic_auth {
+            format!("Basic {}", basic_credentials(user, &pw.get()?))
+        } else {
+            format!("Bearer {}", self.token.as_ref()?.get()?)
+        };
+        let mut v = reqwest::header::HeaderValue::from_str(&text).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
+    /// The secrets a receiver's reply could echo back (some proxies print
+    /// the request's headers in their error pages): the raw ones and the
+    /// `Authorization` value, longest first.
+    fn secrets(&self, auth: Option<&reqwest::header::HeaderValue>) -> Vec<String> {
+        let mut out: Vec<String> = [
+            auth.and_then(|v| v.to_str().ok()).map(|v| {
+                v.split_once(' ')
+                    .map_or(v.to_owned(), |(_, cred)| cred.to_owned())
+            }),
+            self.token.as_ref().and_then(SecretFile::get),
+            self.basic_auth.as_ref().and_then(|(_, pw)| pw.get()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
     }
 
     /// POSTs one body. Returns the verdict and a label for the reply
     /// (the status code, or `timeout` / `error`).
     pub async fn send(&self, body: Vec<u8>) -> (Verdict, String) {
-        let mut req = self.client.post(&self.url).body(body);
+        let mut req = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(body);
         for (k, v) in remote_write::HEADERS {
             req = req.header(k, v);
         }
-        if let Some(tok) = self.token.as_ref().and_then(TokenFile::get) {
-            req = req.bearer_auth(tok);
+        let auth = self.authorization();
+        if let Some(v) = &auth {
+            req = req.header(reqwest::header::AUTHORIZATION, v.clone());
         }
         match req.send().await {
             Ok(resp) => {
@@ -202,7 +266,13 @@ impl RemoteWriter {
                 let body = if (200..300).contains(&status) {
                     String::new()
                 } else {
-                    read_limited(resp, 4096).await
+                    // The reply goes to the log and the status: never with
+                    // our credentials in it.
+                    let mut text = read_limited(resp, 4096).await;
+                    for s in self.secrets(auth.as_ref()) {
+                        text = text.replace(&s, "<redacted>");
+                    }
+                    text
                 };
                 (
                     remote_write::verdict(status, &body, retry_after.as_deref()),
@@ -223,6 +293,48 @@ impl RemoteWriter {
             }
         }
     }
+}
+
+/// `uplink.headers` as a header map; a name or value HTTP cannot carry is
+/// an error naming the header.
+fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap, UplinkError> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let bad = || UplinkError::Header { name: name.clone() };
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let v = HeaderValue::from_str(value).map_err(|_| bad())?;
+        map.insert(n, v);
+    }
+    Ok(map)
+}
+
+/// The credentials of a basic auth `Authorization` header:
+/// base64(`user:password`). Public so the support bundle can redact them.
+pub fn basic_credentials(user: &str, password: &str) -> String {
+    base64(format!("{user}:{password}").as_bytes())
+}
+
+/// Standard base64 with padding (RFC 4648), for the basic auth header.
+fn base64(input: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 async fn read_limited(mut resp: reqwest::Response, max: usize) -> String {
@@ -269,3 +381,34 @@ pub(crate) async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bo
 
 /// Keeps the writer alive across tasks.
 pub(crate) type Writer = Arc<RemoteWriter>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "PLANTED-debug-secret\n").unwrap_or_else(|e| panic!("{e}"));
+        let f = SecretFile::new("basic auth password", &p);
+        assert_eq!(f.get().as_deref(), Some("PLANTED-debug-secret"));
+        assert!(!format!("{f:?}").contains("PLANTED"));
+    }
+}

@@ -34,3 +34,38 @@ async fn backfill_bench_smoke() {
     let json = serde_json::to_value(&rep).unwrap();
     assert!(json["flush_samples_per_s"].is_number());
 }
+
+/// `bench backfill --vmagent` at toy size: both agents scrape through a
+/// 20 s outage into a stock Prometheus and the figures add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vmagent_comparison_smoke() {
+    use edgeplane_metrics::bench_vmagent::{VmagentOptions, vs_vmagent};
+    let o = VmagentOptions {
+        series: 100,
+        outage: Duration::from_secs(20),
+        drain_limit: Duration::from_secs(30),
+        ..Default::default()
+    };
+    if !o.vmagent.exists() {
+        let why = format!(
+            "{} missing (Debian package victoria-metrics)",
+            o.vmagent.display()
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("SKIPPED: {why} (and CI=true: a CI run must run every test)");
+        }
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let rep = vs_vmagent(o).await.unwrap();
+    println!("{}", rep.render_table());
+    for a in [&rep.edgeplane, &rep.vmagent] {
+        assert!(a.outage_samples >= 100 * 15, "{a:?}");
+        assert!(a.disk_bytes > 0, "{a:?}");
+        assert!(a.peak_rss_mib > 0.0 && a.cpu_s > 0.0, "{a:?}");
+    }
+    assert!(rep.edgeplane.drained, "{:?}", rep.edgeplane);
+    assert_eq!(rep.edgeplane.missing, 0);
+    let json = serde_json::to_value(&rep).unwrap();
+    assert!(json["vmagent"]["disk_bytes_per_sample"].is_number());
+}

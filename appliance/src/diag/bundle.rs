@@ -142,7 +142,7 @@ pub async fn write(cfg: &Config, config_path: &Path, out: &Path) -> anyhow::Resu
         "edgeplane_version": crate::version::LONG,
         "config": super::display_config_path(config_path),
         "files": files,
-        "redaction": "URL credentials, bearer tokens, secret-named values, private key blocks and the contents of uplink.bearer_token_file and uplink.client_key are replaced by <redacted>; etcd keys and values are never read",
+        "redaction": "URL credentials, bearer tokens, secret-named values, private key blocks and the contents of uplink.bearer_token_file, uplink.basic_auth_password_file and uplink.client_key are replaced by <redacted>; etcd keys and values are never read",
     });
     entries.insert(0, ("manifest.json".into(), json_entry(&manifest, &secrets)));
 

@@ -512,6 +512,13 @@ fn key_checks(cfg: &Config) -> Vec<CheckResult> {
             u.enabled,
         ),
         (
+            "basic-auth-password-file",
+            u.basic_auth_password_file.as_ref(),
+            true,
+            "[uplink]",
+            u.enabled,
+        ),
+        (
             "client-key",
             u.client_key.as_ref(),
             true,

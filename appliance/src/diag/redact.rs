@@ -3,8 +3,8 @@
 //! Three layers, applied to every string that leaves this host in a bundle
 //! (config values, status documents, log tails):
 //!
-//! 1. **Known secrets**: the contents of `uplink.bearer_token_file` and
-//!    `uplink.client_key` are read only to be searched for and replaced (the
+//! 1. **Known secrets**: the contents of `uplink.bearer_token_file`,
+//!    `uplink.basic_auth_password_file` and `uplink.client_key` are read only to be searched for and replaced (the
 //!    files themselves are never copied);
 //! 2. **Private key blocks**: anything between `-----BEGIN … PRIVATE KEY-----`
 //!    and its `-----END`;
@@ -39,9 +39,13 @@ pub fn known_secrets(cfg: &Config) -> Vec<String> {
     {
         out.extend(pairs.into_iter().map(|(_, v)| v).filter(|v| v.len() >= 4));
     }
-    for p in [&cfg.uplink.bearer_token_file, &cfg.uplink.client_key]
-        .into_iter()
-        .flatten()
+    for p in [
+        &cfg.uplink.bearer_token_file,
+        &cfg.uplink.basic_auth_password_file,
+        &cfg.uplink.client_key,
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Ok(text) = std::fs::read_to_string(p) {
             let t = text.trim();
@@ -55,6 +59,18 @@ pub fn known_secrets(cfg: &Config) -> Vec<String> {
                 }
             }
         }
+    }
+    // The basic auth header's form of the password, as a log of the
+    // request or a receiver's echo of it would show it.
+    if let (Some(user), Some(p)) = (
+        &cfg.uplink.basic_auth_user,
+        &cfg.uplink.basic_auth_password_file,
+    ) && let Ok(pw) = std::fs::read_to_string(p)
+    {
+        out.push(edgeplane_metrics::uplink::basic_credentials(
+            user,
+            pw.trim(),
+        ));
     }
     // Longest first, so a whole secret is replaced before its parts.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -251,6 +267,24 @@ mod tests {
         }
         assert!(r.contains("<redacted private key>"));
         assert!(r.contains("x=1"));
+    }
+
+    #[test]
+    fn basic_auth_password_is_a_known_secret_raw_and_encoded() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pw = dir.path().join("pass");
+        std::fs::write(&pw, "PLANTED-basic-pw-31\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = edgeplane_config::defaults(edgeplane_config::Profile::Edge);
+        cfg.uplink.basic_auth_user = Some("site-7".into());
+        cfg.uplink.basic_auth_password_file = Some(pw);
+        let secrets = known_secrets(&cfg);
+        let encoded = edgeplane_metrics::uplink::basic_credentials("site-7", "PLANTED-basic-pw-31");
+        let r = text(
+            &format!("sent PLANTED-basic-pw-31 as Authorization: Basic {encoded}"),
+            &secrets,
+        );
+        assert!(!r.contains("PLANTED"), "{r}");
+        assert!(!r.contains(&encoded), "{r}");
     }
 
     #[test]

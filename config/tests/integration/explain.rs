@@ -129,3 +129,31 @@ fn refuses_an_invalid_file() {
         .unwrap_or_else(|| panic!("should fail"));
     assert!(err.to_string().contains("cluster.voters"));
 }
+
+/// Explain reads no secret file: a planted password shows nowhere, the
+/// header (a tenant, not a credential) and the user name do.
+#[test]
+fn explain_never_shows_the_basic_auth_password() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let planted = "PLANTED-pw-7f3a9c41e2";
+    let pw = dir.path().join("region.pass");
+    std::fs::write(&pw, planted).unwrap_or_else(|e| panic!("{e}"));
+    let text = edge(&format!(
+        "[uplink]\nurl = \"https://r.example.com/api/v1/write\"\nbasic_auth_user = \"site-7\"\nbasic_auth_password_file = \"{}\"\n\n[uplink.headers]\nX-Scope-OrgID = \"tenant-a\"\n",
+        pw.display()
+    ));
+    let e = explain_str(&text, Path::new(ORIGIN)).unwrap_or_else(|e| panic!("{e}"));
+    let human = e.render_human();
+    let json = e.to_json().to_string();
+    for out in [&human, &json] {
+        assert!(!out.contains(planted), "{out}");
+        assert!(out.contains("tenant-a"), "{out}");
+    }
+    let get = |k: &str| e.get(k).unwrap_or_else(|| panic!("no entry {k}"));
+    assert_eq!(get("uplink.headers.X-Scope-OrgID").value, "tenant-a");
+    assert_eq!(get("uplink.basic_auth_user").value, "site-7");
+    assert_eq!(
+        get("uplink.basic_auth_password_file").value,
+        pw.display().to_string()
+    );
+}

@@ -640,3 +640,99 @@ fn tls_files_absolute_and_health_listener_loopback_only() {
     expect(&bad, Error, "tls.health_listen", "expected IP:PORT");
     clean(&edge("[tls]\nhealth_listen = \"127.0.0.1:7071\"\n"));
 }
+
+const UPLINK: &str = "[uplink]\nurl = \"https://r.example.com/api/v1/write\"\n";
+
+#[test]
+fn uplink_headers_and_basic_auth_are_accepted() {
+    clean(&edge(&format!(
+        "{UPLINK}basic_auth_user = \"site-7\"\nbasic_auth_password_file = \"/etc/edgeplane/region.pass\"\n\n[uplink.headers]\nX-Scope-OrgID = \"tenant-a\"\n"
+    )));
+}
+
+#[test]
+fn uplink_headers_refuse_what_edgeplane_or_http_sets() {
+    for (name, fragment) in [
+        ("Authorization", "uplink.basic_auth_user"),
+        ("authorization", "bearer_token_file"),
+        ("Proxy-Authorization", "hop-by-hop"),
+        ("Connection", "hop-by-hop"),
+        ("Transfer-Encoding", "hop-by-hop"),
+        ("Upgrade", "hop-by-hop"),
+        ("TE", "hop-by-hop"),
+        ("Content-Type", "Content-*"),
+        ("Content-Encoding", "Content-*"),
+        ("content-length", "Content-*"),
+        ("Host", "uplink.url"),
+        ("User-Agent", "edgeplane sets it"),
+        ("X-Prometheus-Remote-Write-Version", "remote-write protocol"),
+    ] {
+        let text = edge(&format!("{UPLINK}\n[uplink.headers]\n\"{name}\" = \"x\"\n"));
+        let p = expect(
+            &text,
+            Error,
+            &format!("uplink.headers.{name}"),
+            "cannot be set here",
+        );
+        assert!(p.message.contains(fragment), "{name}: {}", p.message);
+        assert_eq!(p.line, Some(line_of(&text, &format!("\"{name}\""))));
+    }
+}
+
+#[test]
+fn uplink_headers_must_be_valid_http() {
+    let text = edge(&format!(
+        "{UPLINK}\n[uplink.headers]\n\"X Tenant\" = \"a\"\nX-Empty = \" \"\nX-Break = \"a\\r\\nX-Evil: 1\"\nx-scope-orgid = \"a\"\nX-Scope-OrgID = \"b\"\n"
+    ));
+    expect(
+        &text,
+        Error,
+        "uplink.headers.X Tenant",
+        "not a valid HTTP header name",
+    );
+    expect(&text, Error, "uplink.headers.X-Empty", "must not be empty");
+    expect(&text, Error, "uplink.headers.X-Break", "control characters");
+    // BTreeMap order: upper case first, so the lower-case one is the second.
+    expect(&text, Error, "uplink.headers.x-scope-orgid", "ignore case");
+}
+
+#[test]
+fn basic_auth_needs_both_keys_and_no_bearer_token() {
+    let text = edge(&format!("{UPLINK}basic_auth_user = \"u\"\n"));
+    expect(
+        &text,
+        Error,
+        "uplink.basic_auth_user",
+        "without uplink.basic_auth_password_file",
+    );
+    let text = edge(&format!("{UPLINK}basic_auth_password_file = \"/etc/p\"\n"));
+    expect(
+        &text,
+        Error,
+        "uplink.basic_auth_password_file",
+        "without uplink.basic_auth_user",
+    );
+    let text = edge(&format!(
+        "{UPLINK}basic_auth_user = \"u\"\nbasic_auth_password_file = \"/etc/p\"\nbearer_token_file = \"/etc/t\"\n"
+    ));
+    expect(&text, Error, "uplink.basic_auth_user", "choose one");
+    let text = edge(&format!(
+        "{UPLINK}basic_auth_user = \"a:b\"\nbasic_auth_password_file = \"p\"\n"
+    ));
+    expect(&text, Error, "uplink.basic_auth_user", "without ':'");
+    expect(
+        &text,
+        Error,
+        "uplink.basic_auth_password_file",
+        "absolute path",
+    );
+    let text = edge(
+        "[uplink]\nurl = \"http://r.example.com/w\"\nbasic_auth_user = \"u\"\nbasic_auth_password_file = \"/etc/p\"\n",
+    );
+    expect(
+        &text,
+        Warning,
+        "uplink.basic_auth_password_file",
+        "unencrypted",
+    );
+}

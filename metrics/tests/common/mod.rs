@@ -220,6 +220,8 @@ pub fn options(dir: &Path, url: Option<String>) -> PipelineOptions {
             batch_samples: 2000,
             max_sample_age: Duration::from_secs(7 * 86400),
             bearer_token_file: None,
+            basic_auth: None,
+            headers: vec![],
             ca_file: None,
             client_cert: None,
             client_key: None,
