@@ -463,10 +463,11 @@ pub struct FailoverReport {
     pub baseline_full_strength: String,
     /// The site's `cluster.failure_detection` (the edge profile's default).
     pub failure_detection_s: f64,
-    /// The site's `cluster.flap_window`: 0, flap damping off. The bench
-    /// kills the same 4 hosts again and again within a minute or two; with
-    /// the default (10 min) every later kill would count as a flap and be
-    /// detected 2, 4, then 8 times slower.
+    /// The site's `cluster.flap_window`: `failure_detection`, shorter than
+    /// a cycle, so no kill is damped. The bench kills the same 4 hosts again
+    /// and again within a minute or two; with the default (10 min) every
+    /// later kill would count as a flap and be detected 2, 4, then 8 times
+    /// slower.
     pub flap_window_s: f64,
     /// The kills of the etcd leader's host, against their goal: full
     /// strength at p99 within etcd's own re-election time (etcd alone's
@@ -694,14 +695,15 @@ async fn failover_bench(
     // Every kill here is a power loss of its own, not one host flapping:
     // flap damping (doubled detection per removal within
     // `cluster.flap_window`) would slow each later kill of the same 4 hosts
-    // and measure the damping instead of the failover. It is switched off
-    // for the bench and has its own end-to-end test.
+    // and measure the damping instead of the failover. The bench's window is
+    // the shortest valid one (`failure_detection`), shorter than a cycle, so
+    // no kill is damped; damping has its own end-to-end test.
     let (mut site, _) = start_site_with(
         hosts,
         voters,
         false,
         None,
-        "flap_window = \"0s\"\n".to_string(),
+        format!("flap_window = \"{}ms\"\n", failure_detection.as_millis()),
     )
     .await?;
     let urls = site.client_urls();
@@ -790,7 +792,7 @@ async fn failover_bench(
         baseline_per_cycle: baseline.cycles,
         baseline_full_strength: "never (no agent)".into(),
         failure_detection_s: fd,
-        flap_window_s: 0.0,
+        flap_window_s: fd,
     })
 }
 
