@@ -217,7 +217,11 @@ impl RunInfo {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Failover { cycles, json } => crate::demo::bench_failover(cycles, json),
+        BenchCommand::Failover {
+            cycles,
+            writers,
+            json,
+        } => crate::demo::bench_failover(cycles, usize::from(writers), json),
         BenchCommand::Recovery { json } => crate::demo::bench_recovery(json),
         BenchCommand::Buffer {
             dir,

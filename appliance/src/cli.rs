@@ -200,6 +200,10 @@ pub enum BenchCommand {
         /// Kill/recover cycles.
         #[arg(long, default_value_t = 5)]
         cycles: usize,
+        /// Concurrent writers, each with its own connections (1: an idle site; 6: under load).
+        /// The same number write to etcd alone.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        writers: u16,
         #[arg(long)]
         json: bool,
     },
