@@ -20,6 +20,7 @@ use etcd_client::MemberAddOptions;
 
 use crate::tls::SiteTls;
 
+use super::disk_fault::{self, Elsewhere, FsyncVerdict};
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::observe::{View, same_url};
 use super::plan::{self, Decision, Limits, Member};
@@ -34,6 +35,8 @@ const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
 const FACT_JOINED: &str = "joined";
 /// Fact: the highest store revision seen (see `Agent::max_revision`).
 pub const FACT_MAX_REVISION: &str = "max_revision";
+/// Fact: etcd died on a failed fsync and its data was not set aside yet.
+const FACT_FSYNC_FAILED: &str = "fsync_failed";
 
 pub struct Agent {
     pub cfg: Config,
@@ -75,6 +78,10 @@ pub struct Agent {
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
     split_brain: Option<(Option<u64>, Vec<String>)>,
+    /// Set when etcd died on a failed fsync (EIO), until its data is set
+    /// aside (persisted as a fact: a restarted agent must not trust the
+    /// data either), with the journal record of the alarm while it waits.
+    fsync_failed: Option<(String, Option<u64>)>,
     /// For snapshot copies and lists to peer agents (built once: it holds
     /// the parsed TLS material); callers bound short requests themselves.
     pub peer_http: reqwest::Client,
@@ -167,6 +174,13 @@ impl Agent {
             }
         };
         let peer_http = crate::tls::agent_http_client(tls.as_ref(), SNAPSHOT_COPY_TIMEOUT)?;
+        let fsync_failed = match state.fact(FACT_FSYNC_FAILED) {
+            Ok(v) => v.filter(|s| !s.is_empty()).map(|why| (why, None)),
+            Err(e) => {
+                tracing::error!("Could not read whether etcd's fsync failed before: {e}");
+                None
+            }
+        };
         Ok(Agent {
             cfg,
             me,
@@ -193,6 +207,7 @@ impl Agent {
             max_revision,
             rebuilding_epoch: None,
             split_brain: None,
+            fsync_failed,
             peer_http,
         })
     }
@@ -410,6 +425,16 @@ impl Agent {
                     self.last_exit = Some("removed from the cluster".into());
                     self.set_aside("the cluster removed this member");
                 }
+                Exit::FsyncFailed(why) => {
+                    tracing::error!(
+                        "etcd exited on a failed fsync ({why}); its data is suspect and etcd is not restarted on it."
+                    );
+                    if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, &why) {
+                        tracing::error!("Could not record the fsync failure: {e}");
+                    }
+                    self.last_exit = Some(why.clone());
+                    self.fsync_failed = Some((why, None));
+                }
                 Exit::Other(why) => {
                     tracing::warn!("etcd exited ({why}); restarting it with backoff.");
                     self.last_exit = Some(why);
@@ -566,6 +591,9 @@ impl Agent {
                 }
                 EpochDecision::Stay | EpochDecision::SplitBrain { .. } => {}
             }
+            if self.fsync_failed.is_some() {
+                return self.after_fsync_failure();
+            }
             // This host's own cluster has a leader and does not list us: removed.
             let own_list = self.view.members_cluster.is_some()
                 && self.view.members_cluster == self.view.known_cluster;
@@ -574,6 +602,12 @@ impl Agent {
                 return Ok(None);
             }
             return Ok(Some(Next::Start(StartMode::Restart)));
+        }
+        if self.fsync_failed.take().is_some() {
+            // The suspect data is gone (set aside by hand): nothing left to distrust.
+            if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, "") {
+                tracing::error!("Could not clear the fsync failure: {e}");
+            }
         }
         match (&members, &mine) {
             (Some(ms), Some(m)) if m.name.is_empty() => {
@@ -597,6 +631,102 @@ impl Agent {
                 } else {
                     Err("no cluster with a leader is reachable; waiting to join".into())
                 }
+            }
+        }
+    }
+
+    /// What this host sees of its own cluster while its etcd is down, for
+    /// [`disk_fault::after_fsync_failure`].
+    fn elsewhere(&self) -> Elsewhere {
+        let mine = self.view.my_cluster();
+        let Some(members) = self
+            .view
+            .members
+            .as_ref()
+            .filter(|_| mine.is_some() && self.view.members_cluster == mine)
+        else {
+            return Elsewhere {
+                voters: 0,
+                other_voters_led: 0,
+            };
+        };
+        let my_id = self.my_member().map(|m| m.id);
+        let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
+        let other_voters_led = self
+            .view
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.my_index)
+            .filter_map(|(_, p)| p.status.as_ref())
+            .filter(|s| {
+                Some(s.cluster_id) == mine
+                    && !s.is_learner
+                    && s.leader != 0
+                    && Some(s.leader) != my_id
+                    && Some(s.member_id) != my_id
+                    && voters.iter().any(|m| m.id == s.member_id)
+            })
+            .count();
+        Elsewhere {
+            voters: voters.len(),
+            other_voters_led,
+        }
+    }
+
+    /// etcd died on a failed fsync: set its data aside and rejoin when a
+    /// quorum elsewhere has every write, else keep it and wait (alarm).
+    fn after_fsync_failure(&mut self) -> Result<Option<Next>, String> {
+        let seen = self.elsewhere();
+        let why = self
+            .fsync_failed
+            .as_ref()
+            .map(|(w, _)| w.clone())
+            .unwrap_or_default();
+        match disk_fault::after_fsync_failure(seen) {
+            FsyncVerdict::SetAsideAndRejoin => {
+                tracing::warn!(
+                    "etcd's fsync failed and a quorum of {} of {} voters has a leader without this host: setting the suspect data aside (kept) and rejoining as the standby.",
+                    seen.other_voters_led,
+                    seen.voters
+                );
+                self.set_aside_as(
+                    "etcd's fsync failed (EIO); a quorum elsewhere has every committed write",
+                    "fsync-failed",
+                    usize::MAX,
+                );
+                if has_member_data(&self.cfg.etcd.data_dir) {
+                    // Not moved (journal or rename failed): keep waiting.
+                    return Err("etcd's fsync failed and its data could not be set aside".into());
+                }
+                if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, "") {
+                    tracing::error!("Could not clear the fsync failure: {e}");
+                }
+                if let Some((_, Some(op))) = self.fsync_failed.take() {
+                    self.state.close(
+                        op,
+                        Outcome::Done,
+                        "data set aside; rejoining as the standby",
+                    );
+                }
+                Ok(None)
+            }
+            FsyncVerdict::KeepAndWait => {
+                if let Some((_, op @ None)) = &mut self.fsync_failed {
+                    tracing::error!(
+                        "etcd's fsync failed and no quorum without this host is seen ({} of {} voters led): keeping the data, not starting etcd on it, waiting.",
+                        seen.other_voters_led,
+                        seen.voters
+                    );
+                    *op = self
+                        .state
+                        .begin(OpKind::DiskFault, &self.me.name, &why)
+                        .map_err(|e| tracing::error!("Could not journal the fsync alarm: {e}"))
+                        .ok();
+                }
+                Err(format!(
+                    "etcd's fsync failed ({why}); its data may be the only copy: kept, etcd not started on it, waiting for a quorum of the other voters"
+                ))
             }
         }
     }

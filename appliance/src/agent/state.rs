@@ -60,6 +60,9 @@ pub enum OpKind {
     Fence,
     /// Two live clusters seen: pending while the alarm stands.
     SplitBrain,
+    /// etcd died on a failed fsync and its data is kept (no quorum
+    /// elsewhere): pending while the agent waits.
+    DiskFault,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
