@@ -91,6 +91,10 @@ pub struct Agent {
 enum Next {
     Start(StartMode),
     Join,
+    /// This host's standby (learner) member has no data any more (set
+    /// aside after a failed fsync): remove it, so the host can join again
+    /// at once instead of after `learner_stuck_after`.
+    Leave(u64),
 }
 
 impl Agent {
@@ -481,6 +485,7 @@ impl Agent {
         }
         match self.start_mode() {
             Ok(Some(Next::Join)) => self.join().await,
+            Ok(Some(Next::Leave(id))) => self.leave_as_learner(id).await,
             Ok(Some(Next::Start(mode))) => {
                 if let Err(e) = self.etcd.start(&mode) {
                     tracing::error!("Could not start etcd: {e:#}");
@@ -618,6 +623,17 @@ impl Agent {
                 } else {
                     Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
                 }
+            }
+            // A learner has no vote: removing it never touches the quorum.
+            (Some(_), Some(m)) if m.is_learner && self.view.leader().is_some() => {
+                let again = self
+                    .last_join_attempt
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if again {
+                    self.last_join_attempt = Some(Instant::now());
+                }
+                self.waiting = Some("the standby's data is gone; removing its member to join again".into());
+                Ok(again.then_some(Next::Leave(m.id)))
             }
             (Some(_), Some(_)) => Err(
                 "this host's member is listed as started but its data dir is empty; waiting for the coordinator to remove it, then rejoining as the standby".into(),
@@ -842,6 +858,38 @@ impl Agent {
                         .close(id, Outcome::Failed, "member add timed out");
                 }
             }
+        }
+    }
+
+    /// Removes this host's own learner member (its data is gone), journalled
+    /// first; the host joins again as a spare afterwards.
+    async fn leave_as_learner(&mut self, id: u64) {
+        let Some((_, li)) = self.view.leader() else {
+            return;
+        };
+        let Some(mut client) = self.view.peers[li].client().await else {
+            return;
+        };
+        let op = match self.state.begin(
+            OpKind::EvictLearner,
+            &self.me.name,
+            "this host's standby member has no data (set aside); leaving to join again",
+        ) {
+            Ok(op) => op,
+            Err(e) => {
+                self.waiting = Some(format!("not leaving: cannot journal it: {e}"));
+                return;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), client.member_remove(id)).await {
+            Ok(Ok(_)) => {
+                tracing::info!("Removed this host's standby member {id:x}; joining again.");
+                self.state.close(op, Outcome::Done, "learner removed");
+            }
+            Ok(Err(e)) => self.state.close(op, Outcome::Failed, &e.to_string()),
+            Err(_) => self
+                .state
+                .close(op, Outcome::Failed, "member remove timed out"),
         }
     }
 
