@@ -81,6 +81,13 @@ enum Kind {
     /// The isolated host cut off, and the agent of a host on the majority
     /// side SIGKILLed and restarted meanwhile, then the link healed.
     PartitionAgentRestartMajority,
+    /// Every fsync of the leader's etcd stalled (its tracer SIGSTOPped)
+    /// for longer than the failure detection, then released.
+    DiskStallLeader,
+    /// One host's etcd fails its fsyncs with EIO from its next start on
+    /// (armed, then etcd SIGKILLed; the agent restarts it and it dies on
+    /// the EIO): the agent sets the data aside and rejoins (decision 0005).
+    FsyncEio,
 }
 
 impl Kind {
@@ -98,7 +105,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 12] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -109,7 +116,14 @@ impl Kind {
         Kind::QuorumLoss,
         Kind::PartitionAgentRestartMinority,
         Kind::PartitionAgentRestartMajority,
+        Kind::DiskStallLeader,
+        Kind::FsyncEio,
     ];
+
+    /// Kinds that need every etcd started through the strace wrapper.
+    fn disk(self) -> bool {
+        matches!(self, Kind::DiskStallLeader | Kind::FsyncEio)
+    }
 
     /// Kinds that need the site on policy `fenced` (with the in-band fence).
     fn fenced(self) -> bool {
@@ -137,12 +151,17 @@ impl Kind {
             Kind::QuorumLoss => "quorum_loss",
             Kind::PartitionAgentRestartMinority => "partition_agent_restart_minority",
             Kind::PartitionAgentRestartMajority => "partition_agent_restart_majority",
+            Kind::DiskStallLeader => "disk_stall_leader",
+            Kind::FsyncEio => "fsync_eio",
         }
     }
 
     /// Why this kind cannot run here, if it cannot: root for network
     /// namespaces and tmpfs mounts, `ping` for the in-band fence.
-    fn missing(self, root: bool, ping: bool) -> Option<&'static str> {
+    fn missing(self, root: bool, ping: bool, strace: bool) -> Option<&'static str> {
+        if self.disk() && !strace {
+            return Some("needs strace (the fsync faults' wrapper)");
+        }
         let needs_root = matches!(
             self,
             Kind::Partition
@@ -191,6 +210,16 @@ fn kinds_from_env() -> anyhow::Result<Vec<Kind>> {
     Ok(out)
 }
 
+/// Whether `strace` can be run (the disk faults need it).
+fn have_strace() -> bool {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Whether `ping` can be run (the in-band fence needs it).
 fn have_ping() -> bool {
     std::process::Command::new("ping")
@@ -236,6 +265,11 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         Kind::PartitionAgentRestartMinority | Kind::PartitionAgentRestartMajority => {
             rng.ms(12000, 16000)
         }
+        // Past the edge profile's 1 s failure detection and election timeout.
+        Kind::DiskStallLeader => rng.ms(2500, 4000),
+        // How long the campaign waits after the kill before it looks; the
+        // agent does the rest.
+        Kind::FsyncEio => rng.ms(2000, 4000),
     }
 }
 
@@ -723,7 +757,11 @@ struct MetricsRig {
 /// quorum-loss window.
 const FENCED_TOML: &str = "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-inband.sh\", \"{host}\"]\nquorum_loss_window = \"3s\"\n";
 
-async fn bootstrap(root: bool, fenced: bool) -> anyhow::Result<(LocalSite, MetricsRig)> {
+async fn bootstrap(
+    root: bool,
+    fenced: bool,
+    disk: bool,
+) -> anyhow::Result<(LocalSite, MetricsRig)> {
     let region = LocalPrometheus::start(Default::default())
         .await
         .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
@@ -737,6 +775,7 @@ async fn bootstrap(root: bool, fenced: bool) -> anyhow::Result<(LocalSite, Metri
     if root {
         spec.isolated_host = Some(ISOLATED);
     }
+    spec.disk_faults = disk;
     // Kept on disk so a failed campaign leaves its logs; removed on success.
     let mut site = LocalSite::create(spec, true)?;
     let mut tmpfs = Vec::new();
@@ -958,7 +997,9 @@ async fn campaign(
     let ping = have_ping();
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let fenced = kinds.iter().any(|k| k.fenced());
-    let (mut site, rig) = bootstrap(root, fenced).await?;
+    let strace = have_strace();
+    let disk = strace && kinds.iter().any(|k| k.disk());
+    let (mut site, rig) = bootstrap(root, fenced, disk).await?;
     let campaign_from_ms = cm::now_ms();
     let urls = site.client_urls();
     eprintln!(
@@ -998,7 +1039,7 @@ async fn campaign(
             eprintln!("chaos: time budget spent after {n} faults");
             break;
         }
-        if let Some(why) = f.kind.missing(root, ping) {
+        if let Some(why) = f.kind.missing(root, ping, strace) {
             if skipped.get(&f.kind).copied().unwrap_or(0) == 0 {
                 eprintln!("chaos: SKIPPED {}: {why}", f.kind.name());
             }
@@ -1069,6 +1110,7 @@ async fn campaign(
                 Some(h) if h != ISOLATED => h,
                 _ => 1 + f.down.as_millis() as usize % (site.hosts.len() - 1),
             },
+            Kind::DiskStallLeader => leader.or(f.host).unwrap_or(0),
             _ => f.host.or(leader).unwrap_or(0),
         };
         let role = match &roles {
@@ -1188,6 +1230,53 @@ async fn campaign(
             Kind::EtcdKill => {
                 tokio::task::block_in_place(|| site.kill_etcd(target));
             }
+            Kind::DiskStallLeader => {
+                fault_at = Instant::now();
+                match site.stall_fsync(target, true) {
+                    Ok(tracer) => {
+                        tokio::time::sleep(f.down).await;
+                        if let Err(e) = site.stall_fsync(target, false) {
+                            // etcd gone meanwhile: its tracer went with it.
+                            note = format!("released: {e}");
+                        }
+                        sim::signal(tracer, Signal::SIGCONT);
+                        if note.is_empty() {
+                            note = format!("fsyncs stalled {} ms", f.down.as_millis());
+                        }
+                    }
+                    Err(e) => {
+                        violations.push(format!("fault {n}: stalling {host}'s fsyncs failed: {e}"))
+                    }
+                }
+            }
+            Kind::FsyncEio => match site.arm_fsync_eio(target, 3) {
+                Ok(()) => {
+                    fault_at = Instant::now();
+                    tokio::task::block_in_place(|| site.kill_etcd(target));
+                    tokio::time::sleep(f.down).await;
+                    let exit = site
+                        .agent_status(target)
+                        .await
+                        .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
+                        .unwrap_or_default();
+                    let aside = std::fs::read_dir(&site.hosts[target].dir)
+                        .map(|rd| {
+                            rd.filter_map(|e| e.ok())
+                                .filter(|e| {
+                                    e.file_name()
+                                        .to_string_lossy()
+                                        .starts_with("etcd.fsync-failed-")
+                                })
+                                .count()
+                        })
+                        .unwrap_or(0);
+                    note = format!(
+                        "etcd died on EIO: {}; data dirs set aside on {host} so far: {aside}",
+                        exit.contains("input/output error")
+                    );
+                }
+                Err(e) => violations.push(format!("fault {n}: arming EIO on {host} failed: {e}")),
+            },
             Kind::HostStop => {
                 // Continue exactly the processes that were stopped.
                 let pids: Vec<i32> = [

@@ -10,6 +10,7 @@ mod chaos_metrics;
 mod defrag;
 mod demo;
 mod diag;
+mod disk;
 mod flap;
 mod harness;
 mod partition;

@@ -155,6 +155,9 @@ pub fn move_aside_as(data_dir: &Path, label: &str, keep: usize) -> anyhow::Resul
 pub enum Exit {
     /// The cluster removed this member; its data must not be used again.
     Removed,
+    /// etcd exited on a failed fsync or write of its data (EIO): the data
+    /// is suspect (`disk_fault`). The status text and the fatal log line.
+    FsyncFailed(String),
     /// Any other exit; the status text and the last log line.
     Other(String),
 }
@@ -288,6 +291,20 @@ impl Supervisor {
         let tail = log_tail(&self.spec.log_path, 16 << 10);
         if tail.contains("permanently removed") || tail.contains("has been removed") {
             return Some(Exit::Removed);
+        }
+        // Only this run's lines: the log is appended to across restarts.
+        let this_run = tail
+            .rfind("\"msg\":\"starting an etcd server\"")
+            .map_or(tail.as_str(), |i| &tail[i..]);
+        if let Some(line) = this_run
+            .lines()
+            .rev()
+            .find(|l| super::disk_fault::is_fsync_failure(l))
+        {
+            let line: String = line.chars().take(400).collect();
+            return Some(Exit::FsyncFailed(format!(
+                "{status}; fatal log line: {line}"
+            )));
         }
         let last = tail
             .lines()

@@ -20,6 +20,7 @@ use etcd_client::MemberAddOptions;
 
 use crate::tls::SiteTls;
 
+use super::disk_fault::{self, Elsewhere, FsyncVerdict};
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::observe::{View, same_url};
 use super::plan::{self, Decision, Limits, Member};
@@ -34,6 +35,8 @@ const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
 const FACT_JOINED: &str = "joined";
 /// Fact: the highest store revision seen (see `Agent::max_revision`).
 pub const FACT_MAX_REVISION: &str = "max_revision";
+/// Fact: etcd died on a failed fsync and its data was not set aside yet.
+const FACT_FSYNC_FAILED: &str = "fsync_failed";
 
 pub struct Agent {
     pub cfg: Config,
@@ -82,6 +85,10 @@ pub struct Agent {
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
     split_brain: Option<(Option<u64>, Vec<String>)>,
+    /// Set when etcd died on a failed fsync (EIO), until its data is set
+    /// aside (persisted as a fact: a restarted agent must not trust the
+    /// data either), with the journal record of the alarm while it waits.
+    fsync_failed: Option<(String, Option<u64>)>,
     /// For snapshot copies and lists to peer agents (built once: it holds
     /// the parsed TLS material); callers bound short requests themselves.
     pub peer_http: reqwest::Client,
@@ -91,6 +98,10 @@ pub struct Agent {
 enum Next {
     Start(StartMode),
     Join,
+    /// This host's standby (learner) member has no data any more (set
+    /// aside after a failed fsync): remove it, so the host can join again
+    /// at once instead of after `learner_stuck_after`.
+    Leave(u64),
 }
 
 impl Agent {
@@ -175,6 +186,13 @@ impl Agent {
             }
         };
         let peer_http = crate::tls::agent_http_client(tls.as_ref(), SNAPSHOT_COPY_TIMEOUT)?;
+        let fsync_failed = match state.fact(FACT_FSYNC_FAILED) {
+            Ok(v) => v.filter(|s| !s.is_empty()).map(|why| (why, None)),
+            Err(e) => {
+                tracing::error!("Could not read whether etcd's fsync failed before: {e}");
+                None
+            }
+        };
         Ok(Agent {
             cfg,
             me,
@@ -204,6 +222,7 @@ impl Agent {
             rebuilding_epoch: None,
             ops: super::operation::Runner::default(),
             split_brain: None,
+            fsync_failed,
             peer_http,
         })
     }
@@ -425,6 +444,16 @@ impl Agent {
                     self.last_exit = Some("removed from the cluster".into());
                     self.set_aside("the cluster removed this member");
                 }
+                Exit::FsyncFailed(why) => {
+                    tracing::error!(
+                        "etcd exited on a failed fsync ({why}); its data is suspect and etcd is not restarted on it."
+                    );
+                    if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, &why) {
+                        tracing::error!("Could not record the fsync failure: {e}");
+                    }
+                    self.last_exit = Some(why.clone());
+                    self.fsync_failed = Some((why, None));
+                }
                 Exit::Other(why) => {
                     tracing::warn!("etcd exited ({why}); restarting it with backoff.");
                     self.last_exit = Some(why);
@@ -475,6 +504,7 @@ impl Agent {
         }
         match self.start_mode() {
             Ok(Some(Next::Join)) => self.join().await,
+            Ok(Some(Next::Leave(id))) => self.leave_as_learner(id).await,
             Ok(Some(Next::Start(mode))) => {
                 if let Err(e) = self.etcd.start(&mode) {
                     tracing::error!("Could not start etcd: {e:#}");
@@ -653,6 +683,9 @@ impl Agent {
                 }
                 EpochDecision::Stay | EpochDecision::SplitBrain { .. } => {}
             }
+            if self.fsync_failed.is_some() {
+                return self.after_fsync_failure();
+            }
             // This host's own cluster has a leader and does not list us: removed.
             let own_list = self.view.members_cluster.is_some()
                 && self.view.members_cluster == self.view.known_cluster;
@@ -661,6 +694,12 @@ impl Agent {
                 return Ok(None);
             }
             return Ok(Some(Next::Start(StartMode::Restart)));
+        }
+        if self.fsync_failed.take().is_some() {
+            // The suspect data is gone (set aside by hand): nothing left to distrust.
+            if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, "") {
+                tracing::error!("Could not clear the fsync failure: {e}");
+            }
         }
         match (&members, &mine) {
             (Some(ms), Some(m)) if m.name.is_empty() => {
@@ -671,6 +710,17 @@ impl Agent {
                 } else {
                     Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
                 }
+            }
+            // A learner has no vote: removing it never touches the quorum.
+            (Some(_), Some(m)) if m.is_learner && self.view.leader().is_some() => {
+                let again = self
+                    .last_join_attempt
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if again {
+                    self.last_join_attempt = Some(Instant::now());
+                }
+                self.waiting = Some("the standby's data is gone; removing its member to join again".into());
+                Ok(again.then_some(Next::Leave(m.id)))
             }
             (Some(_), Some(_)) => Err(
                 "this host's member is listed as started but its data dir is empty; waiting for the coordinator to remove it, then rejoining as the standby".into(),
@@ -684,6 +734,102 @@ impl Agent {
                 } else {
                     Err("no cluster with a leader is reachable; waiting to join".into())
                 }
+            }
+        }
+    }
+
+    /// What this host sees of its own cluster while its etcd is down, for
+    /// [`disk_fault::after_fsync_failure`].
+    fn elsewhere(&self) -> Elsewhere {
+        let mine = self.view.my_cluster();
+        let Some(members) = self
+            .view
+            .members
+            .as_ref()
+            .filter(|_| mine.is_some() && self.view.members_cluster == mine)
+        else {
+            return Elsewhere {
+                voters: 0,
+                other_voters_led: 0,
+            };
+        };
+        let my_id = self.my_member().map(|m| m.id);
+        let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
+        let other_voters_led = self
+            .view
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.my_index)
+            .filter_map(|(_, p)| p.status.as_ref())
+            .filter(|s| {
+                Some(s.cluster_id) == mine
+                    && !s.is_learner
+                    && s.leader != 0
+                    && Some(s.leader) != my_id
+                    && Some(s.member_id) != my_id
+                    && voters.iter().any(|m| m.id == s.member_id)
+            })
+            .count();
+        Elsewhere {
+            voters: voters.len(),
+            other_voters_led,
+        }
+    }
+
+    /// etcd died on a failed fsync: set its data aside and rejoin when a
+    /// quorum elsewhere has every write, else keep it and wait (alarm).
+    fn after_fsync_failure(&mut self) -> Result<Option<Next>, String> {
+        let seen = self.elsewhere();
+        let why = self
+            .fsync_failed
+            .as_ref()
+            .map(|(w, _)| w.clone())
+            .unwrap_or_default();
+        match disk_fault::after_fsync_failure(seen) {
+            FsyncVerdict::SetAsideAndRejoin => {
+                tracing::warn!(
+                    "etcd's fsync failed and a quorum of {} of {} voters has a leader without this host: setting the suspect data aside (kept) and rejoining as the standby.",
+                    seen.other_voters_led,
+                    seen.voters
+                );
+                self.set_aside_as(
+                    "etcd's fsync failed (EIO); a quorum elsewhere has every committed write",
+                    "fsync-failed",
+                    usize::MAX,
+                );
+                if has_member_data(&self.cfg.etcd.data_dir) {
+                    // Not moved (journal or rename failed): keep waiting.
+                    return Err("etcd's fsync failed and its data could not be set aside".into());
+                }
+                if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, "") {
+                    tracing::error!("Could not clear the fsync failure: {e}");
+                }
+                if let Some((_, Some(op))) = self.fsync_failed.take() {
+                    self.state.close(
+                        op,
+                        Outcome::Done,
+                        "data set aside; rejoining as the standby",
+                    );
+                }
+                Ok(None)
+            }
+            FsyncVerdict::KeepAndWait => {
+                if let Some((_, op @ None)) = &mut self.fsync_failed {
+                    tracing::error!(
+                        "etcd's fsync failed and no quorum without this host is seen ({} of {} voters led): keeping the data, not starting etcd on it, waiting.",
+                        seen.other_voters_led,
+                        seen.voters
+                    );
+                    *op = self
+                        .state
+                        .begin(OpKind::DiskFault, &self.me.name, &why)
+                        .map_err(|e| tracing::error!("Could not journal the fsync alarm: {e}"))
+                        .ok();
+                }
+                Err(format!(
+                    "etcd's fsync failed ({why}); its data may be the only copy: kept, etcd not started on it, waiting for a quorum of the other voters"
+                ))
             }
         }
     }
@@ -799,6 +945,38 @@ impl Agent {
                         .close(id, Outcome::Failed, "member add timed out");
                 }
             }
+        }
+    }
+
+    /// Removes this host's own learner member (its data is gone), journalled
+    /// first; the host joins again as a spare afterwards.
+    async fn leave_as_learner(&mut self, id: u64) {
+        let Some((_, li)) = self.view.leader() else {
+            return;
+        };
+        let Some(mut client) = self.view.peers[li].client().await else {
+            return;
+        };
+        let op = match self.state.begin(
+            OpKind::EvictLearner,
+            &self.me.name,
+            "this host's standby member has no data (set aside); leaving to join again",
+        ) {
+            Ok(op) => op,
+            Err(e) => {
+                self.waiting = Some(format!("not leaving: cannot journal it: {e}"));
+                return;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), client.member_remove(id)).await {
+            Ok(Ok(_)) => {
+                tracing::info!("Removed this host's standby member {id:x}; joining again.");
+                self.state.close(op, Outcome::Done, "learner removed");
+            }
+            Ok(Err(e)) => self.state.close(op, Outcome::Failed, &e.to_string()),
+            Err(_) => self
+                .state
+                .close(op, Outcome::Failed, "member remove timed out"),
         }
     }
 

@@ -29,6 +29,7 @@
 pub mod api;
 pub mod coordinate;
 pub mod defrag;
+pub mod disk_fault;
 pub mod etcd;
 pub mod local;
 pub mod notify;

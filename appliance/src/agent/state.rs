@@ -63,6 +63,9 @@ pub enum OpKind {
     /// This voter stopped its etcd: the nodes it cannot see are a strict
     /// majority and may rebuild.
     SelfFence,
+    /// etcd died on a failed fsync and its data is kept (no quorum
+    /// elsewhere): pending while the agent waits.
+    DiskFault,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,11 @@ pub struct SiteSpec {
     /// other hosts then listen on the veth's address instead of 127.0.0.1.
     /// Needs root and `ip` (iproute2).
     pub isolated_host: Option<usize>,
+    /// Start every host's etcd through `ROOT/etcd-disk.sh` (see
+    /// [`DISK_WRAPPER`]), so a test can stall its fsyncs
+    /// ([`LocalSite::stall_fsync`]) or make them fail
+    /// ([`LocalSite::arm_fsync_eio`]). Needs `strace`.
+    pub disk_faults: bool,
 }
 
 impl SiteSpec {
@@ -92,6 +97,7 @@ impl SiteSpec {
             hosts,
             voters,
             isolated_host: None,
+            disk_faults: false,
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
@@ -214,6 +220,9 @@ impl LocalSite {
             std::fs::write(&h.config_path, cfg)?;
         }
         write_fence_script(&root)?;
+        if spec.disk_faults {
+            write_disk_wrapper(&root)?;
+        }
         // EDGEPLANE_KEEP_SITE=1 keeps every site's files for a post-mortem.
         let keep = keep || std::env::var("EDGEPLANE_KEEP_SITE").is_ok_and(|v| v == "1");
         let tmp = if keep {
@@ -327,6 +336,44 @@ impl LocalSite {
         }
     }
 
+    /// Stalls (`stalled = true`) or releases every fsync and fdatasync of
+    /// host `i`'s etcd: SIGSTOP or SIGCONT of the strace that traces them
+    /// (needs [`SiteSpec::disk_faults`]). While the tracer is stopped, an
+    /// etcd thread that calls fsync waits in the kernel as on a hung disk;
+    /// every other syscall runs on. Returns the tracer's pid.
+    pub fn stall_fsync(&self, i: usize, stalled: bool) -> io::Result<i32> {
+        let pid = self.hosts[i]
+            .etcd_pid()
+            .ok_or_else(|| io::Error::other(format!("{} runs no etcd", self.hosts[i].name)))?;
+        let tracer = tracer_of(pid).ok_or_else(|| {
+            io::Error::other(format!(
+                "{}'s etcd (pid {pid}) has no tracer: the site was not created with disk_faults",
+                self.hosts[i].name
+            ))
+        })?;
+        signal(
+            tracer,
+            if stalled {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            },
+        );
+        Ok(tracer)
+    }
+
+    /// Arms fsync failures for host `i`'s *next* etcd start: from its
+    /// `after`-th fsync or fdatasync on (counted per thread, as strace
+    /// does), every one fails with EIO. Used once: the wrapper removes the
+    /// file when it reads it. strace fixes what it injects when it starts,
+    /// so the failures begin only after etcd (re)starts.
+    pub fn arm_fsync_eio(&self, i: usize, after: u32) -> io::Result<()> {
+        std::fs::write(
+            self.hosts[i].dir.join(FSYNC_INJECT),
+            format!("error=EIO:when={after}+\n"),
+        )
+    }
+
     /// Kills everything this site started.
     pub fn kill_all(&mut self) {
         for i in 0..self.hosts.len() {
@@ -411,6 +458,13 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
         toml_path(&me.data_dir),
         spec.etcd_toml
     );
+    if spec.disk_faults
+        && let Some(root) = me.dir.parent()
+    {
+        // Still inside [etcd]: the table above ends with the extra keys.
+        s = s.trim_end().to_string();
+        let _ = writeln!(s, "\nbinary = {}\n", toml_path(&root.join(DISK_WRAPPER)));
+    }
     let _ = writeln!(s, "[paths]\nroot = {}\n", toml_path(&me.dir));
     let _ = writeln!(
         s,
@@ -559,6 +613,45 @@ fn write_fence_script(root: &Path) -> io::Result<()> {
         ),
     )?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// `ROOT/etcd-disk.sh ARGS…`: etcd (`$EDGEPLANE_ETCD` or `/usr/bin/etcd`)
+/// under `strace -D -f --seccomp-bpf -e trace=fsync,fdatasync`. With
+/// seccomp-bpf only those two syscalls stop for the tracer; every other one
+/// runs at full speed. `-D` makes the tracer a detached grandchild, so the
+/// pid the agent started (and its pid file names) is etcd itself: a
+/// SIGKILL, SIGSTOP or fence hits etcd as without the wrapper, and the
+/// tracer exits with it. The tracer's pid is `TracerPid` in
+/// `/proc/ETCD/status`. If `HOST/fsync-inject` exists when etcd starts
+/// (`HOST` is the directory of `--data-dir`), its line is an strace
+/// injection (`error=EIO:when=N+`) applied to both syscalls, and the file
+/// is removed.
+pub const DISK_WRAPPER: &str = "etcd-disk.sh";
+
+/// The one-shot injection file [`DISK_WRAPPER`] reads, in a host's directory.
+pub const FSYNC_INJECT: &str = "fsync-inject";
+
+fn write_disk_wrapper(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(DISK_WRAPPER);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# etcd with its fsyncs traced, for disk faults (see the simulator's DISK_WRAPPER).\nset -u\nhost=\nfor a in \"$@\"; do\n  case \"$a\" in --data-dir=*) host=$(dirname \"${{a#--data-dir=}}\");; esac\ndone\ninject=\nif [ -n \"$host\" ] && [ -f \"$host/{FSYNC_INJECT}\" ]; then\n  inject=$(cat \"$host/{FSYNC_INJECT}\")\n  rm -f \"$host/{FSYNC_INJECT}\"\nfi\nif [ -n \"$inject\" ]; then\n  exec strace -D -f -qq --seccomp-bpf -o /dev/null -e trace=fsync,fdatasync -e \"inject=fsync,fdatasync:$inject\" {etcd} \"$@\"\nfi\nexec strace -D -f -qq --seccomp-bpf -o /dev/null -e trace=fsync,fdatasync {etcd} \"$@\"\n",
+            etcd = bare::etcd_bin().display()
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// The pid tracing `pid` (`TracerPid` in its status), if any.
+pub fn tracer_of(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|p| *p != 0)
 }
 
 fn toml_path(p: &Path) -> String {

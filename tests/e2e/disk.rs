@@ -1,0 +1,159 @@
+//! Disk faults under etcd (issue 16): fsyncs that fail with EIO. Every
+//! host's etcd runs through the simulator's strace wrapper
+//! (`SiteSpec::disk_faults`), which fails its fsyncs from its next start on
+//! when armed.
+//!
+//! After an fsync EIO the data is suspect (the kernel may have dropped the
+//! pages it could not write); while a quorum of the other voters has a
+//! leader, the agent must set the data aside (kept) and rejoin as a fresh
+//! standby instead of restarting etcd on it (decision 0005).
+
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::{
+    HANG, LocalSite, SiteSpec, Writer, assert_no_acked_write_lost, edgeplane_bin, rt, sim, skip,
+};
+
+/// The member id of host `i`, as the member list shows it.
+async fn member_id_of(site: &LocalSite, i: usize) -> Option<u64> {
+    let ms = sim::member_list(&site.client_urls()).await?;
+    let url = site.hosts[i].peer_url.clone();
+    ms.iter()
+        .find(|m| m.peer_url.trim_end_matches('/') == url.trim_end_matches('/'))
+        .map(|m| m.id)
+}
+
+/// The data dirs set aside after a failed fsync in host `i`'s directory.
+fn set_aside(site: &LocalSite, i: usize) -> Vec<String> {
+    std::fs::read_dir(&site.hosts[i].dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("etcd.fsync-failed-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn fsync_eio_on_a_voter_sets_its_data_aside_and_it_rejoins_as_the_standby() -> anyhow::Result<()> {
+    eio_then_rejoin(Victim::FollowerVoter)
+}
+
+/// The standby's data set aside: it leaves as a learner and joins again at
+/// once (not after `learner_stuck_after`, which this test sets to 90 s so
+/// that only the agent's own removal can bring it back within the bound).
+#[test]
+fn fsync_eio_on_the_standby_sets_its_data_aside_and_it_joins_again() -> anyhow::Result<()> {
+    eio_then_rejoin(Victim::Standby)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    FollowerVoter,
+    Standby,
+}
+
+fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        skip("fsync faults need strace");
+        return Ok(());
+    }
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+        spec.disk_faults = true;
+        if who == Victim::Standby {
+            spec.cluster_toml = "learner_stuck_after = \"90s\"\n".into();
+        }
+        let mut site = LocalSite::create(spec, std::env::var("EDGEPLANE_KEEP_SITE").is_ok())?;
+        for i in 0..4 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, 2 * HANG).await,
+            "the site did not reach 3 voters + 1 standby; logs in {}",
+            site.root.display()
+        );
+        let leader = site.leader_host().await;
+        let (voters, learners) = site.roles().await.unwrap_or_default();
+        let victim = match who {
+            Victim::FollowerVoter => voters.iter().copied().find(|&v| Some(v) != leader),
+            Victim::Standby => learners.first().copied(),
+        }
+        .ok_or_else(|| anyhow::anyhow!("no {who:?} to hit"))?;
+        let old_id = member_id_of(&site, victim)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("victim not in the member list"))?;
+        let mut writer = Writer::start(site.client_urls(), "w");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // The disk under the victim's etcd starts failing fsyncs: armed for
+        // its next start, which the agent does after this SIGKILL.
+        let name = site.hosts[victim].name.clone();
+        eprintln!("{name}: fsyncs fail with EIO from etcd's next start on");
+        site.arm_fsync_eio(victim, 3)?;
+        let fault = Instant::now();
+        site.kill_etcd(victim);
+        let t0 = Instant::now();
+        loop {
+            let exit = site
+                .agent_status(victim)
+                .await
+                .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
+                .unwrap_or_default();
+            if exit.contains("input/output error") {
+                eprintln!("{name}: etcd died on the EIO after {:?}: {exit:.160}", t0.elapsed());
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "{name}'s etcd did not die on the injected EIO; logs in {}",
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // After: the suspect data is set aside and the host comes back as a
+        // new member (the standby), with the site at full strength.
+        let t1 = Instant::now();
+        let new_id = loop {
+            let id = member_id_of(&site, victim).await;
+            if id.is_some_and(|id| id != old_id) && site.full_strength(1).await {
+                break id;
+            }
+            assert!(
+                t1.elapsed() < HANG,
+                "{name} did not rejoin as a new member after its fsync failed (still member {old_id:x}: etcd restarted on the suspect data?); set aside: {:?}; logs in {}",
+                set_aside(&site, victim),
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        eprintln!(
+            "{name}: rejoined as member {:x} (was {old_id:x}) {:?} after the EIO exit",
+            new_id.unwrap_or(0),
+            t1.elapsed()
+        );
+        let aside = set_aside(&site, victim);
+        assert_eq!(aside.len(), 1, "the suspect data is kept, set aside once: {aside:?}");
+        assert!(
+            site.hosts[victim]
+                .dir
+                .join(&aside[0])
+                .join("member")
+                .join("wal")
+                .is_dir(),
+            "the set-aside copy still holds the member's WAL"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        writer.stop().await;
+        let n = assert_no_acked_write_lost(&writer, &site.client_urls(), fault.., "fsync EIO").await?;
+        eprintln!("{n} writes acknowledged from the fault on, 0 lost");
+        Ok(())
+    })
+}
