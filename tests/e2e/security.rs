@@ -613,7 +613,9 @@ fn a_peer_certificate_cannot_command_a_rebuild() -> anyhow::Result<()> {
 fn fence_credentials_come_from_a_file_and_never_leak() -> anyhow::Result<()> {
     const PASSWORD: &str = "bmc-7d1e44c2-planted-password-a90f";
     rt().block_on(async {
-        let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+        // 5 hosts: after losing 2 voters the survivors are 3 of 5 votes, the
+        // strict majority an automatic rebuild needs.
+        let mut spec = SiteSpec::new(5, 3, edgeplane_bin());
         spec.extra_toml.push_str(
             "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-bmc.sh\", \"{host}\"]\nfence_environment_file = \"{root}/fence.env\"\nquorum_loss_window = \"2s\"\n",
         );
@@ -644,7 +646,7 @@ fn fence_credentials_come_from_a_file_and_never_leak() -> anyhow::Result<()> {
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )?;
         }
-        for i in 0..4 {
+        for i in 0..5 {
             site.start_agent(i)?;
         }
         assert!(
@@ -660,7 +662,7 @@ fn fence_credentials_come_from_a_file_and_never_leak() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let survivor = loop {
             let mut found = None;
-            for i in 0..4 {
+            for i in 0..5 {
                 if let Some(doc) = site.agent_status(i).await
                     && doc["epoch"].as_u64() == Some(1)
                 {
