@@ -1,5 +1,5 @@
-//! Chaos campaign (issue 9): random single-host faults against a 4-host,
-//! 3-voter loopback site under a write and a metrics workload, with checkers
+//! Chaos campaign (issue 9): random single-host faults against a 5-host,
+//! 3-voter loopback site (plus a standby and a spare) under a write and a metrics workload, with checkers
 //! after every fault heals and at the end.
 //!
 //! - Workload: a [`Writer`] of unique keys (one segment per fault) and three
@@ -71,9 +71,9 @@ enum Kind {
     /// outage, then freed.
     DiskFill,
     /// Two of the three voters powered off together (policy `fenced`; the
-    /// 2 survivors are 2 of 4 votes, not a strict majority, so they wait
-    /// rather than fence and rebuild); powered on again later, the old
-    /// cluster resumes.
+    /// 3 survivors are 3 of 5 votes, a strict majority, so the freshest
+    /// fences the two and rebuilds in a new epoch); powered on again later,
+    /// they rejoin the new epoch.
     QuorumLoss,
     /// The isolated host cut off, and its agent SIGKILLed and restarted
     /// while it is cut off (issue 14 §1), then the link healed.
@@ -233,6 +233,9 @@ fn have_ping() -> bool {
 /// The host that runs in its own network namespace (the one partitions cut
 /// off). host-1 starts as a voter; after promotions it may be the standby.
 const ISOLATED: usize = 0;
+
+/// The campaign site: 3 voters, a standby and a cold spare.
+const HOSTS: usize = 5;
 
 /// One fault of the schedule, drawn before the site is looked at (so a seed
 /// always gives the same schedule; "the leader's host" is resolved at run time).
@@ -767,7 +770,11 @@ async fn bootstrap(
         .map_err(|e| anyhow::anyhow!("could not start the region's Prometheus: {e}"))?;
     let forwarder = cm::Forwarder::start(region.port()).await?;
     let probe = cm::ProbeTarget::start().await?;
-    let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+    // 5 hosts (3 voters, a standby, a spare): after a quorum loss the 3
+    // survivors are 3 of 5 votes, so the fenced rebuild runs (with 4 hosts
+    // the 2 survivors would be 2 of 4 and wait, and the campaign would never
+    // reach the rebuild).
+    let mut spec = SiteSpec::new(HOSTS, 3, edgeplane_bin());
     spec.extra_toml = cm::site_toml(probe.port, forwarder.port);
     if fenced {
         spec.extra_toml.push_str(FENCED_TOML);
@@ -790,7 +797,7 @@ async fn bootstrap(
         probe,
         tmpfs,
     };
-    for i in 0..4 {
+    for i in 0..HOSTS {
         site.start_agent(i)?;
     }
     assert!(
@@ -990,7 +997,7 @@ async fn campaign(
     let started = Instant::now();
     let run = edgeplane::bench::Run::start("campaign");
     let mut rng = Rng(seed);
-    let schedule = plan(&mut rng, faults, 4, kinds);
+    let schedule = plan(&mut rng, faults, HOSTS, kinds);
     // Partitions and a full disk need network namespaces and tmpfs mounts;
     // the in-band fence needs ping.
     let root = nix::unistd::Uid::effective().is_root();
@@ -1787,7 +1794,7 @@ async fn campaign(
         "aborted": aborted,
         "duration_s": r3(started.elapsed().as_secs_f64()),
         "site": {
-            "hosts": 4, "voters": 3, "standbys": 1,
+            "hosts": HOSTS, "voters": 3, "standbys": 1, "spares": HOSTS - 4,
             "etcd": "3.4 default timing, loopback",
             "isolated_host": root.then(|| site.hosts[ISOLATED].name.clone()),
             "metrics": "every agent scrapes the chaos target every 1 s (1 critical + 8 low series), buffers on an 8 MiB tmpfs (budget 16 MiB), remote-writes to a region Prometheus",
