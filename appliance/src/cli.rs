@@ -132,6 +132,10 @@ pub enum DiagCommand {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Also ask the region's receiver what it accepts: three canary samples on the
+        /// `edgeplane_uplink_probe` series only (now, a minute older, two hours older).
+        #[arg(long)]
+        region: bool,
     },
     /// Write a support bundle (secrets redacted, no etcd values, no key material).
     Bundle {

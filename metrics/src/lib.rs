@@ -142,6 +142,7 @@ pub mod local_prometheus;
 pub mod local_victoria;
 pub mod parse;
 pub mod pipeline;
+pub mod region_check;
 pub mod remote_write;
 pub mod scrape;
 pub mod status;

@@ -95,7 +95,7 @@ pub async fn write(cfg: &Config, config_path: &Path, out: &Path) -> anyhow::Resu
     let (status, events, check) = tokio::join!(
         super::status::gather_and_build(cfg, config_path),
         super::events::gather(cfg, None),
-        super::check::run_checks(config_path),
+        super::check::run_checks(config_path, false),
     );
     let mut entries: Vec<(String, Vec<u8>)> = vec![
         ("config/resolved.json".into(), json_entry(cfg, &secrets)),

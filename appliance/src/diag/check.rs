@@ -95,8 +95,9 @@ fn fail(id: &str, s: impl Into<String>, r: impl Into<String>) -> CheckResult {
 }
 
 /// Runs every check; a config that cannot be loaded is one FAIL and the
-/// checks that need it are skipped.
-pub async fn run_checks(config_path: &Path) -> CheckReport {
+/// checks that need it are skipped. `region`: also ask the region's
+/// receiver what it accepts ([`region_check`]; it writes canary samples).
+pub async fn run_checks(config_path: &Path, region: bool) -> CheckReport {
     let mut checks = Vec::new();
     let report = edgeplane_config::check(config_path);
     let shown = super::display_config_path(config_path)
@@ -151,6 +152,9 @@ pub async fn run_checks(config_path: &Path) -> CheckReport {
             }
             checks.push(clock);
             checks.push(agent);
+            if region {
+                checks.push(region_check(cfg).await);
+            }
         }
         None => checks.push(skip("others", "skipped: the config cannot be loaded")),
     }
@@ -862,6 +866,81 @@ pub fn render(r: &CheckReport) -> String {
     );
     o.push_str(&table(&rows, "  "));
     o
+}
+
+/// `diag check --region`: the region's answers to three canary samples
+/// (`edgeplane_metrics::region_check`), with what they mean for a backlog.
+async fn region_check(cfg: &Config) -> CheckResult {
+    use edgeplane_metrics::region_check::{AGE_CANARY_MS, Answer, probe};
+    let id = "region";
+    let opts = edgeplane_metrics::pipeline::PipelineOptions::from_config(
+        cfg,
+        &cfg.paths.buffer_dir,
+        vec![],
+    );
+    let Some(uplink) = &opts.uplink else {
+        return skip(id, "no uplink (uplink.enabled = false or no uplink.url)");
+    };
+    let mut labels = opts.external_labels.clone();
+    labels.push(("site".into(), opts.site.clone()));
+    let a = match probe(uplink, &labels).await {
+        Ok(a) => a,
+        Err(e) => {
+            return fail(
+                id,
+                format!("cannot set up the uplink: {e}"),
+                "fix the [uplink] section (edgeplane config check)",
+            );
+        }
+    };
+    let hours = AGE_CANARY_MS / 3_600_000;
+    let setup = "set up the receiver for backfill as docs/region.md says (Prometheus: \
+                 storage.tsdb.out_of_order_time_window in prometheus.yml, longer than the outages you expect)";
+    match (&a.recent, &a.minute_older, &a.two_hours_old) {
+        (Answer::Failed(why), ..) => fail(
+            id,
+            format!("the region takes no samples: {why}"),
+            "check uplink.url, the credentials and the region's remote-write receiver",
+        ),
+        (Answer::Refused(why), ..) => fail(
+            id,
+            format!("the region refuses a sample at now: {why}"),
+            "check the receiver's remote-write settings (docs/region.md)",
+        ),
+        (Answer::Accepted, Answer::Accepted, Answer::Accepted) => pass(
+            id,
+            format!(
+                "the region accepts out-of-order samples and samples {hours} h old: backlogs are flushed live-first and delivered at their timestamps"
+            ),
+        ),
+        (Answer::Accepted, Answer::Accepted, old) => warn(
+            id,
+            format!(
+                "the region accepts out-of-order samples but not samples {hours} h old ({}): a backlog older than its accept window is kept but refused",
+                reason(old)
+            ),
+            setup,
+        ),
+        (Answer::Accepted, ooo, _) => warn(
+            id,
+            format!(
+                "the region refuses out-of-order samples ({}): Edgeplane flushes in order, oldest first, so outages shorter than the receiver's accept window (about 1 h on Prometheus) arrive whole; older backlog is kept but refused",
+                reason(ooo)
+            ),
+            setup,
+        ),
+        (Answer::NotAsked, ..) => fail(id, "the region was not asked", "report this as a bug"),
+    }
+}
+
+fn reason(a: &edgeplane_metrics::region_check::Answer) -> String {
+    use edgeplane_metrics::region_check::Answer;
+    match a {
+        Answer::Accepted => "accepted".into(),
+        Answer::Refused(r) => format!("refused: {r}"),
+        Answer::Failed(r) => format!("no answer: {r}"),
+        Answer::NotAsked => "not asked".into(),
+    }
 }
 
 #[cfg(test)]

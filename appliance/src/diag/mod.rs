@@ -108,8 +108,12 @@ pub fn run(cmd: DiagCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(report.exit_code()))
         }
-        DiagCommand::Check { config, json } => {
-            let report = crate::runtime()?.block_on(check::run_checks(&config));
+        DiagCommand::Check {
+            config,
+            json,
+            region,
+        } => {
+            let report = crate::runtime()?.block_on(check::run_checks(&config, region));
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
