@@ -568,7 +568,9 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
                      fence power off the majority); add {short} more host(s) that run the agent, or use policy manual",
                     cfg.cluster.voters,
                     cfg.cluster.voters - cfg.cluster.voters / 2,
-                    cfg.nodes.len() - (cfg.cluster.voters - cfg.cluster.voters / 2),
+                    cfg.nodes
+                        .len()
+                        .saturating_sub(cfg.cluster.voters - cfg.cluster.voters / 2),
                     cfg.nodes.len(),
                     cfg.nodes.len() / 2 + 1
                 ),

@@ -354,3 +354,56 @@ fn a_host_cut_off_with_a_working_fence_never_powers_off_the_majority() -> anyhow
         Ok(())
     })
 }
+
+/// Self-fence must not take down a quorate cluster because its peers'
+/// *agents* are silent (an expired agent certificate, a firewall on the
+/// agent port, agents in a crash loop) while their etcd members are healthy:
+/// a node whose etcd answers is seen. Found by review: the first version
+/// counted agents only, so host-1 stopped its healthy etcd.
+#[test]
+fn silent_peer_agents_with_healthy_etcd_never_trigger_a_self_fence() -> anyhow::Result<()> {
+    use nix::sys::signal::Signal;
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(3, 3, edgeplane_bin());
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"/bin/false\", \"{host}\"]\nquorum_loss_window = \"2s\"\nself_fence_after = \"1s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        for i in 0..3 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(0, HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let etcd_before = site.hosts[0].etcd_pid();
+        let mut writer = Writer::start(site.client_urls(), "silent");
+        // The other two agents stop answering; their etcd keeps running.
+        let agents: Vec<i32> = (1..3).filter_map(|i| site.hosts[i].agent_pid()).collect();
+        anyhow::ensure!(agents.len() == 2, "the agents of host-2 and host-3 run");
+        for &pid in &agents {
+            edgeplane_tests::sim::signal(pid, Signal::SIGSTOP);
+        }
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let etcd_during = site.hosts[0].etcd_pid();
+        for &pid in &agents {
+            edgeplane_tests::sim::signal(pid, Signal::SIGCONT);
+        }
+        writer.stop().await;
+        assert!(etcd_before.is_some(), "host-1's etcd ran");
+        assert_eq!(
+            etcd_during, etcd_before,
+            "host-1 stopped its healthy etcd because the other agents were silent; logs in {}",
+            site.root.display()
+        );
+        let doc = site.agent_status(0).await.unwrap_or_default();
+        let self_fences = edgeplane::agent::recent_ops(&doc)
+            .iter()
+            .filter(|o| o["kind"] == "self_fence")
+            .count();
+        assert_eq!(self_fences, 0, "no self-fence journalled: {doc}");
+        assert!(writer.acked_count() > 0, "writes went on");
+        Ok(())
+    })
+}

@@ -216,7 +216,20 @@ pub fn health_router(shared: Arc<Shared>) -> Router {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub addr: SocketAddr,
+    /// The address the connection was accepted on (this host's end).
+    pub local: Option<SocketAddr>,
     pub host: Option<String>,
+}
+
+impl Caller {
+    /// Whether the connection comes from this host itself: over loopback,
+    /// or from the address it was accepted on (a command run on the host
+    /// that reaches the agent at its `agent_url`, e.g. 10.30.1.10:7070,
+    /// connects from 10.30.1.10). A TCP handshake cannot complete from
+    /// another host with this host's address as its source.
+    pub fn is_this_host(&self) -> bool {
+        self.addr.ip().is_loopback() || self.local.is_some_and(|l| l.ip() == self.addr.ip())
+    }
 }
 
 /// Why an operator action (`/recover`: a rebuild or a restore, anything
@@ -225,15 +238,15 @@ pub struct Caller {
 /// Edge hosts stand in shops and cabinets, so a stolen host is the likeliest
 /// attacker, and its certificate is as good as any peer's. Peers never need
 /// to command each other, so an operator action is taken only from this host
-/// itself: over loopback and, when the site uses TLS, presenting this host's
-/// own certificate. An operator runs the command on the host that acts.
+/// itself ([`Caller::is_this_host`]) and, when the site uses TLS, presenting
+/// this host's own certificate. An operator runs the command on the host that acts.
 pub fn operator_refusal(caller: Option<&Caller>, me: &str, tls: bool) -> Option<String> {
     let Some(caller) = caller else {
         return Some("the caller is unknown".into());
     };
-    if !caller.addr.ip().is_loopback() {
+    if !caller.is_this_host() {
         return Some(format!(
-            "operator actions are taken only from {me} itself (loopback), not from {}; run the command on {me}",
+            "operator actions are taken only from {me} itself, not from {}; run the command on {me}",
             caller.addr.ip()
         ));
     }
@@ -284,11 +297,13 @@ pub async fn serve(
             let Some(acceptor) = acceptor else {
                 let caller = Caller {
                     addr: peer,
+                    local: tcp.local_addr().ok(),
                     host: None,
                 };
                 serve_connection(tcp, app.layer(axum::Extension(caller))).await;
                 return;
             };
+            let local = tcp.local_addr().ok();
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -303,7 +318,11 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| certificate_host(c.as_ref()));
-            let caller = Caller { addr: peer, host };
+            let caller = Caller {
+                addr: peer,
+                local,
+                host,
+            };
             serve_connection(stream, app.layer(axum::Extension(caller))).await;
         });
     }
@@ -343,6 +362,7 @@ mod tests {
     fn caller(addr: &str, host: Option<&str>) -> Caller {
         Caller {
             addr: addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}")),
+            local: "10.30.1.10:7070".parse().ok(),
             host: host.map(str::to_string),
         }
     }
@@ -357,6 +377,12 @@ mod tests {
         );
         assert_eq!(
             operator_refusal(Some(&caller("[::1]:4000", Some(me))), me, true),
+            None
+        );
+        // A command on this host that reaches the agent at its agent_url
+        // connects from the address the agent listens on.
+        assert_eq!(
+            operator_refusal(Some(&caller("10.30.1.10:51000", Some(me))), me, true),
             None
         );
         for refused in [

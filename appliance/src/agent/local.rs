@@ -529,7 +529,10 @@ impl Agent {
             .peers
             .iter()
             .enumerate()
-            .filter(|(i, p)| *i == self.my_index || p.agent_doc.is_some())
+            // Seen: its agent or its etcd answers. Counting agents alone
+            // would stop every voter of a quorate cluster whose peers'
+            // agent APIs are down (a certificate, a firewall, a crash loop).
+            .filter(|(i, p)| *i == self.my_index || p.agent_doc.is_some() || p.status.is_some())
             .count();
         if unseen_majority(nodes, seen) {
             self.unseen_majority_since.get_or_insert_with(Instant::now);
@@ -557,7 +560,7 @@ impl Agent {
             return false;
         }
         let why = format!(
-            "only {seen} of {nodes} configured nodes' agents answer for over {:?}: the unseen nodes are a strict majority and may fence this host and rebuild",
+            "only {seen} of {nodes} configured nodes answer (agent or etcd) for over {:?}: the unseen nodes are a strict majority and may fence this host and rebuild",
             self.cfg.recovery.self_fence_after
         );
         if self.etcd.running() {

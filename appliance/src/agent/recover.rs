@@ -37,10 +37,10 @@
 //!
 //! Residual risk, by choice: fenced hosts must stay off. If two fenced voters
 //! of three came back on their own while cut off from the survivors, they
-//! could form their old quorum (they cannot see the newer epoch). Refusing to
-//! start etcd on existing data until a majority of agents answers would close
-//! that, but would also keep a 2-host site down whenever its other host is,
-//! so it is not done; the fence contract ("confirmed powered off") is what
+//! could form their old quorum (they cannot see the newer epoch). Under
+//! policy `fenced` a voter that cannot see a majority of the nodes stops its
+//! etcd after `recovery.self_fence_after` (self-fence, `local.rs`), which
+//! narrows this; the fence contract ("confirmed powered off") is still what
 //! the automatic path relies on.
 //!
 //! Votes: a fence that works *across* a LAN cut (a BMC on another network)
@@ -248,6 +248,16 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             }
         }
     }
+    // A host confirmed off that answers again (powered on since) is fenced
+    // again before any rebuild: a confirmation is about the past.
+    let answering: Vec<String> = agent
+        .view
+        .peers
+        .iter()
+        .filter(|p| p.status.is_some() || p.agent_doc.is_some())
+        .map(|p| p.node.name.clone())
+        .collect();
+    agent.recovery.fenced.retain(|h| !answering.contains(h));
     let decision = recovery_plan::decide_rebuild(&view);
     let lost = recovery_plan::lost_voters(&view);
     let fresh_name = fresh.map(|i| view.hosts[i].name.clone());

@@ -24,8 +24,8 @@
 //!   it used to power off the healthy majority and rebuild from its own copy.
 //!   An agent names one host at a time, and two strict majorities of the
 //!   same nodes always share one, so two sides of a cut never both rebuild.
-//! - Self-fence: under policy `fenced`, a voter whose unseen nodes (agents
-//!   that do not answer) are a strict majority of the configured nodes may
+//! - Self-fence: under policy `fenced`, a voter whose unseen nodes (neither
+//!   agent nor etcd answers) are a strict majority of the configured nodes may
 //!   be fenced by the other side and rebuilt over, so it stops its etcd
 //!   after `recovery.self_fence_after` (shorter than the other side's
 //!   quorum-loss window) and serves again once it sees a majority. Where
