@@ -23,7 +23,7 @@
 //!
 //! Removal comes before promotion: with 3 voters and 1 dead, promoting first
 //! gives 4 voters with quorum 3 and no tolerance; removing first gives 2
-//! voters, then 3 (research/etcd-operators.md (d)4).
+//! voters, then 3, the order etcd operators use when they replace a member.
 
 use std::time::Duration;
 
