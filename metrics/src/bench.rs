@@ -353,7 +353,7 @@ pub async fn backfill(o: BackfillOptions) -> Result<BackfillReport, String> {
     let tmp = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let port = free_port().map_err(|e| format!("free port: {e}"))?;
     let live_text = Arc::new(live_exposition(o.live_series));
-    let live_port = serve_metrics(live_text).await?;
+    let live_port = serve_metrics(live_text, |_| {}).await?;
     let buffer = edgeplane_buffer::Buffer::open(
         &tmp.path().join("buffer"),
         edgeplane_buffer::Options {
@@ -532,16 +532,21 @@ fn live_exposition(n: usize) -> String {
     s
 }
 
-/// A minimal HTTP/1.1 server answering every request with `text`.
-async fn serve_metrics(text: Arc<String>) -> Result<u16, String> {
+/// A minimal HTTP/1.1 server answering every request with `text`; each
+/// request's head (lower-cased) is passed to `on_request` first.
+pub(crate) async fn serve_metrics(
+    text: Arc<String>,
+    on_request: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<u16, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("bind: {e}"))?;
     let port = l.local_addr().map_err(|e| format!("bind: {e}"))?.port();
+    let on_request = Arc::new(on_request);
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = l.accept().await {
-            let text = text.clone();
+            let (text, on_request) = (text.clone(), on_request.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -551,6 +556,7 @@ async fn serve_metrics(text: Arc<String>) -> Result<u16, String> {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        on_request(&String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase());
                         buf.drain(..end + 4);
                         let head = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n",

@@ -145,52 +145,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The target: answers every request with `text`, recording who asked when.
-async fn serve_recording(text: Arc<String>, rec: Arc<Mutex<Scrapes>>) -> Result<u16, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    let port = l.local_addr().map_err(|e| format!("bind: {e}"))?.port();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = l.accept().await {
-            let (text, rec) = (text.clone(), rec.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        buf.drain(..end + 4);
-                        {
-                            let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
-                            if head.contains("user-agent: edgeplane") {
-                                r.edgeplane.push(now_ms());
-                            } else if head.contains("user-agent: vm_promscrape") {
-                                r.vmagent.push(now_ms());
-                            }
-                        }
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n",
-                            text.len()
-                        );
-                        if sock.write_all(resp.as_bytes()).await.is_err()
-                            || sock.write_all(text.as_bytes()).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Ok(port)
-}
-
 /// A TCP proxy to `upstream` that drops every connection while cut.
 async fn link_proxy(upstream: u16) -> Result<(u16, tokio::sync::watch::Sender<bool>), String> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -315,7 +269,16 @@ pub async fn vs_vmagent(o: VmagentOptions) -> Result<VmagentReport, String> {
         text.push_str(&format!("bench_load{{series=\"{i}\"}} {i}\n"));
     }
     let rec: Arc<Mutex<Scrapes>> = Arc::default();
-    let target = serve_recording(Arc::new(text), rec.clone()).await?;
+    let seen = rec.clone();
+    let target = crate::bench::serve_metrics(Arc::new(text), move |head| {
+        let mut r = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if head.contains("user-agent: edgeplane") {
+            r.edgeplane.push(now_ms());
+        } else if head.contains("user-agent: vm_promscrape") {
+            r.vmagent.push(now_ms());
+        }
+    })
+    .await?;
     let (e_port, e_cut) = link_proxy(prom.port()).await?;
     let (v_port, v_cut) = link_proxy(prom.port()).await?;
     let tmp = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;

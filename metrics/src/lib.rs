@@ -138,6 +138,7 @@ pub mod classify;
 pub mod dead_letter;
 pub mod link;
 pub mod live;
+mod local_process;
 pub mod local_prometheus;
 pub mod local_victoria;
 pub mod parse;

@@ -9,8 +9,10 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::local_process::{LocalProcess, port_or_free};
 
 /// How to start it.
 #[derive(Debug, Clone)]
@@ -59,9 +61,7 @@ pub struct RawSeries {
 
 /// A running Prometheus; killed on drop.
 pub struct LocalPrometheus {
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-    port: u16,
+    proc: LocalProcess,
     http: reqwest::Client,
     https: bool,
 }
@@ -76,11 +76,7 @@ impl LocalPrometheus {
     pub async fn start(opts: PrometheusOptions) -> Result<Self, String> {
         crate::install_crypto_provider();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-        let port = if opts.port == 0 {
-            free_port().map_err(|e| format!("free port: {e}"))?
-        } else {
-            opts.port
-        };
+        let port = port_or_free(opts.port)?;
         let mut cfg = String::from("global:\n  scrape_interval: 1m\n");
         if let Some(w) = &opts.out_of_order_window {
             cfg.push_str(&format!(
@@ -110,11 +106,8 @@ impl LocalPrometheus {
             http = http.tls_certs_merge(roots);
         }
         let http = http.build().map_err(|e| format!("http client: {e}"))?;
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .map_err(|e| format!("log file: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&opts.binary)
-            .arg(format!("--config.file={}", cfg_path.display()))
+        let mut cmd = Command::new(&opts.binary);
+        cmd.arg(format!("--config.file={}", cfg_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
@@ -124,72 +117,39 @@ impl LocalPrometheus {
             .arg("--web.enable-remote-write-receiver")
             .arg("--log.level=warn")
             .args(&web_args)
-            .args(&opts.extra_args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", opts.binary.display()))?;
+            .args(&opts.extra_args);
         let mut me = LocalPrometheus {
-            child: Some(child),
-            _dir: dir,
-            port,
+            proc: LocalProcess::spawn("prometheus", dir, port, cmd)?,
             http,
             https: opts.tls.is_some(),
         };
-        me.wait_ready(Duration::from_secs(30)).await?;
+        let ready = format!("{}/-/ready", me.base_url());
+        me.proc
+            .wait_ready(&me.http, &ready, Duration::from_secs(30))
+            .await?;
         Ok(me)
-    }
-
-    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        let url = format!("{}/-/ready", self.base_url());
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(format!(
-                    "prometheus exited with {status}: {}",
-                    self.log_tail()
-                ));
-            }
-            if let Ok(r) = self.http.get(&url).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "prometheus not ready after {limit:?}: {}",
-                    self.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// The last lines of Prometheus' own log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.proc.log_tail()
     }
 
     pub fn dir(&self) -> &Path {
-        self._dir.path()
+        self.proc.dir()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.proc.port()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.proc.pid()
     }
 
     pub fn base_url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
     pub fn remote_write_url(&self) -> String {
@@ -198,10 +158,7 @@ impl LocalPrometheus {
 
     /// Kills the process (also done on drop).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop();
     }
 
     /// Every raw sample of the series matching `selector` within `range`
@@ -265,12 +222,6 @@ impl LocalPrometheus {
             return Err(format!("query {q}: {v}"));
         }
         Ok(v)
-    }
-}
-
-impl Drop for LocalPrometheus {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::local_prometheus::{RawSeries, free_port};
+use crate::local_process::{LocalProcess, port_or_free};
+use crate::local_prometheus::RawSeries;
 
 /// Debian's path.
 pub const VICTORIA_METRICS_BIN: &str = "/usr/bin/victoria-metrics";
@@ -42,9 +43,7 @@ impl Default for VictoriaOptions {
 
 /// A running VictoriaMetrics; killed on drop.
 pub struct LocalVictoria {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
+    proc: LocalProcess,
     http: reqwest::Client,
 }
 
@@ -53,81 +52,46 @@ impl LocalVictoria {
     pub async fn start(opts: VictoriaOptions) -> Result<Self, String> {
         crate::install_crypto_provider();
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-        let port = if opts.port == 0 {
-            free_port().map_err(|e| format!("free port: {e}"))?
-        } else {
-            opts.port
-        };
-        let log = std::fs::File::create(dir.path().join("victoria.log"))
-            .map_err(|e| format!("log file: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&opts.binary)
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("-retentionPeriod={}", opts.retention))
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg("-loggerLevel=WARN")
-            .args(&opts.extra_args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", opts.binary.display()))?;
+        let port = port_or_free(opts.port)?;
+        let mut cmd = Command::new(&opts.binary);
+        cmd.arg(format!(
+            "-storageDataPath={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("-retentionPeriod={}", opts.retention))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-loggerLevel=WARN")
+        .args(&opts.extra_args);
         let mut me = LocalVictoria {
-            child: Some(child),
-            dir,
-            port,
+            proc: LocalProcess::spawn("victoria-metrics", dir, port, cmd)?,
             http: reqwest::Client::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("{}/health", me.base_url());
-        loop {
-            if let Some(c) = me.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                return Err(format!(
-                    "victoria-metrics exited with {status}: {}",
-                    me.log_tail()
-                ));
-            }
-            if let Ok(r) = me.http.get(&url).send().await
-                && r.status().is_success()
-            {
-                return Ok(me);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "victoria-metrics not ready after 30s: {}",
-                    me.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let health = format!("{}/health", me.base_url());
+        me.proc
+            .wait_ready(&me.http, &health, Duration::from_secs(30))
+            .await?;
+        Ok(me)
     }
 
     /// The last lines of its own log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir().join("victoria.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.proc.log_tail()
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.proc.dir()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.proc.port()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.proc.pid()
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     pub fn remote_write_url(&self) -> String {
@@ -136,10 +100,7 @@ impl LocalVictoria {
 
     /// Kills the process (also done on drop).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop();
     }
 
     /// Every raw sample of the series matching `selector` (a series
@@ -191,11 +152,5 @@ impl LocalVictoria {
             out.push(RawSeries { labels, samples });
         }
         Ok(out)
-    }
-}
-
-impl Drop for LocalVictoria {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
