@@ -99,7 +99,9 @@ pub enum SnapshotCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check a snapshot file: checksum and content. Exit 1 on any corruption.
+    /// Check a snapshot file: checksum and content. Exit 1 on any corruption. Takes an
+    /// Edgeplane snapshot (`*.etcd.zst`) or a plain `etcdctl snapshot save` file (checked
+    /// with etcd's own sha256 trailer).
     Verify {
         file: PathBuf,
         #[arg(long)]
@@ -154,8 +156,9 @@ pub struct RecoverArgs {
     /// Rebuild from this surviving host's data (the freshest one when omitted).
     #[arg(long, conflicts_with = "snapshot")]
     pub from: Option<String>,
-    /// Rebuild on this host from a snapshot file instead of a survivor's data (the file is
-    /// verified first; writes made after it was taken are discarded).
+    /// Rebuild on this host from a snapshot file instead of a survivor's data: an Edgeplane
+    /// snapshot or a plain `etcdctl snapshot save` file (verified first; writes made after it
+    /// was taken are discarded).
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
     /// Required: confirms the lost hosts are powered off (they must never come back with old data).

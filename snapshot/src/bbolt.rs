@@ -87,6 +87,13 @@ fn meta_at(head: &[u8], off: usize, id: u64) -> Result<Meta, String> {
     })
 }
 
+/// Whether `head` starts like a bbolt file (page 0's meta magic): how a
+/// plain `etcdctl snapshot save` file is told from an Edgeplane snapshot,
+/// which starts with a zstd frame.
+pub(crate) fn looks_like_bbolt(head: &[u8]) -> bool {
+    head.len() >= PAGE_HEADER + 4 && u32_at(head, PAGE_HEADER) == MAGIC
+}
+
 /// Checks the head of a bbolt file (its first [`HEAD_BYTES`] or all of it if
 /// shorter) against the file's total length. `exact`: the length must equal
 /// the high-water mark (a streamed snapshot); otherwise it must be at least

@@ -82,4 +82,4 @@ pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db
 pub use save::{SaveOptions, save};
 pub use space::{Budget, FreeSpace, Refusal, SpaceDoc, SpaceReport, Statvfs, admit, used_bytes};
 pub use store::{PruneReport, list, prune};
-pub use verify::{EtcdctlStatus, VerifyReport, verify, verify_with_etcdctl};
+pub use verify::{EtcdctlStatus, FileKind, VerifyReport, verify, verify_with_etcdctl};

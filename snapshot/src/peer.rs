@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::error::{Error, Result};
 use crate::format::{SnapshotMeta, read_meta, sync_dir, valid_name};
 use crate::space::{Budget, FreeSpace, SpaceReport, Statvfs, admit};
-use crate::verify::verify;
+use crate::verify::check;
 
 /// Default cap on one received snapshot file: 16 GiB (etcd's own db limit
 /// is 8 GiB, and the file is compressed).
@@ -95,9 +95,14 @@ pub fn receive(
 /// temporary file in `dir` themselves: verify, fsync, rename, fsync the directory.
 pub fn receive_file(dir: &Path, name: &str, tmp: tempfile::NamedTempFile) -> Result<SnapshotMeta> {
     check_name(name)?;
-    let report = verify(tmp.path(), &mut |_| {})?;
+    // Only Edgeplane snapshots travel between peers: a plain etcd db is
+    // refused here as a file without a footer.
+    let report = check(tmp.path(), None, Path::new(""), &mut |_| {})?;
+    let Some(info) = report.info else {
+        return Err(Error::corrupt(tmp.path(), "not an Edgeplane snapshot"));
+    };
     let dest = dir.join(name);
-    if let Some(m) = already_held(dir, name, &report.info.sha256) {
+    if let Some(m) = already_held(dir, name, &info.sha256) {
         return Ok(m);
     }
     tmp.as_file()
@@ -111,7 +116,7 @@ pub fn receive_file(dir: &Path, name: &str, tmp: tempfile::NamedTempFile) -> Res
         }
     })?;
     sync_dir(dir)?;
-    tracing::info!(path = %dest.display(), origin = %report.info.origin, "Stored a verified snapshot copy from a peer.");
+    tracing::info!(path = %dest.display(), origin = %info.origin, "Stored a verified snapshot copy from a peer.");
     read_meta(&dest)
 }
 

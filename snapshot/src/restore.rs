@@ -4,8 +4,11 @@
 //!
 //! Order, so that a bad file never touches the target: check the target is
 //! absent or empty → decompress into a temporary directory beside it while
-//! verifying (one pass) → `etcdctl snapshot restore` into that temporary
-//! directory → fsync → rename into place → fsync the parent.
+//! verifying (one pass) → `etcdctl snapshot restore --skip-hash-check` into
+//! that temporary directory (the pass already checked etcd's hash; checking
+//! it twice cost a second read of the whole db) → fsync → rename into place
+//! → fsync the parent. A plain `etcdctl snapshot save` file is verified in
+//! place (etcd's hash, bbolt meta pages) and restored from where it is.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,7 +22,7 @@ use crate::bbolt;
 use crate::error::{Error, Result};
 use crate::format::{parent_dir, sync_dir};
 use crate::progress::Progress;
-use crate::verify::{VerifyReport, check};
+use crate::verify::{FileKind, VerifyReport, check, check_db, file_kind};
 
 /// The etcdctl binary: `$EDGEPLANE_ETCDCTL` or `/usr/bin/etcdctl`.
 pub fn etcdctl_bin() -> PathBuf {
@@ -103,9 +106,10 @@ fn scratch_dir(t: &RestoreTarget) -> Result<tempfile::TempDir> {
         .map_err(|e| Error::io("cannot create a temporary directory in", &parent, e))
 }
 
-/// Restores a snapshot file made by [`crate::save`] into a new data dir.
-/// The file is fully verified first; a corrupt file returns
-/// [`Error::Corrupt`] and the target is left exactly as it was.
+/// Restores a snapshot file made by [`crate::save`], or a plain `etcdctl
+/// snapshot save` file, into a new data dir. The file is fully verified
+/// first; a corrupt file returns [`Error::Corrupt`] and the target is left
+/// exactly as it was.
 pub fn restore(
     path: &Path,
     target: &RestoreTarget,
@@ -113,6 +117,17 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let start = Instant::now();
     check_target(target)?;
+    if file_kind(path)? == FileKind::EtcdDb {
+        let report = check_db(path, progress)?;
+        let scratch = scratch_dir(target)?;
+        run_restore(path, target, scratch.path(), true)?;
+        return Ok(RestoreReport {
+            data_dir: target.data_dir.clone(),
+            db_bytes: report.db_bytes,
+            verified: Some(report),
+            elapsed_s: start.elapsed().as_secs_f64(),
+        });
+    }
     let scratch = scratch_dir(target)?;
     let db = scratch.path().join("snapshot.db");
     let f = File::create(&db).map_err(|e| Error::io("cannot create", &db, e))?;
@@ -120,8 +135,9 @@ pub fn restore(
     let report = check(path, Some(&mut w), &db, progress)?;
     w.flush().map_err(|e| Error::io("cannot write", &db, e))?;
     drop(w);
-    // The decompressed file keeps etcd's trailer, so etcdctl checks the hash again.
-    run_restore(&db, target, scratch.path(), false)?;
+    // The pass above checked etcd's trailer against the db: etcdctl only
+    // strips it.
+    run_restore(&db, target, scratch.path(), true)?;
     Ok(RestoreReport {
         data_dir: target.data_dir.clone(),
         db_bytes: report.db_bytes,

@@ -10,6 +10,12 @@
 //!    flags and FNV checksum (what bbolt checks on open), and its length
 //!    equals the meta page's high-water mark.
 //!
+//! A plain `etcdctl snapshot save` file (a bbolt db followed by etcd's
+//! sha256 trailer, the form operators keep backups in) is accepted too:
+//! checks 4 and 5 apply to it, with its length a whole number of 512-byte
+//! units plus the trailer, the rule `etcdctl snapshot restore` uses to find
+//! the trailer.
+//!
 //! [`verify_with_etcdctl`] adds `etcdctl snapshot status` on a decompressed
 //! temporary copy: it opens the db with bbolt and walks every bucket.
 
@@ -34,7 +40,10 @@ pub(crate) const TRAILER: usize = 32;
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub path: PathBuf,
-    pub info: SnapshotInfo,
+    /// What the file is: an Edgeplane snapshot or a plain etcd db.
+    pub kind: FileKind,
+    /// The footer; `None` for a plain etcd db, which has none.
+    pub info: Option<SnapshotInfo>,
     pub file_bytes: u64,
     /// Decompressed db size (without etcd's trailer).
     pub db_bytes: u64,
@@ -45,6 +54,35 @@ pub struct VerifyReport {
     /// `etcdctl snapshot status` of the decompressed copy, when run.
     pub etcdctl: Option<EtcdctlStatus>,
     pub elapsed_s: f64,
+}
+
+/// The two kinds of file that verify and restore take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// Made by `edgeplane snapshot save` or an agent: zstd, footer.
+    Edgeplane,
+    /// Made by `etcdctl snapshot save`: the bbolt db and etcd's sha256 trailer.
+    EtcdDb,
+}
+
+/// Tells the kinds apart by the first bytes (a bbolt meta page, or not).
+pub(crate) fn file_kind(path: &Path) -> Result<FileKind> {
+    let mut head = [0u8; 32];
+    let mut f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(Error::io("cannot read", path, e)),
+        }
+    }
+    Ok(if bbolt::looks_like_bbolt(&head[..n]) {
+        FileKind::EtcdDb
+    } else {
+        FileKind::Edgeplane
+    })
 }
 
 /// `etcdctl snapshot status -w json`.
@@ -301,7 +339,8 @@ pub(crate) fn check(
         db_bytes: info.db_bytes,
         page_size: meta.page_size,
         bbolt_txid: meta.txid,
-        info,
+        kind: FileKind::Edgeplane,
+        info: Some(info),
         checks,
         etcdctl: None,
         elapsed_s: start.elapsed().as_secs_f64(),
@@ -319,19 +358,109 @@ impl Rewind for File {
     }
 }
 
-/// Verifies a snapshot file (see the module docs for the checks). Any
+/// Checks a plain `etcdctl snapshot save` file in one pass: etcd's sha256
+/// trailer against the db, and the bbolt meta pages against its length.
+pub(crate) fn check_db(
+    path: &Path,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<VerifyReport> {
+    let start = Instant::now();
+    let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let file_bytes = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?
+        .len();
+    if file_bytes % 512 != TRAILER as u64 {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "{file_bytes} bytes is not a whole number of 512-byte units plus etcd's \
+                 {TRAILER}-byte sha256 trailer: not an `etcdctl snapshot save` file, or truncated"
+            ),
+        ));
+    }
+    let db_bytes = file_bytes - TRAILER as u64;
+    let mut ticker = Ticker::new("verify", progress);
+    let mut th = TrailerHasher::new();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| Error::io("cannot read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        th.update(&buf[..n]);
+        ticker.tick(th.total(), Some(file_bytes));
+    }
+    if th.total() != file_bytes {
+        return Err(Error::corrupt(
+            path,
+            format!("read {} of {file_bytes} bytes", th.total()),
+        ));
+    }
+    let head = th.head().to_vec();
+    let (computed, trailer) = th.finish().map_err(|e| Error::corrupt(path, e))?;
+    if computed != trailer {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "etcd's sha256 trailer {} does not match the db content {}",
+                hex::encode(trailer),
+                hex::encode(computed)
+            ),
+        ));
+    }
+    let mut checks = vec![
+        format!("plain etcd snapshot: {db_bytes} bytes of db and etcd's sha256 trailer"),
+        "etcd's sha256 trailer matches the db content".to_string(),
+    ];
+    let head = &head[..head.len().min(db_bytes as usize)];
+    let meta = bbolt::check(head, db_bytes, true)
+        .map_err(|e| Error::corrupt(path, format!("the db is not a sane bbolt file: {e}")))?;
+    checks.push(format!(
+        "bbolt meta pages valid (page size {}, txid {}, {} pages)",
+        meta.page_size, meta.txid, meta.pgid
+    ));
+    ticker.finish(file_bytes, Some(file_bytes));
+    Ok(VerifyReport {
+        path: path.to_path_buf(),
+        kind: FileKind::EtcdDb,
+        info: None,
+        file_bytes,
+        db_bytes,
+        page_size: meta.page_size,
+        bbolt_txid: meta.txid,
+        checks,
+        etcdctl: None,
+        elapsed_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Verifies a snapshot file, an Edgeplane snapshot or a plain `etcdctl
+/// snapshot save` file (see the module docs for the checks). Any
 /// corruption is an [`Error::Corrupt`] naming what is wrong.
 pub fn verify(path: &Path, progress: &mut (dyn FnMut(&Progress) + Send)) -> Result<VerifyReport> {
-    check(path, None, Path::new(""), progress)
+    match file_kind(path)? {
+        FileKind::Edgeplane => check(path, None, Path::new(""), progress),
+        FileKind::EtcdDb => check_db(path, progress),
+    }
 }
 
 /// [`verify`], then `etcdctl snapshot status` on a decompressed copy written
-/// to a temporary file beside the snapshot (same disk, removed afterwards).
+/// to a temporary file beside the snapshot (same disk, removed afterwards),
+/// or on a plain etcd db itself.
 pub fn verify_with_etcdctl(
     path: &Path,
     etcdctl: &Path,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<VerifyReport> {
+    if file_kind(path)? == FileKind::EtcdDb {
+        let mut report = check_db(path, progress)?;
+        add_etcdctl_status(&mut report, etcdctl, path, path)?;
+        return Ok(report);
+    }
     let dir = parent_dir(path);
     let tmp = tempfile::Builder::new()
         .prefix(".verify-")
@@ -344,10 +473,22 @@ pub fn verify_with_etcdctl(
     w.flush()
         .map_err(|e| Error::io("cannot write", &tmp_path, e))?;
     drop(w);
-    let status = etcdctl_status(etcdctl, &tmp_path).map_err(|e| match e {
+    add_etcdctl_status(&mut report, etcdctl, path, &tmp_path)?;
+    Ok(report)
+}
+
+/// `etcdctl snapshot status` of `db` (the file itself, or its decompressed
+/// copy) added to the report of `path`; a refusal means the file is corrupt.
+fn add_etcdctl_status(
+    report: &mut VerifyReport,
+    etcdctl: &Path,
+    path: &Path,
+    db: &Path,
+) -> Result<()> {
+    let status = etcdctl_status(etcdctl, db).map_err(|e| match e {
         Error::Command { stderr, .. } => Error::corrupt(
             path,
-            format!("`etcdctl snapshot status` rejects the decompressed db: {stderr}"),
+            format!("`etcdctl snapshot status` rejects the db: {stderr}"),
         ),
         other => other,
     })?;
@@ -356,7 +497,7 @@ pub fn verify_with_etcdctl(
         status.revision, status.total_key, status.hash
     ));
     report.etcdctl = Some(status);
-    Ok(report)
+    Ok(())
 }
 
 /// Runs `etcdctl snapshot status -w json FILE`.
