@@ -141,10 +141,14 @@ pub struct Endpoint {
     pub path: String,
 }
 
-/// Parse `http(s)://host[:port][/path]`.
+/// Parse `http(s)://host[:port][/path]` with the `url` crate (the WHATWG parser
+/// browsers and reqwest use), then hold the host to what etcd, Go's resolver and
+/// the TLS name check accept. The WHATWG parser is lenient where a config must not
+/// be: it takes `a..b` as a name and reads `10.1` or `0x0a.0.0.1` as IPv4 addresses,
+/// so a typo would pass here and fail later inside etcd. Every error says what to write.
 pub fn parse_url(url: &str) -> Result<Endpoint, String> {
     if url.chars().any(char::is_whitespace) {
-        return Err("contains spaces".into());
+        return Err("contains spaces; remove them".into());
     }
     let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -154,20 +158,22 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
         return Err("must start with http:// or https://".into());
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
+    let authority = &rest[..end];
     if authority.contains('@') {
-        return Err("must not contain a user name or password".into());
+        return Err(
+            "must not contain a user name or password; put credentials in their own files".into(),
+        );
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+    // The host and port as written: `url` normalises both, and drops a default port.
+    let (raw_host, raw_port) = if let Some(v6) = authority.strip_prefix('[') {
         let close = v6
             .find(']')
-            .ok_or("has an unclosed [ in the IPv6 address")?;
-        let after = &v6[close + 1..];
-        let port = match after {
+            .ok_or("has an unclosed [ in the IPv6 address; write it as [fd00::1]")?;
+        let port = match &v6[close + 1..] {
             "" => None,
             p => Some(
                 p.strip_prefix(':')
-                    .ok_or("has text after the IPv6 address")?,
+                    .ok_or("has text after the IPv6 address; write [fd00::1]:PORT")?,
             ),
         };
         (&authority[..close + 2], port)
@@ -177,29 +183,99 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
             None => (authority, None),
         }
     };
-    if host.is_empty() || host == "[]" {
-        return Err("has no host".into());
+    if raw_host.is_empty() || raw_host == "[]" {
+        return Err("has no host; write the host's address, e.g. https://10.0.0.1:2380".into());
     }
-    if !host.starts_with('[')
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    if let Some(p) = raw_port
+        && !matches!(p.parse::<u16>(), Ok(n) if n > 0)
     {
-        return Err(format!("has an invalid host {host:?}"));
+        return Err(format!(
+            "has an invalid port {p:?}; use a number from 1 to 65535"
+        ));
     }
-    let port = match port {
-        None => None,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => return Err(format!("has an invalid port {p:?} (1-65535)")),
-        },
+    let parsed = url::Url::parse(url).map_err(|e| match e {
+        url::ParseError::InvalidIpv6Address => format!(
+            "{raw_host:?} is not a valid IPv6 address; write it in brackets, e.g. [fd00::1]"
+        ),
+        url::ParseError::InvalidIpv4Address => format!(
+            "{raw_host:?} is not a valid IPv4 address: four numbers from 0 to 255, e.g. 10.0.0.1"
+        ),
+        url::ParseError::InvalidPort => {
+            "has an invalid port; use a number from 1 to 65535".to_string()
+        }
+        other => format!("is not a valid URL ({other})"),
+    })?;
+    let host = match parsed.host() {
+        None => {
+            return Err("has no host; write the host's address, e.g. https://10.0.0.1:2380".into());
+        }
+        Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
+        Some(url::Host::Ipv4(_) | url::Host::Domain(_)) => {
+            check_host_syntax(raw_host)?;
+            raw_host.to_ascii_lowercase()
+        }
     };
+    let port = match (parsed.port(), raw_port) {
+        (Some(p), _) => Some(p),
+        // `url` hides a port equal to the scheme's default; it was still written.
+        (None, Some(_)) => parsed.port_or_known_default(),
+        (None, None) => None,
+    };
+    let path = rest[end..].to_string();
     Ok(Endpoint {
         https,
-        host: host.to_ascii_lowercase(),
+        host,
         port,
-        path: path.to_string(),
+        path,
     })
+}
+
+/// A host as etcd and TLS take it: a dotted-quad IPv4 address (each part 0-255,
+/// nothing else that looks numeric), or a DNS name whose labels are 1-63 letters,
+/// digits, `-` or `_`, not starting or ending with `-`, at most 253 characters.
+fn check_host_syntax(host: &str) -> Result<(), String> {
+    let example = "e.g. 10.0.0.1 or edge-1.example.net";
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let numeric_last = !last.is_empty()
+        && (last.chars().all(|c| c.is_ascii_digit())
+            || last.to_ascii_lowercase().starts_with("0x"));
+    if numeric_last {
+        return match host.parse::<std::net::Ipv4Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "{host:?} is not a valid IPv4 address: four numbers from 0 to 255, e.g. 10.0.0.1"
+            )),
+        };
+    }
+    if host.len() > 253 {
+        return Err(format!("host name {host:?} is longer than 253 characters"));
+    }
+    for label in host.strip_suffix('.').unwrap_or(host).split('.') {
+        if label.is_empty() {
+            return Err(format!(
+                "host {host:?} has an empty part (two dots in a row, or a leading dot); {example}"
+            ));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "host {host:?} has a part longer than 63 characters; {example}"
+            ));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "host {host:?} may only hold letters, digits, '-', '_' and '.'; {example}"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "host {host:?} has a part starting or ending with '-'; {example}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -1068,6 +1144,11 @@ mod tests {
         assert_eq!((ep.host.as_str(), ep.port), ("10.0.0.1", Some(2380)));
         assert!(parse_url("https://[fd00::1]:2379").is_ok());
         assert!(parse_url("https://region.example.com/api/v1/write").is_ok());
+        let v6 = parse_url("https://[FD00::1]:443").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((v6.host.as_str(), v6.port), ("[fd00::1]", Some(443)));
+        assert_eq!(parse_url("http://h:80").map(|e| e.port), Ok(Some(80)));
+        assert_eq!(parse_url("http://h").map(|e| e.port), Ok(None));
+        assert!(parse_url("https://edge_1.site-a.example.:2379").is_ok());
         for bad in [
             "10.0.0.1:2380",
             "ftp://x:1",
@@ -1077,6 +1158,14 @@ mod tests {
             "http://a:x",
             "http://a b:1",
             "http://u@a:1",
+            "https://[zz]:2380",
+            "https://999.1.1.1:2379",
+            "https://a..b:7070",
+            "https://.a:1",
+            "https://-a.b:1",
+            "https://10.1:1",
+            "https://0x0a.0.0.1:1",
+            "https://1.2.3.4.5:1",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }

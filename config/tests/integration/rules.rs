@@ -104,6 +104,61 @@ fn unparsable_urls() {
     }
 }
 
+/// Hosts the WHATWG parser of the `url` crate accepts or misreads are refused with
+/// the file, the line, the key and what to write instead.
+#[test]
+fn malformed_url_hosts_are_errors_with_the_fix() {
+    for (field, good, bad, why, fix) in [
+        (
+            "peer_url",
+            "https://10.0.0.2:2380",
+            "https://[zz]:2380",
+            "not a valid IPv6 address",
+            "e.g. [fd00::1]",
+        ),
+        (
+            "client_url",
+            "https://10.0.0.2:2379",
+            "https://999.1.1.1:2379",
+            "not a valid IPv4 address",
+            "e.g. 10.0.0.1",
+        ),
+        (
+            "agent_url",
+            "https://10.0.0.2:7070",
+            "https://a..b:7070",
+            "empty part",
+            "e.g. 10.0.0.1 or edge-1.example.net",
+        ),
+        (
+            "agent_url",
+            "https://10.0.0.2:7070",
+            "https://10.2:7070",
+            "not a valid IPv4 address",
+            "e.g. 10.0.0.1",
+        ),
+    ] {
+        let text = edge("").replacen(good, bad, 1);
+        let key = format!("nodes[1].{field}");
+        let p = expect(&text, Error, &key, why);
+        assert!(p.message.contains(fix), "{p}");
+        assert!(p.message.contains(&format!("{bad:?}")), "{p}");
+        assert_eq!(p.line, Some(line_of(&text, bad)), "{p}");
+        let shown = p.to_string();
+        assert!(
+            shown.starts_with(&format!("{}:{}:", ORIGIN, line_of(&text, bad))),
+            "{shown}"
+        );
+    }
+    // Well-formed names, IPv6 and a default port written out stay clean.
+    clean(&edge("").replacen(
+        "https://10.0.0.2:7070",
+        "https://edge-2.site_a.example:7070",
+        1,
+    ));
+    clean(&edge("").replacen("https://10.0.0.2:7070", "https://[fd00::2]:443", 1));
+}
+
 #[test]
 fn missing_node_fields() {
     let text = edge("").replacen("agent_url = \"https://10.0.0.3:7070\"\n", "", 1);
