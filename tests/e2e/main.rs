@@ -7,6 +7,7 @@
 mod agent;
 mod chaos;
 mod chaos_metrics;
+mod cli;
 mod defrag;
 mod demo;
 mod diag;
