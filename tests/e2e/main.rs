@@ -17,6 +17,7 @@ mod harness;
 mod partition;
 mod recovery;
 mod security;
+mod self_metrics;
 mod snapshots;
 mod split_brain;
 mod standby;

@@ -199,6 +199,8 @@ pub struct Shared {
     /// Snapshot writes refused for space (peer uploads and scheduled snapshots).
     pub snapshot_space: Arc<edgeplane_snapshot::SpaceReport>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
+    /// Where this host's snapshots and its copies of peers' are (for `/metrics`).
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 impl Shared {
@@ -343,6 +345,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
         tls: server_tls.is_some(),
         recover: Mutex::new(None),
+        snapshot_dir: cfg.paths.snapshot_dir.clone(),
         snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
         metrics: Mutex::new(None),
     });
