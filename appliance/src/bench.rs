@@ -18,6 +18,8 @@ use crate::cli::BenchCommand;
 /// Which build, which machine, when: the fields every figure record starts with.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
+    /// `edgeplane.bench.<bench>/1`: the record's name and version, as every `--json` output.
+    pub schema: String,
     /// `failover`, `recovery`, `buffer`, `backfill`, `snapshot`, `campaign`.
     pub bench: String,
     /// The command line as run.
@@ -145,6 +147,7 @@ impl Run {
             .collect::<Vec<_>>()
             .join(" ");
         RunInfo {
+            schema: format!("edgeplane.bench.{}/1", self.bench),
             bench: self.bench,
             command,
             version: crate::version::LONG,

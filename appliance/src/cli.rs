@@ -64,6 +64,19 @@ pub enum Command {
     /// Create the site CA and the hosts' certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Print a shell completion script (the package installs bash, zsh and fish ones).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (edgeplane.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +99,7 @@ pub enum CertsCommand {
 pub enum SnapshotCommand {
     /// Take a snapshot now from a healthy voter.
     Save {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
         /// Write it here instead of the snapshot directory.
@@ -94,8 +108,10 @@ pub enum SnapshotCommand {
     },
     /// List the snapshots this host knows of (its own and its copies of peers').
     List {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -104,6 +120,7 @@ pub enum SnapshotCommand {
     /// with etcd's own sha256 trailer).
     Verify {
         file: PathBuf,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -113,25 +130,31 @@ pub enum SnapshotCommand {
 pub enum DiagCommand {
     /// This host and the site: roles, leader, lag, db size, snapshots, quorum, link, buffer.
     Status {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// The journal of operations (promotions, removals, rejoins, recoveries, defrags, sheds).
     Events {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
         /// Only events newer than this (e.g. `1h`, `2d`).
         #[arg(long)]
         since: Option<String>,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Preflight and health checks: PASS / WARN / FAIL with a remedy each. Exit 0 / 1 / 2.
     Check {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
         /// Also ask the region's receiver what it accepts: three canary samples on the
@@ -141,6 +164,7 @@ pub enum DiagCommand {
     },
     /// Write a support bundle (secrets redacted, no etcd values, no key material).
     Bundle {
+        /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
         /// Output file, e.g. `support.tar.zst`.
@@ -151,6 +175,7 @@ pub enum DiagCommand {
 
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
+    /// Configuration file.
     #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
     pub config: PathBuf,
     /// Rebuild from this surviving host's data (the freshest one when omitted).
@@ -177,9 +202,12 @@ pub struct AgentArgs {
 pub enum ConfigCommand {
     /// Check a configuration file; prints every problem at once. Exit 0 when valid, 1 otherwise.
     Check {
+        /// Configuration file; when given, it wins over `--config` and `EDGEPLANE_CONFIG`.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
         /// Configuration file.
-        #[arg(default_value = DEFAULT_CONFIG)]
-        file: PathBuf,
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
         /// Print the resolved configuration, and for each value whether it came from the file or
         /// from the profile's default.
         #[arg(long)]
@@ -211,6 +239,7 @@ pub enum BenchCommand {
         /// The same number write to etcd alone.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         writers: u16,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -223,13 +252,16 @@ pub enum BenchCommand {
         /// Data to hold buffered for the memory figure, MiB.
         #[arg(long, default_value_t = 1024)]
         data_mib: u64,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Backfill: flush days of buffered samples into a local Prometheus, beside a minimal sender.
     Backfill {
+        /// Days of buffered samples to flush (at the scrape interval of the edge profile).
         #[arg(long, default_value_t = 3)]
         days: u64,
+        /// Series per scrape; with `--vmagent`, the gauges the load target serves.
         #[arg(long, default_value_t = 2000)]
         series: usize,
         /// Instead: Edgeplane beside vmagent, scraping `--series` gauges at 1 s
@@ -240,20 +272,79 @@ pub enum BenchCommand {
         /// The outage of `--vmagent`, in seconds.
         #[arg(long, default_value_t = 90)]
         outage_s: u64,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Quorum loss: two of three voters SIGKILLed on a loopback site with policy `fenced`;
     /// time from the second kill to writable again, and to full strength once they return.
     Recovery {
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Snapshot and restore of a large database, beside `etcdctl snapshot save` + `zstd -3`.
     Snapshot {
+        /// Size of the etcd database to fill, snapshot and restore, MiB.
         #[arg(long, default_value_t = 256)]
         db_mib: u64,
+        /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option and argument of every command says what it is for.
+    #[test]
+    fn every_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "edgeplane", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
+
+    #[test]
+    fn config_check_takes_the_config_like_every_command() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Config(ConfigCommand::Check { file, config, .. }),
+            }) => file.unwrap_or(config),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert_eq!(
+            parse(&["edgeplane", "config", "check", "-c", "/a.toml"]),
+            PathBuf::from("/a.toml")
+        );
+        assert_eq!(
+            parse(&["edgeplane", "config", "check", "--config", "/b.toml"]),
+            PathBuf::from("/b.toml")
+        );
+        assert_eq!(
+            parse(&["edgeplane", "config", "check", "/c.toml"]),
+            PathBuf::from("/c.toml")
+        );
+        let env_name = Cli::command()
+            .find_subcommand("config")
+            .and_then(|c| c.find_subcommand("check"))
+            .and_then(|c| c.get_arguments().find(|a| a.get_id() == "config"))
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+        assert_eq!(env_name.as_deref(), Some("EDGEPLANE_CONFIG"));
+    }
 }

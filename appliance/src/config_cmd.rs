@@ -9,9 +9,11 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     crate::logging::init_cli();
     let ConfigCommand::Check {
         file,
+        config,
         explain,
         json,
     } = cmd;
+    let file = file.unwrap_or(config);
     let report = edgeplane_config::check(&file);
     if explain && report.ok() {
         let explained = edgeplane_config::explain(&file)?;

@@ -34,9 +34,14 @@ pub struct Cycle {
     pub acked_after_kill: usize,
 }
 
+/// The name and version of the demo's `--json` record.
+pub const DEMO_SCHEMA: &str = "edgeplane.demo/1";
+
 /// The demo's record (`--json`).
 #[derive(Debug, Serialize)]
 pub struct DemoRecord {
+    /// [`DEMO_SCHEMA`]: the record's name and version, as every `--json` output.
+    pub schema: &'static str,
     pub hosts: usize,
     pub voters: usize,
     pub bootstrap_s: f64,
@@ -303,6 +308,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<DemoRecord> {
         n.say(format!("Kept the site's files in {}", site.root.display()));
     }
     Ok(DemoRecord {
+        schema: DEMO_SCHEMA,
         hosts: 4,
         voters: 3,
         bootstrap_s,

@@ -16,6 +16,7 @@ pub mod config_cmd;
 pub mod demo;
 pub mod diag;
 pub mod logging;
+pub mod manual;
 pub mod process;
 pub mod recover;
 pub mod secrets;
@@ -50,6 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(cmd) => snapshot_cmd::run(cmd),
         Command::Diag(cmd) => diag::run(cmd),
         Command::Recover(args) => recover::run(&args),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man { out } => manual::man(&out),
         Command::Certs(cli::CertsCommand::Init {
             site,
             config,

@@ -201,7 +201,7 @@ fn list_cmd(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
     let (rows, source) = listing(&cfg)?;
     if json {
-        let doc = serde_json::json!({ "source": source, "snapshots": rows });
+        let doc = serde_json::json!({ "schema": LIST_SCHEMA, "source": source, "snapshots": rows });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -230,6 +230,10 @@ fn list_cmd(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The names and versions of `snapshot list --json` and `snapshot verify --json`.
+pub const LIST_SCHEMA: &str = "edgeplane.snapshot.list/1";
+pub const VERIFY_SCHEMA: &str = "edgeplane.snapshot.verify/1";
+
 fn verify_cmd(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let etcdctl = snap::etcdctl_bin();
     let mut progress = snap::terminal_reporter("verify");
@@ -241,6 +245,7 @@ fn verify_cmd(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match (result, json) {
         (Ok(r), true) => {
             let mut v = serde_json::to_value(&r)?;
+            v["schema"] = serde_json::Value::from(VERIFY_SCHEMA);
             v["ok"] = serde_json::Value::Bool(true);
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
@@ -260,6 +265,7 @@ fn verify_cmd(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         (Err(e), true) => {
             let v = serde_json::json!({
+                "schema": VERIFY_SCHEMA,
                 "ok": false,
                 "path": file,
                 "corrupt": e.is_corruption(),

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {}: {err}", path.display())]
+    #[error("cannot read {}: {}", path.display(), read_hint(err))]
     Read { path: PathBuf, err: std::io::Error },
     #[error(
         "private key {} is readable by group or others (mode {mode:04o}); fix: chmod 600 {} (and chown it to the user the agent runs as)",
@@ -30,6 +30,23 @@ pub enum TlsError {
     #[error("TLS setup: {0}")]
     Setup(String),
 }
+
+/// An I/O error as a person should read it: a refused read is named as the
+/// permission problem it is, with the fix, not left as "permission denied".
+pub fn read_hint(err: &std::io::Error) -> String {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "{err}: {} (uid {}); run as root (sudo edgeplane ...) or as the user the agent runs as",
+            NOT_READABLE,
+            nix::unistd::Uid::effective()
+        )
+    } else {
+        err.to_string()
+    }
+}
+
+/// How [`read_hint`] names a file this user may not read (diag looks for it).
+pub const NOT_READABLE: &str = "the key is not readable by this user";
 
 /// Refuses a private key file that group or others can read.
 pub fn check_key_file(path: &Path) -> Result<(), TlsError> {

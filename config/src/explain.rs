@@ -114,6 +114,7 @@ impl Explained {
 
     pub fn to_json(&self) -> Value {
         serde_json::json!({
+            "schema": EXPLAIN_SCHEMA,
             "file": self.file.display().to_string(),
             "profile": self.config.profile,
             "entries": self.entries,
@@ -121,6 +122,9 @@ impl Explained {
         })
     }
 }
+
+/// The name and version of `config check --explain --json`'s document.
+pub const EXPLAIN_SCHEMA: &str = "edgeplane.config.explain/1";
 
 /// Flatten `config` in schema order.
 pub(crate) fn flatten(config: &Config, doc: &Document, redacted: &[&str]) -> Vec<Entry> {

@@ -50,9 +50,9 @@ mod raw;
 pub mod units;
 mod validate;
 
-pub use explain::{Entry, Explained, REDACTED_KEYS, Source};
+pub use explain::{EXPLAIN_SCHEMA, Entry, Explained, REDACTED_KEYS, Source};
 pub use model::*;
-pub use problem::{ConfigError, Problem, Report, Severity};
+pub use problem::{CHECK_SCHEMA, ConfigError, Problem, Report, Severity};
 pub use profile::{
     DEFAULT_ETCD_BINARY, DEFAULT_LOG_DIR, DEFAULT_PROFILE, DEFAULT_ROOT, DEFAULT_TLS_DIR,
     default_rules, default_voters, defaults,

@@ -43,6 +43,9 @@ impl Problem {
     }
 }
 
+/// The name and version of `config check --json`'s document.
+pub const CHECK_SCHEMA: &str = "edgeplane.config.check/1";
+
 impl fmt::Display for Problem {
     /// `edge.toml:12:1: error: key `nodes[2].name`: duplicate host name "edge-2" (first defined on line 5)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,6 +150,7 @@ impl Report {
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
+            "schema": CHECK_SCHEMA,
             "file": self.file.display().to_string(),
             "ok": self.ok(),
             "errors": self.errors(),

@@ -271,6 +271,35 @@ impl MetricsStatus {
             "Timestamp of the oldest buffered sample.",
             &per_class(&|b| b.oldest_ms.map_or(0.0, |t| t as f64 / 1000.0)),
         );
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        // Only classes holding a backlog: an empty class has no age (its absence is the
+        // healthy state, as `absent()` or `or vector(0)` in an alert rule).
+        let aged: Vec<(Vec<(&str, &str)>, f64)> = self
+            .classes
+            .iter()
+            .filter_map(|b| {
+                b.oldest_ms.map(|t| {
+                    (
+                        vec![("class", b.class.as_str())],
+                        (now_s - t as f64 / 1000.0).max(0.0),
+                    )
+                })
+            })
+            .collect();
+        gauge(
+            &mut o,
+            "edgeplane_metrics_backlog_age_seconds",
+            "Age of the oldest buffered sample, per class with a backlog.",
+            &aged,
+        );
+        gauge(
+            &mut o,
+            "edgeplane_metrics_dead_letter_bytes",
+            "Bytes of refused batches kept aside (the dead-letter directory).",
+            &[(vec![], self.dead_letter.kept_bytes as f64)],
+        );
         counter(
             &mut o,
             "edgeplane_metrics_shed_samples_total",

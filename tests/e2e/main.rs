@@ -7,6 +7,7 @@
 mod agent;
 mod chaos;
 mod chaos_metrics;
+mod cli;
 mod defrag;
 mod demo;
 mod diag;
@@ -16,6 +17,7 @@ mod harness;
 mod partition;
 mod recovery;
 mod security;
+mod self_metrics;
 mod snapshots;
 mod split_brain;
 mod standby;

@@ -142,63 +142,148 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status();
     let mut out = String::new();
     let role = |r: &str| if doc.role == r { 1 } else { 0 };
-    let lines: [(&str, &str, String); 11] = [
+    let lines: [(&str, &str, &str, String); 11] = [
         (
             "edgeplane_reconcile_age_seconds",
             "gauge",
+            "Seconds since the agent's reconcile loop last completed.",
             format!("{:.3}", s.loop_age().as_secs_f64()),
         ),
         (
             "edgeplane_queue_depth",
             "gauge",
+            "Operations waiting in the agent's queue.",
             doc.progress.queue_depth.to_string(),
         ),
-        ("edgeplane_ready", "gauge", u8::from(doc.ready).to_string()),
+        (
+            "edgeplane_ready",
+            "gauge",
+            "Whether this host's agent is ready (1) or not (0).",
+            u8::from(doc.ready).to_string(),
+        ),
         (
             "edgeplane_coordinator",
             "gauge",
+            "Whether this agent is the site's coordinator (1) or not (0).",
             u8::from(doc.coordinator).to_string(),
         ),
         (
             "edgeplane_promotions_total",
             "counter",
+            "Standby promotions journaled on this site.",
             doc.journal.promotions.to_string(),
         ),
         (
             "edgeplane_member_removals_total",
             "counter",
+            "etcd member removals journaled on this site.",
             doc.journal.removals.to_string(),
         ),
         // Removals of a host that had been removed within cluster.flap_window.
         (
             "edgeplane_flap_removals_total",
             "counter",
+            "Removals of a host that had been removed within cluster.flap_window.",
             doc.journal.flap_removals.to_string(),
         ),
         (
             "edgeplane_etcd_restarts_total",
             "counter",
+            "Restarts of this host's etcd by the agent.",
             doc.etcd.restarts.to_string(),
         ),
-        ("edgeplane_role_voter", "gauge", role("voter").to_string()),
+        (
+            "edgeplane_role_voter",
+            "gauge",
+            "Whether this host's etcd member is a voter (1) or not (0).",
+            role("voter").to_string(),
+        ),
         // Critical: two live clusters (see /status split_brain).
         (
             "edgeplane_split_brain",
             "gauge",
+            "Two live clusters seen (critical; see /status split_brain).",
             u8::from(doc.split_brain.is_some()).to_string(),
         ),
         // Snapshot writes refused for space (budget or free-space reserve).
         (
             "edgeplane_snapshot_space_refused_total",
             "counter",
+            "Snapshot writes refused for space (budget or free-space reserve).",
             s.snapshot_space.refused_total().to_string(),
         ),
     ];
-    for (name, kind, value) in lines {
-        out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
+    for (name, kind, help, value) in lines {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
     }
+    out.push_str(&build_info());
+    let dir = s.snapshot_dir.clone();
+    let host = doc.host.clone();
+    let snaps = tokio::task::spawn_blocking(move || edgeplane_snapshot::list(&dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    out.push_str(&snapshot_ages(&snaps, &host, chrono::Utc::now()));
     out.push_str(&s.metrics_text());
     ([("content-type", "text/plain; version=0.0.4")], out)
+}
+
+/// `edgeplane_build_info`: the usual constant 1 with the build in its labels
+/// (as `prometheus_build_info`, `node_exporter_build_info`).
+fn build_info() -> String {
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    format!(
+        "# HELP edgeplane_build_info The running edgeplane build (always 1).\n\
+         # TYPE edgeplane_build_info gauge\n\
+         edgeplane_build_info{{version=\"{}\",revision=\"{}\",build_profile=\"{}\"}} 1\n",
+        esc(env!("CARGO_PKG_VERSION")),
+        esc(crate::version::COMMIT),
+        esc(crate::version::BUILD_PROFILE),
+    )
+}
+
+/// The age of the newest snapshot this host took and of the newest copy it
+/// holds of a peer's. A family without a sample means none exists yet: alert
+/// on `absent()` as well as on the age.
+fn snapshot_ages(
+    snaps: &[edgeplane_snapshot::SnapshotMeta],
+    host: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let age = |local: bool| {
+        snaps
+            .iter()
+            .filter(|m| m.is_local(host) == local)
+            .map(|m| m.info.created_at)
+            .max()
+            .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0)
+    };
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "edgeplane_snapshot_newest_age_seconds",
+            "Age of the newest snapshot this host took.",
+            age(true),
+        ),
+        (
+            "edgeplane_snapshot_peer_copy_newest_age_seconds",
+            "Age of the newest copy this host holds of a peer's snapshot.",
+            age(false),
+        ),
+    ] {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        if let Some(v) = value {
+            out.push_str(&format!("{name} {v:.3}\n"));
+        }
+    }
+    out
 }
 
 /// Only `/livez` and `/readyz`: the loopback health listener

@@ -95,6 +95,38 @@ pub struct StatusDoc {
     pub metrics: Option<edgeplane_metrics::status::MetricsStatus>,
 }
 
+impl StatusDoc {
+    /// The agent's state in one line, for `sd_notify` `STATUS=` (what
+    /// `systemctl status edgeplane` shows): role, quorum, readiness, alarms
+    /// and the last decision. At most 200 characters, no newline.
+    pub fn one_line(&self) -> String {
+        let mut line = format!("{} {}, quorum {}", self.role, self.host, self.quorum);
+        if self.coordinator {
+            line.push_str(", coordinator");
+        }
+        if self.split_brain.is_some() {
+            line.push_str(", SPLIT BRAIN (see edgeplane diag status)");
+        }
+        if self.ready {
+            line.push_str(", ready");
+        } else {
+            line.push_str(&format!(", not ready: {}", self.ready_reason));
+        }
+        if let Some(op) = &self.operation {
+            line.push_str(&format!("; running {:?} on {}", op.kind, op.target));
+        }
+        if !self.decision.is_empty() {
+            line.push_str(&format!("; {}", self.decision));
+        }
+        let mut line: String = line.replace(['\n', '\r'], " ");
+        if line.chars().count() > 200 {
+            line = line.chars().take(199).collect();
+            line.push('…');
+        }
+        line
+    }
+}
+
 /// The split-brain alarm in `/status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SplitBrainDoc {
@@ -199,6 +231,8 @@ pub struct Shared {
     /// Snapshot writes refused for space (peer uploads and scheduled snapshots).
     pub snapshot_space: Arc<edgeplane_snapshot::SpaceReport>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
+    /// Where this host's snapshots and its copies of peers' are (for `/metrics`).
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 impl Shared {
@@ -343,6 +377,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         stall_after: (cfg.cluster.reconcile_interval * 25).max(Duration::from_secs(5)),
         tls: server_tls.is_some(),
         recover: Mutex::new(None),
+        snapshot_dir: cfg.paths.snapshot_dir.clone(),
         snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
         metrics: Mutex::new(None),
     });
@@ -398,6 +433,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let mut interval = tokio::time::interval(agent.cfg.cluster.reconcile_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ready_sent = false;
+    let mut last_status = String::new();
     // The watchdog follows the loop's progress, not any operation's.
     let watchdog = notify::watchdog_timeout();
     if let Some(timeout) = watchdog {
@@ -427,9 +463,14 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
                 if watchdog.is_none() {
                     notify::notify("WATCHDOG=1");
                 }
+                let line = shared.status().one_line();
                 if !ready_sent {
-                    notify::notify("READY=1");
+                    notify::notify(&format!("READY=1\nSTATUS={line}"));
                     ready_sent = true;
+                    last_status = line;
+                } else if line != last_status {
+                    notify::notify(&format!("STATUS={line}"));
+                    last_status = line;
                 }
                 // A loop this slow cannot coordinate the site in time: hand the
                 // role (etcd leadership) to a peer whose loop is healthy.
@@ -470,4 +511,33 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
     tracing::info!("Agent stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+mod status_line_tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_role_quorum_readiness_and_decision_in_one_short_line() {
+        let mut doc = StatusDoc {
+            host: "edge-2".into(),
+            role: "voter".into(),
+            ready: true,
+            decision: "steady: 3 voters healthy,\nstandby in sync".into(),
+            ..StatusDoc::default()
+        };
+        let line = doc.one_line();
+        assert!(line.starts_with("voter edge-2, quorum "), "{line}");
+        assert!(
+            line.contains(", ready; steady: 3 voters healthy, standby in sync"),
+            "{line}"
+        );
+        doc.ready = false;
+        doc.ready_reason = "etcd not started".into();
+        doc.decision = "x".repeat(500);
+        let line = doc.one_line();
+        assert!(line.contains("not ready: etcd not started"), "{line}");
+        assert_eq!(line.chars().count(), 200);
+        assert!(!line.contains('\n'));
+    }
 }

@@ -572,6 +572,26 @@ fn key_checks(cfg: &Config) -> Vec<CheckResult> {
                 ),
                 format!("chmod 600 {}", p.display()),
             )),
+            Ok(_)
+                if std::fs::File::open(p)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
+            {
+                out.push(fail(
+                    id,
+                    format!(
+                        "{} is not readable by this user (uid {}): {}",
+                        p.display(),
+                        nix::unistd::Uid::effective(),
+                        if secret {
+                            crate::tls::NOT_READABLE
+                        } else {
+                            "permission denied"
+                        }
+                    ),
+                    "run as root (sudo edgeplane diag check); the agent reads it as its own user"
+                        .to_string(),
+                ))
+            }
             Ok(m) => out.push(pass(
                 id,
                 format!(

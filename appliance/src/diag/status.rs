@@ -854,7 +854,19 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
             })
         })
         .collect();
-    let (qstate, qreason) = decide_quorum(&hosts, &agents_say, &voters);
+    let (qstate, mut qreason) = decide_quorum(&hosts, &agents_say, &voters);
+    // Nothing answered because this command could not even load the site's
+    // TLS key: a permission problem here, not power or network out there.
+    if qstate == QuorumState::Unknown
+        && let Some(why) = f.probes.etcd.iter().find_map(|p| {
+            p.status
+                .as_ref()
+                .err()
+                .filter(|e| e.contains(crate::tls::NOT_READABLE))
+        })
+    {
+        qreason = format!("the site was not probed: {why}");
+    }
     let quorum = QuorumView {
         state: qstate,
         reason: qreason,
@@ -1885,6 +1897,24 @@ mod tests {
             snapshots: Ok(vec![]),
             cache: None,
         }
+    }
+
+    #[test]
+    fn an_unreadable_key_is_named_as_a_permission_problem_not_power_or_network() {
+        let cfg = test_config();
+        let err = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let why = format!(
+            "TLS: cannot read /etc/edgeplane/tls/host.key: {}",
+            crate::tls::read_hint(&err)
+        );
+        let r = build(&facts(&cfg, Probes::none(&cfg.nodes, &why)));
+        let text = render(&r);
+        assert!(
+            text.contains("the key is not readable by this user"),
+            "{text}"
+        );
+        assert!(text.contains("run as root"), "{text}");
+        assert!(!text.contains("check power and network"), "{text}");
     }
 
     #[test]
