@@ -119,6 +119,7 @@ pub enum SnapshotCommand {
     /// Edgeplane snapshot (`*.etcd.zst`) or a plain `etcdctl snapshot save` file (checked
     /// with etcd's own sha256 trailer).
     Verify {
+        /// The file: an Edgeplane snapshot (`*.etcd.zst`) or a plain `etcdctl snapshot save` file.
         file: PathBuf,
         /// Print one JSON document (with a `schema` name and version) instead of text.
         #[arg(long)]
