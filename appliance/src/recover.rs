@@ -70,14 +70,21 @@ fn verified_snapshot(file: &Path) -> anyhow::Result<PathBuf> {
     let mut progress = edgeplane_snapshot::terminal_reporter("verify");
     match edgeplane_snapshot::verify(&abs, &mut progress) {
         Ok(r) => {
-            println!(
-                "Verified {}: revision {}, taken {} on {} ({} db bytes).",
-                abs.display(),
-                r.info.revision,
-                r.info.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                r.info.origin,
-                r.db_bytes
-            );
+            match &r.info {
+                Some(info) => println!(
+                    "Verified {}: revision {}, taken {} on {} ({} db bytes).",
+                    abs.display(),
+                    info.revision,
+                    info.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    info.origin,
+                    r.db_bytes
+                ),
+                None => println!(
+                    "Verified {}: a plain etcd snapshot ({} db bytes; etcd's own hash matches).",
+                    abs.display(),
+                    r.db_bytes
+                ),
+            }
             Ok(abs)
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!(
