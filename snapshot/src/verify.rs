@@ -306,32 +306,13 @@ pub(crate) fn check(
         "zstd stream decodes to its end: {} bytes",
         th.total()
     ));
-    let head = th.head().to_vec();
-    let (computed, trailer) = th.finish().map_err(|e| Error::corrupt(path, e))?;
-    if computed != trailer {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "etcd's sha256 trailer {} does not match the db content {}",
-                hex::encode(trailer),
-                hex::encode(computed)
-            ),
-        ));
-    }
+    let (trailer, meta) = check_db_content(path, th, info.db_bytes, &mut checks)?;
     if hex::encode(trailer) != info.etcd_sha256 {
         return Err(Error::corrupt(
             path,
             "etcd's sha256 trailer differs from the one recorded in the footer",
         ));
     }
-    checks.push("etcd's sha256 trailer matches the db content".to_string());
-    let head = &head[..head.len().min(info.db_bytes as usize)];
-    let meta = bbolt::check(head, info.db_bytes, true)
-        .map_err(|e| Error::corrupt(path, format!("the db is not a sane bbolt file: {e}")))?;
-    checks.push(format!(
-        "bbolt meta pages valid (page size {}, txid {}, {} pages)",
-        meta.page_size, meta.txid, meta.pgid
-    ));
     ticker.finish(expect, Some(expect));
     Ok(VerifyReport {
         path: path.to_path_buf(),
@@ -356,6 +337,38 @@ impl Rewind for File {
         use std::io::Seek;
         self.rewind().map_err(|e| Error::io("cannot seek", path, e))
     }
+}
+
+/// What both kinds of file end in, checked the same way: etcd's sha256
+/// trailer against the `db_bytes` of db before it, then the bbolt meta
+/// pages against that length. Returns the trailer and the meta page.
+fn check_db_content(
+    path: &Path,
+    th: TrailerHasher,
+    db_bytes: u64,
+    checks: &mut Vec<String>,
+) -> Result<([u8; 32], bbolt::Meta)> {
+    let head = th.head().to_vec();
+    let (computed, trailer) = th.finish().map_err(|e| Error::corrupt(path, e))?;
+    if computed != trailer {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "etcd's sha256 trailer {} does not match the db content {}",
+                hex::encode(trailer),
+                hex::encode(computed)
+            ),
+        ));
+    }
+    checks.push("etcd's sha256 trailer matches the db content".to_string());
+    let head = &head[..head.len().min(db_bytes as usize)];
+    let meta = bbolt::check(head, db_bytes, true)
+        .map_err(|e| Error::corrupt(path, format!("the db is not a sane bbolt file: {e}")))?;
+    checks.push(format!(
+        "bbolt meta pages valid (page size {}, txid {}, {} pages)",
+        meta.page_size, meta.txid, meta.pgid
+    ));
+    Ok((trailer, meta))
 }
 
 /// Checks a plain `etcdctl snapshot save` file in one pass: etcd's sha256
@@ -400,29 +413,10 @@ pub(crate) fn check_db(
             format!("read {} of {file_bytes} bytes", th.total()),
         ));
     }
-    let head = th.head().to_vec();
-    let (computed, trailer) = th.finish().map_err(|e| Error::corrupt(path, e))?;
-    if computed != trailer {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "etcd's sha256 trailer {} does not match the db content {}",
-                hex::encode(trailer),
-                hex::encode(computed)
-            ),
-        ));
-    }
-    let mut checks = vec![
-        format!("plain etcd snapshot: {db_bytes} bytes of db and etcd's sha256 trailer"),
-        "etcd's sha256 trailer matches the db content".to_string(),
-    ];
-    let head = &head[..head.len().min(db_bytes as usize)];
-    let meta = bbolt::check(head, db_bytes, true)
-        .map_err(|e| Error::corrupt(path, format!("the db is not a sane bbolt file: {e}")))?;
-    checks.push(format!(
-        "bbolt meta pages valid (page size {}, txid {}, {} pages)",
-        meta.page_size, meta.txid, meta.pgid
-    ));
+    let mut checks = vec![format!(
+        "plain etcd snapshot: {db_bytes} bytes of db and etcd's sha256 trailer"
+    )];
+    let (_, meta) = check_db_content(path, th, db_bytes, &mut checks)?;
     ticker.finish(file_bytes, Some(file_bytes));
     Ok(VerifyReport {
         path: path.to_path_buf(),

@@ -16,6 +16,14 @@ fn quiet() -> impl FnMut(&snap::Progress) + Send {
     |_| {}
 }
 
+/// How many keys `fill` wrote (the `k` prefix) the cluster holds.
+async fn keys_under_k(c: &mut etcd_client::Client) -> i64 {
+    let opts = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    c.get("k", Some(opts)).await.unwrap().count()
+}
+
 async fn take(etcd: &Etcd, dir: &Path) -> snap::SnapshotMeta {
     let mut c = etcd.wait_ready(true).await;
     fill(&mut c, 300, 800).await;
@@ -103,18 +111,7 @@ async fn save_verify_restore_read_back() {
     let got = c.get("k00299", None).await.unwrap();
     let kv = &got.kvs()[0];
     assert!(kv.value_str().unwrap().starts_with("{\"i\":299,"));
-    let all = c
-        .get(
-            "k",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only(),
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(all.count(), 300);
+    assert_eq!(keys_under_k(&mut c).await, 300);
 
     // A second restore into the now populated dir is refused.
     let again = snap::restore(&meta.path, &target, &mut quiet()).unwrap_err();
@@ -289,18 +286,7 @@ async fn a_plain_etcdctl_snapshot_verifies_restores_and_is_refused_when_damaged(
         Some(peer_port),
     );
     let mut c = restored.wait_ready(true).await;
-    let all = c
-        .get(
-            "k",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only(),
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(all.count(), 300);
+    assert_eq!(keys_under_k(&mut c).await, 300);
     drop(restored);
 
     let good = std::fs::read(&db).unwrap();
