@@ -21,12 +21,19 @@ pub(crate) struct LocalProcess {
     log: String,
 }
 
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// `port`, or a free one when it is 0.
 pub(crate) fn port_or_free(port: u16) -> Result<u16, String> {
     if port != 0 {
         return Ok(port);
     }
-    crate::local_prometheus::free_port().map_err(|e| format!("free port: {e}"))
+    free_port().map_err(|e| format!("free port: {e}"))
 }
 
 impl LocalProcess {

@@ -7,11 +7,11 @@
 //! failing test leaves no process behind.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+pub use crate::local_process::free_port;
 use crate::local_process::{LocalProcess, port_or_free};
 
 /// How to start it.
@@ -64,11 +64,6 @@ pub struct LocalPrometheus {
     proc: LocalProcess,
     http: reqwest::Client,
     https: bool,
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl LocalPrometheus {
