@@ -374,6 +374,15 @@ impl LocalSite {
         )
     }
 
+    /// Removes an armed fsync failure that no etcd start has used (the host
+    /// ran no etcd), so it does not strike a later, unrelated start.
+    pub fn disarm_fsync_eio(&self, i: usize) -> io::Result<()> {
+        match std::fs::remove_file(self.hosts[i].dir.join(FSYNC_INJECT)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Kills everything this site started.
     pub fn kill_all(&mut self) {
         for i in 0..self.hosts.len() {
@@ -414,6 +423,13 @@ impl LocalSite {
 impl Drop for LocalSite {
     fn drop(&mut self) {
         self.kill_all();
+        // A failing test's message points at the site's files: keep them.
+        if std::thread::panicking()
+            && let Some(tmp) = self._tmp.take()
+        {
+            let _ = tmp.keep();
+            eprintln!("site files kept in {}", self.root.display());
+        }
     }
 }
 
