@@ -1118,6 +1118,13 @@ async fn campaign(
                 _ => 1 + f.down.as_millis() as usize % (site.hosts.len() - 1),
             },
             Kind::DiskStallLeader => leader.or(f.host).unwrap_or(0),
+            // A host that runs etcd (a spare has none: an armed failure
+            // would strike its first start, in some later fault).
+            Kind::FsyncEio => match (&roles, f.host.or(leader)) {
+                (Some((v, l)), Some(h)) if v.contains(&h) || l.contains(&h) => h,
+                (Some((v, l)), _) => l.first().or(v.first()).copied().unwrap_or(0),
+                (None, h) => h.unwrap_or(0),
+            },
             _ => f.host.or(leader).unwrap_or(0),
         };
         let role = match &roles {
@@ -1261,6 +1268,9 @@ async fn campaign(
                     fault_at = Instant::now();
                     tokio::task::block_in_place(|| site.kill_etcd(target));
                     tokio::time::sleep(f.down).await;
+                    if let Err(e) = site.disarm_fsync_eio(target) {
+                        violations.push(format!("fault {n}: disarming EIO on {host} failed: {e}"));
+                    }
                     let exit = site
                         .agent_status(target)
                         .await

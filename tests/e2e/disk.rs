@@ -157,3 +157,83 @@ fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// A spare joins as the standby and its very first etcd start dies on an
+/// EIO (the chaos campaign found it: the agent did not yet know the cluster
+/// it had joined, so it kept the learner's data, never started etcd again,
+/// and its learner member held the standby slot until it was evicted). It
+/// must set the data aside and join again.
+#[test]
+fn fsync_eio_on_a_new_standby_s_first_start_sets_its_data_aside_and_it_joins_again()
+-> anyhow::Result<()> {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        skip("fsync faults need strace");
+        return Ok(());
+    }
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+        spec.disk_faults = true;
+        // Only the agent's own leave can free the slot within the bound.
+        spec.cluster_toml = "learner_stuck_after = \"90s\"\n".into();
+        let mut site = LocalSite::create(spec, std::env::var("EDGEPLANE_KEEP_SITE").is_ok())?;
+        for i in 0..3 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(0, 2 * HANG).await,
+            "the site did not reach 3 voters; logs in {}",
+            site.root.display()
+        );
+        let mut writer = Writer::start(site.client_urls(), "w");
+        let spare = 3;
+        let name = site.hosts[spare].name.clone();
+        eprintln!("{name}: fsyncs fail with EIO from its first etcd start on");
+        site.arm_fsync_eio(spare, 3)?;
+        let fault = Instant::now();
+        site.start_agent(spare)?;
+        let t0 = Instant::now();
+        loop {
+            let exit = site
+                .agent_status(spare)
+                .await
+                .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
+                .unwrap_or_default();
+            if exit.contains("input/output error") {
+                eprintln!("{name}: etcd died on the EIO after {:?}", t0.elapsed());
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "{name}'s etcd did not die on the injected EIO; logs in {}",
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let t1 = Instant::now();
+        // Full strength with this host's etcd answering as the standby.
+        while !(site.full_strength(1).await
+            && sim::member_status(&site.hosts[spare].client_url)
+                .await
+                .is_some_and(|(_, _, learner)| learner))
+        {
+            assert!(
+                t1.elapsed() < HANG,
+                "{name} did not join again after its first start failed on EIO; set aside: {:?}; logs in {}",
+                set_aside(&site, spare),
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!("{name}: the standby {:?} after the EIO exit", t1.elapsed());
+        assert_eq!(set_aside(&site, spare).len(), 1, "the suspect data is kept, set aside once");
+        writer.stop().await;
+        let n = assert_no_acked_write_lost(&writer, &site.client_urls(), fault.., "fsync EIO").await?;
+        eprintln!("{n} writes acknowledged from the fault on, 0 lost");
+        Ok(())
+    })
+}

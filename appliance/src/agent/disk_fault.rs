@@ -13,6 +13,8 @@
 //!   that is not this host) holds every committed write (raft elects only a
 //!   leader that has them all), so this host's data is set aside (kept,
 //!   never pruned) and the host rejoins as a fresh standby;
+//! - a data dir with no member data (etcd died before writing any) holds
+//!   nothing to keep: the host rejoins;
 //! - otherwise this host's data may be the only copy of acknowledged
 //!   writes: it is kept, etcd is not restarted on it, and the agent waits
 //!   (an alarm in the journal and in `/status`) until a quorum is seen
@@ -27,6 +29,8 @@ pub struct Elsewhere {
     /// Voters of this host's cluster, other than this host, that answer
     /// Status naming a leader that is not this host's member.
     pub other_voters_led: usize,
+    /// Whether the data dir holds any member data (WAL or snapshots).
+    pub has_data: bool,
 }
 
 impl Elsewhere {
@@ -48,7 +52,7 @@ pub enum FsyncVerdict {
 
 /// Decides what to do with data whose fsync failed.
 pub fn after_fsync_failure(seen: Elsewhere) -> FsyncVerdict {
-    if seen.quorum_without_me() {
+    if !seen.has_data || seen.quorum_without_me() {
         FsyncVerdict::SetAsideAndRejoin
     } else {
         FsyncVerdict::KeepAndWait
@@ -76,6 +80,7 @@ mod tests {
         let v = |led| Elsewhere {
             voters: 3,
             other_voters_led: led,
+            has_data: true,
         };
         assert_eq!(after_fsync_failure(v(2)), FsyncVerdict::SetAsideAndRejoin);
         assert_eq!(after_fsync_failure(v(1)), FsyncVerdict::KeepAndWait);
@@ -83,8 +88,15 @@ mod tests {
         let unknown = Elsewhere {
             voters: 0,
             other_voters_led: 0,
+            has_data: true,
         };
         assert_eq!(after_fsync_failure(unknown), FsyncVerdict::KeepAndWait);
+        // etcd died before it wrote anything: nothing to keep.
+        let empty = Elsewhere {
+            has_data: false,
+            ..unknown
+        };
+        assert_eq!(after_fsync_failure(empty), FsyncVerdict::SetAsideAndRejoin);
     }
 
     #[test]
@@ -110,17 +122,17 @@ mod tests {
             voters in 0usize..7,
             led in 0usize..7,
             me_voter in any::<bool>(),
+            has_data in any::<bool>(),
         ) {
             let others = if me_voter { voters.saturating_sub(1) } else { voters };
-            let seen = Elsewhere { voters, other_voters_led: led.min(others) };
+            let seen = Elsewhere { voters, other_voters_led: led.min(others), has_data };
             let majority = voters / 2 + 1;
             match after_fsync_failure(seen) {
                 FsyncVerdict::SetAsideAndRejoin => {
-                    prop_assert!(voters > 0);
-                    prop_assert!(seen.other_voters_led >= majority);
+                    prop_assert!(!has_data || (voters > 0 && seen.other_voters_led >= majority));
                 }
                 FsyncVerdict::KeepAndWait => {
-                    prop_assert!(voters == 0 || seen.other_voters_led < majority);
+                    prop_assert!(has_data && (voters == 0 || seen.other_voters_led < majority));
                 }
             }
         }

@@ -300,6 +300,11 @@ impl Agent {
             epoch: self.data_epoch(),
             members: members.clone(),
         };
+        self.remember_membership(seen);
+    }
+
+    /// Persists `seen` as this host's cluster membership when it changed.
+    fn remember_membership(&mut self, seen: KnownMembership) {
         if self.known.as_ref() == Some(&seen) {
             return;
         }
@@ -754,6 +759,7 @@ impl Agent {
             return Elsewhere {
                 voters: 0,
                 other_voters_led: 0,
+                has_data: has_member_data(&self.cfg.etcd.data_dir),
             };
         };
         let my_id = self.my_member().map(|m| m.id);
@@ -777,6 +783,7 @@ impl Agent {
         Elsewhere {
             voters: voters.len(),
             other_voters_led,
+            has_data: has_member_data(&self.cfg.etcd.data_dir),
         }
     }
 
@@ -921,11 +928,19 @@ impl Agent {
                 }
                 let _ = move_aside(&self.cfg.etcd.data_dir, 2);
                 // The data etcd is about to create belongs to the site's current epoch.
-                if let Err(e) =
-                    super::recover::mark_epoch(&self.cfg.etcd.data_dir, self.site_epoch())
-                {
+                let epoch = self.site_epoch();
+                if let Err(e) = super::recover::mark_epoch(&self.cfg.etcd.data_dir, epoch) {
                     tracing::error!("Could not mark the new data dir with its epoch: {e}");
                     return;
+                }
+                // The new data's cluster, known before etcd first answers: an
+                // etcd that dies at once (a failed fsync) is judged against it.
+                if let Some(h) = resp.header() {
+                    self.remember_membership(KnownMembership {
+                        cluster_id: h.cluster_id(),
+                        epoch,
+                        members: members.clone(),
+                    });
                 }
                 if let Err(e) = self.etcd.start(&StartMode::Existing {
                     initial_cluster: initial,
