@@ -156,6 +156,20 @@ async fn request_and_wait(
                     op["detail"].as_str().unwrap_or("no detail")
                 );
             }
+            // Refused by the loop (e.g. an offline defrag took this host's
+            // data dir between the request and the next look): nothing
+            // was done, and the agent says why.
+            if let Some(why) = doc
+                .pointer("/recovery/state")
+                .and_then(|s| s.as_str())
+                .filter(|s| s.starts_with("refused:"))
+                && doc
+                    .get("now_ms")
+                    .and_then(|n| n.as_i64())
+                    .is_some_and(|t| t > asked_ms)
+            {
+                anyhow::bail!("{target}'s agent {why}");
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

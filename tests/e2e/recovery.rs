@@ -710,3 +710,150 @@ fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// The rebuild is a long operation too: restoring a large db (here made
+/// slow by an `etcdctl` that takes 30 s for `snapshot restore`) runs off the
+/// reconcile loop like the fence. With a short watchdog (`WatchdogSec=10`)
+/// the rebuilding agent keeps sending `WATCHDOG=1` at least every 10 s,
+/// `/status` shows the running rebuild and keeps being refreshed, no other
+/// survivor rebuilds meanwhile, and the rebuilt site takes writes with every
+/// acknowledged one kept.
+#[test]
+fn a_slow_rebuild_never_starves_the_watchdog() -> anyhow::Result<()> {
+    rt().block_on(async {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut spec = SiteSpec::new(5, 3, edgeplane_bin());
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence.sh\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        let slow = site.root.join("slow-etcdctl.sh");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(
+                &slow,
+                format!(
+                    "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = restore ]; then : > \"{root}/restore.started\"; sleep 30; fi\ndone\nexec \"{real}\" \"$@\"\n",
+                    root = site.root.display(),
+                    real = std::env::var("EDGEPLANE_ETCDCTL").unwrap_or_else(|_| "/usr/bin/etcdctl".into())
+                ),
+            )?;
+            std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut listeners = Vec::new();
+        for i in 0..5 {
+            let path = site.root.join(format!("notify-{i}.sock"));
+            let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+            listeners.push(collect_notifications(sock, stop.clone()));
+            let env = [
+                ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
+                ("WATCHDOG_USEC".to_string(), "10000000".to_string()),
+                ("EDGEPLANE_ETCDCTL".to_string(), slow.display().to_string()),
+            ];
+            site.start_agent_with_env(i, &env)?;
+        }
+        assert!(
+            site.wait_full_strength(1, 2 * HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let writer = write_then_settle(&site).await?;
+        // Two of three voters lost: three survivors, two of them with data
+        // (a voter and the standby), so a second rebuild would be possible.
+        let victims = lose_quorum(&mut site).await;
+        let survivors: Vec<usize> = (0..5).filter(|i| !victims.contains(i)).collect();
+        let started = site.root.join("restore.started");
+        let t0 = Instant::now();
+        while !started.exists() {
+            assert!(
+                t0.elapsed() < HANG,
+                "no survivor began rebuilding; logs in {}",
+                site.root.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rebuild_began = Instant::now();
+        let mut last_ms = None::<(i64, Instant)>;
+        let mut status_stale = Duration::ZERO;
+        let mut shown_running = false;
+        let mut rebuilt = false;
+        while !rebuilt && rebuild_began.elapsed() < Duration::from_secs(90) {
+            for &i in &survivors {
+                let Some(doc) = site.agent_status(i).await else {
+                    continue;
+                };
+                rebuilt |= doc.get("epoch").and_then(|e| e.as_u64()) == Some(1)
+                    && doc.pointer("/operation/kind").is_none()
+                    && doc.pointer("/etcd/running").and_then(|r| r.as_bool()) == Some(true);
+                if doc.pointer("/operation/kind").and_then(|k| k.as_str()) == Some("rebuild") {
+                    shown_running = true;
+                    let now_ms = doc.get("now_ms").and_then(|v| v.as_i64()).unwrap_or(0);
+                    match last_ms {
+                        Some((ms, since)) if ms == now_ms => {
+                            status_stale = status_stale.max(since.elapsed());
+                        }
+                        _ => last_ms = Some((now_ms, Instant::now())),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let rebuild_ended = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        let mut pings = Vec::new();
+        for l in listeners {
+            pings.push(l.join().unwrap_or_default());
+        }
+        let gap = survivors
+            .iter()
+            .map(|&i| longest_watchdog_gap(&pings[i], rebuild_began, rebuild_ended))
+            .max()
+            .unwrap_or(Duration::MAX);
+        eprintln!(
+            "rebuild ran {:.1}s; longest WATCHDOG=1 gap {:.1}s; /status unchanged for at most {:.1}s",
+            (rebuild_ended - rebuild_began).as_secs_f64(),
+            gap.as_secs_f64(),
+            status_stale.as_secs_f64()
+        );
+        assert!(rebuilt, "no survivor rebuilt in epoch 1; logs in {}", site.root.display());
+        assert!(
+            rebuild_ended - rebuild_began >= Duration::from_secs(25),
+            "the rebuild really waited for the slow restore"
+        );
+        assert!(
+            gap <= Duration::from_secs(10),
+            "WATCHDOG=1 kept coming within WatchdogSec=10 during the rebuild (longest gap {gap:?}); logs in {}",
+            site.root.display()
+        );
+        assert!(
+            status_stale <= Duration::from_secs(10),
+            "/status kept being refreshed during the rebuild (unchanged for {status_stale:?})"
+        );
+        assert!(shown_running, "/status showed the running rebuild");
+        // One rebuild only: while it runs, this survivor's etcd is down, and
+        // it must not hand its vote to the other survivor (who would then
+        // rebuild a second cluster in epoch 2).
+        let mut rebuilds = 0;
+        let mut epochs = Vec::new();
+        for &i in &survivors {
+            if let Some(doc) = site.agent_status(i).await {
+                epochs.push(doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0));
+                rebuilds += doc
+                    .pointer("/journal/recent")
+                    .and_then(|r| r.as_array())
+                    .map(|ops| ops.iter().filter(|o| o["kind"] == "recover").count())
+                    .unwrap_or(0);
+            }
+        }
+        assert!(
+            rebuilds == 1 && epochs.iter().all(|&e| e <= 1),
+            "exactly one survivor rebuilds, in epoch 1: {rebuilds} rebuilds, epochs {epochs:?}; logs in {}",
+            site.root.display()
+        );
+        wait_writable(&site).await;
+        assert_no_acked_write_lost(&writer, &site.client_urls(), .., "the rebuild kept every acknowledged write").await?;
+        Ok(())
+    })
+}

@@ -79,6 +79,26 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     axum::Json(doc)
 }
 
+/// Why a recovery must not start now: an offline defragmentation (or a
+/// rebuild) holds this host's etcd data dir, and a rebuild would read and
+/// replace it meanwhile. The loop refuses too (its runner runs one
+/// operation at a time); this says why at once.
+fn data_dir_held(doc: &super::StatusDoc) -> Option<String> {
+    let op = doc
+        .operation
+        .as_ref()
+        .filter(|o| o.kind.holds_local_etcd())?;
+    Some(format!(
+        "{} holds this host's etcd data dir (running for {:.0} s: {}); nothing was done: run the command again when it has ended",
+        match op.kind {
+            super::operation::Kind::Rebuild => "a rebuild",
+            _ => "an offline defragmentation",
+        },
+        op.running_for_s,
+        op.reason
+    ))
+}
+
 /// `POST /recover` with `{"confirm": true}` (and optionally `"snapshot":
 /// "/abs/path"`): asks this host to rebuild the cluster from its data or
 /// from that snapshot file. The loop refuses unless quorum is really lost.
@@ -116,6 +136,10 @@ async fn recover(
                 doc.quorum
             ),
         );
+    }
+    if let Some(why) = data_dir_held(&doc) {
+        tracing::warn!("Refused POST /recover: {why}.");
+        return (StatusCode::CONFLICT, format!("refused: {why}\n"));
     }
     let from = match &req.snapshot {
         Some(file) if !file.is_absolute() || !file.is_file() => {
@@ -450,6 +474,38 @@ mod tests {
             local: "10.30.1.10:7070".parse().ok(),
             host: host.map(str::to_string),
         }
+    }
+
+    /// An operator's recover during an offline defrag is refused with the
+    /// reason, before anything is asked of the loop.
+    #[test]
+    fn recover_is_refused_while_an_offline_defrag_holds_the_data_dir() {
+        use super::super::operation::{Kind, OperationDoc};
+        let op = |kind| OperationDoc {
+            kind,
+            target: "edge-1".into(),
+            reason: "NOSPACE alarm: defragmenting this standby offline".into(),
+            started_ms: 0,
+            running_for_s: 12.0,
+            journal_id: 7,
+        };
+        let mut doc = super::super::StatusDoc::default();
+        assert_eq!(data_dir_held(&doc), None);
+        doc.operation = Some(op(Kind::Fence));
+        assert_eq!(
+            data_dir_held(&doc),
+            None,
+            "a fence does not hold the data dir"
+        );
+        doc.operation = Some(op(Kind::OfflineDefrag));
+        let why = data_dir_held(&doc).unwrap_or_default();
+        assert!(
+            why.contains("offline defragmentation holds this host's etcd data dir")
+                && why.contains("run the command again"),
+            "{why}"
+        );
+        doc.operation = Some(op(Kind::Rebuild));
+        assert!(data_dir_held(&doc).is_some_and(|w| w.starts_with("a rebuild")));
     }
 
     #[test]

@@ -187,8 +187,8 @@ pub async fn tick(agent: &mut Agent) {
 
 /// The post-check of an operation this module started that ended since the
 /// last tick (the runner journalled its outcome).
-/// Called by the loop before it supervises etcd (the offline defrag's
-/// post-check starts etcd again), and again by [`tick`].
+/// Called by the loop before it supervises etcd (which starts etcd again
+/// after an offline defrag), and again by [`tick`].
 pub fn take_finished(agent: &mut Agent) {
     if let Some(f) = agent.ops.take(Kind::Compact) {
         match &f.result {
@@ -218,12 +218,9 @@ pub fn take_finished(agent: &mut Agent) {
                 tracing::warn!("NOSPACE alarm: the offline defrag of this standby failed: {e}.")
             }
         }
-        // Post-check: etcd runs again whatever the defrag did.
-        if !agent.etcd.running()
-            && let Err(e) = agent.etcd.start(&super::etcd::StartMode::Restart)
-        {
-            tracing::error!("Could not restart etcd after an offline defrag: {e:#}");
-        }
+        // Post-check: etcd runs again whatever the defrag did, started by
+        // the normal supervision of this tick (`local`), which decides how
+        // (restart, rejoin, or not at all).
     }
 }
 
@@ -296,21 +293,28 @@ async fn standby_tick(agent: &mut Agent) {
         ratio * 100.0
     );
     // Journalled before etcd is stopped: no record, no defrag. The runner
-    // keeps etcd down while `etcdctl defrag` runs off the loop; the tick
-    // after it ends starts etcd again (`take_finished`).
+    // lends this host's etcd supervisor to the operation, which stops etcd
+    // and only then runs `etcdctl defrag` on its data dir, off the loop
+    // (supervision keeps its hands off meanwhile); once it ended, the
+    // normal supervision path starts etcd again.
     let data_dir = agent.cfg.etcd.data_dir.clone();
-    let started = agent.ops.start(
+    let me = agent.me.name.clone();
+    let started = agent.ops.start_with_etcd(
         &agent.state,
         Kind::OfflineDefrag,
-        &agent.me.name.clone(),
+        &me,
         &reason,
-        offline_defrag(data_dir),
+        &mut agent.etcd,
+        |mut etcd| async move {
+            etcd.stop(Duration::from_secs(10)).await;
+            if etcd.running() {
+                return Err("etcd did not stop; the data dir was not touched".to_string());
+            }
+            offline_defrag(data_dir).await
+        },
     );
     match started {
-        Ok(_) => {
-            agent.etcd.stop(Duration::from_secs(10)).await;
-            tracing::warn!("{reason}: running off the reconcile loop.");
-        }
+        Ok(_) => tracing::warn!("{reason}: running off the reconcile loop."),
         Err(e) => tracing::warn!("Not defragmenting this standby: {e}"),
     }
 }

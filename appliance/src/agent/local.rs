@@ -395,7 +395,11 @@ impl Agent {
         // An operation that ended since the last tick: journalled now, its
         // result handed to its owner below (post-check).
         self.ops.poll(&self.state);
+        // A supervisor lent to an operation that ended comes back first: the
+        // post-checks below and supervision act on the real one.
+        self.ops.reclaim_etcd(&mut self.etcd);
         super::defrag::take_finished(self);
+        super::recover::take_finished(self);
         self.record_membership();
         let mine = self.view.my_cluster();
         let seen = self
@@ -470,6 +474,21 @@ impl Agent {
             EpochDecision::SplitBrain { others } => Some(others.clone()),
             _ => None,
         });
+        // An offline defrag or a rebuild holds this host's etcd and its data
+        // dir (the loop has a stand-in supervisor meanwhile): nothing here
+        // starts, stops or moves them until it ends.
+        if let Some((kind, _)) = self.ops.running()
+            && kind.holds_local_etcd()
+        {
+            self.waiting = Some(format!(
+                "{} runs on this host's etcd data; etcd is supervised again when it ends",
+                match kind {
+                    super::operation::Kind::Rebuild => "the quorum-loss rebuild",
+                    _ => "an offline defragmentation",
+                }
+            ));
+            return;
+        }
         if self.self_fence().await {
             return;
         }
@@ -503,8 +522,7 @@ impl Agent {
             }
             return;
         }
-        // An offline defrag runs on the data dir: etcd stays down until it ends.
-        if self.ops.holds_local_etcd() || !self.etcd.may_start() {
+        if !self.etcd.may_start() {
             return;
         }
         match self.start_mode() {
@@ -1245,7 +1263,19 @@ impl Agent {
         if self.is_coordinator() {
             super::coordinate::hand_off_leadership(self).await;
         }
+        let held = self.ops.holds_local_etcd();
         self.ops.abort(&self.state);
+        if held {
+            // The aborted operation drops its loan of the supervisor once
+            // its task is cancelled; a pid file names the etcd it started.
+            let t0 = Instant::now();
+            while !self.ops.reclaim_etcd(&mut self.etcd) && t0.elapsed() < Duration::from_secs(2) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !self.etcd.running() {
+                self.etcd.adopt();
+            }
+        }
         self.etcd.stop(Duration::from_secs(10)).await;
     }
 }

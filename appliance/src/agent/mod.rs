@@ -13,11 +13,14 @@
 //! 5. if the leader's agent is dead or stalled, move leadership to a healthy
 //!    voter so that some agent coordinates again.
 //!
-//! Long operations (a fence, a defragmentation, a compaction) are decided
-//! and journalled by the loop but run off it, one at a time, owned by
-//! `operation::Runner` and shown in `/status` as `operation`: the loop keeps
-//! observing and publishing meanwhile, and systemd's watchdog is fed from
-//! the loop's progress only (`notify`).
+//! Long operations (a fence, a defragmentation, a compaction, the
+//! quorum-loss rebuild) are decided and journalled by the loop but run off
+//! it, one at a time, owned by `operation::Runner` and shown in `/status` as
+//! `operation`: the loop keeps observing and publishing meanwhile, and
+//! systemd's watchdog is fed from the loop's progress only (`notify`). An
+//! operation that works on this host's etcd (the offline defrag, the
+//! rebuild) is lent its supervisor; supervision leaves etcd alone until it
+//! ends, then starts it by its normal path.
 //!
 //! Membership steps are serialised by etcd's raft (only the leader commits
 //! them), and each step is decided against the member list read in the same
@@ -80,7 +83,7 @@ pub struct StatusDoc {
     pub members: Vec<MemberDoc>,
     pub hosts: Vec<HostDoc>,
     /// The long operation running off the reconcile loop, if any (one at a
-    /// time: a fence, a defragmentation, a compaction).
+    /// time: a fence, a defragmentation, a compaction, a rebuild).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<operation::OperationDoc>,
     pub progress: Progress,

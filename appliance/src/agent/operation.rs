@@ -1,7 +1,7 @@
 //! Long operations off the reconcile loop.
 //!
 //! A fence may take a minute, a defragmentation as long, a compaction half
-//! of it. Run inside the loop they outlived systemd's watchdog (30 s), got
+//! of it, a rebuild as long as restoring the db takes. Run inside the loop they outlived systemd's watchdog (30 s), got
 //! the agent restarted in the middle of a recovery, and nothing reacted to
 //! failures meanwhile. So the loop only decides and journals; the slow part
 //! (the "act" of pre-check -> journal -> act -> post-check) runs as a tokio
@@ -16,11 +16,13 @@
 //! looks (the host stopped coordinating) cannot leave a record pending.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use serde::Serialize;
 
+use super::etcd::Supervisor;
 use super::state::{OpKind, Outcome, State};
 
 /// What runs off the loop.
@@ -36,6 +38,10 @@ pub enum Kind {
     /// `etcdctl defrag --data-dir` on this host's stopped standby: etcd must
     /// stay down until it ends.
     OfflineDefrag,
+    /// The quorum-loss rebuild of a one-member cluster from this host's data
+    /// or a snapshot: it holds this host's etcd (stops, restores, starts it
+    /// sealed) until it ends.
+    Rebuild,
 }
 
 impl Kind {
@@ -43,6 +49,51 @@ impl Kind {
         match self {
             Kind::Fence => OpKind::Fence,
             Kind::Defrag | Kind::Compact | Kind::OfflineDefrag => OpKind::Defrag,
+            Kind::Rebuild => OpKind::Recover,
+        }
+    }
+
+    /// Whether it works on this host's etcd process and data dir: nothing
+    /// else may start, stop or read them until it ends.
+    pub fn holds_local_etcd(self) -> bool {
+        matches!(self, Kind::OfflineDefrag | Kind::Rebuild)
+    }
+}
+
+/// This host's etcd [`Supervisor`], lent to an operation that holds it
+/// ([`Runner::start_with_etcd`]). However the operation ends (done,
+/// failed, aborted), dropping the loan hands the supervisor back, and
+/// the loop takes it again with [`Runner::reclaim_etcd`].
+pub struct EtcdLoan {
+    etcd: Option<Supervisor>,
+    slot: Arc<Mutex<Option<Supervisor>>>,
+}
+
+impl std::ops::Deref for EtcdLoan {
+    type Target = Supervisor;
+    fn deref(&self) -> &Supervisor {
+        // Only `drop` takes it out.
+        self.etcd
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a loan holds its supervisor until dropped"))
+    }
+}
+
+impl std::ops::DerefMut for EtcdLoan {
+    fn deref_mut(&mut self) -> &mut Supervisor {
+        self.etcd
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a loan holds its supervisor until dropped"))
+    }
+}
+
+impl Drop for EtcdLoan {
+    fn drop(&mut self) {
+        if let Some(etcd) = self.etcd.take() {
+            match self.slot.lock() {
+                Ok(mut s) => *s = Some(etcd),
+                Err(p) => *p.into_inner() = Some(etcd),
+            }
         }
     }
 }
@@ -96,6 +147,8 @@ pub struct Runner {
     running: Option<Running>,
     /// Ended since the last [`Runner::poll`], waiting for its owner.
     finished: Option<Finished>,
+    /// Where an [`EtcdLoan`] hands the supervisor back.
+    loan: Arc<Mutex<Option<Supervisor>>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -123,7 +176,56 @@ impl Runner {
     pub fn holds_local_etcd(&self) -> bool {
         self.running
             .as_ref()
-            .is_some_and(|r| r.kind == Kind::OfflineDefrag)
+            .is_some_and(|r| r.kind.holds_local_etcd())
+    }
+
+    /// [`Runner::start`] for an operation that holds this host's etcd:
+    /// `etcd` is lent to `act` (the loop keeps a stand-in that runs
+    /// nothing) and comes back through [`Runner::reclaim_etcd`] once the
+    /// operation ended. Refused like `start`, and then `etcd` is untouched.
+    pub fn start_with_etcd<F, Fut>(
+        &mut self,
+        state: &State,
+        kind: Kind,
+        target: &str,
+        reason: &str,
+        etcd: &mut Supervisor,
+        act: F,
+    ) -> Result<u64, Refused>
+    where
+        F: FnOnce(EtcdLoan) -> Fut,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        if let Some(r) = &self.running {
+            return Err(Refused::Busy(r.kind, r.target.clone()));
+        }
+        let stand_in = Supervisor::new(etcd.spec.clone());
+        let loan = EtcdLoan {
+            etcd: Some(std::mem::replace(etcd, stand_in)),
+            slot: self.loan.clone(),
+        };
+        let started = self.start(state, kind, target, reason, act(loan));
+        if started.is_err() {
+            // The unstarted future, and with it the loan, is dropped.
+            self.reclaim_etcd(etcd);
+        }
+        started
+    }
+
+    /// Once per tick, after [`Runner::poll`]: puts a supervisor lent to an
+    /// operation that ended back in `etcd`. Returns whether it did.
+    pub fn reclaim_etcd(&mut self, etcd: &mut Supervisor) -> bool {
+        let back = match self.loan.lock() {
+            Ok(mut s) => s.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        match back {
+            Some(s) => {
+                *etcd = s;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Journals the intent, then runs `act` off the loop. Refused while
@@ -300,6 +402,105 @@ mod tests {
             runner.take(Kind::Compact).is_none(),
             "kept for one tick only"
         );
+        Ok(())
+    }
+
+    fn spec(dir: &std::path::Path) -> super::super::etcd::EtcdSpec {
+        super::super::etcd::EtcdSpec {
+            binary: "/nonexistent/etcd".into(),
+            name: "h1".into(),
+            data_dir: dir.join("etcd"),
+            client_url: "http://127.0.0.1:1".into(),
+            peer_url: "http://127.0.0.1:2".into(),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_secs(1),
+            quota_backend_bytes: 1 << 31,
+            pre_vote: true,
+            extra_args: vec![],
+            log_path: dir.join("etcd.log"),
+            pid_path: dir.join("etcd.pid"),
+        }
+    }
+
+    /// An operation that holds this host's etcd (the offline defrag) has
+    /// it to itself: a rebuild asked for meanwhile (an operator's recover)
+    /// is refused and never runs, the loop's stand-in stays in place, and
+    /// the real supervisor comes back once the holder ended.
+    #[tokio::test]
+    async fn a_rebuild_is_refused_while_an_offline_defrag_holds_etcd() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let state = State::open(dir.path())?;
+        let mut runner = Runner::default();
+        let mut etcd = Supervisor::new(spec(dir.path()));
+        etcd.restarts = 7; // marks the real supervisor
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        runner.start_with_etcd(
+            &state,
+            Kind::OfflineDefrag,
+            "h1",
+            "NOSPACE",
+            &mut etcd,
+            |loan| async move {
+                assert_eq!(loan.restarts, 7, "the operation has the real one");
+                let _ = rx.await;
+                Ok("defragmented offline".to_string())
+            },
+        )?;
+        assert_eq!(etcd.restarts, 0, "the loop has a stand-in");
+        assert!(runner.holds_local_etcd());
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = ran.clone();
+        let refused = runner.start_with_etcd(
+            &state,
+            Kind::Rebuild,
+            "h1",
+            "operator recover",
+            &mut etcd,
+            |_loan| async move {
+                r2.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(String::new())
+            },
+        );
+        assert!(matches!(
+            refused,
+            Err(Refused::Busy(Kind::OfflineDefrag, _))
+        ));
+        assert!(!runner.reclaim_etcd(&mut etcd), "nothing to take back yet");
+        assert_eq!(etcd.restarts, 0);
+        let _ = tx.send(());
+        until_finished(&mut runner, &state).await;
+        assert!(runner.reclaim_etcd(&mut etcd));
+        assert_eq!(etcd.restarts, 7, "the real supervisor is back");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        Ok(())
+    }
+
+    /// However it ends, an aborted holder (agent shutdown) hands the
+    /// supervisor back too.
+    #[tokio::test]
+    async fn an_aborted_holder_gives_etcd_back() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let state = State::open(dir.path())?;
+        let mut runner = Runner::default();
+        let mut etcd = Supervisor::new(spec(dir.path()));
+        etcd.restarts = 3;
+        runner.start_with_etcd(
+            &state,
+            Kind::Rebuild,
+            "h1",
+            "quorum lost",
+            &mut etcd,
+            |_loan| async move {
+                std::future::pending::<()>().await;
+                Ok(String::new())
+            },
+        )?;
+        runner.abort(&state);
+        let t0 = Instant::now();
+        while !runner.reclaim_etcd(&mut etcd) && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(etcd.restarts, 3);
         Ok(())
     }
 }

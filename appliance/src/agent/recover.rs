@@ -33,7 +33,11 @@
 //! one-member data dir in a scratch directory, marked with the new epoch,
 //! swapped in for the old one (moved aside, never deleted), etcd started.
 //! A snapshot is restored (and so fully verified) *before* etcd is stopped,
-//! so a corrupt file changes nothing.
+//! so a corrupt file changes nothing. The rebuild (restoring a large db
+//! takes minutes) runs off the reconcile loop like the fence, journalled
+//! first, holding this host's etcd supervisor until it ends; it is refused
+//! while another operation runs, e.g. an offline defrag of the same data
+//! dir (an operator's `recover` is then refused with that reason).
 //!
 //! Residual risk, by choice: fenced hosts must stay off. If two fenced voters
 //! of three came back on their own while cut off from the survivors, they
@@ -58,13 +62,13 @@ use anyhow::Context;
 use edgeplane_config::QuorumLossPolicy;
 use serde::{Deserialize, Serialize};
 
-use super::etcd::{has_member_data, move_aside, write_atomic};
+use super::etcd::{Supervisor, has_member_data, move_aside, write_atomic};
 use super::local::Agent;
 use super::operation::Kind;
 use super::recovery_plan::{
     self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Vote, Wait, WaitReason,
 };
-use super::state::{KnownMembership, OpKind, Outcome};
+use super::state::KnownMembership;
 
 /// File in the etcd data dir naming the epoch its data belongs to.
 pub const EPOCH_FILE: &str = "edgeplane-epoch";
@@ -149,6 +153,18 @@ pub struct Recovery {
     pub fenced: Vec<String>,
     /// Why the last fence failed, shown while backing off.
     pub last_failure: Option<String>,
+    /// The rebuild running off the loop, if any.
+    pub rebuild: Option<RebuildRun>,
+    /// The decision being acted on was asked for by an operator.
+    pub requested_by_operator: bool,
+}
+
+/// A rebuild running off the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildRun {
+    pub epoch: u64,
+    /// Asked for by `POST /recover` (a failure is then not retried).
+    pub by_operator: bool,
 }
 
 /// The typed view [`recovery_plan::decide_rebuild`] decides on: every
@@ -288,6 +304,26 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         ),
         None => "waiting: no surviving data is reachable".into(),
     };
+    // A rebuild runs off the loop: the loop keeps observing and reporting.
+    if let (Some((Kind::Rebuild, _)), Some(run)) = (agent.ops.running(), agent.recovery.rebuild) {
+        doc.state = format!(
+            "rebuilding a one-member cluster as epoch {}{}",
+            run.epoch,
+            agent
+                .ops
+                .doc()
+                .map(|d| format!(" (running for {:.0} s)", d.running_for_s))
+                .unwrap_or_default()
+        );
+        doc.command = None;
+        // This host's vote stays its own while it rebuilds: its etcd is down
+        // meanwhile, so the view above names another survivor the freshest,
+        // and that vote would hand a second survivor a majority to rebuild
+        // too (two clusters; found by the e2e test of the fenced rebuild).
+        doc.freshest = Some(agent.me.name.clone());
+        agent.recovery.doc = doc;
+        return;
+    }
     // A fence runs off the loop: the loop keeps observing and reporting.
     if let Some((Kind::Fence, host)) = agent.ops.running() {
         doc.state = format!(
@@ -423,21 +459,23 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             fence.join(", ")
         )
     };
-    match rebuild(agent, &source, &reason).await {
+    agent.recovery.requested_by_operator = requested.is_some();
+    match start_rebuild(agent, &source, &reason) {
         Ok(epoch) => {
-            doc.state =
-                format!("rebuilt a one-member cluster in epoch {epoch}; the other hosts rejoin");
-            doc.command = None;
+            doc.state = format!(
+                "rebuilding a one-member cluster from {} as epoch {epoch}",
+                source.describe()
+            );
         }
+        // Another operation holds the runner (an offline defrag of this
+        // host's data dir ends within a minute): nothing was done.
         Err(e) => {
-            tracing::error!("Rebuild failed: {e:#}");
-            // An operator's request is not repeated: the journal keeps the error.
-            if requested.is_some() {
-                doc.state = format!("rebuild failed: {e:#}");
+            tracing::warn!("{e:#}");
+            doc.state = if requested.is_some() {
+                format!("refused: {e:#}; nothing was done: run the command again when it has ended")
             } else {
-                doc.state = format!("rebuild failed: {e:#}; retrying in 30 s");
-                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
-            }
+                format!("waiting: {e:#}; deciding again at the next look")
+            };
         }
     }
     agent.recovery.doc = doc;
@@ -564,37 +602,118 @@ async fn fence(recovery: &edgeplane_config::Recovery, host: &str) -> anyhow::Res
     }
 }
 
-/// Rebuilds a one-member cluster from `source` in a new epoch. Returns the
-/// new epoch.
-async fn rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Result<u64> {
+/// Everything a rebuild needs, owned, so that it runs off the loop.
+struct RebuildJob {
+    source: Source,
+    epoch: u64,
+    data_dir: PathBuf,
+    /// The scratch directory the new data dir is prepared in.
+    work: PathBuf,
+    target: edgeplane_snapshot::RestoreTarget,
+    client_url: String,
+    tls: Option<crate::tls::SiteTls>,
+    /// The highest revision seen in the old cluster.
+    max_revision: i64,
+    state: std::sync::Arc<super::state::State>,
+}
+
+/// Pre-check, journal, then the rebuild of a one-member cluster from
+/// `source` in a new epoch, off the loop ([`super::operation::Runner`]):
+/// it holds this host's etcd supervisor until it ends, and its result
+/// comes back to [`take_finished`]. Returns the new epoch. Refused
+/// (nothing done) while another operation runs (an offline defrag on
+/// this data dir) or when the intent cannot be journalled.
+fn start_rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Result<u64> {
     let peers_max = agent.view.peers.iter().map(peer_epoch).max().unwrap_or(0);
     let epoch = agent.data_epoch().max(peers_max) + 1;
-    let op = agent
-        .state
-        .begin(OpKind::Recover, &agent.me.name, reason)
-        .context("could not journal the recovery intent")?;
+    let work = agent.cfg.paths.state_dir.join(format!("recover-e{epoch}"));
+    let job = RebuildJob {
+        source: source.clone(),
+        epoch,
+        data_dir: agent.cfg.etcd.data_dir.clone(),
+        target: edgeplane_snapshot::RestoreTarget::new(
+            work.join("data"),
+            agent.me.name.clone(),
+            format!("{}={}", agent.me.name, agent.me.peer_url),
+            agent.token_for(epoch),
+            agent.me.peer_url.clone(),
+        ),
+        work,
+        client_url: agent.me.client_url.clone(),
+        tls: agent.tls.clone(),
+        max_revision: agent.max_revision,
+        state: agent.state.clone(),
+    };
+    let me = agent.me.name.clone();
+    agent
+        .ops
+        .start_with_etcd(
+            &agent.state,
+            Kind::Rebuild,
+            &me,
+            reason,
+            &mut agent.etcd,
+            |mut etcd| async move {
+                let from = job.source.describe();
+                rebuild_inner(&job, &mut etcd)
+                    .await
+                    .map(|bumped| {
+                        format!(
+                            "one-member cluster in epoch {} from {from}; {bumped}",
+                            job.epoch
+                        )
+                    })
+                    .map_err(|e| format!("{e:#}"))
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("not rebuilding: {e}"))?;
     tracing::warn!(
-        "Quorum lost: rebuilding the cluster from {} as epoch {epoch} ({reason}).",
+        "Quorum lost: rebuilding the cluster from {} as epoch {epoch} ({reason}), off the reconcile loop.",
         source.describe()
     );
     agent.rebuilding_epoch = Some(epoch);
-    agent.publish();
-    let result = rebuild_inner(agent, source, epoch).await;
-    agent.rebuilding_epoch = None;
-    let (outcome, detail) = match &result {
-        Ok(bumped) => (
-            Outcome::Done,
-            format!(
-                "one-member cluster in epoch {epoch} from {}; {bumped}",
-                source.describe()
-            ),
-        ),
-        Err(e) => (Outcome::Failed, format!("{e:#}")),
+    agent.recovery.rebuild = Some(RebuildRun {
+        epoch,
+        by_operator: agent.recovery.requested_by_operator,
+    });
+    Ok(epoch)
+}
+
+/// The post-check of a rebuild that ended since the last tick (the runner
+/// journalled its outcome, and the loop has its etcd supervisor back).
+pub fn take_finished(agent: &mut Agent) {
+    let Some(done) = agent.ops.take(Kind::Rebuild) else {
+        return;
     };
-    if let Err(e) = agent.state.finish(op, outcome, &detail) {
-        tracing::error!("Could not journal the recovery outcome ({detail}): {e}");
+    agent.rebuilding_epoch = None;
+    let run = agent.recovery.rebuild.take();
+    // The rebuild raised the revision and recorded it.
+    if let Ok(Some(rev)) = agent.state.fact(super::local::FACT_MAX_REVISION)
+        && let Ok(rev) = rev.trim().parse::<i64>()
+    {
+        agent.max_revision = agent.max_revision.max(rev);
     }
-    result.map(|_| epoch)
+    let by_operator = run.as_ref().is_some_and(|r| r.by_operator);
+    match done.result {
+        Ok(detail) => {
+            tracing::warn!("Rebuilt in {:.1}s: {detail}.", done.took.as_secs_f64());
+            agent.recovery.doc.state = format!(
+                "rebuilt a one-member cluster in epoch {}; the other hosts rejoin",
+                run.map(|r| r.epoch).unwrap_or_default()
+            );
+            agent.recovery.doc.command = None;
+        }
+        Err(e) => {
+            tracing::error!("Rebuild failed: {e}");
+            // An operator's request is not repeated: the journal keeps the error.
+            if by_operator {
+                agent.recovery.doc.state = format!("rebuild failed: {e}");
+            } else {
+                agent.recovery.doc.state = format!("rebuild failed: {e}; retrying in 30 s");
+                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// How far past the highest revision this agent saw a rebuilt cluster
@@ -609,9 +728,9 @@ const BUMP_KEY: &str = "/edgeplane/revision-bump";
 /// the old one (plus [`REVISION_MARGIN`]) with no-op writes, then compacts
 /// there, so that a watch resumed from an old revision gets "compacted" and
 /// relists (etcd 3.4 has no `--bump-revision`). Returns the new revision.
-async fn bump_revision(agent: &mut Agent, url: &str) -> anyhow::Result<i64> {
+async fn bump_revision(job: &RebuildJob, url: &str) -> anyhow::Result<i64> {
     use futures::StreamExt;
-    let opts = crate::tls::etcd_options(agent.tls.as_ref())
+    let opts = crate::tls::etcd_options(job.tls.as_ref())
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_secs(3));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -630,7 +749,7 @@ async fn bump_revision(agent: &mut Agent, url: &str) -> anyhow::Result<i64> {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    let target = agent.max_revision.max(rev) + REVISION_MARGIN;
+    let target = job.max_revision.max(rev) + REVISION_MARGIN;
     let missing = usize::try_from(target - rev).unwrap_or(0);
     let results: Vec<anyhow::Result<i64>> = futures::stream::iter(0..missing)
         .map(|_| {
@@ -658,24 +777,27 @@ async fn bump_revision(agent: &mut Agent, url: &str) -> anyhow::Result<i64> {
     )
     .await
     .context("could not compact at the raised revision")?;
-    agent.max_revision = rev;
-    agent.persist_max_revision();
+    if let Err(e) = job
+        .state
+        .set_fact(super::local::FACT_MAX_REVISION, &rev.to_string())
+    {
+        tracing::error!("Could not record the highest revision seen: {e}");
+    }
     Ok(rev)
 }
 
 /// Waits until the local etcd's applied index reaches its commit index, or
 /// `bound` passes.
-async fn wait_applied(agent: &Agent, bound: Duration) {
-    let opts = crate::tls::etcd_options(agent.tls.as_ref())
+async fn wait_applied(job: &RebuildJob, bound: Duration) {
+    let opts = crate::tls::etcd_options(job.tls.as_ref())
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_secs(1));
     let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
         let status = async {
-            let mut c =
-                etcd_client::Client::connect([agent.me.client_url.as_str()], Some(opts.clone()))
-                    .await
-                    .ok()?;
+            let mut c = etcd_client::Client::connect([job.client_url.as_str()], Some(opts.clone()))
+                .await
+                .ok()?;
             c.status().await.ok()
         };
         match status.await {
@@ -689,38 +811,39 @@ async fn wait_applied(agent: &Agent, bound: Duration) {
     );
 }
 
-/// Returns what became of the revision (for the journal).
-async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow::Result<String> {
-    let data_dir = agent.cfg.etcd.data_dir.clone();
+/// Returns what became of the revision (for the journal). Runs off the
+/// loop with this host's etcd supervisor lent to it.
+async fn rebuild_inner(job: &RebuildJob, etcd: &mut Supervisor) -> anyhow::Result<String> {
+    let data_dir = job.data_dir.clone();
+    let epoch = job.epoch;
     // Everything is prepared in a scratch directory: the old data dir stays
     // untouched until the new one is ready.
-    let work = agent.cfg.paths.state_dir.join(format!("recover-e{epoch}"));
+    let work = job.work.clone();
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)
         .with_context(|| format!("could not create {}", work.display()))?;
-    let new_dir = work.join("data");
-    let target = edgeplane_snapshot::RestoreTarget::new(
-        &new_dir,
-        agent.me.name.clone(),
-        format!("{}={}", agent.me.name, agent.me.peer_url),
-        agent.token_for(epoch),
-        agent.me.peer_url.clone(),
-    );
-    match source {
+    let new_dir = job.target.data_dir.clone();
+    let target = job.target.clone();
+    match &job.source {
         Source::OwnData => {
             // Entries this member knows are committed but has not applied
             // yet live only in its WAL, which the rebuild does not keep:
             // let it apply them first (bounded: a stuck apply loop must not
             // stop the recovery).
-            wait_applied(agent, Duration::from_secs(5)).await;
+            wait_applied(job, Duration::from_secs(5)).await;
             // The db must not change while it is copied.
-            agent.etcd.stop(Duration::from_secs(5)).await;
+            etcd.stop(Duration::from_secs(5)).await;
             let db = work.join("db");
-            std::fs::copy(data_dir.join("member").join("snap").join("db"), &db)
-                .context("could not copy this member's db file")?;
+            let src = data_dir.join("member").join("snap").join("db");
             // A member's db has no snapshot hash: restored with --skip-hash-check.
-            edgeplane_snapshot::restore_db_file(&db, &target)
-                .context("could not restore this member's db file")?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                std::fs::copy(&src, &db).context("could not copy this member's db file")?;
+                edgeplane_snapshot::restore_db_file(&db, &target)
+                    .context("could not restore this member's db file")?;
+                Ok(())
+            })
+            .await
+            .context("the restore task failed")??;
         }
         Source::Snapshot(file) => {
             // Verified in full while restoring, before etcd is touched.
@@ -734,7 +857,7 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
                 let _ = std::fs::remove_dir_all(&work);
                 return Err(e).context("refused the snapshot");
             }
-            agent.etcd.stop(Duration::from_secs(5)).await;
+            etcd.stop(Duration::from_secs(5)).await;
         }
     }
     mark_epoch(&new_dir, epoch).context("could not mark the new data dir with its epoch")?;
@@ -751,13 +874,13 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
     // and its revision raised past every one seen, so that watchers and
     // caches relist instead of waiting for revisions that never come, and
     // no client write lands below a revision a watcher already saw.
-    let bumped = match sealed_url(&agent.me.client_url) {
+    let bumped = match sealed_url(&job.client_url) {
         Ok(url) => {
-            agent.etcd.start(&super::etcd::StartMode::Sealed {
+            etcd.start(&super::etcd::StartMode::Sealed {
                 client_url: url.clone(),
             })?;
-            let r = bump_revision(agent, &url).await;
-            agent.etcd.stop(Duration::from_secs(5)).await;
+            let r = bump_revision(job, &url).await;
+            etcd.stop(Duration::from_secs(5)).await;
             match r {
                 Ok(rev) => format!("revision raised to {rev} and compacted (watchers relist)"),
                 Err(e) => {
@@ -768,7 +891,7 @@ async fn rebuild_inner(agent: &mut Agent, source: &Source, epoch: u64) -> anyhow
         }
         Err(e) => format!("revision NOT raised: {e:#}"),
     };
-    agent.etcd.start(&super::etcd::StartMode::Restart)?;
+    etcd.start(&super::etcd::StartMode::Restart)?;
     Ok(bumped)
 }
 

@@ -100,18 +100,6 @@ pub fn tick(agent: &mut Agent) {
     {
         return;
     }
-    // Space: the new snapshot (about the size of this host's last one) must
-    // fit the budget and leave the reserve free; otherwise it is skipped
-    // and reported, and nothing is deleted to make room.
-    if let Err(why) = fits(&dir, &agent.me.name, &super::snapshot_budget(&agent.cfg)) {
-        agent.snapshots.refused_at = Some(Instant::now());
-        agent
-            .shared
-            .snapshot_space
-            .refused("a scheduled snapshot", &why);
-        return;
-    }
-    agent.snapshots.refused_at = None;
     // Source: a caught-up follower voter, else this (leading) member.
     let leader_index = agent.view.leader_index().unwrap_or(0);
     let source = agent
@@ -127,6 +115,29 @@ pub fn tick(agent: &mut Agent) {
             })
         })
         .unwrap_or(agent.my_index);
+    // Space: the new snapshot (about the size of this host's last one, or
+    // for the first one the source's db file) must fit the budget and
+    // leave the reserve free; otherwise it is skipped and reported, and
+    // nothing is deleted to make room.
+    let db_bytes = agent.view.peers[source]
+        .status
+        .as_ref()
+        .map(|s| u64::try_from(s.db_size).unwrap_or(0))
+        .unwrap_or(0);
+    if let Err(why) = fits(
+        &dir,
+        &agent.me.name,
+        db_bytes,
+        &super::snapshot_budget(&agent.cfg),
+    ) {
+        agent.snapshots.refused_at = Some(Instant::now());
+        agent
+            .shared
+            .snapshot_space
+            .refused("a scheduled snapshot", &why);
+        return;
+    }
+    agent.snapshots.refused_at = None;
     let endpoint = agent.view.peers[source].node.client_url.clone();
     let peers = if cfg.copy_to_peers {
         other_agents(agent)
@@ -146,10 +157,14 @@ pub fn tick(agent: &mut Agent) {
 }
 
 /// Whether a new snapshot of `origin` fits `budget` in `dir`: its size is
-/// estimated from the newest one of the same origin.
+/// estimated from the newest one of the same origin; the first one of
+/// this origin (nothing to go by) from the size of the db file it copies
+/// (`db_bytes`: a snapshot file is at most about that, so the first one
+/// can no longer overshoot the budget).
 fn fits(
     dir: &std::path::Path,
     origin: &str,
+    db_bytes: u64,
     budget: &edgeplane_snapshot::Budget,
 ) -> Result<(), edgeplane_snapshot::Refusal> {
     let estimate = edgeplane_snapshot::list(dir)
@@ -160,7 +175,7 @@ fn fits(
                 .max_by_key(|m| m.info.created_at)
         })
         .map(|m| m.file_bytes)
-        .unwrap_or(0);
+        .unwrap_or(db_bytes);
     // A directory or filesystem that cannot be measured is not refused:
     // the snapshot's own write then fails and is journalled.
     let used = edgeplane_snapshot::used_bytes(dir).unwrap_or(0);
@@ -284,4 +299,29 @@ async fn take_and_copy(
     }
     tracing::info!("Snapshot taken: {detail}.");
     state.close(op, Outcome::Done, &detail);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fits;
+    use edgeplane_snapshot::{Budget, Refusal};
+
+    /// The first snapshot of a host has no previous one to estimate its
+    /// size from: it is checked against the budget with the db's size
+    /// (it was admitted as 0 bytes, and a large db overshot the budget).
+    #[test]
+    fn the_first_snapshot_is_checked_against_the_budget() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let budget = Budget {
+            max_bytes: 1 << 20,
+            min_free_bytes: 0,
+        };
+        let refused = fits(dir.path(), "h1", 8 << 20, &budget);
+        assert!(
+            matches!(refused, Err(Refusal::Budget { incoming, .. }) if incoming == 8 << 20),
+            "{refused:?}"
+        );
+        assert_eq!(fits(dir.path(), "h1", 512 << 10, &budget), Ok(()));
+        Ok(())
+    }
 }

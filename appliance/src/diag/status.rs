@@ -88,6 +88,27 @@ pub enum QuorumState {
     Unknown,
 }
 
+/// The snapshot space in one line: budget, used, free, reserve, refusals.
+pub fn space_line(sp: &SnapshotSpace) -> String {
+    let opt = |b: Option<u64>| b.map(human_bytes).unwrap_or_else(|| "unknown".into());
+    format!(
+        "space: {} used of budget {}, {} free on the filesystem, reserve {} kept for etcd; {} write(s) refused for space (agent /status)",
+        opt(sp.used_bytes),
+        if sp.max_bytes == 0 {
+            "none (snapshots.max_bytes = 0)".to_string()
+        } else {
+            human_bytes(sp.max_bytes)
+        },
+        opt(sp.free_bytes),
+        if sp.min_free_bytes == 0 {
+            "none".to_string()
+        } else {
+            human_bytes(sp.min_free_bytes)
+        },
+        sp.refused
+    )
+}
+
 /// The whole `diag status --json` document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +261,48 @@ pub struct SnapshotsView {
     /// Peers whose snapshot list could not be read (why).
     pub peers_unknown: Vec<String>,
     pub files: Vec<SnapFile>,
+    /// The snapshot directory's space as this host's agent measures and
+    /// enforces it (`/status.snapshot_space`; not recomputed here), when
+    /// the agent answers.
+    #[serde(default)]
+    pub space: Option<SnapshotSpace>,
+}
+
+/// `snapshots.max_bytes` (the budget), what the snapshots use, the free
+/// space, `snapshots.min_free_bytes` (the reserve kept for etcd), and the
+/// writes refused for space, from the agent's `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSpace {
+    /// 0: no budget.
+    pub max_bytes: u64,
+    /// 0: no reserve.
+    pub min_free_bytes: u64,
+    pub used_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    /// Snapshot writes refused for space since the agent started.
+    pub refused: u64,
+    pub last_refusal: Option<String>,
+}
+
+/// The agent's `/status.snapshot_space`, if it reports one.
+pub fn snapshot_space(doc: &serde_json::Value) -> Option<SnapshotSpace> {
+    let v = doc.get("snapshot_space")?;
+    if v.is_null() {
+        return None;
+    }
+    let u = |k: &str| v.get(k).and_then(|x| x.as_u64());
+    Some(SnapshotSpace {
+        max_bytes: u("max_bytes")?,
+        min_free_bytes: u("min_free_bytes")?,
+        used_bytes: u("used_bytes"),
+        free_bytes: u("free_bytes"),
+        refused: u("refused").unwrap_or(0),
+        last_refusal: v
+            .get("last_refusal")
+            .and_then(|x| x.as_str())
+            .map(str::to_string),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -961,6 +1024,9 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                     latest_on,
                     peers_unknown,
                     files: files.iter().take(50).cloned().collect(),
+                    space: my_agent
+                        .and_then(|a| a.doc.as_ref().ok())
+                        .and_then(snapshot_space),
                 },
             )
         }
@@ -1557,6 +1623,12 @@ pub fn render(r: &StatusReport) -> String {
 
     // Snapshots.
     o.push_str(&format!("\nSnapshots {}\n", mark(&r.snapshots)));
+    if let Some(sp) = r.snapshots.data.as_ref().and_then(|s| s.space.as_ref()) {
+        o.push_str(&format!("  {}\n", space_line(sp)));
+        if let Some(last) = &sp.last_refusal {
+            o.push_str(&format!("  ! last refused: {last}\n"));
+        }
+    }
     match &r.snapshots.data {
         Some(s) if s.count == 0 => o.push_str(&format!("  none in {}\n", s.dir)),
         Some(s) => {
@@ -1897,6 +1969,43 @@ mod tests {
             snapshots: Ok(vec![]),
             cache: None,
         }
+    }
+
+    /// `diag status` shows the snapshot space as the agent reports it in
+    /// `/status` (budget, used, free, reserve, refusals), not recomputed.
+    #[test]
+    fn snapshot_space_comes_from_the_agent_status() {
+        let cfg = test_config();
+        let mut probes = Probes::none(&cfg.nodes, "connection refused");
+        probes.agents[2].doc = Ok(serde_json::json!({"role": "voter",
+            "snapshot_space": {"max_bytes": 10485760, "min_free_bytes": 1073741824,
+                "used_bytes": 2097152, "free_bytes": 5368709120u64, "refused": 3,
+                "last_refusal": "2026-12-03T06:00:00Z a peer copy: the snapshot budget would be exceeded"}}));
+        let r = build(&facts(&cfg, probes));
+        let space = r.snapshots.data.as_ref().and_then(|s| s.space.clone());
+        assert_eq!(
+            space.as_ref().map(|s| (
+                s.max_bytes,
+                s.used_bytes,
+                s.free_bytes,
+                s.min_free_bytes,
+                s.refused
+            )),
+            Some((10 << 20, Some(2 << 20), Some(5 << 30), 1 << 30, 3))
+        );
+        let text = render(&r);
+        let line = text
+            .lines()
+            .find(|l| l.contains("space:"))
+            .unwrap_or_default();
+        for want in ["budget", "used", "free", "reserve", "3 write(s) refused"] {
+            assert!(line.contains(want), "{want} in {line:?}");
+        }
+        assert!(text.contains("! last refused:"), "{text}");
+        // No agent: no space line (diag does not measure it itself).
+        let r = build(&facts(&cfg, Probes::none(&cfg.nodes, "connection refused")));
+        assert!(r.snapshots.data.as_ref().is_some_and(|s| s.space.is_none()));
+        assert!(!render(&r).contains("space:"));
     }
 
     #[test]
