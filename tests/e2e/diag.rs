@@ -194,6 +194,19 @@ mod contract {
         pub latest_on: Vec<String>,
         pub peers_unknown: Vec<String>,
         pub files: Vec<SnapFile>,
+        /// The agent's `/status.snapshot_space`; null when the agent is down.
+        pub space: Option<SnapshotSpace>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SnapshotSpace {
+        pub max_bytes: u64,
+        pub min_free_bytes: u64,
+        pub used_bytes: Option<u64>,
+        pub free_bytes: Option<u64>,
+        pub refused: u64,
+        pub last_refusal: Option<String>,
     }
 
     #[derive(Debug, Clone, Deserialize)]

@@ -128,10 +128,18 @@ fn scheduled_snapshot_is_copied_to_every_host_and_verifies() -> anyhow::Result<(
 #[test]
 fn a_peer_copy_over_the_snapshot_budget_is_refused_and_reported() -> anyhow::Result<()> {
     rt().block_on(async {
-        let mut spec = SiteSpec::new(2, 1, edgeplane_bin());
-        spec.extra_toml
-            .push_str("\n[snapshots]\nmax_bytes = \"1KiB\"\n");
+        // The budget on the standby (host-2) only: the coordinator's own
+        // first snapshot is checked against its own budget too, so a tiny
+        // budget there would refuse the snapshot before any copy.
+        let spec = SiteSpec::new(2, 1, edgeplane_bin());
         let mut site = LocalSite::create(spec, false)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&site.hosts[1].config_path)?;
+            f.write_all(b"\n[snapshots]\nmax_bytes = \"1KiB\"\n")?;
+        }
         for i in 0..2 {
             site.start_agent(i)?;
         }
