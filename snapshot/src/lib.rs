@@ -61,6 +61,7 @@
 //! operations).
 
 mod bbolt;
+mod child;
 mod error;
 mod format;
 mod peer;
@@ -71,6 +72,7 @@ mod space;
 mod store;
 mod verify;
 
+pub use child::{child_command, preload_var};
 pub use error::{Error, Result};
 pub use format::{EXTENSION, SnapshotInfo, SnapshotMeta, read_meta, valid_name};
 pub use peer::{

@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -177,7 +176,7 @@ pub fn restore_db_file(db: &Path, target: &RestoreTarget) -> Result<RestoreRepor
 
 fn run_restore(db: &Path, t: &RestoreTarget, scratch: &Path, skip_hash: bool) -> Result<()> {
     let out_dir = scratch.join("data");
-    let mut cmd = Command::new(&t.etcdctl);
+    let mut cmd = crate::child_command(&t.etcdctl);
     cmd.env("ETCDCTL_API", "3")
         .arg("snapshot")
         .arg("restore")

@@ -22,7 +22,6 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -496,7 +495,7 @@ fn add_etcdctl_status(
 
 /// Runs `etcdctl snapshot status -w json FILE`.
 pub(crate) fn etcdctl_status(etcdctl: &Path, db: &Path) -> Result<EtcdctlStatus> {
-    let out = Command::new(etcdctl)
+    let out = crate::child_command(etcdctl)
         .env("ETCDCTL_API", "3")
         .arg("snapshot")
         .arg("status")

@@ -47,6 +47,7 @@ use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, lineariz
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use nix::sys::signal::Signal;
 
+use crate::chaos_clock;
 use crate::chaos_metrics as cm;
 
 /// Bound on the return to full strength after a fault heals.
@@ -88,6 +89,12 @@ enum Kind {
     /// (armed, then etcd SIGKILLed; the agent restarts it and it dies on
     /// the EIO): the agent sets the data aside and rejoins (decision 0005).
     FsyncEio,
+    /// One host's agent sees its wall clock jump 5 minutes ahead or back
+    /// (libfaketime), then back to the true time (`chaos_clock.rs`).
+    ClockJump,
+    /// Every fsync of a voter's or the leader's etcd held up to 50–200 ms
+    /// for a few seconds, below the failure detection (`chaos_clock.rs`).
+    FsyncLatency,
 }
 
 impl Kind {
@@ -105,7 +112,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 14] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -118,11 +125,16 @@ impl Kind {
         Kind::PartitionAgentRestartMajority,
         Kind::DiskStallLeader,
         Kind::FsyncEio,
+        Kind::ClockJump,
+        Kind::FsyncLatency,
     ];
 
     /// Kinds that need every etcd started through the strace wrapper.
     fn disk(self) -> bool {
-        matches!(self, Kind::DiskStallLeader | Kind::FsyncEio)
+        matches!(
+            self,
+            Kind::DiskStallLeader | Kind::FsyncEio | Kind::FsyncLatency
+        )
     }
 
     /// Kinds that need the site on policy `fenced` (with the in-band fence).
@@ -153,12 +165,19 @@ impl Kind {
             Kind::PartitionAgentRestartMajority => "partition_agent_restart_majority",
             Kind::DiskStallLeader => "disk_stall_leader",
             Kind::FsyncEio => "fsync_eio",
+            Kind::ClockJump => "clock_jump",
+            Kind::FsyncLatency => "fsync_latency",
         }
     }
 
     /// Why this kind cannot run here, if it cannot: root for network
     /// namespaces and tmpfs mounts, `ping` for the in-band fence.
     fn missing(self, root: bool, ping: bool, strace: bool) -> Option<&'static str> {
+        if self == Kind::ClockJump
+            && let Some(why) = chaos_clock::clock_missing()
+        {
+            return Some(why);
+        }
         if self.disk() && !strace {
             return Some("needs strace (the fsync faults' wrapper)");
         }
@@ -273,6 +292,11 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         // How long the campaign waits after the kill before it looks; the
         // agent does the rest.
         Kind::FsyncEio => rng.ms(2000, 4000),
+        // Longer than the failure detection (1 s) and the quorum-loss
+        // window (3 s): a jump that counted as a dead host would show.
+        Kind::ClockJump => rng.ms(5000, 8000),
+        // The per-fsync delay (50–200 ms) is drawn from this too.
+        Kind::FsyncLatency => rng.ms(3000, 6000),
     }
 }
 
@@ -764,6 +788,7 @@ async fn bootstrap(
     root: bool,
     fenced: bool,
     disk: bool,
+    clock: bool,
 ) -> anyhow::Result<(LocalSite, MetricsRig)> {
     let region = LocalPrometheus::start(Default::default())
         .await
@@ -783,6 +808,7 @@ async fn bootstrap(
         spec.isolated_host = Some(ISOLATED);
     }
     spec.disk_faults = disk;
+    spec.faketime = clock;
     // Kept on disk so a failed campaign leaves its logs; removed on success.
     let mut site = LocalSite::create(spec, true)?;
     let mut tmpfs = Vec::new();
@@ -1006,7 +1032,9 @@ async fn campaign(
     let fenced = kinds.iter().any(|k| k.fenced());
     let strace = have_strace();
     let disk = strace && kinds.iter().any(|k| k.disk());
-    let (mut site, rig) = bootstrap(root, fenced, disk).await?;
+    let clock =
+        kinds.contains(&Kind::ClockJump) && Kind::ClockJump.missing(root, ping, strace).is_none();
+    let (mut site, rig) = bootstrap(root, fenced, disk, clock).await?;
     let campaign_from_ms = cm::now_ms();
     let urls = site.client_urls();
     eprintln!(
@@ -1124,6 +1152,11 @@ async fn campaign(
                 (Some((v, l)), Some(h)) if v.contains(&h) || l.contains(&h) => h,
                 (Some((v, l)), _) => l.first().or(v.first()).copied().unwrap_or(0),
                 (None, h) => h.unwrap_or(0),
+            },
+            // A voter: the drawn one, else the leader.
+            Kind::FsyncLatency => match (&roles, f.host) {
+                (Some((v, _)), Some(h)) if v.contains(&h) => h,
+                _ => leader.or(f.host).unwrap_or(0),
             },
             _ => f.host.or(leader).unwrap_or(0),
         };
@@ -1262,6 +1295,20 @@ async fn campaign(
                         violations.push(format!("fault {n}: stalling {host}'s fsyncs failed: {e}"))
                     }
                 }
+            }
+            Kind::ClockJump | Kind::FsyncLatency => {
+                fault_at = Instant::now();
+                let out = if f.kind == Kind::ClockJump {
+                    chaos_clock::clock_jump(&site, target, f.down).await
+                } else {
+                    chaos_clock::fsync_latency(&site, target, role, f.down).await
+                };
+                note = out.note;
+                violations.extend(
+                    out.violations
+                        .into_iter()
+                        .map(|v| format!("fault {n}: {v}")),
+                );
             }
             Kind::FsyncEio => match site.arm_fsync_eio(target, 3) {
                 Ok(()) => {
@@ -2007,7 +2054,9 @@ fn chaos_campaign_random_single_host_faults_lose_no_acknowledged_write() -> anyh
             .unwrap_or(0)
             ^ u64::from(std::process::id())
     });
-    let faults = env_u64("EDGEPLANE_CHAOS_FAULTS").unwrap_or(14) as usize;
+    // At least one fault per kind, so the CI run covers every kind.
+    let faults =
+        env_u64("EDGEPLANE_CHAOS_FAULTS").unwrap_or(Kind::ALL.len().max(14) as u64) as usize;
     eprintln!("chaos: EDGEPLANE_CHAOS_SEED={seed} EDGEPLANE_CHAOS_FAULTS={faults}");
     // EDGEPLANE_CHAOS_MINUTES=M: stop injecting after M minutes (the long run);
     // the report's `faults` then says how many ran, and that count with the

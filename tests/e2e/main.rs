@@ -6,8 +6,10 @@
 
 mod agent;
 mod chaos;
+mod chaos_clock;
 mod chaos_metrics;
 mod cli;
+mod clock;
 mod defrag;
 mod demo;
 mod diag;

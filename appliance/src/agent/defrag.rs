@@ -323,7 +323,7 @@ async fn standby_tick(agent: &mut Agent) {
 async fn offline_defrag(data_dir: std::path::PathBuf) -> Result<String, String> {
     let t0 = Instant::now();
     let etcdctl = edgeplane_snapshot::etcdctl_bin();
-    let run = tokio::process::Command::new(&etcdctl)
+    let run = tokio::process::Command::from(edgeplane_snapshot::child_command(&etcdctl))
         .env("ETCDCTL_API", "3")
         .arg("defrag")
         .arg(format!("--data-dir={}", data_dir.display()))

@@ -235,7 +235,8 @@ impl Supervisor {
             .append(true)
             .open(&self.spec.log_path)
             .with_context(|| format!("could not open etcd log {}", self.spec.log_path.display()))?;
-        let mut cmd = tokio::process::Command::new(&self.spec.binary);
+        let mut cmd =
+            tokio::process::Command::from(edgeplane_snapshot::child_command(&self.spec.binary));
         cmd.args(args(&self.spec, mode))
             .stdin(Stdio::null())
             .stdout(

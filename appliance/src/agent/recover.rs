@@ -588,7 +588,7 @@ async fn fence(recovery: &edgeplane_config::Recovery, host: &str) -> anyhow::Res
         Some(p) => crate::secrets::environment_file(p)?,
         None => Vec::new(),
     };
-    let mut child = tokio::process::Command::new(prog)
+    let mut child = tokio::process::Command::from(edgeplane_snapshot::child_command(prog))
         .args(&args)
         .envs(env)
         .kill_on_drop(true)

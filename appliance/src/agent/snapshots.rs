@@ -7,16 +7,23 @@
 //! "When was the last one" is read from the snapshot directory itself (it
 //! holds this host's snapshots and every peer's copies), so a new
 //! coordinator after a failover continues the schedule instead of starting
-//! over. The run happens in a background task: a large database must never
-//! hold up the membership loop.
+//! over. The wall clock gives a snapshot's age only when this agent first
+//! sees it (the only clock a snapshot from another host or an earlier run
+//! shares with this one), and a snapshot this agent saved itself is 0 s
+//! old when it began it; from then on its age grows with the monotonic
+//! clock, so a jump of this host's wall clock neither makes a snapshot due
+//! early nor holds the schedule up (see [`youngest_age`]). The run happens
+//! in a background task: a large database must never hold up the
+//! membership loop.
 //!
 //! The catalog (in the state store) records which hosts hold each snapshot:
 //! the coordinator adds the copies it pushed, and every agent, every 15 s,
 //! records its own directory and each reachable peer's `GET /snapshots`, so
 //! copies pruned anywhere leave it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::local::Agent;
@@ -35,19 +42,57 @@ pub struct SnapshotState {
     last_catalog: Option<Instant>,
     /// When the last scheduled snapshot was refused for space.
     refused_at: Option<Instant>,
+    /// Every snapshot in the directory by name: its age when this agent
+    /// first saw it, and when that was (monotonic).
+    seen: HashMap<String, (Duration, Instant)>,
+    /// Snapshots this agent saved, with the monotonic instant it began
+    /// them: known as new whatever the wall clock says by the time the
+    /// loop first lists them (the background task may end after a jump).
+    taken: Arc<Mutex<Vec<(String, Instant)>>>,
 }
 
 /// How long after a refusal for space the schedule tries again.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
-/// Age of the newest snapshot in `dir` (any origin), if any.
-fn newest_age(dir: &std::path::Path) -> Option<Duration> {
+/// Age of the youngest snapshot in `dir` (any origin), if any, for the
+/// schedule (see [`youngest_age`]).
+fn newest_age(
+    dir: &std::path::Path,
+    seen: &mut HashMap<String, (Duration, Instant)>,
+) -> Option<Duration> {
     let list = edgeplane_snapshot::list(dir).ok()?;
-    let newest = list.iter().map(|m| m.info.created_at).max()?;
-    (chrono::Utc::now() - newest)
-        .to_std()
-        .ok()
-        .or(Some(Duration::ZERO))
+    let listed: Vec<(String, chrono::DateTime<chrono::Utc>)> = list
+        .into_iter()
+        .map(|m| (m.name, m.info.created_at))
+        .collect();
+    youngest_age(seen, &listed, chrono::Utc::now(), Instant::now())
+}
+
+/// The age of the youngest of the `listed` snapshots (name, creation time
+/// by its taker's wall clock). A snapshot's age is the wall clock's
+/// (`now - created_at`, never below zero) the first time it is listed,
+/// remembered in `seen` with the monotonic instant `mono`; from then on
+/// that age plus the monotonic time since. A wall-clock jump of this host
+/// therefore changes no age it already knows: 5 minutes back no longer
+/// holds the schedule up for 5 minutes, 5 minutes ahead no longer makes a
+/// snapshot due at once, and a snapshot stamped by a clock that was ahead
+/// counts as new when it appears. Names no longer listed are forgotten.
+fn youngest_age(
+    seen: &mut HashMap<String, (Duration, Instant)>,
+    listed: &[(String, chrono::DateTime<chrono::Utc>)],
+    now: chrono::DateTime<chrono::Utc>,
+    mono: Instant,
+) -> Option<Duration> {
+    seen.retain(|name, _| listed.iter().any(|(n, _)| n == name));
+    listed
+        .iter()
+        .map(|(name, created_at)| {
+            let (age, at) = *seen
+                .entry(name.clone())
+                .or_insert_with(|| ((now - *created_at).to_std().unwrap_or(Duration::ZERO), mono));
+            age + mono.saturating_duration_since(at)
+        })
+        .min()
 }
 
 pub fn tick(agent: &mut Agent) {
@@ -90,7 +135,12 @@ pub fn tick(agent: &mut Agent) {
         return;
     }
     agent.snapshots.last_check = Some(Instant::now());
-    if newest_age(&dir).is_some_and(|age| age < cfg.interval) {
+    if let Ok(mut taken) = agent.snapshots.taken.lock() {
+        for (name, began) in taken.drain(..) {
+            agent.snapshots.seen.insert(name, (Duration::ZERO, began));
+        }
+    }
+    if newest_age(&dir, &mut agent.snapshots.seen).is_some_and(|age| age < cfg.interval) {
         return;
     }
     if agent
@@ -150,8 +200,14 @@ pub fn tick(agent: &mut Agent) {
     let origin = agent.me.name.clone();
     let tls = agent.tls.clone();
     let http = agent.peer_http.clone();
+    let taken = agent.snapshots.taken.clone();
+    let began = Instant::now();
     tokio::spawn(async move {
-        take_and_copy(state, origin, endpoint, dir, peers, tls, http).await;
+        if let Some(name) = take_and_copy(state, origin, endpoint, dir, peers, tls, http).await
+            && let Ok(mut t) = taken.lock()
+        {
+            t.push((name, began));
+        }
         running.store(false, Ordering::Relaxed);
     });
 }
@@ -238,13 +294,13 @@ async fn take_and_copy(
     peers: Vec<(String, String)>,
     tls: Option<crate::tls::SiteTls>,
     http: reqwest::Client,
-) {
+) -> Option<String> {
     let Ok(op) = state.begin(
         OpKind::Snapshot,
         &origin,
         &format!("scheduled snapshot from {endpoint}"),
     ) else {
-        return;
+        return None;
     };
     let opts = crate::tls::etcd_options(tls.as_ref())
         .with_connect_timeout(Duration::from_secs(1))
@@ -253,7 +309,7 @@ async fn take_and_copy(
         Ok(c) => c,
         Err(e) => {
             state.close(op, Outcome::Failed, &e.to_string());
-            return;
+            return None;
         }
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -262,7 +318,7 @@ async fn take_and_copy(
             Outcome::Failed,
             &format!("could not create {}: {e}", dir.display()),
         );
-        return;
+        return None;
     }
     let save_opts = edgeplane_snapshot::SaveOptions::new(origin.clone(), endpoint.clone());
     let meta = match edgeplane_snapshot::save(&mut client, &dir, &save_opts, &mut |_| {}).await {
@@ -270,7 +326,7 @@ async fn take_and_copy(
         Err(e) => {
             tracing::warn!("Scheduled snapshot failed: {e}");
             state.close(op, Outcome::Failed, &e.to_string());
-            return;
+            return None;
         }
     };
     let mut copies = vec![origin.clone()];
@@ -299,12 +355,77 @@ async fn take_and_copy(
     }
     tracing::info!("Snapshot taken: {detail}.");
     state.close(op, Outcome::Done, &detail);
+    Some(meta.name)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fits;
+    use super::*;
+    use chrono::{DateTime, Utc};
     use edgeplane_snapshot::{Budget, Refusal};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
+    }
+
+    /// A snapshot taken at true time 0, then the wall clock jumps back 5
+    /// minutes: the schedule still sees it age with real time.
+    #[test]
+    fn a_wall_clock_jump_back_does_not_hold_the_schedule_up() {
+        let mut seen = HashMap::new();
+        let m0 = Instant::now();
+        let listed = vec![("a".to_string(), at(0))];
+        assert_eq!(
+            youngest_age(&mut seen, &listed, at(0), m0),
+            Some(Duration::ZERO)
+        );
+        // 10 s later, the wall clock reads 290 s earlier than the snapshot.
+        let age = youngest_age(&mut seen, &listed, at(-290), m0 + Duration::from_secs(10));
+        assert_eq!(age, Some(Duration::from_secs(10)));
+        // A snapshot taken now (stamped by the clock that is behind) is the
+        // youngest, although older by its stamp.
+        let listed = vec![("a".to_string(), at(0)), ("b".to_string(), at(-290))];
+        let age = youngest_age(&mut seen, &listed, at(-289), m0 + Duration::from_secs(11));
+        assert_eq!(age, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_wall_clock_jump_ahead_makes_no_snapshot_due_early() {
+        let mut seen = HashMap::new();
+        let m0 = Instant::now();
+        let listed = vec![("a".to_string(), at(0))];
+        youngest_age(&mut seen, &listed, at(0), m0);
+        let age = youngest_age(&mut seen, &listed, at(302), m0 + Duration::from_secs(2));
+        assert_eq!(age, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_snapshot_from_a_clock_ahead_counts_from_when_it_is_seen() {
+        let mut seen = HashMap::new();
+        let m0 = Instant::now();
+        // Stamped 5 minutes in this host's future: age zero when it appears,
+        // then real time.
+        let listed = vec![("a".to_string(), at(300))];
+        assert_eq!(
+            youngest_age(&mut seen, &listed, at(0), m0),
+            Some(Duration::ZERO)
+        );
+        let age = youngest_age(&mut seen, &listed, at(20), m0 + Duration::from_secs(20));
+        assert_eq!(age, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn the_first_listing_uses_the_wall_clock_and_pruned_names_are_forgotten() {
+        let mut seen = HashMap::new();
+        let m0 = Instant::now();
+        let listed = vec![("a".to_string(), at(0)), ("b".to_string(), at(100))];
+        assert_eq!(
+            youngest_age(&mut seen, &listed, at(130), m0),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(youngest_age(&mut seen, &[], at(131), m0), None);
+        assert!(seen.is_empty());
+    }
 
     /// The first snapshot of a host has no previous one to estimate its
     /// size from: it is checked against the budget with the db's size

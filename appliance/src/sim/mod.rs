@@ -12,6 +12,7 @@
 
 pub mod bare;
 pub mod certs;
+pub mod clock;
 
 use std::fmt::Write as _;
 use std::io;
@@ -89,6 +90,10 @@ pub struct SiteSpec {
     /// ([`LocalSite::stall_fsync`]) or make them fail
     /// ([`LocalSite::arm_fsync_eio`]). Needs `strace`.
     pub disk_faults: bool,
+    /// Start every agent with libfaketime preloaded, its offset in
+    /// `HOST/faketime` (see [`clock`]), so a test can jump one agent's wall
+    /// clock ([`LocalSite::jump_clock`]). Needs Debian `libfaketime`.
+    pub faketime: bool,
 }
 
 impl SiteSpec {
@@ -98,6 +103,7 @@ impl SiteSpec {
             voters,
             isolated_host: None,
             disk_faults: false,
+            faketime: false,
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
@@ -250,6 +256,7 @@ impl LocalSite {
     /// agent (e.g. the `NOTIFY_SOCKET` and `WATCHDOG_USEC` systemd sets).
     pub fn start_agent_with_env(&mut self, i: usize, env: &[(String, String)]) -> io::Result<()> {
         let binary = self.spec.binary.clone();
+        let faketime = self.spec.faketime_env(&self.hosts[i].dir)?;
         let h = &mut self.hosts[i];
         match std::fs::remove_file(h.dir.join(POWERED_OFF)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -275,6 +282,7 @@ impl LocalSite {
                 "RUST_LOG",
                 std::env::var("EDGEPLANE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(faketime)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
