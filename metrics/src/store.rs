@@ -36,6 +36,11 @@ pub struct ClassBacklog {
     /// Incoming samples the buffer refused (no room without shedding a
     /// more critical class).
     pub dropped_samples: u64,
+    /// Bytes of torn tails cut off the class's append log when the buffer
+    /// was opened (a write interrupted by a crash), since it was created.
+    pub torn_bytes: u64,
+    /// Samples in those torn tails whose frame header was still readable.
+    pub torn_samples: u64,
 }
 
 /// A batch read from the store and the token that acknowledges it.
@@ -167,6 +172,8 @@ impl SampleStore for MemStore {
                     shed_samples: self.shed.get(c).copied().unwrap_or(0),
                     expired_samples: 0,
                     dropped_samples: 0,
+                    torn_bytes: 0,
+                    torn_samples: 0,
                 }
             })
             .collect()
@@ -222,6 +229,8 @@ impl SampleStore for edgeplane_buffer::Buffer {
                 shed_samples: c.shed_samples,
                 expired_samples: c.expired_samples,
                 dropped_samples: c.dropped_incoming,
+                torn_bytes: c.torn_bytes_truncated,
+                torn_samples: c.torn_samples,
             })
             .collect()
     }

@@ -17,7 +17,11 @@
 //!   the 1 s election timeout and failure detection), then SIGCONT; cut host-1
 //!   (in its own network namespace) off for 3–8 s, made the etcd leader first
 //!   when the schedule says "the leader's host"; freeze the region Prometheus
-//!   for 3–10 s; fill one host's buffer disk during a 4–7 s region outage.
+//!   for 3–10 s; fill one host's buffer disk during a 4–7 s region outage;
+//!   and the kinds of issue 16 (quorum loss, partitions with agent restarts,
+//!   disk faults; asymmetric and partial partitions, the standby stopped
+//!   while a voter dies, a torn buffer tail, quorum loss under policy
+//!   `manual` with the operator's command: those four in `chaos/faults.rs`).
 //! - Checkers: no acknowledged write lost; every counter equals its markers
 //!   (no lost update), every acknowledged increment has its marker, no marker
 //!   for an increment etcd refused; revisions seen by each client never go
@@ -30,8 +34,8 @@
 //!   the target served is in the region at its timestamp with its value, or
 //!   counted by the agents as shed (samples_lost_beyond_shed = 0).
 //!
-//! `EDGEPLANE_CHAOS_FAULTS=N` sets the number of faults (default 14, the CI
-//! campaign); `EDGEPLANE_CHAOS_MINUTES=M` stops injecting after M minutes;
+//! `EDGEPLANE_CHAOS_FAULTS=N` sets the number of faults (default: one per
+//! kind, the CI campaign); `EDGEPLANE_CHAOS_MINUTES=M` stops injecting after M minutes;
 //! `EDGEPLANE_CHAOS_REPORT=PATH` writes the JSON report there.
 //! `docs/reliability/README.md` says what is and is not covered.
 
@@ -49,6 +53,8 @@ use nix::sys::signal::Signal;
 
 use crate::chaos_clock;
 use crate::chaos_metrics as cm;
+
+mod faults;
 
 /// Bound on the return to full strength after a fault heals.
 const FULL_STRENGTH_BOUND: Duration = Duration::from_secs(60);
@@ -95,6 +101,17 @@ enum Kind {
     /// Every fsync of a voter's or the leader's etcd held up to 50–200 ms
     /// for a few seconds, below the failure detection (`chaos_clock.rs`).
     FsyncLatency,
+    /// One-way or partial cut of the isolated host (nft in its namespace;
+    /// see [`faults::partition_asymmetric`]).
+    PartitionAsymmetric,
+    /// The standby's host SIGSTOPped while a voter's host is SIGKILLed.
+    OverlapStandbyStopVoterKill,
+    /// A torn write appended to a host's buffer append logs while its
+    /// agent is down; the agent restarts, cuts and reports it.
+    BufferSegmentTorn,
+    /// Two of the three voters SIGKILLed under policy `manual`, then the
+    /// operator's command, as the survivors offer it.
+    QuorumLossManual,
 }
 
 impl Kind {
@@ -112,7 +129,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 18] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -127,6 +144,10 @@ impl Kind {
         Kind::FsyncEio,
         Kind::ClockJump,
         Kind::FsyncLatency,
+        Kind::PartitionAsymmetric,
+        Kind::OverlapStandbyStopVoterKill,
+        Kind::BufferSegmentTorn,
+        Kind::QuorumLossManual,
     ];
 
     /// Kinds that need every etcd started through the strace wrapper.
@@ -167,12 +188,19 @@ impl Kind {
             Kind::FsyncEio => "fsync_eio",
             Kind::ClockJump => "clock_jump",
             Kind::FsyncLatency => "fsync_latency",
+            Kind::PartitionAsymmetric => "partition_asymmetric",
+            Kind::OverlapStandbyStopVoterKill => "overlap_standby_stop_voter_kill",
+            Kind::BufferSegmentTorn => "buffer_segment_torn",
+            Kind::QuorumLossManual => "quorum_loss_manual",
         }
     }
 
     /// Why this kind cannot run here, if it cannot: root for network
     /// namespaces and tmpfs mounts, `ping` for the in-band fence.
     fn missing(self, root: bool, ping: bool, strace: bool) -> Option<&'static str> {
+        if let Some(why) = faults::missing(self, root) {
+            return Some(why);
+        }
         if self == Kind::ClockJump
             && let Some(why) = chaos_clock::clock_missing()
         {
@@ -297,6 +325,13 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         Kind::ClockJump => rng.ms(5000, 8000),
         // The per-fsync delay (50–200 ms) is drawn from this too.
         Kind::FsyncLatency => rng.ms(3000, 6000),
+        // Longer than failure detection and the quorum-loss window.
+        Kind::PartitionAsymmetric => rng.ms(4000, 8000),
+        Kind::OverlapStandbyStopVoterKill => rng.ms(3000, 5000),
+        Kind::BufferSegmentTorn => rng.ms(1000, 3000),
+        // From the kill to powering the two on: the operator's command runs
+        // meanwhile.
+        Kind::QuorumLossManual => rng.ms(10000, 15000),
     }
 }
 
@@ -809,8 +844,14 @@ async fn bootstrap(
     }
     spec.disk_faults = disk;
     spec.faketime = clock;
+    if root {
+        spec.host_gids = Some(faults::HOST_GID_BASE);
+    }
     // Kept on disk so a failed campaign leaves its logs; removed on success.
     let mut site = LocalSite::create(spec, true)?;
+    if root && faults::have_nft() {
+        faults::prepare(&site)?;
+    }
     let mut tmpfs = Vec::new();
     if root {
         for h in &site.hosts {
@@ -1134,6 +1175,7 @@ async fn campaign(
         let leader = site.leader_host().await;
         let target = match f.kind {
             Kind::Partition | Kind::PartitionAgentRestartMinority => ISOLATED,
+            Kind::PartitionAsymmetric => ISOLATED,
             // Two voters: the drawn host (or the leader's) and another.
             Kind::QuorumLoss => match (&roles, f.host.or(leader)) {
                 (Some((v, _)), Some(h)) if v.contains(&h) => h,
@@ -1263,6 +1305,49 @@ async fn campaign(
                     "{} ({role}) cut off; agent of {host} restarted 4 s into the cut; epochs before the heal {epochs_cut:?}",
                     site.hosts[ISOLATED].name
                 );
+            }
+            Kind::PartitionAsymmetric => match faults::partition_asymmetric(&site, f.down).await {
+                Ok(how) => note = how,
+                Err(e) => violations.push(format!("fault {n}: {e}")),
+            },
+            Kind::OverlapStandbyStopVoterKill => {
+                let (how, at) = faults::standby_stop_voter_kill(
+                    &mut site,
+                    roles.as_ref(),
+                    target,
+                    f.down,
+                    &mut kill_windows,
+                    &mut book,
+                )
+                .await?;
+                (note, fault_at) = (how, at);
+            }
+            Kind::BufferSegmentTorn => {
+                let (how, at) = faults::buffer_segment_torn(
+                    &mut site,
+                    target,
+                    f.down,
+                    n,
+                    &mut kill_windows,
+                    &mut book,
+                    &mut violations,
+                )
+                .await?;
+                (note, fault_at) = (how, at);
+            }
+            Kind::QuorumLossManual => {
+                let (how, at) = faults::quorum_loss_manual(
+                    &mut site,
+                    roles.as_ref(),
+                    target,
+                    f.down,
+                    n,
+                    &mut kill_windows,
+                    &mut book,
+                    &mut violations,
+                )
+                .await?;
+                (note, fault_at) = (how, at);
             }
             Kind::HostKill => {
                 tokio::task::block_in_place(|| site.kill_host(target));
@@ -2044,7 +2129,7 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
-/// The CI campaign (8 faults) or, with `EDGEPLANE_CHAOS_FAULTS=N`, a long one.
+/// The CI campaign (one fault per kind) or, with `EDGEPLANE_CHAOS_FAULTS=N`, a long one.
 #[test]
 fn chaos_campaign_random_single_host_faults_lose_no_acknowledged_write() -> anyhow::Result<()> {
     let seed = env_u64("EDGEPLANE_CHAOS_SEED").unwrap_or_else(|| {

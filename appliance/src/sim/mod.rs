@@ -94,6 +94,11 @@ pub struct SiteSpec {
     /// `HOST/faketime` (see [`clock`]), so a test can jump one agent's wall
     /// clock ([`LocalSite::jump_clock`]). Needs Debian `libfaketime`.
     pub faketime: bool,
+    /// Start host `i`'s agent (and so its etcd) with group id `base + i`
+    /// (root keeps its uid), so that a test can tell the hosts of the root
+    /// namespace apart in a firewall rule (`meta skgid`): they share one
+    /// address.
+    pub host_gids: Option<u32>,
 }
 
 impl SiteSpec {
@@ -104,6 +109,7 @@ impl SiteSpec {
             isolated_host: None,
             disk_faults: false,
             faketime: false,
+            host_gids: None,
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
@@ -274,6 +280,10 @@ impl LocalSite {
             }
             _ => Command::new(&binary),
         };
+        if let Some(base) = self.spec.host_gids {
+            use std::os::unix::process::CommandExt;
+            cmd.gid(base + i as u32);
+        }
         let child = cmd
             .arg("agent")
             .arg("--config")
@@ -411,6 +421,14 @@ impl LocalSite {
             .as_ref()
             .ok_or_else(|| io::Error::other("this site has no isolated host"))?;
         run_ip(&["link", "set", &ns.outer_if, if up { "up" } else { "down" }])
+    }
+
+    /// The isolated host's network namespace, its address inside and the
+    /// root namespace's address on the veth pair: `(netns, inner, outer)`.
+    pub fn isolated_net(&self) -> Option<(String, String, String)> {
+        self.netns
+            .as_ref()
+            .map(|ns| (ns.name.clone(), ns.inner_ip.clone(), ns.outer_ip.clone()))
     }
 
     /// The address of the root network namespace every host reaches (what

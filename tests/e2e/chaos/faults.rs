@@ -1,0 +1,612 @@
+//! Fault kinds of the campaign that need more than one signal to one host
+//! (issue 16): asymmetric and partial partitions (nft rules inside the
+//! isolated host's namespace, and one in the root namespace that tells the
+//! hosts sharing its address apart by their sockets' group), two overlapping
+//! faults, and a torn tail in a host's metrics buffer. Each kind's code lives
+//! in its own function here, so that the campaign's loop only dispatches.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::LocalSite;
+use edgeplane_tests::sim;
+use nix::sys::signal::Signal;
+
+use super::ISOLATED;
+use crate::chaos_metrics as cm;
+
+/// Host `i`'s agent and etcd run with group id `HOST_GID_BASE + i`
+/// (`SiteSpec::host_gids`): the root namespace's hosts share one address,
+/// so a rule that cuts one of them off matches its sockets' group.
+pub const HOST_GID_BASE: u32 = 61_000;
+
+/// The nft table of the faults, in the isolated host's namespace.
+const TABLE: &str = "edgeplane_chaos";
+/// A table loaded at the start in that namespace, whose only job is to
+/// switch connection tracking on before the first connection: a rule on
+/// `ct direction` must know who opened a connection, which conntrack
+/// guesses wrong for a connection it first sees mid-stream.
+const TRACK_TABLE: &str = "edgeplane_chaos_track";
+
+/// Whether `nft` can be run (the asymmetric and partial partitions need it).
+pub fn have_nft() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs an nft script, in namespace `ns` or the root one.
+fn nft(ns: Option<&str>, script: &str) -> anyhow::Result<()> {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("nft");
+            c.args(["-f", "-"]);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft in {}: {}: {script}",
+        ns.unwrap_or("the root namespace"),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Switches connection tracking on in the isolated host's namespace
+/// before any connection is made (see [`TRACK_TABLE`]).
+pub fn prepare(site: &LocalSite) -> anyhow::Result<()> {
+    let Some((ns, _, _)) = site.isolated_net() else {
+        return Ok(());
+    };
+    nft(
+        Some(&ns),
+        &format!(
+            "table inet {TRACK_TABLE} {{\n chain in {{ type filter hook input priority 0; policy accept; ct state new counter; }}\n chain out {{ type filter hook output priority 0; policy accept; ct state new counter; }}\n}}\n"
+        ),
+    )
+}
+
+fn port(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+/// The root namespace's table for the partial cut of this site.
+fn root_table(ns: &str) -> String {
+    format!("{TABLE}_{}", ns.replace('-', "_"))
+}
+
+/// `partition_asymmetric`: by the down time (ms mod 3), one of
+/// - 0: the others cannot reach the isolated host, it reaches them (its
+///   packets of connections others opened are dropped, so nothing others
+///   open ever completes);
+/// - 1: the isolated host cannot reach the others, they reach it (its
+///   packets of connections it opened are dropped);
+/// - 2: partial: the leader cut off from the standby only, both ways,
+///   everything else connected. The isolated host is one of the two: as the
+///   standby it is cut off from the leader; as a voter it is made the
+///   leader first and cut off from the standby. As the spare it has no
+///   part in this, and variant 0 or 1 runs instead.
+///
+/// Returns the note for the fault log.
+pub async fn partition_asymmetric(site: &LocalSite, down: Duration) -> anyhow::Result<String> {
+    let (ns, inner, outer) = site
+        .isolated_net()
+        .ok_or_else(|| anyhow::anyhow!("this site has no isolated host"))?;
+    let ms = down.as_millis() as u64;
+    let mut peer = None;
+    let mut how = String::new();
+    if ms % 3 == 2 {
+        let roles = site.roles().await;
+        let leader = site.leader_host().await;
+        match (&roles, leader) {
+            (Some((_, learners)), Some(l)) if learners.contains(&ISOLATED) => {
+                peer = Some(l);
+                how = format!(
+                    "partial: {} (standby) and {} (leader) cut off from each other only",
+                    site.hosts[ISOLATED].name, site.hosts[l].name
+                );
+            }
+            (Some((voters, learners)), _) if voters.contains(&ISOLATED) => {
+                let leads = leader == Some(ISOLATED) || super::move_leader_to(site, ISOLATED).await;
+                if let (true, Some(&s)) = (leads, learners.first()) {
+                    peer = Some(s);
+                    how = format!(
+                        "partial: {} (leader{}) and {} (standby) cut off from each other only",
+                        site.hosts[ISOLATED].name,
+                        if leader == Some(ISOLATED) {
+                            ""
+                        } else {
+                            ", leadership moved to it first"
+                        },
+                        site.hosts[s].name
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut root_rule = false;
+    match peer {
+        Some(p) => {
+            let h = &site.hosts[p];
+            let ports: Vec<String> = [&h.peer_url, &h.client_url, &h.agent_url]
+                .into_iter()
+                .filter_map(|u| port(u.as_str()))
+                .map(|p| p.to_string())
+                .collect();
+            // The isolated host's connections to the peer's ports...
+            nft(
+                Some(&ns),
+                &format!(
+                    "table inet {TABLE} {{\n chain out {{ type filter hook output priority 0; policy accept; ip daddr {outer} tcp dport {{ {} }} drop; }}\n}}\n",
+                    ports.join(", ")
+                ),
+            )?;
+            // ... and every packet the peer's processes send to it.
+            let gid = HOST_GID_BASE + p as u32;
+            if let Err(e) = nft(
+                None,
+                &format!(
+                    "table inet {} {{\n chain out {{ type filter hook output priority 0; policy accept; meta skgid {gid} ip daddr {inner} drop; }}\n}}\n",
+                    root_table(&ns)
+                ),
+            ) {
+                let _ = nft(Some(&ns), &format!("delete table inet {TABLE}\n"));
+                return Err(e);
+            }
+            root_rule = true;
+        }
+        None => {
+            let (dir, says) = if ms.is_multiple_of(2) {
+                ("reply", "the others cannot reach it, it reaches them")
+            } else {
+                ("original", "it cannot reach the others, they reach it")
+            };
+            how = format!("asymmetric: {}: {says}", site.hosts[ISOLATED].name);
+            nft(
+                Some(&ns),
+                &format!(
+                    "table inet {TABLE} {{\n chain out {{ type filter hook output priority 0; policy accept; oifname != \"lo\" ct direction {dir} drop; }}\n}}\n"
+                ),
+            )?;
+        }
+    }
+    tokio::time::sleep(down).await;
+    let healed = nft(Some(&ns), &format!("delete table inet {TABLE}\n"));
+    let healed_root = if root_rule {
+        nft(None, &format!("delete table inet {}\n", root_table(&ns)))
+    } else {
+        Ok(())
+    };
+    healed?;
+    healed_root?;
+    Ok(how)
+}
+
+/// `overlap_standby_stop_voter_kill`: the standby's host SIGSTOPped (agent
+/// and etcd) and, at once, a voter's host SIGKILLed (the drawn host when it
+/// is a voter, else the first voter): the site must promote with its
+/// standby frozen. After `down`, the voter's agent is started again and the
+/// standby continued. Returns the note and the instant of the kill.
+pub async fn standby_stop_voter_kill(
+    site: &mut LocalSite,
+    roles: Option<&(Vec<usize>, Vec<usize>)>,
+    drawn: usize,
+    down: Duration,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+) -> anyhow::Result<(String, Instant)> {
+    let (voters, learners) = roles
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the roles of the hosts are unknown"))?;
+    let voter = if voters.contains(&drawn) {
+        drawn
+    } else {
+        *voters
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no voter seen"))?
+    };
+    let standby = learners.first().copied().filter(|s| *s != voter);
+    let stopped: Vec<i32> = match standby {
+        Some(s) => [site.hosts[s].agent_pid(), site.hosts[s].etcd_pid()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        None => Vec::new(),
+    };
+    for &p in &stopped {
+        sim::signal(p, Signal::SIGSTOP);
+    }
+    let name = site.hosts[voter].name.clone();
+    let now = cm::now_ms();
+    kill_windows.push((name.clone(), now - 3000, now + 500));
+    book.new_lifetime(&name);
+    let at = Instant::now();
+    tokio::task::block_in_place(|| site.kill_host(voter));
+    tokio::time::sleep(down).await;
+    let started = site.start_agent(voter);
+    for &p in &stopped {
+        sim::signal(p, Signal::SIGCONT);
+    }
+    started?;
+    let note = match standby {
+        Some(s) => format!(
+            "{} (standby) SIGSTOPped while {name} (voter) was SIGKILLed; both back after {} ms",
+            site.hosts[s].name,
+            down.as_millis()
+        ),
+        None => format!("no standby seen: only {name} (voter) SIGKILLed"),
+    };
+    Ok((note, at))
+}
+
+/// Every class's append log (`head`) under a buffer directory.
+fn head_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(head_logs(&p));
+        } else if p.file_name().is_some_and(|n| n == "head") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The torn bytes a host's agent reports, summed over its classes.
+fn torn_bytes(status: &serde_json::Value) -> Option<u64> {
+    let cs = status.pointer("/metrics/classes")?.as_array()?;
+    Some(
+        cs.iter()
+            .map(|c| c["torn_bytes"].as_u64().unwrap_or(0))
+            .sum(),
+    )
+}
+
+/// Appends a torn write to `head`: by `partial`, the start of a record (the
+/// header of the log's first frame and half its payload: a record cut off
+/// mid-way), else garbage. Returns the bytes appended.
+fn tear(head: &Path, partial: bool, salt: u64) -> std::io::Result<u64> {
+    let data = std::fs::read(head)?;
+    let torn: Vec<u8> = if partial && data.len() > 56 {
+        let payload = u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize;
+        let take = 56 + payload.min(data.len() - 56) / 2;
+        data[..take.min(data.len())].to_vec()
+    } else {
+        let len = 40 + (salt % 200) as usize;
+        (0..len)
+            .map(|i| {
+                (salt
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .rotate_left(i as u32 % 64)
+                    >> 7) as u8
+            })
+            .collect()
+    };
+    let mut f = std::fs::OpenOptions::new().append(true).open(head)?;
+    f.write_all(&torn)?;
+    f.sync_all()?;
+    Ok(torn.len() as u64)
+}
+
+/// `buffer_segment_torn`: the host's agent SIGKILLed; while it is down, a
+/// torn write is appended to each class's append log (the file a crash
+/// interrupts: sealed segments are never written again); the agent is
+/// started again after `down`. It must cut the torn tails off and report
+/// them (`torn_bytes` per class in `/status`); what it had buffered is
+/// checked by the samples checker like after any kill (nothing it synced
+/// may be missing). Returns the note and the instant of the kill.
+#[allow(clippy::too_many_arguments)]
+pub async fn buffer_segment_torn(
+    site: &mut LocalSite,
+    target: usize,
+    down: Duration,
+    n: usize,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<(String, Instant)> {
+    let name = site.hosts[target].name.clone();
+    let before = match site.agent_status(target).await {
+        Some(doc) => {
+            book.observe(&name, &doc);
+            torn_bytes(&doc).unwrap_or(0)
+        }
+        None => 0,
+    };
+    let now = cm::now_ms();
+    kill_windows.push((name.clone(), now - 3000, now + 500));
+    book.new_lifetime(&name);
+    let at = Instant::now();
+    tokio::task::block_in_place(|| site.kill_agent(target));
+    let partial = down.as_millis().is_multiple_of(2);
+    let mut appended = 0u64;
+    let mut logs = 0;
+    for (k, head) in head_logs(&site.hosts[target].dir.join("buffer"))
+        .iter()
+        .enumerate()
+    {
+        match tear(head, partial, down.as_millis() as u64 + k as u64) {
+            Ok(b) => {
+                appended += b;
+                logs += 1;
+            }
+            Err(e) => violations.push(format!("fault {n}: tearing {} failed: {e}", head.display())),
+        }
+    }
+    if logs == 0 {
+        violations.push(format!(
+            "fault {n}: {name} has no buffer append log to tear"
+        ));
+    }
+    tokio::time::sleep(down).await;
+    site.start_agent(target)?;
+    let t = Instant::now();
+    let mut reported = None;
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Some(after) = site
+            .agent_status(target)
+            .await
+            .as_ref()
+            .and_then(torn_bytes)
+        {
+            reported = Some(after.saturating_sub(before));
+            if after.saturating_sub(before) >= appended {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if reported.is_none_or(|r| r < appended) {
+        violations.push(format!(
+            "fault {n}: {name}'s agent reported {reported:?} torn bytes after its restart, {appended} were appended to its append logs"
+        ));
+    }
+    Ok((
+        format!(
+            "{} appended to {logs} append logs of {name} ({appended} bytes) while its agent was down; reported torn: {} bytes",
+            if partial {
+                "a record cut mid-way"
+            } else {
+                "garbage"
+            },
+            reported.unwrap_or(0)
+        ),
+        at,
+    ))
+}
+
+/// Why a kind of this module cannot run here, if it cannot.
+pub fn missing(kind: super::Kind, root: bool) -> Option<&'static str> {
+    use super::Kind;
+    match kind {
+        Kind::PartitionAsymmetric if !root => Some("needs root (network namespaces, nft rules)"),
+        Kind::PartitionAsymmetric if !have_nft() => Some("needs nft (Debian nftables)"),
+        _ => None,
+    }
+}
+
+const FENCED_LINE: &str = "quorum_loss_policy = \"fenced\"";
+const MANUAL_LINE: &str = "quorum_loss_policy = \"manual\"";
+
+/// Rewrites every host's policy line `from` -> `to` and restarts the agents
+/// of `hosts` (agent only: each adopts its running etcd) so that they run
+/// it. Agents read their config at start only.
+async fn switch_policy(
+    site: &mut LocalSite,
+    hosts: &[usize],
+    from: &str,
+    to: &str,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+) -> anyhow::Result<()> {
+    for h in &site.hosts {
+        let text = std::fs::read_to_string(&h.config_path)?;
+        std::fs::write(&h.config_path, text.replace(from, to))?;
+    }
+    for &i in hosts {
+        if let Some(doc) = site.agent_status(i).await {
+            book.observe(&site.hosts[i].name, &doc);
+        }
+        let name = site.hosts[i].name.clone();
+        let now = cm::now_ms();
+        kill_windows.push((name.clone(), now - 3000, now + 500));
+        book.new_lifetime(&name);
+        tokio::task::block_in_place(|| site.kill_agent(i));
+        site.start_agent(i)?;
+        let t = Instant::now();
+        while site.agent_status(i).await.is_none() && t.elapsed() < Duration::from_secs(15) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The host a recovery command says to run it on (`--from HOST`).
+fn from_host(command: &str) -> Option<&str> {
+    let mut it = command.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "--from" {
+            return it.next();
+        }
+    }
+    None
+}
+
+/// `quorum_loss_manual`: the site switched to policy `manual` (every agent
+/// restarted on the changed config), two of the three voters SIGKILLed
+/// together; the survivors must not rebuild by themselves and must offer
+/// the operator's command (`/recovery/command`, what `diag` prints); the
+/// campaign runs it as the operator would, on the host it names (in that
+/// host's network namespace), then powers the two on after `down` and,
+/// once the site is at full strength, switches it back to `fenced`.
+/// Returns the note and the instant of the kill.
+#[allow(clippy::too_many_arguments)]
+pub async fn quorum_loss_manual(
+    site: &mut LocalSite,
+    roles: Option<&(Vec<usize>, Vec<usize>)>,
+    drawn: usize,
+    down: Duration,
+    n: usize,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<(String, Instant)> {
+    let fenced = std::fs::read_to_string(&site.hosts[0].config_path)?.contains(FENCED_LINE);
+    let all: Vec<usize> = (0..site.hosts.len()).collect();
+    if fenced {
+        switch_policy(site, &all, FENCED_LINE, MANUAL_LINE, kill_windows, book).await?;
+        // The restarted agents see the site whole again before the loss.
+        super::wait_full_strength(site, super::FULL_STRENGTH_BOUND).await;
+    }
+    let voters = match site.roles().await {
+        Some((v, _)) => v,
+        None => roles.map(|r| r.0.clone()).unwrap_or_default(),
+    };
+    anyhow::ensure!(voters.len() >= 2, "fewer than two voters seen: {voters:?}");
+    let first = if voters.contains(&drawn) {
+        drawn
+    } else {
+        voters[0]
+    };
+    let second = voters
+        .iter()
+        .copied()
+        .filter(|v| *v != first)
+        .nth(down.as_millis() as usize % 2)
+        .or_else(|| voters.iter().copied().find(|v| *v != first))
+        .unwrap_or(first);
+    let victims = [first, second];
+    for &v in &victims {
+        let name = site.hosts[v].name.clone();
+        let now = cm::now_ms();
+        kill_windows.push((name.clone(), now - 3000, now + 500));
+        book.new_lifetime(&name);
+    }
+    let epochs_before = super::epochs(site).await;
+    let at = Instant::now();
+    tokio::task::block_in_place(|| {
+        for &v in &victims {
+            site.kill_host(v);
+        }
+    });
+    let survivors: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !victims.contains(i))
+        .collect();
+    // The command the survivors offer.
+    let mut command = None;
+    while command.is_none() && at.elapsed() < Duration::from_secs(40) {
+        for &s in &survivors {
+            if let Some(c) = site
+                .agent_status(s)
+                .await
+                .and_then(|d| d.pointer("/recovery/command")?.as_str().map(String::from))
+            {
+                command = Some(c);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let epochs_waiting = super::epochs(site).await;
+    let mut note = format!(
+        "policy manual; {} + {} SIGKILLed",
+        site.hosts[first].name, site.hosts[second].name
+    );
+    let rebuilt_alone = epochs_waiting
+        .iter()
+        .zip(&epochs_before)
+        .any(|(a, b)| a.is_some() && b.is_some() && a > b);
+    if rebuilt_alone {
+        violations.push(format!(
+            "fault {n}: policy manual rebuilt without the operator: epochs {epochs_before:?} -> {epochs_waiting:?}"
+        ));
+    }
+    match command.as_deref().map(|c| (c, from_host(c))) {
+        None => violations.push(format!(
+            "fault {n}: no survivor offered a recovery command within 40 s of the quorum loss"
+        )),
+        Some((c, None)) => violations.push(format!(
+            "fault {n}: the recovery command names no host (--from): {c}"
+        )),
+        Some((c, Some(h))) => match site.hosts.iter().position(|x| x.name == h) {
+            None => violations.push(format!("fault {n}: the command names an unknown host: {c}")),
+            Some(i) if victims.contains(&i) => {
+                violations.push(format!("fault {n}: the command names a lost host: {c}"))
+            }
+            Some(i) => {
+                let bin = site.spec.binary.clone();
+                let cfg = site.hosts[i].config_path.clone();
+                let mut cmd = match (site.isolated_net(), i == ISOLATED) {
+                    (Some((ns, _, _)), true) => {
+                        let mut c = Command::new("ip");
+                        c.args(["netns", "exec", ns.as_str()]).arg(&bin);
+                        c
+                    }
+                    _ => Command::new(&bin),
+                };
+                cmd.args(["recover", "--config"])
+                    .arg(&cfg)
+                    .args(["--from", h, "--confirm"]);
+                let t = Instant::now();
+                let out = tokio::task::block_in_place(|| cmd.output())?;
+                if out.status.success() {
+                    note.push_str(&format!(
+                        "; offered `{c}`; ran `edgeplane recover --from {h} --confirm` on {h}: done in {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    ));
+                } else {
+                    violations.push(format!(
+                        "fault {n}: `edgeplane recover --from {h} --confirm` on {h} failed: {}{}",
+                        String::from_utf8_lossy(&out.stdout).trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+        },
+    }
+    tokio::time::sleep(down.saturating_sub(at.elapsed())).await;
+    let epochs_after = super::epochs(site).await;
+    for &v in &victims {
+        site.start_agent(v)?;
+    }
+    if fenced {
+        super::wait_full_strength(site, super::FULL_STRENGTH_BOUND).await;
+        switch_policy(site, &all, MANUAL_LINE, FENCED_LINE, kill_windows, book).await?;
+    }
+    note.push_str(&format!(
+        "; epochs {epochs_before:?} -> {epochs_after:?}{}",
+        if fenced {
+            "; back to policy fenced"
+        } else {
+            ""
+        }
+    ));
+    Ok((note, at))
+}
