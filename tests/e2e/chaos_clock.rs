@@ -33,18 +33,6 @@ pub fn clock_missing() -> Option<&'static str> {
         .then_some("needs libfaketime (Debian libfaketime) for the agents' faked clocks")
 }
 
-/// The member ids and learner flags, sorted (any change is a removal, a
-/// promotion or a join).
-pub async fn member_ids(site: &LocalSite) -> Option<Vec<(u64, bool)>> {
-    let mut ids: Vec<(u64, bool)> = sim::member_list(&site.client_urls())
-        .await?
-        .iter()
-        .map(|m| (m.id, m.is_learner))
-        .collect();
-    ids.sort_unstable();
-    Some(ids)
-}
-
 /// Polls the member list every 200 ms until `until`; the lists that
 /// differ from `before`, in order.
 async fn watch_members(
@@ -54,7 +42,7 @@ async fn watch_members(
 ) -> Vec<Vec<(u64, bool)>> {
     let mut changes: Vec<Vec<(u64, bool)>> = Vec::new();
     while Instant::now() < until {
-        if let (Some(b), Some(now)) = (before, member_ids(site).await)
+        if let (Some(b), Some(now)) = (before, site.member_ids().await)
             && &now != b
             && changes.last() != Some(&now)
         {
@@ -92,7 +80,7 @@ pub async fn clock_jump(site: &LocalSite, target: usize, down: Duration) -> Outc
         -JUMP_S
     };
     let mut violations = Vec::new();
-    let before = member_ids(site).await;
+    let before = site.member_ids().await;
     if let Err(e) = site.jump_clock(target, offset) {
         violations.push(format!("jumping {host}'s clock failed: {e}"));
         return Outcome {
@@ -158,7 +146,7 @@ pub async fn fsync_latency(site: &LocalSite, target: usize, role: &str, down: Du
     let host = site.hosts[target].name.clone();
     let delay = fsync_delay(down);
     let mut violations = Vec::new();
-    let before = member_ids(site).await;
+    let before = site.member_ids().await;
     let leader_before = site.leader_host().await;
     let t0 = Instant::now();
     let mut cycles = 0u32;

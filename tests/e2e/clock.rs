@@ -31,18 +31,6 @@ fn snapshot_names(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The member ids and learner flags, sorted (any change is a removal, a
-/// promotion or a join).
-async fn member_ids(site: &LocalSite) -> Option<Vec<(u64, bool)>> {
-    let mut ids: Vec<(u64, bool)> = sim::member_list(&site.client_urls())
-        .await?
-        .iter()
-        .map(|m| (m.id, m.is_learner))
-        .collect();
-    ids.sort_unstable();
-    Some(ids)
-}
-
 /// Watches the site while a test waits: the member list must stay `ids`
 /// and every agent must keep running.
 struct Guard {
@@ -52,7 +40,7 @@ struct Guard {
 
 impl Guard {
     async fn check(&mut self, site: &mut LocalSite, when: &str) {
-        if let Some(now) = member_ids(site).await
+        if let Some(now) = site.member_ids().await
             && now != self.ids
         {
             self.changes
@@ -112,7 +100,7 @@ fn wall_clock_jumps_keep_the_snapshot_schedule_and_never_count_as_a_dead_host() 
         // Full strength, a coordinator, and its first snapshot.
         let t0 = Instant::now();
         let (coord, ids) = loop {
-            let ids = member_ids(&site).await;
+            let ids = site.member_ids().await;
             let mut coord = None;
             for i in 0..4 {
                 if site

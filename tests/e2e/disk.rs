@@ -35,6 +35,41 @@ fn set_aside(site: &LocalSite, i: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether `strace` runs (the wrapper that injects the fsync faults).
+fn have_strace() -> bool {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Waits (up to `HANG`) until host `i`'s agent reports that its etcd died
+/// on the injected EIO.
+async fn wait_eio_exit(site: &LocalSite, i: usize) {
+    let name = &site.hosts[i].name;
+    let t0 = Instant::now();
+    loop {
+        let exit = site
+            .agent_status(i)
+            .await
+            .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
+            .unwrap_or_default();
+        if exit.contains("input/output error") {
+            eprintln!(
+                "{name}: etcd died on the EIO after {:?}: {exit:.160}",
+                t0.elapsed()
+            );
+            return;
+        }
+        assert!(
+            t0.elapsed() < HANG,
+            "{name}'s etcd did not die on the injected EIO; logs in {}",
+            site.root.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[test]
 fn fsync_eio_on_a_voter_sets_its_data_aside_and_it_rejoins_as_the_standby() -> anyhow::Result<()> {
     eio_then_rejoin(Victim::FollowerVoter)
@@ -55,12 +90,7 @@ enum Victim {
 }
 
 fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
+    if !have_strace() {
         skip("fsync faults need strace");
         return Ok(());
     }
@@ -99,24 +129,7 @@ fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
         site.arm_fsync_eio(victim, 3)?;
         let fault = Instant::now();
         site.kill_etcd(victim);
-        let t0 = Instant::now();
-        loop {
-            let exit = site
-                .agent_status(victim)
-                .await
-                .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
-                .unwrap_or_default();
-            if exit.contains("input/output error") {
-                eprintln!("{name}: etcd died on the EIO after {:?}: {exit:.160}", t0.elapsed());
-                break;
-            }
-            assert!(
-                t0.elapsed() < HANG,
-                "{name}'s etcd did not die on the injected EIO; logs in {}",
-                site.root.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_eio_exit(&site, victim).await;
 
         // After: the suspect data is set aside and the host comes back as a
         // new member (the standby), with the site at full strength.
@@ -166,12 +179,7 @@ fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
 #[test]
 fn fsync_eio_on_a_new_standby_s_first_start_sets_its_data_aside_and_it_joins_again()
 -> anyhow::Result<()> {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
+    if !have_strace() {
         skip("fsync faults need strace");
         return Ok(());
     }
@@ -196,24 +204,7 @@ fn fsync_eio_on_a_new_standby_s_first_start_sets_its_data_aside_and_it_joins_aga
         site.arm_fsync_eio(spare, 3)?;
         let fault = Instant::now();
         site.start_agent(spare)?;
-        let t0 = Instant::now();
-        loop {
-            let exit = site
-                .agent_status(spare)
-                .await
-                .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
-                .unwrap_or_default();
-            if exit.contains("input/output error") {
-                eprintln!("{name}: etcd died on the EIO after {:?}", t0.elapsed());
-                break;
-            }
-            assert!(
-                t0.elapsed() < HANG,
-                "{name}'s etcd did not die on the injected EIO; logs in {}",
-                site.root.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_eio_exit(&site, spare).await;
         let t1 = Instant::now();
         // Full strength with this host's etcd answering as the standby.
         while !(site.full_strength(1).await

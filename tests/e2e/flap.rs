@@ -48,17 +48,6 @@ async fn done_since(site: &LocalSite, kind: &str, since_ms: i64) -> u64 {
     n
 }
 
-/// The member ids in the list, sorted (any change is a removal or a join).
-async fn member_ids(site: &LocalSite) -> Option<Vec<(u64, bool)>> {
-    let mut ids: Vec<(u64, bool)> = sim::member_list(&site.client_urls())
-        .await?
-        .iter()
-        .map(|m| (m.id, m.is_learner))
-        .collect();
-    ids.sort_unstable();
-    Some(ids)
-}
-
 /// A voter that is not the leader (the stall is about a voter, not about
 /// an election), by host index.
 async fn follower_voter(site: &LocalSite) -> anyhow::Result<usize> {
@@ -111,7 +100,8 @@ async fn short_stalls() -> anyhow::Result<()> {
         "the site did not reach 3 voters + 1 standby; logs in {}",
         site.root.display()
     );
-    let before = member_ids(&site)
+    let before = site
+        .member_ids()
         .await
         .ok_or_else(|| anyhow::anyhow!("no member list"))?;
     let since_ms = now_ms();
@@ -148,7 +138,7 @@ async fn short_stalls() -> anyhow::Result<()> {
             // Long enough for every poll that saw the stall to be decided on.
             tokio::time::sleep(failure_detection * 2).await;
             assert_eq!(
-                member_ids(&site).await.as_ref(),
+                site.member_ids().await.as_ref(),
                 Some(&before),
                 "the membership changed after a {stall:?} {what:?} stall of {} (logs in {})",
                 site.hosts[v].name,
@@ -159,7 +149,7 @@ async fn short_stalls() -> anyhow::Result<()> {
     let window_end = Instant::now();
     tokio::time::sleep(failure_detection * 2).await;
     assert_eq!(
-        member_ids(&site).await,
+        site.member_ids().await,
         Some(before),
         "membership unchanged"
     );

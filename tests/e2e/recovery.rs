@@ -577,6 +577,68 @@ fn longest_watchdog_gap(got: &[(Instant, String)], from: Instant, to: Instant) -
     gap.max(to.saturating_duration_since(last))
 }
 
+/// Every agent of a site started under a fake systemd: its own
+/// `NOTIFY_SOCKET` (a listener thread keeps what it sends) and
+/// `WATCHDOG_USEC`.
+struct Watchdogs {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    listeners: Vec<std::thread::JoinHandle<Vec<(Instant, String)>>>,
+}
+
+impl Watchdogs {
+    /// Starts every agent of `site` with `WATCHDOG_USEC=usec` and `env`.
+    fn start(site: &mut LocalSite, usec: u64, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut listeners = Vec::new();
+        for i in 0..site.hosts.len() {
+            let path = site.root.join(format!("notify-{i}.sock"));
+            let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+            listeners.push(collect_notifications(sock, stop.clone()));
+            let mut all = vec![
+                ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
+                ("WATCHDOG_USEC".to_string(), usec.to_string()),
+            ];
+            all.extend_from_slice(env);
+            site.start_agent_with_env(i, &all)?;
+        }
+        Ok(Watchdogs { stop, listeners })
+    }
+
+    /// Stops listening; the longest stretch of `[from, to]` in which one
+    /// of `hosts` sent no `WATCHDOG=1`.
+    fn longest_gap(self, hosts: &[usize], from: Instant, to: Instant) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let pings: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|l| l.join().unwrap_or_default())
+            .collect();
+        hosts
+            .iter()
+            .map(|&i| longest_watchdog_gap(&pings[i], from, to))
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+/// The longest time one agent's `/status` (its `now_ms`) stayed unchanged
+/// over the documents it was shown.
+#[derive(Default)]
+struct Staleness {
+    last: Option<(i64, Instant)>,
+    longest: Duration,
+}
+
+impl Staleness {
+    fn see(&mut self, doc: &serde_json::Value) {
+        let now_ms = doc.get("now_ms").and_then(|v| v.as_i64()).unwrap_or(0);
+        match self.last {
+            Some((ms, since)) if ms == now_ms => self.longest = self.longest.max(since.elapsed()),
+            _ => self.last = Some((now_ms, Instant::now())),
+        }
+    }
+}
+
 /// The safety machinery must not cause the outage: a fence that takes a
 /// minute (a BMC slow to confirm: 55 s, inside the fence command's 60 s
 /// bound) runs off the reconcile loop. Under
@@ -586,8 +648,6 @@ fn longest_watchdog_gap(got: &[(Instant, String)], from: Instant, to: Instant) -
 #[test]
 fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
     rt().block_on(async {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
         // 3 hosts, 1 voter: losing the voter leaves 2 of 3 votes, the strict
         // majority an automatic rebuild (and so the fence) needs.
         let mut spec = SiteSpec::new(3, 1, edgeplane_bin());
@@ -607,18 +667,7 @@ fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
             )?;
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut listeners = Vec::new();
-        for i in 0..3 {
-            let path = site.root.join(format!("notify-{i}.sock"));
-            let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
-            listeners.push(collect_notifications(sock, stop.clone()));
-            let env = [
-                ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
-                ("WATCHDOG_USEC".to_string(), "30000000".to_string()),
-            ];
-            site.start_agent_with_env(i, &env)?;
-        }
+        let watchdogs = Watchdogs::start(&mut site, 30_000_000, &[])?;
         assert!(
             site.wait_full_strength(1, HANG).await,
             "site did not bootstrap; logs in {}",
@@ -643,8 +692,7 @@ fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
         let fence_began = Instant::now();
         // While the fence runs: how long /status stayed unchanged, and
         // whether it showed the running fence.
-        let mut last_ms = None::<(i64, Instant)>;
-        let mut status_stale = Duration::ZERO;
+        let mut stale = Staleness::default();
         let mut shown_running = false;
         while !site.powered_off(v) && fence_began.elapsed() < Duration::from_secs(90) {
             // The survivor that fences (the freshest) is the one to watch.
@@ -657,29 +705,15 @@ fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
                 }
             }
             if let Some(doc) = fencing {
-                let now_ms = doc.get("now_ms").and_then(|v| v.as_i64()).unwrap_or(0);
-                match last_ms {
-                    Some((ms, since)) if ms == now_ms => {
-                        status_stale = status_stale.max(since.elapsed());
-                    }
-                    _ => last_ms = Some((now_ms, Instant::now())),
-                }
+                stale.see(&doc);
                 shown_running |= doc.pointer("/operation/kind").and_then(|k| k.as_str())
                     == Some("fence");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let fence_ended = Instant::now();
-        stop.store(true, Ordering::Relaxed);
-        let mut pings = Vec::new();
-        for l in listeners {
-            pings.push(l.join().unwrap_or_default());
-        }
-        let gap = survivors
-            .iter()
-            .map(|&i| longest_watchdog_gap(&pings[i], fence_began, fence_ended))
-            .max()
-            .unwrap_or(Duration::MAX);
+        let gap = watchdogs.longest_gap(&survivors, fence_began, fence_ended);
+        let status_stale = stale.longest;
         eprintln!(
             "fence ran {:.1}s; longest WATCHDOG=1 gap {:.1}s; /status unchanged for at most {:.1}s",
             (fence_ended - fence_began).as_secs_f64(),
@@ -721,8 +755,6 @@ fn a_sixty_second_fence_never_starves_the_watchdog() -> anyhow::Result<()> {
 #[test]
 fn a_slow_rebuild_never_starves_the_watchdog() -> anyhow::Result<()> {
     rt().block_on(async {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
         let mut spec = SiteSpec::new(5, 3, edgeplane_bin());
         spec.extra_toml.push_str(
             "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence.sh\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
@@ -741,19 +773,8 @@ fn a_slow_rebuild_never_starves_the_watchdog() -> anyhow::Result<()> {
             )?;
             std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755))?;
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut listeners = Vec::new();
-        for i in 0..5 {
-            let path = site.root.join(format!("notify-{i}.sock"));
-            let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
-            listeners.push(collect_notifications(sock, stop.clone()));
-            let env = [
-                ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
-                ("WATCHDOG_USEC".to_string(), "10000000".to_string()),
-                ("EDGEPLANE_ETCDCTL".to_string(), slow.display().to_string()),
-            ];
-            site.start_agent_with_env(i, &env)?;
-        }
+        let etcdctl = [("EDGEPLANE_ETCDCTL".to_string(), slow.display().to_string())];
+        let watchdogs = Watchdogs::start(&mut site, 10_000_000, &etcdctl)?;
         assert!(
             site.wait_full_strength(1, 2 * HANG).await,
             "site did not bootstrap; logs in {}",
@@ -775,8 +796,7 @@ fn a_slow_rebuild_never_starves_the_watchdog() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let rebuild_began = Instant::now();
-        let mut last_ms = None::<(i64, Instant)>;
-        let mut status_stale = Duration::ZERO;
+        let mut stale = Staleness::default();
         let mut shown_running = false;
         let mut rebuilt = false;
         while !rebuilt && rebuild_began.elapsed() < Duration::from_secs(90) {
@@ -789,28 +809,14 @@ fn a_slow_rebuild_never_starves_the_watchdog() -> anyhow::Result<()> {
                     && doc.pointer("/etcd/running").and_then(|r| r.as_bool()) == Some(true);
                 if doc.pointer("/operation/kind").and_then(|k| k.as_str()) == Some("rebuild") {
                     shown_running = true;
-                    let now_ms = doc.get("now_ms").and_then(|v| v.as_i64()).unwrap_or(0);
-                    match last_ms {
-                        Some((ms, since)) if ms == now_ms => {
-                            status_stale = status_stale.max(since.elapsed());
-                        }
-                        _ => last_ms = Some((now_ms, Instant::now())),
-                    }
+                    stale.see(&doc);
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let rebuild_ended = Instant::now();
-        stop.store(true, Ordering::Relaxed);
-        let mut pings = Vec::new();
-        for l in listeners {
-            pings.push(l.join().unwrap_or_default());
-        }
-        let gap = survivors
-            .iter()
-            .map(|&i| longest_watchdog_gap(&pings[i], rebuild_began, rebuild_ended))
-            .max()
-            .unwrap_or(Duration::MAX);
+        let gap = watchdogs.longest_gap(&survivors, rebuild_began, rebuild_ended);
+        let status_stale = stale.longest;
         eprintln!(
             "rebuild ran {:.1}s; longest WATCHDOG=1 gap {:.1}s; /status unchanged for at most {:.1}s",
             (rebuild_ended - rebuild_began).as_secs_f64(),

@@ -758,6 +758,18 @@ impl LocalSite {
         None
     }
 
+    /// The member ids and learner flags, sorted: any change between two
+    /// reads is a removal, a promotion or a join.
+    pub async fn member_ids(&self) -> Option<Vec<(u64, bool)>> {
+        let mut ids: Vec<(u64, bool)> = member_list(&self.client_urls())
+            .await?
+            .iter()
+            .map(|m| (m.id, m.is_learner))
+            .collect();
+        ids.sort_unstable();
+        Some(ids)
+    }
+
     /// (voters, learners) by host index, when a member list can be read and
     /// every voter answers with a leader: the site at full strength has
     /// `spec.voters` entries in the first vector.
