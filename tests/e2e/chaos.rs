@@ -1942,7 +1942,7 @@ async fn campaign(
             "metrics": "every agent scrapes the chaos target every 1 s (1 critical + 8 low series), buffers on an 8 MiB tmpfs (budget 16 MiB), remote-writes to a region Prometheus",
         },
         "not_injected": {
-            "clock_step": "CLOCK_REALTIME is one per kernel: Linux time namespaces offset only CLOCK_MONOTONIC and CLOCK_BOOTTIME, so one host's wall clock cannot be stepped without stepping every host's (docs/reliability/README.md)",
+            "clock_step_of_etcd": "CLOCK_REALTIME is one per kernel (Linux time namespaces offset only CLOCK_MONOTONIC and CLOCK_BOOTTIME): clock_jump moves one agent's wall clock with libfaketime, never etcd's nor the machine's (docs/reliability/README.md)",
         },
         "acked_writes": acked_total,
         "acked_writes_lost": lost_total,
