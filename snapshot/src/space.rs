@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::format::EXTENSION;
 
@@ -124,14 +124,18 @@ pub struct SpaceReport {
     last: Mutex<Option<String>>,
 }
 
-/// A snapshot of [`SpaceReport`] with the limits, as `/status` shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+/// A snapshot of [`SpaceReport`] with the limits, as `/status` shows it
+/// (and as `diag` reads it back from there).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpaceDoc {
+    /// 0: no budget.
     pub max_bytes: u64,
+    /// 0: no reserve.
     pub min_free_bytes: u64,
     pub used_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
     /// Snapshot writes refused for space since the agent started.
+    #[serde(default)]
     pub refused: u64,
     /// The last refusal, in a sentence.
     pub last_refusal: Option<String>,

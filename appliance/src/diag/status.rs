@@ -88,6 +88,11 @@ pub enum QuorumState {
     Unknown,
 }
 
+/// `snapshots.max_bytes` (the budget), what the snapshots use, the free
+/// space, `snapshots.min_free_bytes` (the reserve kept for etcd), and the
+/// writes refused for space, as the agent's `/status` reports them.
+pub use edgeplane_snapshot::SpaceDoc as SnapshotSpace;
+
 /// The snapshot space in one line: budget, used, free, reserve, refusals.
 pub fn space_line(sp: &SnapshotSpace) -> String {
     let opt = |b: Option<u64>| b.map(human_bytes).unwrap_or_else(|| "unknown".into());
@@ -268,41 +273,9 @@ pub struct SnapshotsView {
     pub space: Option<SnapshotSpace>,
 }
 
-/// `snapshots.max_bytes` (the budget), what the snapshots use, the free
-/// space, `snapshots.min_free_bytes` (the reserve kept for etcd), and the
-/// writes refused for space, from the agent's `/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotSpace {
-    /// 0: no budget.
-    pub max_bytes: u64,
-    /// 0: no reserve.
-    pub min_free_bytes: u64,
-    pub used_bytes: Option<u64>,
-    pub free_bytes: Option<u64>,
-    /// Snapshot writes refused for space since the agent started.
-    pub refused: u64,
-    pub last_refusal: Option<String>,
-}
-
 /// The agent's `/status.snapshot_space`, if it reports one.
 pub fn snapshot_space(doc: &serde_json::Value) -> Option<SnapshotSpace> {
-    let v = doc.get("snapshot_space")?;
-    if v.is_null() {
-        return None;
-    }
-    let u = |k: &str| v.get(k).and_then(|x| x.as_u64());
-    Some(SnapshotSpace {
-        max_bytes: u("max_bytes")?,
-        min_free_bytes: u("min_free_bytes")?,
-        used_bytes: u("used_bytes"),
-        free_bytes: u("free_bytes"),
-        refused: u("refused").unwrap_or(0),
-        last_refusal: v
-            .get("last_refusal")
-            .and_then(|x| x.as_str())
-            .map(str::to_string),
-    })
+    serde_json::from_value(doc.get("snapshot_space")?.clone()).ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
