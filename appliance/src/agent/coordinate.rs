@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::local::{Agent, describe};
-use super::plan::{self, Decision, PastRemoval, StandbyState};
+use super::plan::{self, Decision, PastRemoval, StandbyState, WaitReason};
 use super::state::{OpKind, Outcome};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,8 +29,7 @@ pub async fn step(agent: &mut Agent) {
 /// Decides and, when coordinating, takes one step; true when it changed the membership.
 async fn one_step(agent: &mut Agent) -> bool {
     let Some(members) = agent.view.members.clone() else {
-        agent.last_decision =
-            Decision::Wait("no member list: no voter with a leader answers".into());
+        agent.last_decision = Decision::Wait(WaitReason::NoMemberList);
         return false;
     };
     let now = Instant::now();
@@ -210,7 +209,7 @@ fn log_standby_changes(
 fn same_kind(a: &Decision, b: &Decision) -> bool {
     match (a, b) {
         (Decision::Steady, Decision::Steady) => true,
-        (Decision::Wait(x), Decision::Wait(y)) => x.split(';').next() == y.split(';').next(),
+        (Decision::Wait(x), Decision::Wait(y)) => x == y,
         (Decision::RemoveVoter { id: x, .. }, Decision::RemoveVoter { id: y, .. })
         | (Decision::Promote { id: x, .. }, Decision::Promote { id: y, .. })
         | (Decision::EvictLearner { id: x, .. }, Decision::EvictLearner { id: y, .. }) => x == y,

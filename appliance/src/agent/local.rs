@@ -23,7 +23,7 @@ use crate::tls::SiteTls;
 use super::disk_fault::{self, Elsewhere, FsyncVerdict};
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::observe::{View, same_url};
-use super::plan::{self, Decision, Limits, Member};
+use super::plan::{self, Decision, Limits, Member, WaitReason};
 use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd, Quorum};
 use super::state::{KnownMembership, OpKind, Outcome, State};
 use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc};
@@ -427,7 +427,10 @@ impl Agent {
         // Quorum is suspect while no leader is visible or a majority of voters
         // is dead; it is "lost" only once that has held for the window.
         let suspect = self.view.leader().is_none()
-            || matches!(&self.last_decision, Decision::Wait(w) if w.starts_with("quorum lost"));
+            || matches!(
+                &self.last_decision,
+                Decision::Wait(WaitReason::QuorumLost { .. })
+            );
         if suspect {
             self.quorum_suspect_since.get_or_insert_with(Instant::now);
         } else {

@@ -122,12 +122,57 @@ pub enum EvictCause {
     FellBehind,
 }
 
+/// Why the membership decision is to wait. Typed so that callers match on
+/// the reason (the quorum watch in `local.rs` does) instead of on a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitReason {
+    /// No voter with a leader answered with a member list.
+    NoMemberList,
+    /// A majority of voters is unreachable: no membership change can commit.
+    QuorumLost { unreachable: usize, voters: usize },
+    /// Fewer voters than configured and no learner to promote.
+    NoStandby { voters: usize, configured: usize },
+    /// Fewer voters than configured; the standby is still catching up.
+    StandbyCatchingUp { voters: usize, configured: usize },
+    /// More voters than configured (an operator added one).
+    MoreVotersThanConfigured { voters: usize, configured: usize },
+}
+
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitReason::NoMemberList => {
+                f.write_str("no member list: no voter with a leader answers")
+            }
+            WaitReason::QuorumLost {
+                unreachable,
+                voters,
+            } => write!(
+                f,
+                "quorum lost: {unreachable} of {voters} voters unreachable; no membership change is possible"
+            ),
+            WaitReason::NoStandby { voters, configured } => write!(
+                f,
+                "voters {voters} of {configured}; waiting for a host to join as standby"
+            ),
+            WaitReason::StandbyCatchingUp { voters, configured } => write!(
+                f,
+                "voters {voters} of {configured}; waiting for the standby to catch up"
+            ),
+            WaitReason::MoreVotersThanConfigured { voters, configured } => write!(
+                f,
+                "{voters} voters but {configured} configured; Edgeplane never demotes a voter on its own"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing to do: the cluster is at its configured strength.
     Steady,
     /// Something is wrong but the safe choice is to wait; says why.
-    Wait(String),
+    Wait(WaitReason),
     RemoveVoter {
         id: u64,
         host: String,
@@ -249,11 +294,10 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
 
     if let Some(&d) = dead_voters.first() {
         if live_voters * 2 <= voters.len() {
-            return Decision::Wait(format!(
-                "quorum lost: {} of {} voters unreachable; no membership change is possible",
-                dead_voters.len(),
-                voters.len()
-            ));
+            return Decision::Wait(WaitReason::QuorumLost {
+                unreachable: dead_voters.len(),
+                voters: voters.len(),
+            });
         }
         let h = &health[d];
         let damping = damping_factor(h.recent_removals);
@@ -348,26 +392,18 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
     }
 
     if voters.len() < l.voters {
+        let (voters, configured) = (voters.len(), l.voters);
         return Decision::Wait(if learners.is_empty() {
-            format!(
-                "voters {} of {}; waiting for a host to join as standby",
-                voters.len(),
-                l.voters
-            )
+            WaitReason::NoStandby { voters, configured }
         } else {
-            format!(
-                "voters {} of {}; waiting for the standby to catch up",
-                voters.len(),
-                l.voters
-            )
+            WaitReason::StandbyCatchingUp { voters, configured }
         });
     }
     if voters.len() > l.voters {
-        return Decision::Wait(format!(
-            "{} voters but {} configured; Edgeplane never demotes a voter on its own",
-            voters.len(),
-            l.voters
-        ));
+        return Decision::Wait(WaitReason::MoreVotersThanConfigured {
+            voters: voters.len(),
+            configured: l.voters,
+        });
     }
     Decision::Steady
 }
@@ -544,18 +580,20 @@ mod tests {
     fn majority_dead_is_quorum_loss_and_waits() {
         let ms = [m(1, false), m(2, false), m(3, false), m(4, true)];
         let hs = [up(100), dead(), dead(), learner_up(100)];
-        assert!(
-            matches!(decide(&ms, &hs, 100, &limits()), Decision::Wait(w) if w.contains("quorum"))
-        );
+        assert!(matches!(
+            decide(&ms, &hs, 100, &limits()),
+            Decision::Wait(WaitReason::QuorumLost { .. })
+        ));
         // 1 voter + 1 standby, voter dead.
         let l = Limits {
             voters: 1,
             ..limits()
         };
         let ms = [m(1, false), m(2, true)];
-        assert!(
-            matches!(decide(&ms, &[dead(), learner_up(9)], 9, &l), Decision::Wait(w) if w.contains("quorum"))
-        );
+        assert!(matches!(
+            decide(&ms, &[dead(), learner_up(9)], 9, &l),
+            Decision::Wait(WaitReason::QuorumLost { .. })
+        ));
     }
 
     #[test]
