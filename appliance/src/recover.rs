@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::BadConfig;
-use crate::agent::recover::RecoverRequest;
+use crate::agent::status::RecoverRequest;
 use crate::cli::RecoverArgs;
 
 pub fn run(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
@@ -145,7 +145,7 @@ async fn request_and_wait(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let failed = crate::agent::recent_ops(&doc).iter().find(|o| {
+            let failed = crate::agent::status::recent_ops(&doc).iter().find(|o| {
                 o["kind"] == "recover"
                     && o["outcome"] == "failed"
                     && o["started_ms"].as_i64().is_some_and(|t| t >= asked_ms)

@@ -33,7 +33,7 @@ async fn done_since(site: &LocalSite, kind: &str, since_ms: i64) -> u64 {
     for i in 0..site.hosts.len() {
         for _ in 0..3 {
             if let Some(doc) = site.agent_status(i).await {
-                n += edgeplane::agent::recent_ops(&doc)
+                n += edgeplane::agent::status::recent_ops(&doc)
                     .iter()
                     .filter(|o| {
                         o["kind"] == kind
@@ -221,7 +221,7 @@ async fn removal_record(site: &LocalSite, host: &str, since_ms: i64) -> Option<s
     while t0.elapsed() < HANG {
         for i in 0..site.hosts.len() {
             if let Some(doc) = site.agent_status(i).await
-                && let Some(op) = edgeplane::agent::recent_ops(&doc).iter().find(|o| {
+                && let Some(op) = edgeplane::agent::status::recent_ops(&doc).iter().find(|o| {
                     o["kind"] == "remove_member"
                         // Abandoned: the agent was killed (the test restarts
                         // the coordinator's) after it acted, before it closed the record.

@@ -16,7 +16,7 @@ use edgeplane_tests::{HANG, LocalSite, SiteSpec, Writer, edgeplane_bin, root_or_
 
 /// Recover operations an agent journalled with `outcome`.
 fn recovers(doc: &serde_json::Value, outcome: &str) -> usize {
-    edgeplane::agent::recent_ops(doc)
+    edgeplane::agent::status::recent_ops(doc)
         .iter()
         .filter(|o| o["kind"] == "recover" && o["outcome"] == outcome)
         .count()
@@ -228,7 +228,7 @@ fn a_peer_claiming_a_newer_epoch_never_makes_a_healthy_majority_drop_its_data() 
                 "host {v}'s alarm cleared: {doc}"
             );
             assert!(
-                edgeplane::agent::recent_ops(&doc)
+                edgeplane::agent::status::recent_ops(&doc)
                     .iter()
                     .any(|o| o["kind"] == "split_brain" && o["outcome"] == "done"),
                 "host {v} journalled the alarm: {doc}"
@@ -398,7 +398,7 @@ fn silent_peer_agents_with_healthy_etcd_never_trigger_a_self_fence() -> anyhow::
             site.root.display()
         );
         let doc = site.agent_status(0).await.unwrap_or_default();
-        let self_fences = edgeplane::agent::recent_ops(&doc)
+        let self_fences = edgeplane::agent::status::recent_ops(&doc)
             .iter()
             .filter(|o| o["kind"] == "self_fence")
             .count();

@@ -19,7 +19,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use super::{Shared, recovery_plan};
+use super::recovery_plan;
+use super::status::{Shared, StatusDoc};
 
 pub fn router(
     shared: Arc<Shared>,
@@ -83,7 +84,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 /// rebuild) holds this host's etcd data dir, and a rebuild would read and
 /// replace it meanwhile. The loop refuses too (its runner runs one
 /// operation at a time); this says why at once.
-fn data_dir_held(doc: &super::StatusDoc) -> Option<String> {
+fn data_dir_held(doc: &StatusDoc) -> Option<String> {
     let op = doc
         .operation
         .as_ref()
@@ -106,7 +107,7 @@ async fn recover(
     State(s): State<Arc<Shared>>,
     caller: Option<axum::Extension<Caller>>,
     body: Result<
-        axum::Json<super::recover::RecoverRequest>,
+        axum::Json<super::status::RecoverRequest>,
         axum::extract::rejection::JsonRejection,
     >,
 ) -> impl IntoResponse {
@@ -489,7 +490,7 @@ mod tests {
             running_for_s: 12.0,
             journal_id: 7,
         };
-        let mut doc = super::super::StatusDoc::default();
+        let mut doc = super::super::status::StatusDoc::default();
         assert_eq!(data_dir_held(&doc), None);
         doc.operation = Some(op(Kind::Fence));
         assert_eq!(

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::local::{Agent, describe};
-use super::plan::{self, Decision, PastRemoval, StandbyState, WaitReason};
+use super::host::Host;
+use super::plan::describe;
+use super::plan::{self, Decision, MembershipWait, PastRemoval, StandbyState};
 use super::state::{OpKind, Outcome};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -14,31 +15,31 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 /// Steps taken in one tick at most: remove the dead voter, then promote.
 const STEPS_PER_TICK: usize = 3;
 
-pub async fn step(agent: &mut Agent) {
+pub async fn step(cx: &mut Host) {
     for n in 0..STEPS_PER_TICK {
         if n > 0 {
             // The last step changed the membership: look again before the next.
-            agent.view.refresh().await;
+            cx.view.refresh().await;
         }
-        if !one_step(agent).await {
+        if !one_step(cx).await {
             break;
         }
     }
 }
 
 /// Decides and, when coordinating, takes one step; true when it changed the membership.
-async fn one_step(agent: &mut Agent) -> bool {
-    let Some(members) = agent.view.members.clone() else {
-        agent.last_decision = Decision::Wait(WaitReason::NoMemberList);
+async fn one_step(cx: &mut Host) -> bool {
+    let Some(members) = cx.view.members.clone() else {
+        cx.last_decision = Decision::Wait(MembershipWait::NoMemberList);
         return false;
     };
     let now = Instant::now();
-    let health = with_removal_history(agent, &members, agent.view.health(&members, now));
-    let leader_index = agent.view.leader_index().unwrap_or(0);
-    let decision = plan::decide(&members, &health, leader_index, &agent.limits);
-    let coordinator = agent.is_coordinator();
-    log_standby_changes(agent, &members, &health, coordinator);
-    if !same_kind(&agent.last_decision, &decision) {
+    let health = with_removal_history(cx, &members, cx.view.health(&members, now));
+    let leader_index = cx.view.leader_index().unwrap_or(0);
+    let decision = plan::decide(&members, &health, leader_index, &cx.limits);
+    let coordinator = cx.is_coordinator();
+    log_standby_changes(cx, &members, &health, coordinator);
+    if !same_kind(&cx.last_decision, &decision) {
         if coordinator {
             tracing::info!("Membership: {}.", describe(&decision));
         } else {
@@ -48,12 +49,12 @@ async fn one_step(agent: &mut Agent) -> bool {
             );
         }
     }
-    agent.last_decision = decision.clone();
+    cx.last_decision = decision.clone();
     if !coordinator {
-        take_over_if_coordinator_gone(agent).await;
+        take_over_if_coordinator_gone(cx).await;
         return false;
     }
-    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+    let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return false;
     };
     let (kind, id, host, reason, damping) = match decision {
@@ -69,7 +70,7 @@ async fn one_step(agent: &mut Agent) -> bool {
             id, host, reason, ..
         } => (OpKind::EvictLearner, id, host, reason, None),
     };
-    let op = match agent.state.begin_damped(kind, &host, &reason, damping) {
+    let op = match cx.state.begin_damped(kind, &host, &reason, damping) {
         Ok(op) => op,
         Err(e) => {
             // No journal, no action: an unrecorded change would be invisible to diagnostics.
@@ -83,8 +84,8 @@ async fn one_step(agent: &mut Agent) -> bool {
             damping = f,
             "Removing {host} again within cluster.flap_window ({:.0}s): it flaps; its detection window was damped {f}x ({:.1}s). \
              Look at that host (GC pauses, disk stalls, load) rather than at the cluster.",
-            agent.limits.flap_window.as_secs_f64(),
-            (agent.limits.failure_detection * f).as_secs_f64()
+            cx.limits.flap_window.as_secs_f64(),
+            (cx.limits.failure_detection * f).as_secs_f64()
         );
     }
     let result = match kind {
@@ -97,29 +98,29 @@ async fn one_step(agent: &mut Agent) -> bool {
     };
     match result {
         Ok(Ok(())) => {
-            let verify = verify_after(agent, kind).await;
+            let verify = verify_after(cx, kind).await;
             tracing::info!(?kind, host = %host, "Membership change done: {reason}. {verify}");
-            agent.state.close(op, Outcome::Done, &verify);
+            cx.state.close(op, Outcome::Done, &verify);
             // The removed member's "first seen" must not carry over to a re-added one.
-            agent.view.first_seen.remove(&id);
+            cx.view.first_seen.remove(&id);
             true
         }
-        Ok(Err(e)) if kind == OpKind::Promote && promoted(agent, id).await => {
+        Ok(Err(e)) if kind == OpKind::Promote && promoted(cx, id).await => {
             // An error after the change committed (e.g. across a leader change):
             // the journal records what happened, not what the RPC said.
-            let verify = verify_after(agent, kind).await;
+            let verify = verify_after(cx, kind).await;
             tracing::info!(host = %host, "Promotion done despite the error ({e}). {verify}");
-            agent.state.close(op, Outcome::Done, &verify);
+            cx.state.close(op, Outcome::Done, &verify);
             true
         }
         Ok(Err(e)) => {
             tracing::warn!(?kind, host = %host, "Membership change refused: {e}; re-checking next tick.");
-            agent.state.close(op, Outcome::Failed, &e.to_string());
+            cx.state.close(op, Outcome::Failed, &e.to_string());
             false
         }
         Err(_) => {
             tracing::warn!(?kind, host = %host, "Membership change timed out; re-checking next tick.");
-            agent.state.close(op, Outcome::Failed, "timed out");
+            cx.state.close(op, Outcome::Failed, "timed out");
             false
         }
     }
@@ -129,10 +130,10 @@ async fn one_step(agent: &mut Agent) -> bool {
 /// `cluster.flap_window` (durable across restarts), and those every other
 /// agent that answers reports in its `/status` (`flap.recent_removals`),
 /// so a change of coordinator does not forget a flapping host.
-pub fn removal_history(agent: &Agent) -> Vec<PastRemoval> {
+pub fn removal_history(cx: &Host) -> Vec<PastRemoval> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let window_ms = i64::try_from(agent.limits.flap_window.as_millis()).unwrap_or(i64::MAX);
-    let mut history = match agent.state.removals_since(now_ms.saturating_sub(window_ms)) {
+    let window_ms = i64::try_from(cx.limits.flap_window.as_millis()).unwrap_or(i64::MAX);
+    let mut history = match cx.state.removals_since(now_ms.saturating_sub(window_ms)) {
         Ok(h) => h,
         Err(e) => {
             // Damping then falls back to the base window (removal as before
@@ -142,8 +143,8 @@ pub fn removal_history(agent: &Agent) -> Vec<PastRemoval> {
             Vec::new()
         }
     };
-    for (i, p) in agent.view.peers.iter().enumerate() {
-        if i == agent.my_index {
+    for (i, p) in cx.view.peers.iter().enumerate() {
+        if i == cx.my_index {
             continue;
         }
         let theirs = p
@@ -158,15 +159,15 @@ pub fn removal_history(agent: &Agent) -> Vec<PastRemoval> {
 
 /// `health` with each member's recent removals filled in.
 pub fn with_removal_history(
-    agent: &Agent,
+    cx: &Host,
     members: &[plan::Member],
     mut health: Vec<plan::Health>,
 ) -> Vec<plan::Health> {
-    let history = removal_history(agent);
+    let history = removal_history(cx);
     let now_ms = chrono::Utc::now().timestamp_millis();
     for (m, h) in members.iter().zip(health.iter_mut()) {
         h.recent_removals =
-            plan::recent_removals(&history, &plan::label(m), now_ms, agent.limits.flap_window);
+            plan::recent_removals(&history, &plan::label(m), now_ms, cx.limits.flap_window);
     }
     health
 }
@@ -175,7 +176,7 @@ pub fn with_removal_history(
 /// return): logged once per change, at warn by the coordinator; it is also
 /// the learner's `standby` state in `/status`.
 fn log_standby_changes(
-    agent: &mut Agent,
+    cx: &mut Host,
     members: &[plan::Member],
     health: &[plan::Health],
     coordinator: bool,
@@ -185,7 +186,7 @@ fn log_standby_changes(
             continue;
         }
         let state = plan::standby_state(h);
-        let before = agent.view.standby_states.insert(m.id, state);
+        let before = cx.view.standby_states.insert(m.id, state);
         if before.is_none_or(|b| b == state) {
             continue;
         }
@@ -195,7 +196,7 @@ fn log_standby_changes(
                 host = %host,
                 "Standby {host} fell behind after catching up (lag above cluster.promotion_max_lag, or no answer); \
                  not promotable until caught up again; evicted only if still behind after cluster.standby_behind_limit ({:.0}s).",
-                agent.limits.standby_behind_limit.as_secs_f64()
+                cx.limits.standby_behind_limit.as_secs_f64()
             ),
             StandbyState::CaughtUp if before == Some(StandbyState::FellBehind) && coordinator => {
                 tracing::info!(host = %host, "Standby {host} caught up again.")
@@ -218,8 +219,8 @@ fn same_kind(a: &Decision, b: &Decision) -> bool {
 }
 
 /// Whether member `id` is a voter now (read from this member, the leader).
-async fn promoted(agent: &mut Agent, id: u64) -> bool {
-    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+async fn promoted(cx: &mut Host, id: u64) -> bool {
+    let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return false;
     };
     match tokio::time::timeout(RPC_TIMEOUT, client.member_list()).await {
@@ -229,15 +230,15 @@ async fn promoted(agent: &mut Agent, id: u64) -> bool {
 }
 
 /// Post-condition check, in a sentence: the voter count after the change.
-async fn verify_after(agent: &mut Agent, kind: OpKind) -> String {
-    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+async fn verify_after(cx: &mut Host, kind: OpKind) -> String {
+    let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return "could not re-read the member list".into();
     };
     match tokio::time::timeout(RPC_TIMEOUT, client.member_list()).await {
         Ok(Ok(r)) => {
             let voters = r.members().iter().filter(|m| !m.is_learner()).count();
             let learners = r.members().len() - voters;
-            let want = agent.cfg.cluster.voters;
+            let want = cx.cfg.cluster.voters;
             if kind == OpKind::Promote && voters != want {
                 tracing::warn!("After the promotion there are {voters} voters, {want} configured.");
             }
@@ -250,28 +251,28 @@ async fn verify_after(agent: &mut Agent, kind: OpKind) -> String {
 /// When the leader's agent has been silent (or reports a stalled loop) for
 /// the detection window while the leader's etcd is fine, nobody coordinates.
 /// The first healthy voter in config order moves leadership to itself.
-async fn take_over_if_coordinator_gone(agent: &mut Agent) {
+async fn take_over_if_coordinator_gone(cx: &mut Host) {
     let now = Instant::now();
-    let Some(me) = agent.local_status().cloned() else {
+    let Some(me) = cx.local_status().cloned() else {
         return;
     };
     if me.is_learner || me.leader == 0 {
         return;
     }
-    let Some((_, li)) = agent.view.leader() else {
+    let Some((_, li)) = cx.view.leader() else {
         return;
     };
-    if li == agent.my_index {
+    if li == cx.my_index {
         return;
     }
-    let leader = &agent.view.peers[li];
+    let leader = &cx.view.peers[li];
     let gone =
-        leader.agent_down_for(now) >= agent.cfg.cluster.failure_detection || leader.agent_stalled();
+        leader.agent_down_for(now) >= cx.cfg.cluster.failure_detection || leader.agent_stalled();
     if !gone {
         return;
     }
     // Am I the first healthy voter (config order) other than the leader?
-    let first = agent.view.peers.iter().enumerate().find(|(i, p)| {
+    let first = cx.view.peers.iter().enumerate().find(|(i, p)| {
         *i != li
             && p.agent_up()
             && !p.agent_stalled()
@@ -279,17 +280,17 @@ async fn take_over_if_coordinator_gone(agent: &mut Agent) {
                 .as_ref()
                 .is_some_and(|s| !s.is_learner && s.leader != 0)
     });
-    if first.map(|(i, _)| i) != Some(agent.my_index) {
+    if first.map(|(i, _)| i) != Some(cx.my_index) {
         return;
     }
-    let Some(mut client) = agent.view.peers[li].client().await else {
+    let Some(mut client) = cx.view.peers[li].client().await else {
         return;
     };
-    let op = agent
+    let op = cx
         .state
         .begin(
             OpKind::MoveLeader,
-            &agent.me.name,
+            &cx.me.name,
             "the leader's agent is not coordinating",
         )
         // Restoring coordination is part of failover: it goes ahead without
@@ -300,12 +301,10 @@ async fn take_over_if_coordinator_gone(agent: &mut Agent) {
         Ok(Ok(_)) => {
             tracing::warn!(
                 "The leader's agent on {} is not coordinating; moved etcd leadership here.",
-                leader_name(agent, li)
+                leader_name(cx, li)
             );
             if let Some(op) = op {
-                agent
-                    .state
-                    .close(op, Outcome::Done, "leadership moved here");
+                cx.state.close(op, Outcome::Done, "leadership moved here");
             }
         }
         other => {
@@ -314,31 +313,27 @@ async fn take_over_if_coordinator_gone(agent: &mut Agent) {
                 _ => "timed out".into(),
             };
             if let Some(op) = op {
-                agent.state.close(op, Outcome::Failed, &why);
+                cx.state.close(op, Outcome::Failed, &why);
             }
         }
     }
 }
 
-fn leader_name(agent: &Agent, i: usize) -> String {
-    agent.view.peers[i].node.name.clone()
+fn leader_name(cx: &Host, i: usize) -> String {
+    cx.view.peers[i].node.name.clone()
 }
 
 /// Moves leadership from this (leading) member to a healthy, caught-up voter.
-pub async fn hand_off_leadership(agent: &mut Agent) -> bool {
-    let li = agent.view.leader_index().unwrap_or(0);
-    let target = agent.view.peers.iter().enumerate().find_map(|(i, p)| {
+pub async fn hand_off_leadership(cx: &mut Host) -> bool {
+    let target = cx.view.peers.iter().enumerate().find_map(|(i, p)| {
         let s = p.status.as_ref()?;
-        (i != agent.my_index
-            && !s.is_learner
-            && li.saturating_sub(s.applied_index) <= agent.cfg.cluster.promotion_max_lag)
-            .then_some(s.member_id)
+        (i != cx.my_index && !s.is_learner && p.caught_up == Some(true)).then_some(s.member_id)
     });
     let Some(target) = target else {
         tracing::warn!("No healthy voter to hand leadership to; stopping as leader.");
         return false;
     };
-    let Some(mut client) = agent.view.peers[agent.my_index].client().await else {
+    let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return false;
     };
     match tokio::time::timeout(RPC_TIMEOUT, client.move_leader(target)).await {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
 
-use super::local::Agent;
+use super::host::Host;
 use super::operation::Kind;
 use super::plan::Decision;
 use super::state::{OpKind, Outcome};
@@ -68,50 +68,47 @@ fn free_ratio(db_size: i64, in_use: i64) -> f64 {
 
 /// One defrag step at most per check interval (coordinator only; a standby
 /// only defragments itself during a NOSPACE alarm).
-pub async fn tick(agent: &mut Agent) {
-    take_finished(agent);
+pub async fn tick(cx: &mut Host, st: &mut DefragState) {
+    take_finished(cx, st);
     // One disruptive operation at a time; the loop goes on meanwhile.
-    if !agent.cfg.defrag.enabled || agent.ops.busy() {
+    if !cx.cfg.defrag.enabled || cx.ops.busy() {
         return;
     }
-    if agent.local_status().is_some_and(|s| s.is_learner) {
-        standby_tick(agent).await;
+    if cx.local_status().is_some_and(|s| s.is_learner) {
+        standby_tick(cx, st).await;
         return;
     }
-    if !agent.is_coordinator() {
+    if !cx.is_coordinator() {
         return;
     }
-    let nospace = agent.view.peers.iter().any(|p| {
+    let nospace = cx.view.peers.iter().any(|p| {
         p.status
             .as_ref()
             .is_some_and(|s| s.errors.iter().any(|e| e.contains("NOSPACE")))
     });
-    let due = agent
-        .defrag
+    let due = st
         .last_check
-        .is_none_or(|t| t.elapsed() >= agent.cfg.defrag.check_interval);
+        .is_none_or(|t| t.elapsed() >= cx.cfg.defrag.check_interval);
     if !due && !nospace {
         return;
     }
-    agent.defrag.last_check = Some(Instant::now());
+    st.last_check = Some(Instant::now());
     if !nospace {
-        agent.defrag.done_this_alarm.clear();
-        agent.defrag.compacted_this_alarm = false;
-        agent.defrag.alarm_seen = None;
+        st.done_this_alarm.clear();
+        st.compacted_this_alarm = false;
+        st.alarm_seen = None;
     }
-    if agent.last_decision != Decision::Steady {
+    if cx.last_decision != Decision::Steady {
         tracing::debug!("Not defragmenting: the cluster is not at full strength.");
         return;
     }
-    if nospace && !agent.defrag.compacted_this_alarm {
+    if nospace && !st.compacted_this_alarm {
         // Off the loop; the defragmentations follow once it is done.
-        start_compaction(agent).await;
+        start_compaction(cx).await;
         return;
     }
-    let leader_index = agent.view.leader_index().unwrap_or(0);
-    let max_lag = agent.cfg.cluster.promotion_max_lag;
     // Candidates: voters that answer, are caught up and have enough free space.
-    let mut candidates: Vec<(usize, bool, f64)> = agent
+    let mut candidates: Vec<(usize, bool, f64)> = cx
         .view
         .peers
         .iter()
@@ -120,10 +117,10 @@ pub async fn tick(agent: &mut Agent) {
             let s = p.status.as_ref()?;
             let ratio = free_ratio(s.db_size, s.db_in_use);
             let wants = nospace
-                || (s.db_size as u64 >= agent.cfg.defrag.min_db_bytes
-                    && ratio > agent.cfg.defrag.free_ratio);
-            let caught_up = leader_index.saturating_sub(s.applied_index) <= max_lag;
-            let done = nospace && agent.defrag.done_this_alarm.contains(&p.node.name);
+                || (s.db_size as u64 >= cx.cfg.defrag.min_db_bytes
+                    && ratio > cx.cfg.defrag.free_ratio);
+            let caught_up = p.caught_up == Some(true);
+            let done = nospace && st.done_this_alarm.contains(&p.node.name);
             (!s.is_learner && caught_up && wants && !done).then_some((
                 i,
                 s.leader == s.member_id,
@@ -135,38 +132,38 @@ pub async fn tick(agent: &mut Agent) {
     candidates.sort_by_key(|(_, is_leader, _)| *is_leader);
     let Some(&(i, is_leader, ratio)) = candidates.first() else {
         if nospace {
-            let since = *agent.defrag.alarm_seen.get_or_insert_with(Instant::now);
-            match standby_at_quota(agent) {
+            let since = *st.alarm_seen.get_or_insert_with(Instant::now);
+            match standby_at_quota(cx) {
                 Some(host) if since.elapsed() < STANDBY_WAIT => {
                     tracing::debug!(
                         "NOSPACE: waiting for the standby {host} to defragment itself before disarming."
                     );
                 }
-                _ => disarm(agent).await,
+                _ => disarm(cx).await,
             }
         }
         return;
     };
-    let host = agent.view.peers[i].node.name.clone();
+    let host = cx.view.peers[i].node.name.clone();
     if is_leader && !nospace {
         tracing::info!(
             "The leader ({host}) needs defragmenting ({:.0}% free); moving leadership away first.",
             ratio * 100.0
         );
-        super::coordinate::hand_off_leadership(agent).await;
+        super::coordinate::hand_off_leadership(cx).await;
         return;
     }
-    let Some(mut client) = agent.view.peers[i].client().await else {
+    let Some(mut client) = cx.view.peers[i].client().await else {
         return;
     };
     let reason = format!("{:.0}% of the db file is free pages", ratio * 100.0);
     // Journalled, then run off the loop (up to a minute); the result comes
     // back to `take_finished` at a later tick.
-    agent.defrag.defrag_in_alarm = nospace;
+    st.defrag_in_alarm = nospace;
     let target = host.clone();
-    let started = agent
+    let started = cx
         .ops
-        .start(&agent.state, Kind::Defrag, &host, &reason, async move {
+        .start(&cx.state, Kind::Defrag, &host, &reason, async move {
             let t0 = Instant::now();
             match tokio::time::timeout(DEFRAG_TIMEOUT, client.defragment()).await {
                 Ok(Ok(_)) => Ok(format!(
@@ -189,29 +186,29 @@ pub async fn tick(agent: &mut Agent) {
 /// last tick (the runner journalled its outcome).
 /// Called by the loop before it supervises etcd (which starts etcd again
 /// after an offline defrag), and again by [`tick`].
-pub fn take_finished(agent: &mut Agent) {
-    if let Some(f) = agent.ops.take(Kind::Compact) {
+pub fn take_finished(cx: &mut Host, st: &mut DefragState) {
+    if let Some(f) = cx.ops.take(Kind::Compact) {
         match &f.result {
             Ok(detail) => tracing::warn!("NOSPACE alarm: {detail}."),
             Err(e) => tracing::warn!("NOSPACE alarm: the compaction failed: {e}."),
         }
-        agent.defrag.compacted_this_alarm = f.result.is_ok();
-        agent.defrag.last_check = None;
+        st.compacted_this_alarm = f.result.is_ok();
+        st.last_check = None;
     }
-    if let Some(f) = agent.ops.take(Kind::Defrag) {
+    if let Some(f) = cx.ops.take(Kind::Defrag) {
         match &f.result {
             Ok(detail) => {
                 tracing::info!(host = %f.target, "Defragmented {}: {detail}.", f.target);
-                if agent.defrag.defrag_in_alarm {
-                    agent.defrag.done_this_alarm.push(f.target.clone());
+                if st.defrag_in_alarm {
+                    st.done_this_alarm.push(f.target.clone());
                 }
             }
             Err(e) => tracing::warn!(host = %f.target, "Defragmenting {} failed: {e}", f.target),
         }
         // Check again soon: the next member, or the alarm.
-        agent.defrag.last_check = None;
+        st.last_check = None;
     }
-    if let Some(f) = agent.ops.take(Kind::OfflineDefrag) {
+    if let Some(f) = cx.ops.take(Kind::OfflineDefrag) {
         match &f.result {
             Ok(detail) => tracing::warn!("NOSPACE alarm: this standby {detail}."),
             Err(e) => {
@@ -225,9 +222,9 @@ pub fn take_finished(agent: &mut Agent) {
 }
 
 /// A reachable standby whose db is still at the quota, if any.
-fn standby_at_quota(agent: &Agent) -> Option<String> {
-    let quota = agent.cfg.etcd.quota_backend_bytes as f64;
-    agent.view.peers.iter().find_map(|p| {
+fn standby_at_quota(cx: &Host) -> Option<String> {
+    let quota = cx.cfg.etcd.quota_backend_bytes as f64;
+    cx.view.peers.iter().find_map(|p| {
         let s = p.status.as_ref()?;
         (s.is_learner && s.db_size as f64 >= AT_QUOTA * quota).then(|| p.node.name.clone())
     })
@@ -243,8 +240,8 @@ fn standby_at_quota(agent: &Agent) -> Option<String> {
 /// inside the failure detection window. Once per alarm. The learner's own
 /// `db_in_use` cannot tell when the compaction has reached it: bbolt frees
 /// the pages only at the next write, and NOSPACE allows none.
-async fn standby_tick(agent: &mut Agent) {
-    let Some((db_size, db_in_use, nospace)) = agent.local_status().map(|s| {
+async fn standby_tick(cx: &mut Host, st: &mut DefragState) {
+    let Some((db_size, db_in_use, nospace)) = cx.local_status().map(|s| {
         (
             s.db_size,
             s.db_in_use,
@@ -254,22 +251,22 @@ async fn standby_tick(agent: &mut Agent) {
         return;
     };
     if !nospace {
-        agent.defrag.alarm_seen = None;
-        agent.defrag.standby_alarm_ms = None;
-        agent.defrag.compaction_seen = None;
+        st.alarm_seen = None;
+        st.standby_alarm_ms = None;
+        st.compaction_seen = None;
         return;
     }
-    let quota = agent.cfg.etcd.quota_backend_bytes as f64;
-    if agent.defrag.alarm_seen.is_some() || (db_size as f64) < AT_QUOTA * quota {
+    let quota = cx.cfg.etcd.quota_backend_bytes as f64;
+    if st.alarm_seen.is_some() || (db_size as f64) < AT_QUOTA * quota {
         return;
     }
     let ratio = free_ratio(db_size, db_in_use);
     let now_ms = chrono::Utc::now().timestamp_millis();
     // The coordinator may have compacted just before this host saw the alarm.
-    let since_ms = *agent.defrag.standby_alarm_ms.get_or_insert(now_ms - 30_000);
-    let compacted = agent.view.peers.iter().any(|p| {
+    let since_ms = *st.standby_alarm_ms.get_or_insert(now_ms - 30_000);
+    let compacted = cx.view.peers.iter().any(|p| {
         p.agent_doc.as_ref().is_some_and(|d| {
-            super::recent_ops(d).iter().any(|o| {
+            super::status::recent_ops(d).iter().any(|o| {
                 o["reason"] == "NOSPACE alarm: compacting"
                     && o["outcome"] == "done"
                     && o["finished_ms"].as_i64().is_some_and(|f| f >= since_ms)
@@ -279,14 +276,11 @@ async fn standby_tick(agent: &mut Agent) {
     if !compacted {
         return;
     }
-    let seen = *agent
-        .defrag
-        .compaction_seen
-        .get_or_insert_with(Instant::now);
+    let seen = *st.compaction_seen.get_or_insert_with(Instant::now);
     if seen.elapsed() < Duration::from_secs(1) {
         return;
     }
-    agent.defrag.alarm_seen = Some(Instant::now());
+    st.alarm_seen = Some(Instant::now());
     let reason = format!(
         "NOSPACE alarm: defragmenting this standby offline (db {} bytes, {:.0}% free before the compaction's pages are released; learners refuse the Defragment RPC)",
         db_size,
@@ -297,14 +291,14 @@ async fn standby_tick(agent: &mut Agent) {
     // and only then runs `etcdctl defrag` on its data dir, off the loop
     // (supervision keeps its hands off meanwhile); once it ended, the
     // normal supervision path starts etcd again.
-    let data_dir = agent.cfg.etcd.data_dir.clone();
-    let me = agent.me.name.clone();
-    let started = agent.ops.start_with_etcd(
-        &agent.state,
+    let data_dir = cx.cfg.etcd.data_dir.clone();
+    let me = cx.me.name.clone();
+    let started = cx.ops.start_with_etcd(
+        &cx.state,
         Kind::OfflineDefrag,
         &me,
         &reason,
-        &mut agent.etcd,
+        &mut cx.etcd,
         |mut etcd| async move {
             etcd.stop(Duration::from_secs(10)).await;
             if etcd.running() {
@@ -347,15 +341,15 @@ async fn offline_defrag(data_dir: std::path::PathBuf) -> Result<String, String> 
 /// Compacts to the current revision (physical: waits until it is
 /// applied), journalled, off the loop; `take_finished` records whether it
 /// is done.
-async fn start_compaction(agent: &mut Agent) {
-    let my = agent.my_index;
-    let Some(mut client) = agent.view.peers[my].client().await else {
+async fn start_compaction(cx: &mut Host) {
+    let my = cx.my_index;
+    let Some(mut client) = cx.view.peers[my].client().await else {
         return;
     };
-    let started = agent.ops.start(
-        &agent.state,
+    let started = cx.ops.start(
+        &cx.state,
         Kind::Compact,
-        &agent.me.name.clone(),
+        &cx.me.name.clone(),
         "NOSPACE alarm: compacting",
         async move {
             let resp = tokio::time::timeout(Duration::from_secs(5), client.get("edgeplane", None))
@@ -388,9 +382,9 @@ async fn start_compaction(agent: &mut Agent) {
 /// Disarms every NOSPACE alarm once every voter has been defragmented. A
 /// view that still shows an alarm already disarmed finds none in the list
 /// and records nothing.
-async fn disarm(agent: &mut Agent) {
-    let my = agent.my_index;
-    let Some(mut client) = agent.view.peers[my].client().await else {
+async fn disarm(cx: &mut Host) {
+    let my = cx.my_index;
+    let Some(mut client) = cx.view.peers[my].client().await else {
         return;
     };
     // Alarm requests go through raft: a leader change drops them (retried next tick).
@@ -411,9 +405,9 @@ async fn disarm(agent: &mut Agent) {
     if members.is_empty() {
         return;
     }
-    let Ok(op) = agent
+    let Ok(op) = cx
         .state
-        .begin(OpKind::Defrag, &agent.me.name, "NOSPACE alarm: disarming")
+        .begin(OpKind::Defrag, &cx.me.name, "NOSPACE alarm: disarming")
     else {
         return;
     };
@@ -445,7 +439,7 @@ async fn disarm(agent: &mut Agent) {
         (Outcome::Failed, failed.join("; "))
     };
     tracing::warn!("{detail}.");
-    agent.state.close(op, outcome, &detail);
+    cx.state.close(op, outcome, &detail);
 }
 
 #[cfg(test)]

@@ -99,6 +99,23 @@ pub fn args(spec: &EtcdSpec, mode: &StartMode) -> Vec<String> {
     a
 }
 
+/// File in the etcd data dir naming the epoch its data belongs to.
+pub const EPOCH_FILE: &str = "edgeplane-epoch";
+
+/// The epoch of the data in `data_dir` (0 when unmarked: the first cluster).
+pub fn data_epoch(data_dir: &Path) -> u64 {
+    std::fs::read_to_string(data_dir.join(EPOCH_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Marks `data_dir` as belonging to `epoch` (created if missing).
+pub fn mark_epoch(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    write_atomic(&data_dir.join(EPOCH_FILE), format!("{epoch}\n").as_bytes())
+}
+
 /// Whether `dir` holds an etcd member's data.
 pub fn has_member_data(dir: &Path) -> bool {
     dir.join("member").join("wal").is_dir()

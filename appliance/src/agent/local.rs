@@ -22,40 +22,34 @@ use crate::tls::SiteTls;
 
 use super::disk_fault::{self, Elsewhere, FsyncVerdict};
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
+use super::host::{FACT_MAX_REVISION, Host};
 use super::observe::{View, same_url};
-use super::plan::{self, Decision, Limits, Member, WaitReason};
-use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd, Quorum};
+use super::plan::{self, Decision, Limits, Member, MembershipWait};
+use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd};
 use super::state::{KnownMembership, OpKind, Outcome, State};
-use super::{EtcdDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, StatusDoc};
+use super::status::{
+    DampedHost, EtcdDoc, FlapDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, SplitBrainDoc,
+    StatusDoc,
+};
 
 /// Fact: this host's etcd has been a member of a running cluster.
 /// Bound on one snapshot upload to a peer agent.
 const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
 
 const FACT_JOINED: &str = "joined";
-/// Fact: the highest store revision seen (see `Agent::max_revision`).
-pub const FACT_MAX_REVISION: &str = "max_revision";
 /// Fact: etcd died on a failed fsync and its data was not set aside yet.
 const FACT_FSYNC_FAILED: &str = "fsync_failed";
 
 pub struct Agent {
-    pub cfg: Config,
-    pub me: Node,
-    pub my_index: usize,
-    pub state: Arc<State>,
-    pub shared: Arc<Shared>,
-    pub etcd: Supervisor,
-    pub view: View,
-    pub limits: Limits,
-    pub last_decision: Decision,
+    /// What the loop's activities (`coordinate`, `defrag`, `recover`,
+    /// `snapshots`) share; each also gets its own state below.
+    pub host: Host,
     last_exit: Option<String>,
     adopted: bool,
     ticks: u64,
     /// Why the local etcd is not started (shown in `/status`).
     waiting: Option<String>,
     last_join_attempt: Option<Instant>,
-    /// Since when no member reachable from here reports a leader.
-    quorum_suspect_since: Option<Instant>,
     /// Since when the configured nodes whose agents do not answer are a
     /// strict majority (see `recovery_plan::decide_self_fence`).
     unseen_majority_since: Option<Instant>,
@@ -64,24 +58,7 @@ pub struct Agent {
     pub recovery: super::recover::Recovery,
     pub defrag: super::defrag::DefragState,
     pub snapshots: super::snapshots::SnapshotState,
-    pub config_path: std::path::PathBuf,
     last_persist: Option<Instant>,
-    /// The site's certificate, when TLS is on.
-    pub tls: Option<SiteTls>,
-    /// The last membership of this host's cluster, as recorded in the state
-    /// store (survives restarts; see `recovery_plan`).
-    pub known: Option<KnownMembership>,
-    /// The highest store revision any member of this host's cluster
-    /// reported (persisted with the status document, and before a rebuild):
-    /// a rebuilt cluster's revisions must start above it.
-    pub max_revision: i64,
-    /// The epoch a rebuild in progress is creating: published in `/status`
-    /// from the moment the rebuild starts, so that fenced hosts powered on
-    /// meanwhile see a newer epoch claimed and wait, instead of restarting
-    /// their old cluster before the new one answers.
-    pub rebuilding_epoch: Option<u64>,
-    /// The long operation (fence, defrag, compaction) running off the loop.
-    pub ops: super::operation::Runner,
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
     split_brain: Option<(Option<u64>, Vec<String>)>,
@@ -89,9 +66,6 @@ pub struct Agent {
     /// aside (persisted as a fact: a restarted agent must not trust the
     /// data either), with the journal record of the alarm while it waits.
     fsync_failed: Option<(String, Option<u64>)>,
-    /// For snapshot copies and lists to peer agents (built once: it holds
-    /// the parsed TLS material); callers bound short requests themselves.
-    pub peer_http: reqwest::Client,
 }
 
 /// What to do about a local etcd that is not running.
@@ -194,85 +168,61 @@ impl Agent {
             }
         };
         Ok(Agent {
-            cfg,
-            me,
-            my_index,
-            state,
-            shared,
-            etcd,
-            view,
-            limits,
-            last_decision: Decision::Steady,
+            host: Host {
+                cfg,
+                me,
+                my_index,
+                state,
+                shared,
+                etcd,
+                view,
+                limits,
+                last_decision: Decision::Steady,
+                quorum_suspect_since: None,
+                config_path: std::path::PathBuf::new(),
+                tls,
+                known,
+                max_revision,
+                rebuilding_epoch: None,
+                ops: super::operation::Runner::default(),
+                peer_http,
+            },
             last_exit: None,
             adopted,
             ticks: 0,
             waiting: None,
             last_join_attempt: None,
-            quorum_suspect_since: None,
             unseen_majority_since: None,
             self_fenced: false,
             recovery: super::recover::Recovery::default(),
             defrag: super::defrag::DefragState::default(),
             snapshots: super::snapshots::SnapshotState::default(),
-            config_path: std::path::PathBuf::new(),
             last_persist: None,
-            tls,
-            known,
-            max_revision,
-            rebuilding_epoch: None,
-            ops: super::operation::Runner::default(),
             split_brain: None,
             fsync_failed,
-            peer_http,
         })
-    }
-
-    /// The epoch (cluster generation) of this host's etcd data.
-    pub fn data_epoch(&self) -> u64 {
-        super::recover::data_epoch(&self.cfg.etcd.data_dir)
-    }
-
-    /// The epoch of the cluster this host runs in or joins: the highest
-    /// epoch reported by an agent whose etcd answers with a leader (a cluster
-    /// seen alive, never a claim alone), or this host's data's.
-    pub fn site_epoch(&self) -> u64 {
-        self.view
-            .peers
-            .iter()
-            .filter(|p| p.status.as_ref().is_some_and(|s| s.leader != 0))
-            .map(super::recover::peer_epoch)
-            .max()
-            .unwrap_or(0)
-            .max(self.data_epoch())
-    }
-
-    pub fn token_for(&self, epoch: u64) -> String {
-        format!("edgeplane-{}-e{epoch}", self.cfg.site)
-    }
-
-    pub fn token(&self) -> String {
-        self.token_for(self.site_epoch())
     }
 
     /// What the other hosts' etcd and agents say about clusters and epochs,
     /// for [`recovery_plan::decide_epoch`].
     fn epoch_decision(&self) -> EpochDecision {
-        let local = self.local_status();
+        let local = self.host.local_status();
         let own = OwnCluster {
-            epoch: self.data_epoch(),
-            has_data: has_member_data(&self.cfg.etcd.data_dir),
-            cluster_id: self.view.my_cluster(),
+            epoch: self.host.data_epoch(),
+            has_data: has_member_data(&self.host.cfg.etcd.data_dir),
+            cluster_id: self.host.view.my_cluster(),
             local_has_leader: local.is_some_and(voter_with_leader),
         };
         let peers: Vec<PeerCluster> = self
+            .host
             .view
             .peers
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.my_index)
+            .filter(|(i, _)| *i != self.host.my_index)
             .map(|(_, p)| PeerCluster {
                 name: p.node.name.clone(),
-                epoch: p.agent_doc.as_ref().map(|_| super::recover::peer_epoch(p)),
+                epoch: p.agent_doc.as_ref().map(|_| super::observe::peer_epoch(p)),
                 etcd: p.status.as_ref().map(|s| PeerEtcd {
                     cluster_id: s.cluster_id,
                     has_leader: voter_with_leader(s),
@@ -286,9 +236,9 @@ impl Agent {
     /// from a member of the cluster the local etcd belongs to).
     fn record_membership(&mut self) {
         let (Some(members), Some(cluster), Some(local)) = (
-            &self.view.members,
-            self.view.members_cluster,
-            self.local_status(),
+            &self.host.view.members,
+            self.host.view.members_cluster,
+            self.host.local_status(),
         ) else {
             return;
         };
@@ -297,7 +247,7 @@ impl Agent {
         }
         let seen = KnownMembership {
             cluster_id: cluster,
-            epoch: self.data_epoch(),
+            epoch: self.host.data_epoch(),
             members: members.clone(),
         };
         self.remember_membership(seen);
@@ -305,34 +255,24 @@ impl Agent {
 
     /// Persists `seen` as this host's cluster membership when it changed.
     fn remember_membership(&mut self, seen: KnownMembership) {
-        if self.known.as_ref() == Some(&seen) {
+        if self.host.known.as_ref() == Some(&seen) {
             return;
         }
-        if let Err(e) = self.state.set_membership(Some(&seen)) {
+        if let Err(e) = self.host.state.set_membership(Some(&seen)) {
             tracing::error!(
                 "Could not record the cluster's membership: {e}; a restart would forget whom to fence."
             );
         }
-        self.known = Some(seen);
-    }
-
-    /// Records the highest revision seen (a rebuild reads it back).
-    pub fn persist_max_revision(&self) {
-        if let Err(e) = self
-            .state
-            .set_fact(FACT_MAX_REVISION, &self.max_revision.to_string())
-        {
-            tracing::error!("Could not record the highest revision seen: {e}");
-        }
+        self.host.known = Some(seen);
     }
 
     /// Forgets the recorded membership: this host's data was set aside, so
     /// it belongs to no cluster until it joins one.
     fn forget_membership(&mut self) {
-        if let Err(e) = self.state.set_membership(None) {
+        if let Err(e) = self.host.state.set_membership(None) {
             tracing::error!("Could not clear the recorded membership: {e}");
         }
-        self.known = None;
+        self.host.known = None;
     }
 
     /// Raises, keeps or clears the split-brain alarm.
@@ -344,6 +284,7 @@ impl Agent {
                     others.join(", ")
                 );
                 let op = self
+                    .host
                     .state
                     .begin(
                         OpKind::SplitBrain,
@@ -360,7 +301,7 @@ impl Agent {
                     "The split-brain alarm cleared ({} no longer report another cluster).",
                     others.join(", ")
                 );
-                if let Err(e) = self.state.finish(op, Outcome::Done, "cleared") {
+                if let Err(e) = self.host.state.finish(op, Outcome::Done, "cleared") {
                     tracing::error!("Could not journal the end of the split-brain alarm: {e}");
                 }
             }
@@ -368,41 +309,29 @@ impl Agent {
         }
     }
 
-    /// This host's member in the list, if any.
-    pub fn my_member(&self) -> Option<&Member> {
-        self.view
-            .members
-            .as_ref()?
-            .iter()
-            .find(|m| same_url(&m.peer_url, &self.me.peer_url))
-    }
-
-    /// The local etcd's Status, if it answers.
-    pub fn local_status(&self) -> Option<&super::observe::EtcdStatus> {
-        self.view.peers.get(self.my_index)?.status.as_ref()
-    }
-
     /// One pass of the loop.
     pub async fn tick(&mut self) {
         self.ticks += 1;
         // The cluster this host's data belongs to, for when its etcd is down.
-        self.view.known_cluster = self
+        self.host.view.known_cluster = self
+            .host
             .known
             .as_ref()
-            .filter(|_| has_member_data(&self.cfg.etcd.data_dir))
+            .filter(|_| has_member_data(&self.host.cfg.etcd.data_dir))
             .map(|k| k.cluster_id);
-        self.view.refresh().await;
+        self.host.view.refresh().await;
         // An operation that ended since the last tick: journalled now, its
         // result handed to its owner below (post-check).
-        self.ops.poll(&self.state);
+        self.host.ops.poll(&self.host.state);
         // A supervisor lent to an operation that ended comes back first: the
         // post-checks below and supervision act on the real one.
-        self.ops.reclaim_etcd(&mut self.etcd);
-        super::defrag::take_finished(self);
-        super::recover::take_finished(self);
+        self.host.ops.reclaim_etcd(&mut self.host.etcd);
+        super::defrag::take_finished(&mut self.host, &mut self.defrag);
+        super::recover::take_finished(&mut self.host, &mut self.recovery);
         self.record_membership();
-        let mine = self.view.my_cluster();
+        let mine = self.host.view.my_cluster();
         let seen = self
+            .host
             .view
             .peers
             .iter()
@@ -411,43 +340,45 @@ impl Agent {
             .map(|s| s.revision)
             .max()
             .unwrap_or(0);
-        self.max_revision = self.max_revision.max(seen);
+        self.host.max_revision = self.host.max_revision.max(seen);
         self.supervise().await;
-        if self.etcd.running() {
-            if let Some(s) = self.local_status()
+        if self.host.etcd.running() {
+            if let Some(s) = self.host.local_status()
                 && s.leader != 0
-                && self.state.fact(FACT_JOINED).ok().flatten().is_none()
-                && let Err(e) = self.state.set_fact(FACT_JOINED, "1")
+                && self.host.state.fact(FACT_JOINED).ok().flatten().is_none()
+                && let Err(e) = self.host.state.set_fact(FACT_JOINED, "1")
             {
                 tracing::error!("Could not record that this host joined a cluster: {e}");
             }
             self.coordinate().await;
-            super::defrag::tick(self).await;
+            super::defrag::tick(&mut self.host, &mut self.defrag).await;
         }
         // Quorum is suspect while no leader is visible or a majority of voters
         // is dead; it is "lost" only once that has held for the window.
-        let suspect = self.view.leader().is_none()
+        let suspect = self.host.view.leader().is_none()
             || matches!(
-                &self.last_decision,
-                Decision::Wait(WaitReason::QuorumLost { .. })
+                &self.host.last_decision,
+                Decision::Wait(MembershipWait::QuorumLost { .. })
             );
         if suspect {
-            self.quorum_suspect_since.get_or_insert_with(Instant::now);
+            self.host
+                .quorum_suspect_since
+                .get_or_insert_with(Instant::now);
         } else {
-            self.quorum_suspect_since = None;
+            self.host.quorum_suspect_since = None;
         }
-        super::snapshots::tick(self);
-        if let Some(req) = self.shared.take_recover_request() {
+        super::snapshots::tick(&mut self.host, &mut self.snapshots);
+        if let Some(req) = self.host.shared.take_recover_request() {
             self.recovery.requested = Some(req);
         }
-        let config_path = self.config_path.clone();
-        super::recover::tick(self, &config_path).await;
+        let config_path = self.host.config_path.clone();
+        super::recover::tick(&mut self.host, &mut self.recovery, &config_path).await;
         self.publish();
     }
 
     /// Keeps the local etcd running, or decides why it must not run.
     async fn supervise(&mut self) {
-        if let Some(exit) = self.etcd.poll_exit() {
+        if let Some(exit) = self.host.etcd.poll_exit() {
             match exit {
                 Exit::Removed => {
                     tracing::warn!(
@@ -460,7 +391,7 @@ impl Agent {
                     tracing::error!(
                         "etcd exited on a failed fsync ({why}); its data is suspect and etcd is not restarted on it."
                     );
-                    if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, &why) {
+                    if let Err(e) = self.host.state.set_fact(FACT_FSYNC_FAILED, &why) {
                         tracing::error!("Could not record the fsync failure: {e}");
                     }
                     self.last_exit = Some(why.clone());
@@ -480,7 +411,7 @@ impl Agent {
         // An offline defrag or a rebuild holds this host's etcd and its data
         // dir (the loop has a stand-in supervisor meanwhile): nothing here
         // starts, stops or moves them until it ends.
-        if let Some((kind, _)) = self.ops.running()
+        if let Some((kind, _)) = self.host.ops.running()
             && kind.holds_local_etcd()
         {
             self.waiting = Some(format!(
@@ -495,15 +426,15 @@ impl Agent {
         if self.self_fence().await {
             return;
         }
-        if self.etcd.running() {
+        if self.host.etcd.running() {
             self.waiting = None;
             match epoch {
                 EpochDecision::Adopt { epoch } => {
                     tracing::warn!(
                         "This host's cluster has no quorum and a cluster of epoch {epoch} is alive (this host's data: epoch {}): the cluster was rebuilt without it. Stopping etcd and rejoining as the standby; the old data is kept.",
-                        self.data_epoch()
+                        self.host.data_epoch()
                     );
-                    self.etcd.kill().await;
+                    self.host.etcd.kill().await;
                     self.abandon_data(epoch);
                     return;
                 }
@@ -520,19 +451,19 @@ impl Agent {
                 tracing::warn!(
                     "The cluster no longer lists this member; stopping etcd and rejoining as the standby."
                 );
-                self.etcd.kill().await;
+                self.host.etcd.kill().await;
                 self.set_aside("the cluster no longer lists this member");
             }
             return;
         }
-        if !self.etcd.may_start() {
+        if !self.host.etcd.may_start() {
             return;
         }
         match self.start_mode() {
             Ok(Some(Next::Join)) => self.join().await,
             Ok(Some(Next::Leave(id))) => self.leave_as_learner(id).await,
             Ok(Some(Next::Start(mode))) => {
-                if let Err(e) = self.etcd.start(&mode) {
+                if let Err(e) = self.host.etcd.start(&mode) {
                     tracing::error!("Could not start etcd: {e:#}");
                     self.waiting = Some(format!("could not start etcd: {e:#}"));
                 }
@@ -549,8 +480,9 @@ impl Agent {
     /// again. Returns whether etcd must stay stopped now.
     async fn self_fence(&mut self) -> bool {
         use super::recovery_plan::{SelfFence, SelfFenceView, decide_self_fence, unseen_majority};
-        let nodes = self.view.peers.len();
+        let nodes = self.host.view.peers.len();
         let seen = self
+            .host
             .view
             .peers
             .iter()
@@ -558,7 +490,9 @@ impl Agent {
             // Seen: its agent or its etcd answers. Counting agents alone
             // would stop every voter of a quorate cluster whose peers'
             // agent APIs are down (a certificate, a firewall, a crash loop).
-            .filter(|(i, p)| *i == self.my_index || p.agent_doc.is_some() || p.status.is_some())
+            .filter(|(i, p)| {
+                *i == self.host.my_index || p.agent_doc.is_some() || p.status.is_some()
+            })
             .count();
         if unseen_majority(nodes, seen) {
             self.unseen_majority_since.get_or_insert_with(Instant::now);
@@ -566,15 +500,16 @@ impl Agent {
             self.unseen_majority_since = None;
         }
         let decision = decide_self_fence(&SelfFenceView {
-            policy: self.cfg.recovery.quorum_loss_policy,
+            policy: self.host.cfg.recovery.quorum_loss_policy,
             is_voter: self
+                .host
                 .known
                 .as_ref()
-                .is_some_and(|k| k.voters().contains(&self.me.name)),
+                .is_some_and(|k| k.voters().contains(&self.host.me.name)),
             nodes,
             seen,
             unseen_majority_for: self.unseen_majority_since.map(|t| t.elapsed()),
-            after: self.cfg.recovery.self_fence_after,
+            after: self.host.cfg.recovery.self_fence_after,
         });
         if decision != SelfFence::Stop {
             if self.self_fenced {
@@ -587,10 +522,14 @@ impl Agent {
         }
         let why = format!(
             "only {seen} of {nodes} configured nodes answer (agent or etcd) for over {:?}: the unseen nodes are a strict majority and may fence this host and rebuild",
-            self.cfg.recovery.self_fence_after
+            self.host.cfg.recovery.self_fence_after
         );
-        if self.etcd.running() {
-            match self.state.begin(OpKind::SelfFence, &self.me.name, &why) {
+        if self.host.etcd.running() {
+            match self
+                .host
+                .state
+                .begin(OpKind::SelfFence, &self.host.me.name, &why)
+            {
                 Err(e) => {
                     tracing::error!(
                         "Not self-fencing: could not journal it ({e}); etcd keeps running."
@@ -601,8 +540,8 @@ impl Agent {
                     tracing::warn!("Self-fence: {why}; stopping etcd.");
                     // Short grace: every write it acknowledges from here on
                     // may be lost (etcd's WAL makes a kill safe for its data).
-                    self.etcd.stop(Duration::from_secs(1)).await;
-                    if let Err(e) = self.state.finish(op, Outcome::Done, "etcd stopped") {
+                    self.host.etcd.stop(Duration::from_secs(1)).await;
+                    if let Err(e) = self.host.state.finish(op, Outcome::Done, "etcd stopped") {
                         tracing::error!("Could not journal the self-fence outcome: {e}");
                     }
                 }
@@ -616,20 +555,25 @@ impl Agent {
     /// Whether this host's own cluster, healthy, lists members but not this
     /// host while our etcd runs (a list from another cluster proves nothing).
     fn removed_while_running(&self) -> bool {
-        let Some(members) = &self.view.members else {
+        let Some(members) = &self.host.view.members else {
             return false;
         };
-        if self.view.members_cluster != self.local_status().map(|s| s.cluster_id) {
+        if self.host.view.members_cluster != self.host.local_status().map(|s| s.cluster_id) {
             return false;
         }
         // Only trust a member list that came from a cluster with a leader that is not us.
-        let Some((leader, _)) = self.view.leader() else {
+        let Some((leader, _)) = self.host.view.leader() else {
             return false;
         };
-        if self.local_status().is_some_and(|s| s.member_id == leader) {
+        if self
+            .host
+            .local_status()
+            .is_some_and(|s| s.member_id == leader)
+        {
             return false;
         }
         let started_for = self
+            .host
             .etcd
             .started_at
             .map(|t| t.elapsed())
@@ -637,7 +581,7 @@ impl Agent {
         started_for > Duration::from_secs(10)
             && !members
                 .iter()
-                .any(|m| same_url(&m.peer_url, &self.me.peer_url))
+                .any(|m| same_url(&m.peer_url, &self.host.me.peer_url))
     }
 
     /// Sets this host's data aside for good (a newer epoch is alive and this
@@ -661,7 +605,11 @@ impl Agent {
     /// Moves the data aside (`keep` copies per label), journalled first: no
     /// journal record, nothing moved.
     fn set_aside_as(&mut self, why: &str, label: &str, keep: usize) {
-        let id = match self.state.begin(OpKind::Rejoin, &self.me.name, why) {
+        let id = match self
+            .host
+            .state
+            .begin(OpKind::Rejoin, &self.host.me.name, why)
+        {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(
@@ -672,19 +620,23 @@ impl Agent {
             }
         };
         self.forget_membership();
-        match super::etcd::move_aside_as(&self.cfg.etcd.data_dir, label, keep) {
+        match super::etcd::move_aside_as(&self.host.cfg.etcd.data_dir, label, keep) {
             Ok(to) => {
                 let detail = to
                     .map(|p| format!("old data moved to {}", p.display()))
                     .unwrap_or_default();
                 tracing::info!("Moved the old etcd data aside: {detail}");
-                if let Err(e) = self.state.finish(id, Outcome::Done, &detail) {
+                if let Err(e) = self.host.state.finish(id, Outcome::Done, &detail) {
                     tracing::error!("Could not journal the move ({detail}): {e}");
                 }
             }
             Err(e) => {
                 tracing::error!("{e:#}");
-                if let Err(j) = self.state.finish(id, Outcome::Failed, &format!("{e:#}")) {
+                if let Err(j) = self
+                    .host
+                    .state
+                    .finish(id, Outcome::Failed, &format!("{e:#}"))
+                {
                     tracing::error!("Could not journal the failed move: {j}");
                 }
             }
@@ -694,9 +646,9 @@ impl Agent {
     /// How to start etcd now; `Ok(None)` when this host should not run etcd
     /// yet (a spare); `Err` says why it must wait.
     fn start_mode(&mut self) -> Result<Option<Next>, String> {
-        let data = &self.cfg.etcd.data_dir;
-        let members = self.view.members.clone();
-        let mine = self.my_member().cloned();
+        let data = &self.host.cfg.etcd.data_dir;
+        let members = self.host.view.members.clone();
+        let mine = self.host.my_member().cloned();
         if has_member_data(data) {
             match self.epoch_decision() {
                 EpochDecision::Adopt { epoch } => {
@@ -707,7 +659,7 @@ impl Agent {
                     return Err(format!(
                         "a peer reports epoch {claimed} but no cluster of it answers, and this host's cluster has no leader; \
                          waiting before starting etcd on data of epoch {}",
-                        self.data_epoch()
+                        self.host.data_epoch()
                     ));
                 }
                 EpochDecision::Stay | EpochDecision::SplitBrain { .. } => {}
@@ -716,8 +668,8 @@ impl Agent {
                 return self.after_fsync_failure();
             }
             // This host's own cluster has a leader and does not list us: removed.
-            let own_list = self.view.members_cluster.is_some()
-                && self.view.members_cluster == self.view.known_cluster;
+            let own_list = self.host.view.members_cluster.is_some()
+                && self.host.view.members_cluster == self.host.view.known_cluster;
             if let (true, Some(_), None) = (own_list, &members, &mine) {
                 self.set_aside("the cluster removed this member while it was down");
                 return Ok(None);
@@ -726,22 +678,22 @@ impl Agent {
         }
         if self.fsync_failed.take().is_some() {
             // The suspect data is gone (set aside by hand): nothing left to distrust.
-            if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, "") {
+            if let Err(e) = self.host.state.set_fact(FACT_FSYNC_FAILED, "") {
                 tracing::error!("Could not clear the fsync failure: {e}");
             }
         }
         match (&members, &mine) {
             (Some(ms), Some(m)) if m.name.is_empty() => {
                 // Added but never started: ours to start (bootstrap or resumed join).
-                let initial = initial_cluster(ms, &self.me);
+                let initial = initial_cluster(ms, &self.host.me);
                 if m.is_learner {
-                    Ok(Some(Next::Start(StartMode::Existing { initial_cluster: initial, token: self.token() })))
+                    Ok(Some(Next::Start(StartMode::Existing { initial_cluster: initial, token: self.host.token() })))
                 } else {
-                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
+                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.host.token() })))
                 }
             }
             // A learner has no vote: removing it never touches the quorum.
-            (Some(_), Some(m)) if m.is_learner && self.view.leader().is_some() => {
+            (Some(_), Some(m)) if m.is_learner && self.host.view.leader().is_some() => {
                 let again = self
                     .last_join_attempt
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
@@ -756,10 +708,10 @@ impl Agent {
             ),
             (Some(ms), None) => Ok(self.may_join(ms).then_some(Next::Join)),
             (None, _) => {
-                let bootstrap_voter = self.my_index < self.cfg.cluster.voters;
-                let joined = self.state.fact(FACT_JOINED).ok().flatten().is_some();
-                if bootstrap_voter && !joined && self.site_epoch() == 0 {
-                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.token() })))
+                let bootstrap_voter = self.host.my_index < self.host.cfg.cluster.voters;
+                let joined = self.host.state.fact(FACT_JOINED).ok().flatten().is_some();
+                if bootstrap_voter && !joined && self.host.site_epoch() == 0 {
+                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.host.token() })))
                 } else {
                     Err("no cluster with a leader is reachable; waiting to join".into())
                 }
@@ -770,27 +722,29 @@ impl Agent {
     /// What this host sees of its own cluster while its etcd is down, for
     /// [`disk_fault::after_fsync_failure`].
     fn elsewhere(&self) -> Elsewhere {
-        let mine = self.view.my_cluster();
+        let mine = self.host.view.my_cluster();
         let Some(members) = self
+            .host
             .view
             .members
             .as_ref()
-            .filter(|_| mine.is_some() && self.view.members_cluster == mine)
+            .filter(|_| mine.is_some() && self.host.view.members_cluster == mine)
         else {
             return Elsewhere {
                 voters: 0,
                 other_voters_led: 0,
-                has_data: has_member_data(&self.cfg.etcd.data_dir),
+                has_data: has_member_data(&self.host.cfg.etcd.data_dir),
             };
         };
-        let my_id = self.my_member().map(|m| m.id);
+        let my_id = self.host.my_member().map(|m| m.id);
         let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
         let other_voters_led = self
+            .host
             .view
             .peers
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.my_index)
+            .filter(|(i, _)| *i != self.host.my_index)
             .filter_map(|(_, p)| p.status.as_ref())
             .filter(|s| {
                 Some(s.cluster_id) == mine
@@ -804,7 +758,7 @@ impl Agent {
         Elsewhere {
             voters: voters.len(),
             other_voters_led,
-            has_data: has_member_data(&self.cfg.etcd.data_dir),
+            has_data: has_member_data(&self.host.cfg.etcd.data_dir),
         }
     }
 
@@ -829,15 +783,15 @@ impl Agent {
                     "fsync-failed",
                     usize::MAX,
                 );
-                if has_member_data(&self.cfg.etcd.data_dir) {
+                if has_member_data(&self.host.cfg.etcd.data_dir) {
                     // Not moved (journal or rename failed): keep waiting.
                     return Err("etcd's fsync failed and its data could not be set aside".into());
                 }
-                if let Err(e) = self.state.set_fact(FACT_FSYNC_FAILED, "") {
+                if let Err(e) = self.host.state.set_fact(FACT_FSYNC_FAILED, "") {
                     tracing::error!("Could not clear the fsync failure: {e}");
                 }
                 if let Some((_, Some(op))) = self.fsync_failed.take() {
-                    self.state.close(
+                    self.host.state.close(
                         op,
                         Outcome::Done,
                         "data set aside; rejoining as the standby",
@@ -853,8 +807,9 @@ impl Agent {
                         seen.voters
                     );
                     *op = self
+                        .host
                         .state
-                        .begin(OpKind::DiskFault, &self.me.name, &why)
+                        .begin(OpKind::DiskFault, &self.host.me.name, &why)
                         .map_err(|e| tracing::error!("Could not journal the fsync alarm: {e}"))
                         .ok();
                 }
@@ -867,7 +822,7 @@ impl Agent {
 
     /// `name=peer_url,…` of the first `voters` nodes.
     fn bootstrap_cluster(&self) -> String {
-        self.cfg.nodes[..self.cfg.cluster.voters.min(self.cfg.nodes.len())]
+        self.host.cfg.nodes[..self.host.cfg.cluster.voters.min(self.host.cfg.nodes.len())]
             .iter()
             .map(|n| format!("{}={}", n.name, n.peer_url))
             .collect::<Vec<_>>()
@@ -883,8 +838,8 @@ impl Agent {
             return false;
         }
         // Spares before us that are alive and also waiting go first.
-        for (i, p) in self.view.peers.iter().enumerate() {
-            if i >= self.my_index {
+        for (i, p) in self.host.view.peers.iter().enumerate() {
+            if i >= self.host.my_index {
                 break;
             }
             let member = members
@@ -911,16 +866,17 @@ impl Agent {
 
     /// Sends the `member add --learner` for this host, then starts etcd.
     async fn join(&mut self) {
-        let Some((_, li)) = self.view.leader() else {
+        let Some((_, li)) = self.host.view.leader() else {
             return;
         };
-        let Some(mut client) = self.view.peers[li].client().await else {
+        let Some(mut client) = self.host.view.peers[li].client().await else {
             return;
         };
         // Joining can wait: no journal record, no join.
         let op = match self
+            .host
             .state
-            .begin(OpKind::Join, &self.me.name, "standby slot free")
+            .begin(OpKind::Join, &self.host.me.name, "standby slot free")
         {
             Ok(op) => Some(op),
             Err(e) => {
@@ -931,7 +887,7 @@ impl Agent {
         let res = tokio::time::timeout(
             Duration::from_secs(3),
             client.member_add(
-                [self.me.peer_url.as_str()],
+                [self.host.me.peer_url.as_str()],
                 Some(MemberAddOptions::new().with_is_learner()),
             ),
         )
@@ -939,18 +895,19 @@ impl Agent {
         match res {
             Ok(Ok(resp)) => {
                 let members: Vec<Member> = resp.member_list().iter().map(Member::from).collect();
-                let initial = initial_cluster(&members, &self.me);
+                let initial = initial_cluster(&members, &self.host.me);
                 tracing::info!(
                     "Added this host as the standby (learner); starting etcd to catch up."
                 );
                 if let Some(id) = op {
-                    self.state
+                    self.host
+                        .state
                         .close(id, Outcome::Done, "member added as learner");
                 }
-                let _ = move_aside(&self.cfg.etcd.data_dir, 2);
+                let _ = move_aside(&self.host.cfg.etcd.data_dir, 2);
                 // The data etcd is about to create belongs to the site's current epoch.
-                let epoch = self.site_epoch();
-                if let Err(e) = super::recover::mark_epoch(&self.cfg.etcd.data_dir, epoch) {
+                let epoch = self.host.site_epoch();
+                if let Err(e) = super::etcd::mark_epoch(&self.host.cfg.etcd.data_dir, epoch) {
                     tracing::error!("Could not mark the new data dir with its epoch: {e}");
                     return;
                 }
@@ -963,9 +920,9 @@ impl Agent {
                         members: members.clone(),
                     });
                 }
-                if let Err(e) = self.etcd.start(&StartMode::Existing {
+                if let Err(e) = self.host.etcd.start(&StartMode::Existing {
                     initial_cluster: initial,
-                    token: self.token(),
+                    token: self.host.token(),
                 }) {
                     tracing::error!("Could not start etcd after joining: {e:#}");
                 }
@@ -975,12 +932,13 @@ impl Agent {
                 // every voter connected for 5 s. Retried next tick.
                 tracing::info!("Joining as the standby was refused for now: {e}");
                 if let Some(id) = op {
-                    self.state.close(id, Outcome::Failed, &e.to_string());
+                    self.host.state.close(id, Outcome::Failed, &e.to_string());
                 }
             }
             Err(_) => {
                 if let Some(id) = op {
-                    self.state
+                    self.host
+                        .state
                         .close(id, Outcome::Failed, "member add timed out");
                 }
             }
@@ -990,15 +948,15 @@ impl Agent {
     /// Removes this host's own learner member (its data is gone), journalled
     /// first; the host joins again as a spare afterwards.
     async fn leave_as_learner(&mut self, id: u64) {
-        let Some((_, li)) = self.view.leader() else {
+        let Some((_, li)) = self.host.view.leader() else {
             return;
         };
-        let Some(mut client) = self.view.peers[li].client().await else {
+        let Some(mut client) = self.host.view.peers[li].client().await else {
             return;
         };
-        let op = match self.state.begin(
+        let op = match self.host.state.begin(
             OpKind::EvictLearner,
-            &self.me.name,
+            &self.host.me.name,
             "this host's standby member has no data (set aside); leaving to join again",
         ) {
             Ok(op) => op,
@@ -1010,36 +968,37 @@ impl Agent {
         match tokio::time::timeout(Duration::from_secs(3), client.member_remove(id)).await {
             Ok(Ok(_)) => {
                 tracing::info!("Removed this host's standby member {id:x}; joining again.");
-                self.state.close(op, Outcome::Done, "learner removed");
+                self.host.state.close(op, Outcome::Done, "learner removed");
             }
-            Ok(Err(e)) => self.state.close(op, Outcome::Failed, &e.to_string()),
+            Ok(Err(e)) => self.host.state.close(op, Outcome::Failed, &e.to_string()),
             Err(_) => self
+                .host
                 .state
                 .close(op, Outcome::Failed, "member remove timed out"),
         }
     }
 
     async fn coordinate(&mut self) {
-        super::coordinate::step(self).await;
+        super::coordinate::step(&mut self.host).await;
     }
 
     /// Role of this host as the cluster sees it.
     pub fn role(&self) -> &'static str {
-        match (self.my_member(), self.etcd.running()) {
+        match (self.host.my_member(), self.host.etcd.running()) {
             (Some(m), true) if m.is_learner => "learner",
             (Some(_), true) => "voter",
             (Some(_), false) => "waiting",
             (None, true) => {
-                if self.local_status().is_some_and(|s| s.is_learner) {
+                if self.host.local_status().is_some_and(|s| s.is_learner) {
                     "learner"
-                } else if self.view.members.is_none() {
+                } else if self.host.view.members.is_none() {
                     "starting"
                 } else {
                     "voter"
                 }
             }
             (None, false) => {
-                if self.view.members.is_some() {
+                if self.host.view.members.is_some() {
                     "spare"
                 } else {
                     "waiting"
@@ -1049,7 +1008,7 @@ impl Agent {
     }
 
     fn readiness(&self) -> (bool, String) {
-        let Some(s) = self.local_status() else {
+        let Some(s) = self.host.local_status() else {
             return (
                 false,
                 self.waiting
@@ -1063,12 +1022,9 @@ impl Agent {
                 format!("local etcd has no leader ({})", s.errors.join("; ")),
             );
         }
-        let lag = self
-            .view
-            .leader_index()
-            .map(|li| li.saturating_sub(s.applied_index));
-        match lag {
-            Some(l) if l <= self.cfg.cluster.promotion_max_lag => (
+        let me = &self.host.view.peers[self.host.my_index];
+        match me.lag {
+            Some(l) if me.caught_up == Some(true) => (
                 true,
                 format!(
                     "{} caught up (lag {l})",
@@ -1083,32 +1039,30 @@ impl Agent {
     /// Publishes the status document for the API.
     pub fn publish(&mut self) {
         let now = Instant::now();
-        let leader_index = self.view.leader_index();
-        let member_list = self.view.members.clone().unwrap_or_default();
+        let member_list = self.host.view.members.clone().unwrap_or_default();
         let health = super::coordinate::with_removal_history(
-            self,
+            &self.host,
             &member_list,
-            self.view.health(&member_list, now),
+            self.host.view.health(&member_list, now),
         );
         let members = member_list
             .iter()
             .zip(&health)
             .map(|(m, h)| {
-                let st = self
+                let peer = self
+                    .host
                     .view
                     .peer_by_url(&m.peer_url)
-                    .and_then(|i| self.view.peers[i].status.clone());
+                    .map(|i| &self.host.view.peers[i]);
+                let st = peer.and_then(|p| p.status.as_ref());
                 MemberDoc {
                     id: format!("{:x}", m.id),
                     name: m.name.clone(),
                     peer_url: m.peer_url.clone(),
                     is_learner: m.is_learner,
                     reachable: st.is_some(),
-                    applied_index: st.as_ref().map(|s| s.applied_index),
-                    lag: match (leader_index, &st) {
-                        (Some(li), Some(s)) => Some(li.saturating_sub(s.applied_index)),
-                        _ => None,
-                    },
+                    applied_index: st.map(|s| s.applied_index),
+                    lag: peer.and_then(|p| p.lag),
                     standby: m.is_learner.then(|| plan::standby_state(h)),
                     behind_for_s: (m.is_learner && !h.behind_for.is_zero())
                         .then_some(h.behind_for.as_secs_f64()),
@@ -1116,6 +1070,7 @@ impl Agent {
             })
             .collect();
         let hosts = self
+            .host
             .view
             .peers
             .iter()
@@ -1128,56 +1083,56 @@ impl Agent {
                 agent_role: p.agent_role().map(str::to_string),
             })
             .collect();
-        let ops = self.state.ops(200).unwrap_or_default();
+        let ops = self.host.state.ops(200).unwrap_or_default();
         let count = |k: OpKind| {
             ops.iter()
                 .filter(|o| o.kind == k && o.outcome == Outcome::Done)
                 .count() as u64
         };
         let (ready, ready_reason) = self.readiness();
-        let quorum = self.quorum();
+        let quorum = self.host.quorum();
         let doc = StatusDoc {
             now_ms: chrono::Utc::now().timestamp_millis(),
-            host: self.cfg.host.clone(),
-            site: self.cfg.site.clone(),
+            host: self.host.cfg.host.clone(),
+            site: self.host.cfg.site.clone(),
             version: crate::version::LONG.to_string(),
             role: self.role().to_string(),
-            member_id: self.local_status().map(|s| format!("{:x}", s.member_id)),
-            coordinator: self.is_coordinator(),
+            member_id: self.host.local_status().map(|s| format!("{:x}", s.member_id)),
+            coordinator: self.host.is_coordinator(),
             ready,
             ready_reason,
             quorum,
-            split_brain: self.split_brain.as_ref().map(|(_, others)| super::SplitBrainDoc {
+            split_brain: self.split_brain.as_ref().map(|(_, others)| SplitBrainDoc {
                 others: others.clone(),
                 action: format!(
                     "two live clusters: this host keeps serving its own and moves no data. Decide which side's writes to keep; \
                      on every host of the side you give up run `systemctl stop edgeplane`, move its etcd data dir ({}) aside \
                      (keep it: it holds that side's writes), then `systemctl start edgeplane`: it joins the kept side as a standby",
-                    self.cfg.etcd.data_dir.display()
+                    self.host.cfg.etcd.data_dir.display()
                 ),
             }),
-            decision: describe(&self.last_decision),
+            decision: plan::describe(&self.host.last_decision),
             etcd: EtcdDoc {
-                running: self.etcd.running(),
-                pid: self.etcd.pid(),
+                running: self.host.etcd.running(),
+                pid: self.host.etcd.pid(),
                 adopted: self.adopted,
-                restarts: self.etcd.restarts,
+                restarts: self.host.etcd.restarts,
                 last_exit: self.last_exit.clone(),
             },
-            local: self.local_status().cloned(),
+            local: self.host.local_status().cloned(),
             members,
             hosts,
-            operation: self.ops.doc(),
-            snapshot_space: Some(self.shared.snapshot_space.doc(
-                &self.cfg.paths.snapshot_dir,
-                &super::snapshot_budget(&self.cfg),
+            operation: self.host.ops.doc(),
+            snapshot_space: Some(self.host.shared.snapshot_space.doc(
+                &self.host.cfg.paths.snapshot_dir,
+                &super::status::snapshot_budget(&self.host.cfg),
                 &edgeplane_snapshot::Statvfs,
             )),
             progress: Progress {
                 ticks: self.ticks,
                 last_reconcile_age_ms: 0,
                 queue_depth: usize::from(!matches!(
-                    self.last_decision,
+                    self.host.last_decision,
                     Decision::Steady | Decision::Wait(_)
                 )),
                 stalled: false,
@@ -1194,21 +1149,21 @@ impl Agent {
                 recent: ops.iter().rev().take(20).rev().cloned().collect(),
             },
             flap: self.flap_doc(&member_list, &health),
-            epoch: self.data_epoch().max(self.rebuilding_epoch.unwrap_or(0)),
+            epoch: self.host.data_epoch().max(self.host.rebuilding_epoch.unwrap_or(0)),
             recovery: self.recovery.doc.clone(),
             metrics: None,
         };
-        self.shared.set_status(doc);
+        self.host.shared.set_status(doc);
         // The last view, on disk, for `edgeplane diag` when this agent is down.
         if self
             .last_persist
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
         {
             self.last_persist = Some(Instant::now());
-            self.persist_max_revision();
-            let doc = self.shared.status();
+            self.host.persist_max_revision();
+            let doc = self.host.shared.status();
             if let Ok(json) = serde_json::to_vec_pretty(&doc) {
-                let path = self.cfg.paths.state_dir.join("status.json");
+                let path = self.host.cfg.paths.state_dir.join("status.json");
                 if let Err(e) = super::etcd::write_atomic(&path, &json) {
                     tracing::debug!("Could not write {}: {e}", path.display());
                 }
@@ -1219,10 +1174,11 @@ impl Agent {
     /// Flap damping in `/status`: this agent's own removals within the
     /// window (what other coordinators read) and the members whose
     /// detection window is damped now.
-    fn flap_doc(&self, members: &[Member], health: &[plan::Health]) -> super::FlapDoc {
+    fn flap_doc(&self, members: &[Member], health: &[plan::Health]) -> FlapDoc {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let window_ms = i64::try_from(self.limits.flap_window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms = i64::try_from(self.host.limits.flap_window.as_millis()).unwrap_or(i64::MAX);
         let recent_removals = self
+            .host
             .state
             .removals_since(now_ms.saturating_sub(window_ms))
             .unwrap_or_default();
@@ -1230,56 +1186,41 @@ impl Agent {
             .iter()
             .zip(health)
             .filter(|(_, h)| h.recent_removals > 0)
-            .map(|(m, h)| super::DampedHost {
+            .map(|(m, h)| DampedHost {
                 host: plan::label(m),
                 recent_removals: h.recent_removals,
                 factor: plan::damping_factor(h.recent_removals),
-                detection_s: plan::detection_window(h, &self.limits).0.as_secs_f64(),
+                detection_s: plan::detection_window(h, &self.host.limits).0.as_secs_f64(),
             })
             .collect();
-        super::FlapDoc {
-            window_s: self.limits.flap_window.as_secs_f64(),
+        FlapDoc {
+            window_s: self.host.limits.flap_window.as_secs_f64(),
             recent_removals,
             damped_hosts,
         }
     }
 
-    /// `Lost`: no leader of this host's cluster, or a majority of voters
-    /// unreachable, for `recovery.quorum_loss_window`; `Unknown`: not yet
-    /// for long enough.
-    pub fn quorum(&self) -> Quorum {
-        match self.quorum_suspect_since {
-            None => Quorum::Ok,
-            Some(t) if t.elapsed() >= self.cfg.recovery.quorum_loss_window => Quorum::Lost,
-            Some(_) => Quorum::Unknown,
-        }
-    }
-
-    /// Whether the local etcd is the leader (and so this agent coordinates).
-    pub fn is_coordinator(&self) -> bool {
-        self.local_status()
-            .is_some_and(|s| !s.is_learner && s.leader != 0 && s.leader == s.member_id)
-    }
-
     /// SIGTERM: hand leadership to a healthy voter, then stop etcd.
     pub async fn shutdown(&mut self) {
-        if self.is_coordinator() {
-            super::coordinate::hand_off_leadership(self).await;
+        if self.host.is_coordinator() {
+            super::coordinate::hand_off_leadership(&mut self.host).await;
         }
-        let held = self.ops.holds_local_etcd();
-        self.ops.abort(&self.state);
+        let held = self.host.ops.holds_local_etcd();
+        self.host.ops.abort(&self.host.state);
         if held {
             // The aborted operation drops its loan of the supervisor once
             // its task is cancelled; a pid file names the etcd it started.
             let t0 = Instant::now();
-            while !self.ops.reclaim_etcd(&mut self.etcd) && t0.elapsed() < Duration::from_secs(2) {
+            while !self.host.ops.reclaim_etcd(&mut self.host.etcd)
+                && t0.elapsed() < Duration::from_secs(2)
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if !self.etcd.running() {
-                self.etcd.adopt();
+            if !self.host.etcd.running() {
+                self.host.etcd.adopt();
             }
         }
-        self.etcd.stop(Duration::from_secs(10)).await;
+        self.host.etcd.stop(Duration::from_secs(10)).await;
     }
 }
 
@@ -1308,15 +1249,4 @@ fn initial_cluster(members: &[Member], me: &Node) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// A decision in a sentence.
-pub fn describe(d: &Decision) -> String {
-    match d {
-        Decision::Steady => "steady: voters at configured strength".into(),
-        Decision::Wait(w) => format!("waiting: {w}"),
-        Decision::RemoveVoter { host, reason, .. } => format!("remove voter {host}: {reason}"),
-        Decision::Promote { host, reason, .. } => format!("promote standby {host}: {reason}"),
-        Decision::EvictLearner { host, reason, .. } => format!("evict standby {host}: {reason}"),
-    }
 }

@@ -12,7 +12,7 @@ use etcd_client::Client;
 use crate::tls::SiteTls;
 use serde::Serialize;
 
-use super::plan::{Health, Member};
+use super::plan::{self, Health, Member};
 
 /// A member's answer to Status.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +52,12 @@ pub struct Peer {
     pub agent_doc: Option<serde_json::Value>,
     pub agent_silent_since: Option<Instant>,
     pub caught_up_since: Option<Instant>,
+    /// Raft entries behind the leader this tick (`None`: no leader, or no answer).
+    pub lag: Option<u64>,
+    /// Within `cluster.promotion_max_lag` of the leader this tick
+    /// ([`plan::within_lag`]); `None` during an election (no leader to
+    /// compare with), `Some(false)` when it does not answer.
+    pub caught_up: Option<bool>,
 }
 
 impl Peer {
@@ -67,6 +73,8 @@ impl Peer {
             agent_doc: None,
             agent_silent_since: Some(now),
             caught_up_since: None,
+            lag: None,
+            caught_up: None,
         }
     }
 
@@ -244,12 +252,16 @@ impl View {
             // During an election there is no leader to compare with: a member
             // that still answers keeps its record (it did not fall behind a
             // leader that does not exist); one that stops answering loses it.
-            let caught_up = match (&p.status, leader_index) {
-                (Some(s), Some(li)) => Some(li.saturating_sub(s.applied_index) <= self.max_lag),
+            p.lag = match (&p.status, leader_index) {
+                (Some(s), Some(li)) => Some(li.saturating_sub(s.applied_index)),
+                _ => None,
+            };
+            p.caught_up = match (&p.status, leader_index) {
+                (Some(s), Some(li)) => Some(plan::within_lag(li, s.applied_index, self.max_lag)),
                 (Some(_), None) => None,
                 (None, _) => Some(false),
             };
-            match caught_up {
+            match p.caught_up {
                 Some(true) => {
                     p.caught_up_since.get_or_insert(now);
                     if let Some(s) = &p.status {
@@ -402,4 +414,13 @@ impl View {
 /// URLs compare without a trailing slash.
 pub fn same_url(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// The epoch a peer's agent publishes (0 when it publishes none).
+pub fn peer_epoch(p: &Peer) -> u64 {
+    p.agent_doc
+        .as_ref()
+        .and_then(|d| d.get("epoch"))
+        .and_then(|e| e.as_u64())
+        .unwrap_or(0)
 }

@@ -125,7 +125,7 @@ pub enum EvictCause {
 /// Why the membership decision is to wait. Typed so that callers match on
 /// the reason (the quorum watch in `local.rs` does) instead of on a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitReason {
+pub enum MembershipWait {
     /// No voter with a leader answered with a member list.
     NoMemberList,
     /// A majority of voters is unreachable: no membership change can commit.
@@ -138,28 +138,28 @@ pub enum WaitReason {
     MoreVotersThanConfigured { voters: usize, configured: usize },
 }
 
-impl std::fmt::Display for WaitReason {
+impl std::fmt::Display for MembershipWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WaitReason::NoMemberList => {
+            MembershipWait::NoMemberList => {
                 f.write_str("no member list: no voter with a leader answers")
             }
-            WaitReason::QuorumLost {
+            MembershipWait::QuorumLost {
                 unreachable,
                 voters,
             } => write!(
                 f,
                 "quorum lost: {unreachable} of {voters} voters unreachable; no membership change is possible"
             ),
-            WaitReason::NoStandby { voters, configured } => write!(
+            MembershipWait::NoStandby { voters, configured } => write!(
                 f,
                 "voters {voters} of {configured}; waiting for a host to join as standby"
             ),
-            WaitReason::StandbyCatchingUp { voters, configured } => write!(
+            MembershipWait::StandbyCatchingUp { voters, configured } => write!(
                 f,
                 "voters {voters} of {configured}; waiting for the standby to catch up"
             ),
-            WaitReason::MoreVotersThanConfigured { voters, configured } => write!(
+            MembershipWait::MoreVotersThanConfigured { voters, configured } => write!(
                 f,
                 "{voters} voters but {configured} configured; Edgeplane never demotes a voter on its own"
             ),
@@ -172,7 +172,7 @@ pub enum Decision {
     /// Nothing to do: the cluster is at its configured strength.
     Steady,
     /// Something is wrong but the safe choice is to wait; says why.
-    Wait(WaitReason),
+    Wait(MembershipWait),
     RemoveVoter {
         id: u64,
         host: String,
@@ -261,13 +261,21 @@ pub fn is_dead(h: &Health, l: &Limits) -> bool {
         && (h.agent_down_for >= window || h.etcd_down_for >= grace)
 }
 
+/// The one "caught up" rule: a member whose applied index is at most
+/// `max_lag` (`cluster.promotion_max_lag`) raft entries behind the leader's.
+/// `observe` applies it once per tick to every member (`Peer::caught_up`);
+/// everything else reads that.
+pub fn within_lag(leader_index: u64, applied_index: u64, max_lag: u64) -> bool {
+    leader_index.saturating_sub(applied_index) <= max_lag
+}
+
 /// Whether a learner may be promoted now: it answers as a learner, is within
 /// the absolute lag bound of the leader, and has been for `promotion_stable_for`.
 /// (etcd 3.4.23's own check promotes a dead learner: never rely on it.)
 pub fn promotable(h: &Health, leader_index: u64, l: &Limits) -> bool {
     h.etcd_up
         && h.reports_learner
-        && leader_index.saturating_sub(h.applied_index) <= l.promotion_max_lag
+        && within_lag(leader_index, h.applied_index, l.promotion_max_lag)
         && h.caught_up_for >= l.promotion_stable_for
 }
 
@@ -294,7 +302,7 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
 
     if let Some(&d) = dead_voters.first() {
         if live_voters * 2 <= voters.len() {
-            return Decision::Wait(WaitReason::QuorumLost {
+            return Decision::Wait(MembershipWait::QuorumLost {
                 unreachable: dead_voters.len(),
                 voters: voters.len(),
             });
@@ -394,18 +402,29 @@ pub fn decide(members: &[Member], health: &[Health], leader_index: u64, l: &Limi
     if voters.len() < l.voters {
         let (voters, configured) = (voters.len(), l.voters);
         return Decision::Wait(if learners.is_empty() {
-            WaitReason::NoStandby { voters, configured }
+            MembershipWait::NoStandby { voters, configured }
         } else {
-            WaitReason::StandbyCatchingUp { voters, configured }
+            MembershipWait::StandbyCatchingUp { voters, configured }
         });
     }
     if voters.len() > l.voters {
-        return Decision::Wait(WaitReason::MoreVotersThanConfigured {
+        return Decision::Wait(MembershipWait::MoreVotersThanConfigured {
             voters: voters.len(),
             configured: l.voters,
         });
     }
     Decision::Steady
+}
+
+/// A decision in a sentence.
+pub fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Steady => "steady: voters at configured strength".into(),
+        Decision::Wait(w) => format!("waiting: {w}"),
+        Decision::RemoveVoter { host, reason, .. } => format!("remove voter {host}: {reason}"),
+        Decision::Promote { host, reason, .. } => format!("promote standby {host}: {reason}"),
+        Decision::EvictLearner { host, reason, .. } => format!("evict standby {host}: {reason}"),
+    }
 }
 
 #[cfg(test)]
@@ -582,7 +601,7 @@ mod tests {
         let hs = [up(100), dead(), dead(), learner_up(100)];
         assert!(matches!(
             decide(&ms, &hs, 100, &limits()),
-            Decision::Wait(WaitReason::QuorumLost { .. })
+            Decision::Wait(MembershipWait::QuorumLost { .. })
         ));
         // 1 voter + 1 standby, voter dead.
         let l = Limits {
@@ -592,7 +611,7 @@ mod tests {
         let ms = [m(1, false), m(2, true)];
         assert!(matches!(
             decide(&ms, &[dead(), learner_up(9)], 9, &l),
-            Decision::Wait(WaitReason::QuorumLost { .. })
+            Decision::Wait(MembershipWait::QuorumLost { .. })
         ));
     }
 

@@ -60,43 +60,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use edgeplane_config::QuorumLossPolicy;
-use serde::{Deserialize, Serialize};
 
-use super::etcd::{Supervisor, has_member_data, move_aside, write_atomic};
-use super::local::Agent;
+use super::etcd::{Supervisor, has_member_data, mark_epoch, move_aside};
+use super::host::Host;
+use super::observe::peer_epoch;
 use super::operation::Kind;
 use super::recovery_plan::{
-    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Vote, Wait, WaitReason,
+    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Wait,
 };
 use super::state::KnownMembership;
-
-/// File in the etcd data dir naming the epoch its data belongs to.
-pub const EPOCH_FILE: &str = "edgeplane-epoch";
-
-/// The epoch of the data in `data_dir` (0 when unmarked: the first cluster).
-pub fn data_epoch(data_dir: &Path) -> u64 {
-    std::fs::read_to_string(data_dir.join(EPOCH_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Marks `data_dir` as belonging to `epoch` (created if missing).
-pub fn mark_epoch(data_dir: &Path, epoch: u64) -> std::io::Result<()> {
-    std::fs::create_dir_all(data_dir)?;
-    write_atomic(&data_dir.join(EPOCH_FILE), format!("{epoch}\n").as_bytes())
-}
-
-/// What `POST /recover` asks for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RecoverRequest {
-    /// The operator confirms the lost hosts are powered off.
-    pub confirm: bool,
-    /// Rebuild from this snapshot file (an absolute path on this host)
-    /// instead of this host's etcd data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<PathBuf>,
-}
+use super::status::{RecoverRequest, RecoveryDoc};
 
 /// The data a rebuild starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,30 +87,6 @@ impl Source {
             Source::Snapshot(p) => format!("snapshot {}", p.display()),
         }
     }
-}
-
-/// What the agent knows about a quorum loss (in `/status`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RecoveryDoc {
-    pub quorum_lost: bool,
-    pub policy: String,
-    /// Voters of the last member list that do not answer.
-    pub lost_voters: Vec<String>,
-    /// The reachable host with the freshest data (highest applied index).
-    pub freshest: Option<String>,
-    /// The exact command that recovers, when recovery needs a human.
-    pub command: Option<String>,
-    /// What the agent is doing or waiting for, in a sentence.
-    pub state: String,
-    /// Why it waits (typed), when it does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait: Option<WaitReason>,
-    /// Every configured node's vote as this host sees it: who names whom
-    /// the freshest (`for` is null when its agent does not answer).
-    pub votes: Vec<Vote>,
-    /// Votes an automatic rebuild needs: a strict majority of the
-    /// configured nodes.
-    pub votes_needed: usize,
 }
 
 /// Recovery bookkeeping kept by the agent between ticks.
@@ -170,15 +119,15 @@ pub struct RebuildRun {
 /// The typed view [`recovery_plan::decide_rebuild`] decides on: every
 /// configured host (its etcd counted only with data of this host's epoch),
 /// and the voters of the last membership this host recorded.
-fn rebuild_view(agent: &Agent) -> RebuildView {
-    let my_epoch = agent.data_epoch();
-    let hosts = agent
+fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
+    let my_epoch = cx.data_epoch();
+    let hosts = cx
         .view
         .peers
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let epoch = if i == agent.my_index {
+            let epoch = if i == cx.my_index {
                 my_epoch
             } else {
                 peer_epoch(p)
@@ -190,8 +139,8 @@ fn rebuild_view(agent: &Agent) -> RebuildView {
                     .as_ref()
                     .filter(|_| epoch == my_epoch)
                     .map(|s| s.applied_index),
-                agent_answers: i == agent.my_index || p.agent_doc.is_some(),
-                names_freshest: if i == agent.my_index {
+                agent_answers: i == cx.my_index || p.agent_doc.is_some(),
+                names_freshest: if i == cx.my_index {
                     None
                 } else {
                     p.agent_doc
@@ -204,53 +153,42 @@ fn rebuild_view(agent: &Agent) -> RebuildView {
         })
         .collect();
     RebuildView {
-        policy: agent.cfg.recovery.quorum_loss_policy,
-        quorum: agent.quorum(),
-        me: agent.my_index,
+        policy: cx.cfg.recovery.quorum_loss_policy,
+        quorum: cx.quorum(),
+        me: cx.my_index,
         hosts,
-        known_voters: agent.known.as_ref().map(KnownMembership::voters),
-        have_data: has_member_data(&agent.cfg.etcd.data_dir),
-        freshest_streak: agent.recovery.freshest_streak,
-        backing_off: agent
-            .recovery
-            .next_attempt
-            .is_some_and(|t| Instant::now() < t),
-        request: agent.recovery.requested.as_ref().map(|r| Request {
+        known_voters: cx.known.as_ref().map(KnownMembership::voters),
+        have_data: has_member_data(&cx.cfg.etcd.data_dir),
+        freshest_streak: rec.freshest_streak,
+        backing_off: rec.next_attempt.is_some_and(|t| Instant::now() < t),
+        request: rec.requested.as_ref().map(|r| Request {
             confirm: r.confirm,
             from_snapshot: r.snapshot.is_some(),
         }),
     }
 }
 
-pub fn peer_epoch(p: &super::observe::Peer) -> u64 {
-    p.agent_doc
-        .as_ref()
-        .and_then(|d| d.get("epoch"))
-        .and_then(|e| e.as_u64())
-        .unwrap_or(0)
-}
-
 /// One look at quorum loss per tick: decide (pure), update the doc, and
 /// fence and rebuild when the decision says so.
-pub async fn tick(agent: &mut Agent, config_path: &Path) {
-    let mut view = rebuild_view(agent);
+pub async fn tick(cx: &mut Host, rec: &mut Recovery, config_path: &Path) {
+    let mut view = rebuild_view(cx, rec);
     let fresh = recovery_plan::freshest(&view.hosts);
     // Two survivors must never both rebuild. Their views of each other's
     // applied index are taken at different moments (a learner may still be
     // applying), so each could see itself ahead: the decision also wants
     // two consecutive looks and every answering survivor's agreement.
-    agent.recovery.freshest_streak = if fresh == Some(agent.my_index) && view.have_data {
-        agent.recovery.freshest_streak + 1
+    rec.freshest_streak = if fresh == Some(cx.my_index) && view.have_data {
+        rec.freshest_streak + 1
     } else {
         0
     };
-    view.freshest_streak = agent.recovery.freshest_streak;
-    let requested = agent.recovery.requested.take();
-    if let Some(done) = agent.ops.take(Kind::Fence) {
+    view.freshest_streak = rec.freshest_streak;
+    let requested = rec.requested.take();
+    if let Some(done) = cx.ops.take(Kind::Fence) {
         match done.result {
             Ok(_) => {
                 tracing::warn!(host = %done.target, "Fence command confirmed {} is powered off (took {:.1}s).", done.target, done.took.as_secs_f64());
-                agent.recovery.fenced.push(done.target);
+                rec.fenced.push(done.target);
             }
             Err(e) => {
                 let why = format!(
@@ -258,31 +196,31 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
                     done.target
                 );
                 tracing::error!("Not rebuilding: {why}");
-                agent.recovery.fenced.clear();
-                agent.recovery.last_failure = Some(why);
-                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+                rec.fenced.clear();
+                rec.last_failure = Some(why);
+                rec.next_attempt = Some(Instant::now() + Duration::from_secs(30));
             }
         }
     }
     // A host confirmed off that answers again (powered on since) is fenced
     // again before any rebuild: a confirmation is about the past.
-    let answering: Vec<String> = agent
+    let answering: Vec<String> = cx
         .view
         .peers
         .iter()
         .filter(|p| p.status.is_some() || p.agent_doc.is_some())
         .map(|p| p.node.name.clone())
         .collect();
-    agent.recovery.fenced.retain(|h| !answering.contains(h));
+    rec.fenced.retain(|h| !answering.contains(h));
     let decision = recovery_plan::decide_rebuild(&view);
     let lost = recovery_plan::lost_voters(&view);
     let fresh_name = fresh.map(|i| view.hosts[i].name.clone());
     let command = fresh_name.as_deref().map(|h| {
-        recovery_plan::recover_command(&agent.cfg.host, &config_path.display().to_string(), Some(h))
+        recovery_plan::recover_command(&cx.cfg.host, &config_path.display().to_string(), Some(h))
     });
     let mut doc = RecoveryDoc {
         quorum_lost: view.quorum == Quorum::Lost,
-        policy: policy_name(agent),
+        policy: policy_name(cx),
         lost_voters: lost.clone(),
         freshest: fresh_name.clone(),
         command: command.clone(),
@@ -294,7 +232,7 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     // No survivor's etcd answers. A snapshot loses the writes made after it,
     // and an etcd that is only slow to start still has them, so this is a
     // hint in the sentence, never "the command".
-    let no_data = || match newest_snapshot(&agent.cfg.paths.snapshot_dir) {
+    let no_data = || match newest_snapshot(&cx.cfg.paths.snapshot_dir) {
         Some(file) => format!(
             "waiting: no surviving data is reachable; if no host's etcd data can be started again, \
              `edgeplane recover --config {} --snapshot {} --confirm` rebuilds from this host's newest snapshot \
@@ -305,12 +243,11 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         None => "waiting: no surviving data is reachable".into(),
     };
     // A rebuild runs off the loop: the loop keeps observing and reporting.
-    if let (Some((Kind::Rebuild, _)), Some(run)) = (agent.ops.running(), agent.recovery.rebuild) {
+    if let (Some((Kind::Rebuild, _)), Some(run)) = (cx.ops.running(), rec.rebuild) {
         doc.state = format!(
             "rebuilding a one-member cluster as epoch {}{}",
             run.epoch,
-            agent
-                .ops
+            cx.ops
                 .doc()
                 .map(|d| format!(" (running for {:.0} s)", d.running_for_s))
                 .unwrap_or_default()
@@ -320,30 +257,29 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
         // meanwhile, so the view above names another survivor the freshest,
         // and that vote would hand a second survivor a majority to rebuild
         // too (two clusters; found by the e2e test of the fenced rebuild).
-        doc.freshest = Some(agent.me.name.clone());
-        agent.recovery.doc = doc;
+        doc.freshest = Some(cx.me.name.clone());
+        rec.doc = doc;
         return;
     }
     // A fence runs off the loop: the loop keeps observing and reporting.
-    if let Some((Kind::Fence, host)) = agent.ops.running() {
+    if let Some((Kind::Fence, host)) = cx.ops.running() {
         doc.state = format!(
             "fencing {host}: waiting for the fence command to confirm it is powered off{}",
-            agent
-                .ops
+            cx.ops
                 .doc()
                 .map(|d| format!(" (running for {:.0} s)", d.running_for_s))
                 .unwrap_or_default()
         );
-        agent.recovery.requested = requested;
-        agent.recovery.doc = doc;
+        rec.requested = requested;
+        rec.doc = doc;
         return;
     }
     let fence = match decision {
         RebuildDecision::NotNeeded => {
-            agent.recovery.fenced.clear();
-            agent.recovery.last_failure = None;
-            agent.recovery.doc = RecoveryDoc {
-                policy: policy_name(agent),
+            rec.fenced.clear();
+            rec.last_failure = None;
+            rec.doc = RecoveryDoc {
+                policy: policy_name(cx),
                 state: "quorum ok".into(),
                 ..RecoveryDoc::default()
             };
@@ -355,7 +291,7 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
                 &w,
                 &lost,
                 fresh_name.as_deref(),
-                agent.recovery.last_failure.as_deref(),
+                rec.last_failure.as_deref(),
                 &no_data,
             );
             if let Wait::NoVoteMajority { .. } = &w {
@@ -368,11 +304,11 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
                 doc.state.push_str(&format!(": {c}"));
             }
             // Once per reason, not once per tick.
-            if agent.recovery.doc.wait != Some(reason) {
+            if rec.doc.wait != Some(reason) {
                 tracing::warn!("Quorum lost, not rebuilding: {}", doc.state);
             }
             doc.wait = Some(reason);
-            agent.recovery.doc = doc;
+            rec.doc = doc;
             return;
         }
         RebuildDecision::Refuse(r) => {
@@ -381,7 +317,7 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
                 Refusal::NoOwnData => "refused: this host has no etcd data to rebuild from",
             }
             .into();
-            agent.recovery.doc = doc;
+            rec.doc = doc;
             return;
         }
         RebuildDecision::Rebuild {
@@ -406,44 +342,40 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
     };
     // One fence at a time, off the loop; the rebuild waits until every
     // host of the decision was confirmed off.
-    if let Some(host) = fence
-        .iter()
-        .find(|h| !agent.recovery.fenced.contains(h))
-        .cloned()
-    {
-        doc.state = match start_fence(agent, &host) {
+    if let Some(host) = fence.iter().find(|h| !rec.fenced.contains(h)).cloned() {
+        doc.state = match start_fence(cx, &host) {
             Ok(()) => format!(
                 "fencing {host}: waiting for the fence command to confirm it is powered off"
             ),
             Err(e) => {
                 tracing::error!("Not rebuilding: {e:#}");
-                agent.recovery.fenced.clear();
-                agent.recovery.last_failure = Some(format!("{e:#}"));
-                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+                rec.fenced.clear();
+                rec.last_failure = Some(format!("{e:#}"));
+                rec.next_attempt = Some(Instant::now() + Duration::from_secs(30));
                 format!("waiting: {e:#}; retrying in 30 s")
             }
         };
-        agent.recovery.requested = requested;
-        agent.recovery.doc = doc;
+        rec.requested = requested;
+        rec.doc = doc;
         return;
     }
     // Post-check of the fencing, pre-check of the rebuild: the decision was
     // taken on a view that may be seconds old (each fence may take a
     // minute, and this tick observed before it). Look again; a rebuild
     // that is no longer decided is not done.
-    agent.view.refresh().await;
+    cx.view.refresh().await;
     let again = recovery_plan::decide_rebuild(&RebuildView {
         request: view.request,
         freshest_streak: view.freshest_streak,
         backing_off: false,
-        ..rebuild_view(agent)
+        ..rebuild_view(cx, rec)
     });
     let still = matches!(&again, RebuildDecision::Rebuild { fence: f, .. } if f.iter().all(|h| fence.contains(h)));
-    if !still || agent.view.leader().is_some() {
+    if !still || cx.view.leader().is_some() {
         tracing::warn!("Not rebuilding: the site looks different now ({again:?}).");
-        agent.recovery.fenced.clear();
+        rec.fenced.clear();
         doc.state = "waiting: the site changed while fencing; deciding again".into();
-        agent.recovery.doc = doc;
+        rec.doc = doc;
         return;
     }
     let reason = if requested.is_some() {
@@ -459,8 +391,8 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             fence.join(", ")
         )
     };
-    agent.recovery.requested_by_operator = requested.is_some();
-    match start_rebuild(agent, &source, &reason) {
+    rec.requested_by_operator = requested.is_some();
+    match start_rebuild(cx, rec, &source, &reason) {
         Ok(epoch) => {
             doc.state = format!(
                 "rebuilding a one-member cluster from {} as epoch {epoch}",
@@ -478,7 +410,7 @@ pub async fn tick(agent: &mut Agent, config_path: &Path) {
             };
         }
     }
-    agent.recovery.doc = doc;
+    rec.doc = doc;
 }
 
 /// What the agent waits for, in a sentence (`/status.recovery.state`).
@@ -528,10 +460,10 @@ fn wait_sentence(
 /// partition is never fenced on a decision taken while it was out of
 /// reach), when the intent cannot be journalled, or while another
 /// operation runs.
-fn start_fence(agent: &mut Agent, host: &str) -> anyhow::Result<()> {
+fn start_fence(cx: &mut Host, host: &str) -> anyhow::Result<()> {
     // Pre-check on this tick's view (observed moments ago).
-    let back = agent.view.leader().is_some()
-        || agent
+    let back = cx.view.leader().is_some()
+        || cx
             .view
             .peers
             .iter()
@@ -539,12 +471,11 @@ fn start_fence(agent: &mut Agent, host: &str) -> anyhow::Result<()> {
     if back {
         anyhow::bail!("{host} or a leader answers again: not fencing");
     }
-    let recovery = agent.cfg.recovery.clone();
+    let recovery = cx.cfg.recovery.clone();
     let target = host.to_string();
-    agent
-        .ops
+    cx.ops
         .start(
-            &agent.state,
+            &cx.state,
             Kind::Fence,
             host,
             "quorum lost; fencing a lost voter before a rebuild",
@@ -569,8 +500,8 @@ fn newest_snapshot(dir: &Path) -> Option<PathBuf> {
         .map(|m| m.path)
 }
 
-fn policy_name(agent: &Agent) -> String {
-    match agent.cfg.recovery.quorum_loss_policy {
+fn policy_name(cx: &Host) -> String {
+    match cx.cfg.recovery.quorum_loss_policy {
         QuorumLossPolicy::Manual => "manual".into(),
         QuorumLossPolicy::Fenced => "fenced".into(),
     }
@@ -623,36 +554,40 @@ struct RebuildJob {
 /// comes back to [`take_finished`]. Returns the new epoch. Refused
 /// (nothing done) while another operation runs (an offline defrag on
 /// this data dir) or when the intent cannot be journalled.
-fn start_rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Result<u64> {
-    let peers_max = agent.view.peers.iter().map(peer_epoch).max().unwrap_or(0);
-    let epoch = agent.data_epoch().max(peers_max) + 1;
-    let work = agent.cfg.paths.state_dir.join(format!("recover-e{epoch}"));
+fn start_rebuild(
+    cx: &mut Host,
+    rec: &mut Recovery,
+    source: &Source,
+    reason: &str,
+) -> anyhow::Result<u64> {
+    let peers_max = cx.view.peers.iter().map(peer_epoch).max().unwrap_or(0);
+    let epoch = cx.data_epoch().max(peers_max) + 1;
+    let work = cx.cfg.paths.state_dir.join(format!("recover-e{epoch}"));
     let job = RebuildJob {
         source: source.clone(),
         epoch,
-        data_dir: agent.cfg.etcd.data_dir.clone(),
+        data_dir: cx.cfg.etcd.data_dir.clone(),
         target: edgeplane_snapshot::RestoreTarget::new(
             work.join("data"),
-            agent.me.name.clone(),
-            format!("{}={}", agent.me.name, agent.me.peer_url),
-            agent.token_for(epoch),
-            agent.me.peer_url.clone(),
+            cx.me.name.clone(),
+            format!("{}={}", cx.me.name, cx.me.peer_url),
+            cx.token_for(epoch),
+            cx.me.peer_url.clone(),
         ),
         work,
-        client_url: agent.me.client_url.clone(),
-        tls: agent.tls.clone(),
-        max_revision: agent.max_revision,
-        state: agent.state.clone(),
+        client_url: cx.me.client_url.clone(),
+        tls: cx.tls.clone(),
+        max_revision: cx.max_revision,
+        state: cx.state.clone(),
     };
-    let me = agent.me.name.clone();
-    agent
-        .ops
+    let me = cx.me.name.clone();
+    cx.ops
         .start_with_etcd(
-            &agent.state,
+            &cx.state,
             Kind::Rebuild,
             &me,
             reason,
-            &mut agent.etcd,
+            &mut cx.etcd,
             |mut etcd| async move {
                 let from = job.source.describe();
                 rebuild_inner(&job, &mut etcd)
@@ -671,46 +606,46 @@ fn start_rebuild(agent: &mut Agent, source: &Source, reason: &str) -> anyhow::Re
         "Quorum lost: rebuilding the cluster from {} as epoch {epoch} ({reason}), off the reconcile loop.",
         source.describe()
     );
-    agent.rebuilding_epoch = Some(epoch);
-    agent.recovery.rebuild = Some(RebuildRun {
+    cx.rebuilding_epoch = Some(epoch);
+    rec.rebuild = Some(RebuildRun {
         epoch,
-        by_operator: agent.recovery.requested_by_operator,
+        by_operator: rec.requested_by_operator,
     });
     Ok(epoch)
 }
 
 /// The post-check of a rebuild that ended since the last tick (the runner
 /// journalled its outcome, and the loop has its etcd supervisor back).
-pub fn take_finished(agent: &mut Agent) {
-    let Some(done) = agent.ops.take(Kind::Rebuild) else {
+pub fn take_finished(cx: &mut Host, rec: &mut Recovery) {
+    let Some(done) = cx.ops.take(Kind::Rebuild) else {
         return;
     };
-    agent.rebuilding_epoch = None;
-    let run = agent.recovery.rebuild.take();
+    cx.rebuilding_epoch = None;
+    let run = rec.rebuild.take();
     // The rebuild raised the revision and recorded it.
-    if let Ok(Some(rev)) = agent.state.fact(super::local::FACT_MAX_REVISION)
+    if let Ok(Some(rev)) = cx.state.fact(super::host::FACT_MAX_REVISION)
         && let Ok(rev) = rev.trim().parse::<i64>()
     {
-        agent.max_revision = agent.max_revision.max(rev);
+        cx.max_revision = cx.max_revision.max(rev);
     }
     let by_operator = run.as_ref().is_some_and(|r| r.by_operator);
     match done.result {
         Ok(detail) => {
             tracing::warn!("Rebuilt in {:.1}s: {detail}.", done.took.as_secs_f64());
-            agent.recovery.doc.state = format!(
+            rec.doc.state = format!(
                 "rebuilt a one-member cluster in epoch {}; the other hosts rejoin",
                 run.map(|r| r.epoch).unwrap_or_default()
             );
-            agent.recovery.doc.command = None;
+            rec.doc.command = None;
         }
         Err(e) => {
             tracing::error!("Rebuild failed: {e}");
             // An operator's request is not repeated: the journal keeps the error.
             if by_operator {
-                agent.recovery.doc.state = format!("rebuild failed: {e}");
+                rec.doc.state = format!("rebuild failed: {e}");
             } else {
-                agent.recovery.doc.state = format!("rebuild failed: {e}; retrying in 30 s");
-                agent.recovery.next_attempt = Some(Instant::now() + Duration::from_secs(30));
+                rec.doc.state = format!("rebuild failed: {e}; retrying in 30 s");
+                rec.next_attempt = Some(Instant::now() + Duration::from_secs(30));
             }
         }
     }
@@ -779,7 +714,7 @@ async fn bump_revision(job: &RebuildJob, url: &str) -> anyhow::Result<i64> {
     .context("could not compact at the raised revision")?;
     if let Err(e) = job
         .state
-        .set_fact(super::local::FACT_MAX_REVISION, &rev.to_string())
+        .set_fact(super::host::FACT_MAX_REVISION, &rev.to_string())
     {
         tracing::error!("Could not record the highest revision seen: {e}");
     }

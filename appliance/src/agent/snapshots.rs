@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::local::Agent;
+use super::host::Host;
 use super::plan::Decision;
 use super::state::{OpKind, Outcome, State};
 
@@ -95,112 +95,98 @@ fn youngest_age(
         .min()
 }
 
-pub fn tick(agent: &mut Agent) {
-    let cfg = &agent.cfg.snapshots;
+pub fn tick(cx: &mut Host, st: &mut SnapshotState) {
+    let cfg = &cx.cfg.snapshots;
     if !cfg.enabled {
         return;
     }
-    let dir = agent.cfg.paths.snapshot_dir.clone();
+    let dir = cx.cfg.paths.snapshot_dir.clone();
     // Every agent prunes its own directory (its snapshots and peers' copies).
-    if agent
-        .snapshots
+    if st
         .last_prune
         .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
     {
-        agent.snapshots.last_prune = Some(Instant::now());
+        st.last_prune = Some(Instant::now());
         if let Err(e) = edgeplane_snapshot::prune(&dir, cfg.retain_count, cfg.retain_age) {
             tracing::warn!("Could not prune snapshots in {}: {e}", dir.display());
         }
     }
-    if agent
-        .snapshots
-        .last_catalog
-        .is_none_or(|t| t.elapsed() > CATALOG_EVERY)
-    {
-        agent.snapshots.last_catalog = Some(Instant::now());
-        refresh_catalog(agent, dir.clone());
+    if st.last_catalog.is_none_or(|t| t.elapsed() > CATALOG_EVERY) {
+        st.last_catalog = Some(Instant::now());
+        refresh_catalog(cx, dir.clone());
     }
-    if !agent.is_coordinator() || agent.last_decision != Decision::Steady {
+    if !cx.is_coordinator() || cx.last_decision != Decision::Steady {
         return;
     }
-    if agent.snapshots.running.load(Ordering::Relaxed) {
+    if st.running.load(Ordering::Relaxed) {
         return;
     }
     // Listing reads a footer per file: once a second is plenty.
-    if agent
-        .snapshots
+    if st
         .last_check
         .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
     {
         return;
     }
-    agent.snapshots.last_check = Some(Instant::now());
-    if let Ok(mut taken) = agent.snapshots.taken.lock() {
+    st.last_check = Some(Instant::now());
+    if let Ok(mut taken) = st.taken.lock() {
         for (name, began) in taken.drain(..) {
-            agent.snapshots.seen.insert(name, (Duration::ZERO, began));
+            st.seen.insert(name, (Duration::ZERO, began));
         }
     }
-    if newest_age(&dir, &mut agent.snapshots.seen).is_some_and(|age| age < cfg.interval) {
+    if newest_age(&dir, &mut st.seen).is_some_and(|age| age < cfg.interval) {
         return;
     }
-    if agent
-        .snapshots
-        .refused_at
-        .is_some_and(|t| t.elapsed() < REFUSED_RETRY)
-    {
+    if st.refused_at.is_some_and(|t| t.elapsed() < REFUSED_RETRY) {
         return;
     }
     // Source: a caught-up follower voter, else this (leading) member.
-    let leader_index = agent.view.leader_index().unwrap_or(0);
-    let source = agent
+    let source = cx
         .view
         .peers
         .iter()
         .position(|p| {
-            p.status.as_ref().is_some_and(|s| {
-                !s.is_learner
-                    && s.leader != s.member_id
-                    && leader_index.saturating_sub(s.applied_index)
-                        <= agent.cfg.cluster.promotion_max_lag
-            })
+            p.caught_up == Some(true)
+                && p.status
+                    .as_ref()
+                    .is_some_and(|s| !s.is_learner && s.leader != s.member_id)
         })
-        .unwrap_or(agent.my_index);
+        .unwrap_or(cx.my_index);
     // Space: the new snapshot (about the size of this host's last one, or
     // for the first one the source's db file) must fit the budget and
     // leave the reserve free; otherwise it is skipped and reported, and
     // nothing is deleted to make room.
-    let db_bytes = agent.view.peers[source]
+    let db_bytes = cx.view.peers[source]
         .status
         .as_ref()
         .map(|s| u64::try_from(s.db_size).unwrap_or(0))
         .unwrap_or(0);
     if let Err(why) = fits(
         &dir,
-        &agent.me.name,
+        &cx.me.name,
         db_bytes,
-        &super::snapshot_budget(&agent.cfg),
+        &super::status::snapshot_budget(&cx.cfg),
     ) {
-        agent.snapshots.refused_at = Some(Instant::now());
-        agent
-            .shared
+        st.refused_at = Some(Instant::now());
+        cx.shared
             .snapshot_space
             .refused("a scheduled snapshot", &why);
         return;
     }
-    agent.snapshots.refused_at = None;
-    let endpoint = agent.view.peers[source].node.client_url.clone();
+    st.refused_at = None;
+    let endpoint = cx.view.peers[source].node.client_url.clone();
     let peers = if cfg.copy_to_peers {
-        other_agents(agent)
+        other_agents(cx)
     } else {
         Vec::new()
     };
-    let running = agent.snapshots.running.clone();
+    let running = st.running.clone();
     running.store(true, Ordering::Relaxed);
-    let state = agent.state.clone();
-    let origin = agent.me.name.clone();
-    let tls = agent.tls.clone();
-    let http = agent.peer_http.clone();
-    let taken = agent.snapshots.taken.clone();
+    let state = cx.state.clone();
+    let origin = cx.me.name.clone();
+    let tls = cx.tls.clone();
+    let http = cx.peer_http.clone();
+    let taken = st.taken.clone();
     let began = Instant::now();
     tokio::spawn(async move {
         if let Some(name) = take_and_copy(state, origin, endpoint, dir, peers, tls, http).await
@@ -241,13 +227,12 @@ fn fits(
 }
 
 /// `(name, agent_url)` of every other host.
-fn other_agents(agent: &Agent) -> Vec<(String, String)> {
-    agent
-        .view
+fn other_agents(cx: &Host) -> Vec<(String, String)> {
+    cx.view
         .peers
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != agent.my_index)
+        .filter(|(i, _)| *i != cx.my_index)
         .map(|(_, p)| (p.node.name.clone(), p.node.agent_url.clone()))
         .collect()
 }
@@ -255,11 +240,11 @@ fn other_agents(agent: &Agent) -> Vec<(String, String)> {
 /// Brings the catalog up to date in the background: this host's directory
 /// as it is now (after pruning), and each reachable peer's list (a peer that
 /// does not answer keeps its last-known copies).
-fn refresh_catalog(agent: &Agent, dir: std::path::PathBuf) {
-    let state = agent.state.clone();
-    let me = agent.me.name.clone();
-    let peers = other_agents(agent);
-    let http = agent.peer_http.clone();
+fn refresh_catalog(cx: &Host, dir: std::path::PathBuf) {
+    let state = cx.state.clone();
+    let me = cx.me.name.clone();
+    let peers = other_agents(cx);
+    let http = cx.peer_http.clone();
     tokio::spawn(async move {
         let local = tokio::task::spawn_blocking(move || edgeplane_snapshot::list(&dir)).await;
         if let Ok(Ok(list)) = local

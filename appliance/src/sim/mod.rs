@@ -839,7 +839,7 @@ impl LocalSite {
         for i in 0..self.hosts.len() {
             for _ in 0..3 {
                 if let Some(doc) = self.agent_status(i).await {
-                    n += crate::agent::recent_ops(&doc)
+                    n += crate::agent::status::recent_ops(&doc)
                         .iter()
                         .filter(|o| {
                             o["kind"] == "promote"
