@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
+use super::plan::Role;
 use super::recovery_plan;
 use super::status::{Shared, StatusDoc};
 
@@ -166,7 +167,7 @@ async fn recover(
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status();
     let mut out = String::new();
-    let role = |r: &str| if doc.role == r { 1 } else { 0 };
+    let role = |r: Role| u8::from(doc.role == r);
     let lines: [(&str, &str, &str, String); 11] = [
         (
             "edgeplane_reconcile_age_seconds",
@@ -221,7 +222,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "edgeplane_role_voter",
             "gauge",
             "Whether this host's etcd member is a voter (1) or not (0).",
-            role("voter").to_string(),
+            role(Role::Voter).to_string(),
         ),
         // Critical: two live clusters (see /status split_brain).
         (

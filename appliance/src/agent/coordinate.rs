@@ -3,14 +3,13 @@
 //! agent only watches that the coordinator is alive and, if it is not, moves
 //! leadership (and with it the coordinating role) to itself.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::etcd_control::Budget;
 use super::host::Host;
 use super::plan::describe;
 use super::plan::{self, Decision, MembershipWait, PastRemoval, StandbyState};
 use super::state::{OpKind, Outcome};
-
-const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Steps taken in one tick at most: remove the dead voter, then promote.
 const STEPS_PER_TICK: usize = 3;
@@ -89,15 +88,11 @@ async fn one_step(cx: &mut Host) -> bool {
         );
     }
     let result = match kind {
-        OpKind::Promote => tokio::time::timeout(RPC_TIMEOUT, client.member_promote(id))
-            .await
-            .map(|r| r.map(|_| ())),
-        _ => tokio::time::timeout(RPC_TIMEOUT, client.member_remove(id))
-            .await
-            .map(|r| r.map(|_| ())),
+        OpKind::Promote => client.promote(id).await,
+        _ => client.remove(id).await,
     };
     match result {
-        Ok(Ok(())) => {
+        Ok(()) => {
             let verify = verify_after(cx, kind).await;
             tracing::info!(?kind, host = %host, "Membership change done: {reason}. {verify}");
             cx.state.close(op, Outcome::Done, &verify);
@@ -105,7 +100,7 @@ async fn one_step(cx: &mut Host) -> bool {
             cx.view.first_seen.remove(&id);
             true
         }
-        Ok(Err(e)) if kind == OpKind::Promote && promoted(cx, id).await => {
+        Err(e) if !e.timed_out() && kind == OpKind::Promote && promoted(cx, id).await => {
             // An error after the change committed (e.g. across a leader change):
             // the journal records what happened, not what the RPC said.
             let verify = verify_after(cx, kind).await;
@@ -113,14 +108,14 @@ async fn one_step(cx: &mut Host) -> bool {
             cx.state.close(op, Outcome::Done, &verify);
             true
         }
-        Ok(Err(e)) => {
-            tracing::warn!(?kind, host = %host, "Membership change refused: {e}; re-checking next tick.");
-            cx.state.close(op, Outcome::Failed, &e.to_string());
-            false
-        }
-        Err(_) => {
+        Err(e) if e.timed_out() => {
             tracing::warn!(?kind, host = %host, "Membership change timed out; re-checking next tick.");
             cx.state.close(op, Outcome::Failed, "timed out");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(?kind, host = %host, "Membership change refused: {e}; re-checking next tick.");
+            cx.state.close(op, Outcome::Failed, &e.to_string());
             false
         }
     }
@@ -223,8 +218,8 @@ async fn promoted(cx: &mut Host, id: u64) -> bool {
     let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return false;
     };
-    match tokio::time::timeout(RPC_TIMEOUT, client.member_list()).await {
-        Ok(Ok(r)) => r.members().iter().any(|m| m.id() == id && !m.is_learner()),
+    match client.member_list(Budget::Step).await {
+        Ok(r) => r.members().iter().any(|m| m.id() == id && !m.is_learner()),
         _ => false,
     }
 }
@@ -234,8 +229,8 @@ async fn verify_after(cx: &mut Host, kind: OpKind) -> String {
     let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return "could not re-read the member list".into();
     };
-    match tokio::time::timeout(RPC_TIMEOUT, client.member_list()).await {
-        Ok(Ok(r)) => {
+    match client.member_list(Budget::Step).await {
+        Ok(r) => {
             let voters = r.members().iter().filter(|m| !m.is_learner()).count();
             let learners = r.members().len() - voters;
             let want = cx.cfg.cluster.voters;
@@ -297,8 +292,8 @@ async fn take_over_if_coordinator_gone(cx: &mut Host) {
         // a journal (a full state disk must not block failover), loudly.
         .map_err(|e| tracing::error!("Moving leadership here without a journal record: {e}"))
         .ok();
-    match tokio::time::timeout(RPC_TIMEOUT, client.move_leader(me.member_id)).await {
-        Ok(Ok(_)) => {
+    match client.move_leader(me.member_id).await {
+        Ok(()) => {
             tracing::warn!(
                 "The leader's agent on {} is not coordinating; moved etcd leadership here.",
                 leader_name(cx, li)
@@ -307,13 +302,9 @@ async fn take_over_if_coordinator_gone(cx: &mut Host) {
                 cx.state.close(op, Outcome::Done, "leadership moved here");
             }
         }
-        other => {
-            let why = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".into(),
-            };
+        Err(e) => {
             if let Some(op) = op {
-                cx.state.close(op, Outcome::Failed, &why);
+                cx.state.close(op, Outcome::Failed, &e.to_string());
             }
         }
     }
@@ -336,15 +327,14 @@ pub async fn hand_off_leadership(cx: &mut Host) -> bool {
     let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return false;
     };
-    match tokio::time::timeout(RPC_TIMEOUT, client.move_leader(target)).await {
-        Ok(Ok(_)) => {
+    match client.move_leader(target).await {
+        Ok(()) => {
             tracing::info!(target = %format!("{target:x}"), "Moved etcd leadership away.");
             true
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!("Could not move leadership away: {e}");
             false
         }
-        Err(_) => false,
     }
 }

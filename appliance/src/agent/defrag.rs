@@ -21,18 +21,12 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
-
+use super::defrag_plan::{DefragMember, DefragStep, DefragView, decide_defrag, free_ratio};
+use super::etcd_control::Budget;
 use super::host::Host;
 use super::operation::Kind;
 use super::plan::Decision;
 use super::state::{OpKind, Outcome};
-
-const DEFRAG_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long the coordinator waits for the standby to defragment itself
-/// before disarming a NOSPACE alarm anyway.
-const STANDBY_WAIT: Duration = Duration::from_secs(30);
 
 /// A member whose db (bbolt's high-water mark, what etcd's quota check
 /// counts) is above this fraction of the quota would raise NOSPACE again on
@@ -56,14 +50,6 @@ pub struct DefragState {
     pub compaction_seen: Option<Instant>,
     /// The running defragmentation was started during a NOSPACE alarm.
     pub defrag_in_alarm: bool,
-}
-
-/// Fraction of the db file that is free pages.
-fn free_ratio(db_size: i64, in_use: i64) -> f64 {
-    if db_size <= 0 {
-        return 0.0;
-    }
-    (db_size - in_use).max(0) as f64 / db_size as f64
 }
 
 /// One defrag step at most per check interval (coordinator only; a standby
@@ -98,61 +84,65 @@ pub async fn tick(cx: &mut Host, st: &mut DefragState) {
         st.compacted_this_alarm = false;
         st.alarm_seen = None;
     }
-    if cx.last_decision != Decision::Steady {
-        tracing::debug!("Not defragmenting: the cluster is not at full strength.");
-        return;
-    }
-    if nospace && !st.compacted_this_alarm {
-        // Off the loop; the defragmentations follow once it is done.
-        start_compaction(cx).await;
-        return;
-    }
-    // Candidates: voters that answer, are caught up and have enough free space.
-    let mut candidates: Vec<(usize, bool, f64)> = cx
-        .view
-        .peers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            let s = p.status.as_ref()?;
-            let ratio = free_ratio(s.db_size, s.db_in_use);
-            let wants = nospace
-                || (s.db_size as u64 >= cx.cfg.defrag.min_db_bytes
-                    && ratio > cx.cfg.defrag.free_ratio);
-            let caught_up = p.caught_up == Some(true);
-            let done = nospace && st.done_this_alarm.contains(&p.node.name);
-            (!s.is_learner && caught_up && wants && !done).then_some((
-                i,
-                s.leader == s.member_id,
-                ratio,
-            ))
-        })
-        .collect();
-    // Followers first.
-    candidates.sort_by_key(|(_, is_leader, _)| *is_leader);
-    let Some(&(i, is_leader, ratio)) = candidates.first() else {
-        if nospace {
-            let since = *st.alarm_seen.get_or_insert_with(Instant::now);
-            match standby_at_quota(cx) {
-                Some(host) if since.elapsed() < STANDBY_WAIT => {
-                    tracing::debug!(
-                        "NOSPACE: waiting for the standby {host} to defragment itself before disarming."
-                    );
-                }
-                _ => disarm(cx).await,
-            }
-        }
-        return;
+    let view = DefragView {
+        steady: cx.last_decision == Decision::Steady,
+        nospace,
+        compacted_this_alarm: st.compacted_this_alarm,
+        done_this_alarm: st.done_this_alarm.clone(),
+        members: cx
+            .view
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                let s = p.status.as_ref()?;
+                Some(DefragMember {
+                    index,
+                    name: p.node.name.clone(),
+                    is_learner: s.is_learner,
+                    is_leader: s.leader == s.member_id,
+                    caught_up: p.caught_up == Some(true),
+                    db_size: s.db_size,
+                    db_in_use: s.db_in_use,
+                })
+            })
+            .collect(),
+        min_db_bytes: cx.cfg.defrag.min_db_bytes,
+        free_ratio: cx.cfg.defrag.free_ratio,
+        standby_at_quota: standby_at_quota(cx),
+        alarm_waited: st.alarm_seen.map(|t| t.elapsed()).unwrap_or_default(),
     };
-    let host = cx.view.peers[i].node.name.clone();
-    if is_leader && !nospace {
-        tracing::info!(
-            "The leader ({host}) needs defragmenting ({:.0}% free); moving leadership away first.",
-            ratio * 100.0
-        );
-        super::coordinate::hand_off_leadership(cx).await;
-        return;
-    }
+    let (i, host, ratio) = match decide_defrag(&view) {
+        DefragStep::NotSteady => {
+            tracing::debug!("Not defragmenting: the cluster is not at full strength.");
+            return;
+        }
+        DefragStep::Nothing => return,
+        // Off the loop; the defragmentations follow once it is done.
+        DefragStep::Compact => return start_compaction(cx).await,
+        DefragStep::HandOffLeadership { host, free } => {
+            tracing::info!(
+                "The leader ({host}) needs defragmenting ({:.0}% free); moving leadership away first.",
+                free * 100.0
+            );
+            super::coordinate::hand_off_leadership(cx).await;
+            return;
+        }
+        DefragStep::WaitForStandby { host } => {
+            st.alarm_seen.get_or_insert_with(Instant::now);
+            tracing::debug!(
+                "NOSPACE: waiting for the standby {host} to defragment itself before disarming."
+            );
+            return;
+        }
+        DefragStep::Disarm => {
+            st.alarm_seen.get_or_insert_with(Instant::now);
+            return disarm(cx).await;
+        }
+        DefragStep::Defragment {
+            index, host, free, ..
+        } => (index, host, free),
+    };
     let Some(mut client) = cx.view.peers[i].client().await else {
         return;
     };
@@ -165,14 +155,11 @@ pub async fn tick(cx: &mut Host, st: &mut DefragState) {
         .ops
         .start(&cx.state, Kind::Defrag, &host, &reason, async move {
             let t0 = Instant::now();
-            match tokio::time::timeout(DEFRAG_TIMEOUT, client.defragment()).await {
-                Ok(Ok(_)) => Ok(format!(
-                    "defragmented in {:.2}s",
-                    t0.elapsed().as_secs_f64()
-                )),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_string()),
-            }
+            client.defragment().await.map_err(|e| e.to_string())?;
+            Ok(format!(
+                "defragmented in {:.2}s",
+                t0.elapsed().as_secs_f64()
+            ))
         });
     match started {
         Ok(_) => {
@@ -323,7 +310,7 @@ async fn offline_defrag(data_dir: std::path::PathBuf) -> Result<String, String> 
         .arg(format!("--data-dir={}", data_dir.display()))
         .kill_on_drop(true)
         .output();
-    match tokio::time::timeout(DEFRAG_TIMEOUT, run).await {
+    match tokio::time::timeout(Budget::Defragment.timeout(), run).await {
         Ok(Ok(out)) if out.status.success() => Ok(format!(
             "defragmented offline in {:.2}s",
             t0.elapsed().as_secs_f64()
@@ -352,25 +339,15 @@ async fn start_compaction(cx: &mut Host) {
         &cx.me.name.clone(),
         "NOSPACE alarm: compacting",
         async move {
-            let resp = tokio::time::timeout(Duration::from_secs(5), client.get("edgeplane", None))
+            let rev = client
+                .revision()
                 .await
-                .map_err(|_| "reading the revision timed out".to_string())?
                 .map_err(|e| format!("could not read the revision: {e}"))?;
-            let rev = resp
-                .header()
-                .map(|h| h.revision())
-                .ok_or_else(|| "no revision in the answer".to_string())?;
-            let res = tokio::time::timeout(
-                Duration::from_secs(30),
-                client.compact(rev, Some(CompactionOptions::new().with_physical())),
-            )
-            .await;
-            match res {
-                Ok(Ok(_)) => Ok(format!("compacted to revision {rev}")),
+            match client.compact_physical(rev).await {
+                Ok(()) => Ok(format!("compacted to revision {rev}")),
                 // "required revision has been compacted" means someone already did it.
-                Ok(Err(e)) if e.to_string().contains("compacted") => Ok(e.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".into()),
+                Err(e) if e.to_string().contains("compacted") => Ok(e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
         },
     );
@@ -388,20 +365,9 @@ async fn disarm(cx: &mut Host) {
         return;
     };
     // Alarm requests go through raft: a leader change drops them (retried next tick).
-    let Ok(Ok(list)) = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.alarm(AlarmAction::Get, AlarmType::None, None),
-    )
-    .await
-    else {
+    let Ok(members) = client.nospace_alarms().await else {
         return;
     };
-    let members: Vec<u64> = list
-        .alarms()
-        .iter()
-        .filter(|a| a.alarm() == AlarmType::Nospace)
-        .map(|a| a.member_id())
-        .collect();
     if members.is_empty() {
         return;
     }
@@ -413,17 +379,8 @@ async fn disarm(cx: &mut Host) {
     };
     let mut failed = Vec::new();
     for &m in &members {
-        let mut opts = AlarmOptions::new();
-        opts.with_member(m);
-        let res = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(opts)),
-        )
-        .await;
-        match res {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => failed.push(format!("member {m:x}: {e}")),
-            Err(_) => failed.push(format!("member {m:x}: timed out")),
+        if let Err(e) = client.disarm_nospace(m).await {
+            failed.push(format!("member {m:x}: {e}"));
         }
     }
     let ids: Vec<String> = members.iter().map(|m| format!("{m:x}")).collect();
@@ -440,16 +397,4 @@ async fn disarm(cx: &mut Host) {
     };
     tracing::warn!("{detail}.");
     cx.state.close(op, outcome, &detail);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::free_ratio;
-
-    #[test]
-    fn free_ratio_is_bounded() {
-        assert_eq!(free_ratio(0, 0), 0.0);
-        assert_eq!(free_ratio(100, 25), 0.75);
-        assert_eq!(free_ratio(100, 200), 0.0);
-    }
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeplane_config::{Config, Node};
-use etcd_client::MemberAddOptions;
 
 use crate::tls::SiteTls;
 
@@ -24,7 +23,7 @@ use super::disk_fault::{self, Elsewhere, FsyncVerdict};
 use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
 use super::host::{FACT_MAX_REVISION, Host};
 use super::observe::{View, same_url};
-use super::plan::{self, Decision, Limits, Member, MembershipWait};
+use super::plan::{self, Decision, Limits, Member, MembershipWait, Role};
 use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd};
 use super::state::{KnownMembership, OpKind, Outcome, State};
 use super::status::{
@@ -845,7 +844,7 @@ impl Agent {
             let member = members
                 .iter()
                 .any(|m| same_url(&m.peer_url, &p.node.peer_url));
-            if !member && p.agent_up() && p.agent_role() == Some("spare") {
+            if !member && p.agent_up() && p.agent_role() == Some(Role::Spare) {
                 self.waiting = Some(format!(
                     "spare: {} is first in line for the standby slot",
                     p.node.name
@@ -884,16 +883,8 @@ impl Agent {
                 return;
             }
         };
-        let res = tokio::time::timeout(
-            Duration::from_secs(3),
-            client.member_add(
-                [self.host.me.peer_url.as_str()],
-                Some(MemberAddOptions::new().with_is_learner()),
-            ),
-        )
-        .await;
-        match res {
-            Ok(Ok(resp)) => {
+        match client.add_learner(&self.host.me.peer_url).await {
+            Ok(resp) => {
                 let members: Vec<Member> = resp.member_list().iter().map(Member::from).collect();
                 let initial = initial_cluster(&members, &self.host.me);
                 tracing::info!(
@@ -927,19 +918,14 @@ impl Agent {
                     tracing::error!("Could not start etcd after joining: {e:#}");
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 // "unhealthy cluster" right after a change is expected: etcd wants
                 // every voter connected for 5 s. Retried next tick.
-                tracing::info!("Joining as the standby was refused for now: {e}");
+                if !e.timed_out() {
+                    tracing::info!("Joining as the standby was refused for now: {e}");
+                }
                 if let Some(id) = op {
                     self.host.state.close(id, Outcome::Failed, &e.to_string());
-                }
-            }
-            Err(_) => {
-                if let Some(id) = op {
-                    self.host
-                        .state
-                        .close(id, Outcome::Failed, "member add timed out");
                 }
             }
         }
@@ -965,16 +951,12 @@ impl Agent {
                 return;
             }
         };
-        match tokio::time::timeout(Duration::from_secs(3), client.member_remove(id)).await {
-            Ok(Ok(_)) => {
+        match client.remove(id).await {
+            Ok(()) => {
                 tracing::info!("Removed this host's standby member {id:x}; joining again.");
                 self.host.state.close(op, Outcome::Done, "learner removed");
             }
-            Ok(Err(e)) => self.host.state.close(op, Outcome::Failed, &e.to_string()),
-            Err(_) => self
-                .host
-                .state
-                .close(op, Outcome::Failed, "member remove timed out"),
+            Err(e) => self.host.state.close(op, Outcome::Failed, &e.to_string()),
         }
     }
 
@@ -983,25 +965,25 @@ impl Agent {
     }
 
     /// Role of this host as the cluster sees it.
-    pub fn role(&self) -> &'static str {
+    pub fn role(&self) -> Role {
         match (self.host.my_member(), self.host.etcd.running()) {
-            (Some(m), true) if m.is_learner => "learner",
-            (Some(_), true) => "voter",
-            (Some(_), false) => "waiting",
+            (Some(m), true) if m.is_learner => Role::Learner,
+            (Some(_), true) => Role::Voter,
+            (Some(_), false) => Role::Waiting,
             (None, true) => {
                 if self.host.local_status().is_some_and(|s| s.is_learner) {
-                    "learner"
+                    Role::Learner
                 } else if self.host.view.members.is_none() {
-                    "starting"
+                    Role::Starting
                 } else {
-                    "voter"
+                    Role::Voter
                 }
             }
             (None, false) => {
                 if self.host.view.members.is_some() {
-                    "spare"
+                    Role::Spare
                 } else {
-                    "waiting"
+                    Role::Waiting
                 }
             }
         }
@@ -1080,7 +1062,7 @@ impl Agent {
                 etcd_down_for_s: p.etcd_down_for(now).as_secs_f64(),
                 agent_up: p.agent_up(),
                 agent_down_for_s: p.agent_down_for(now).as_secs_f64(),
-                agent_role: p.agent_role().map(str::to_string),
+                agent_role: p.agent_role(),
             })
             .collect();
         let ops = self.host.state.ops(200).unwrap_or_default();
@@ -1096,7 +1078,7 @@ impl Agent {
             host: self.host.cfg.host.clone(),
             site: self.host.cfg.site.clone(),
             version: crate::version::LONG.to_string(),
-            role: self.role().to_string(),
+            role: self.role(),
             member_id: self.host.local_status().map(|s| format!("{:x}", s.member_id)),
             coordinator: self.host.is_coordinator(),
             ready,

@@ -32,8 +32,10 @@
 pub mod api;
 pub mod coordinate;
 pub mod defrag;
+pub mod defrag_plan;
 pub mod disk_fault;
 pub mod etcd;
+pub mod etcd_control;
 pub mod host;
 pub mod local;
 pub mod notify;

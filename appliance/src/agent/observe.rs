@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use edgeplane_config::Node;
-use etcd_client::Client;
 
 use crate::tls::SiteTls;
 use serde::Serialize;
 
+use super::etcd_control::{Budget, CONNECT_TIMEOUT, EtcdControl};
 use super::plan::{self, Health, Member};
 
 /// A member's answer to Status.
@@ -45,7 +45,7 @@ pub fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
 pub struct Peer {
     pub node: Node,
     tls: Option<SiteTls>,
-    client: Option<Client>,
+    client: Option<EtcdControl>,
     pub status: Option<EtcdStatus>,
     pub etcd_silent_since: Option<Instant>,
     /// Last `/status` document of its agent.
@@ -94,9 +94,10 @@ impl Peer {
         self.agent_silent_since.is_none()
     }
 
-    /// The role its agent reports (`voter`, `learner`, `spare`, …).
-    pub fn agent_role(&self) -> Option<&str> {
-        self.agent_doc.as_ref()?.get("role")?.as_str()
+    /// The role its agent reports (`None`: no answer, or a role this
+    /// version does not know).
+    pub fn agent_role(&self) -> Option<plan::Role> {
+        serde_json::from_value(self.agent_doc.as_ref()?.get("role")?.clone()).ok()
     }
 
     /// Whether its agent says its own loop has stalled.
@@ -109,12 +110,9 @@ impl Peer {
     }
 
     /// A client for this member's etcd (created lazily, reused).
-    pub async fn client(&mut self) -> Option<Client> {
+    pub async fn client(&mut self) -> Option<EtcdControl> {
         if self.client.is_none() {
-            let opts = crate::tls::etcd_options(self.tls.as_ref())
-                .with_connect_timeout(Duration::from_millis(400))
-                .with_timeout(Duration::from_secs(2));
-            self.client = Client::connect([self.node.client_url.as_str()], Some(opts))
+            self.client = EtcdControl::connect(&[self.node.client_url.as_str()], self.tls.as_ref())
                 .await
                 .ok();
         }
@@ -146,8 +144,6 @@ pub struct View {
     max_lag: u64,
 }
 
-const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
-
 impl View {
     pub fn new(
         nodes: &[Node],
@@ -156,8 +152,8 @@ impl View {
         tls: Option<&SiteTls>,
     ) -> anyhow::Result<View> {
         let mut http = reqwest::Client::builder()
-            .timeout(STATUS_TIMEOUT)
-            .connect_timeout(Duration::from_millis(400));
+            .timeout(Budget::Probe.timeout())
+            .connect_timeout(CONNECT_TIMEOUT);
         if let Some(t) = tls {
             http = t.http_client(http)?;
         }
@@ -191,10 +187,7 @@ impl View {
             jobs.push(async move {
                 let etcd = async {
                     let mut c = client?;
-                    let r = tokio::time::timeout(STATUS_TIMEOUT, c.status())
-                        .await
-                        .ok()?
-                        .ok()?;
+                    let r = c.status().await.ok()?;
                     Some(EtcdStatus {
                         cluster_id: r.header().map(|h| h.cluster_id()).unwrap_or(0),
                         member_id: r.header().map(|h| h.member_id()).unwrap_or(0),
@@ -338,7 +331,7 @@ impl View {
             let Some(mut c) = self.peers[i].client().await else {
                 continue;
             };
-            if let Ok(Ok(r)) = tokio::time::timeout(STATUS_TIMEOUT, c.member_list()).await {
+            if let Ok(r) = c.member_list(Budget::Probe).await {
                 let cluster = r.header().map(|h| h.cluster_id()).unwrap_or(0);
                 return Some((r.members().iter().map(Member::from).collect(), cluster));
             }

@@ -27,6 +27,37 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+/// A host's part in its cluster, as its agent publishes it (`role` in
+/// `/status`) and other agents read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// No member list read yet.
+    #[default]
+    Starting,
+    /// A member whose etcd does not run, or no member list while etcd is down.
+    Waiting,
+    /// Not a member: a cold spare, in line to join as the standby.
+    Spare,
+    /// The standby: etcd's learner.
+    Learner,
+    Voter,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Starting => "starting",
+            Role::Waiting => "waiting",
+            Role::Spare => "spare",
+            Role::Learner => "learner",
+            Role::Voter => "voter",
+        })
+    }
+}
+
 /// The timing and limits the decision uses (from `[cluster]`).
 #[derive(Debug, Clone)]
 pub struct Limits {

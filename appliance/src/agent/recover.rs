@@ -62,6 +62,7 @@ use anyhow::Context;
 use edgeplane_config::QuorumLossPolicy;
 
 use super::etcd::{Supervisor, has_member_data, mark_epoch, move_aside};
+use super::etcd_control::{EtcdCallError, EtcdControl};
 use super::host::Host;
 use super::observe::peer_epoch;
 use super::operation::Kind;
@@ -665,16 +666,13 @@ const BUMP_KEY: &str = "/edgeplane/revision-bump";
 /// relists (etcd 3.4 has no `--bump-revision`). Returns the new revision.
 async fn bump_revision(job: &RebuildJob, url: &str) -> anyhow::Result<i64> {
     use futures::StreamExt;
-    let opts = crate::tls::etcd_options(job.tls.as_ref())
-        .with_connect_timeout(Duration::from_millis(500))
-        .with_timeout(Duration::from_secs(3));
     let deadline = Instant::now() + Duration::from_secs(30);
     // The new etcd elects itself; wait until it takes a write.
     let (client, mut rev) = loop {
         let attempt = async {
-            let mut c = etcd_client::Client::connect([url], Some(opts.clone())).await?;
-            let r = c.put(BUMP_KEY, "", None).await?;
-            anyhow::Ok((c, r.header().map(|h| h.revision()).unwrap_or(0)))
+            let mut c = EtcdControl::connect(&[url], job.tls.as_ref()).await?;
+            let rev = c.put_empty(BUMP_KEY).await?;
+            Ok::<_, EtcdCallError>((c, rev))
         };
         match attempt.await {
             Ok(v) => break v,
@@ -686,13 +684,10 @@ async fn bump_revision(job: &RebuildJob, url: &str) -> anyhow::Result<i64> {
     };
     let target = job.max_revision.max(rev) + REVISION_MARGIN;
     let missing = usize::try_from(target - rev).unwrap_or(0);
-    let results: Vec<anyhow::Result<i64>> = futures::stream::iter(0..missing)
+    let results: Vec<Result<i64, EtcdCallError>> = futures::stream::iter(0..missing)
         .map(|_| {
             let mut c = client.clone();
-            async move {
-                let r = c.put(BUMP_KEY, "", None).await?;
-                anyhow::Ok(r.header().map(|h| h.revision()).unwrap_or(0))
-            }
+            async move { c.put_empty(BUMP_KEY).await }
         })
         .buffer_unordered(32)
         .collect()
@@ -701,17 +696,14 @@ async fn bump_revision(job: &RebuildJob, url: &str) -> anyhow::Result<i64> {
         rev = rev.max(r.context("a no-op write failed")?);
     }
     let mut c = client.clone();
-    let del = c
-        .delete(BUMP_KEY, None)
+    rev = rev.max(
+        c.delete(BUMP_KEY)
+            .await
+            .context("could not delete the bump key")?,
+    );
+    c.compact_physical(rev)
         .await
-        .context("could not delete the bump key")?;
-    rev = rev.max(del.header().map(|h| h.revision()).unwrap_or(0));
-    c.compact(
-        rev,
-        Some(etcd_client::CompactionOptions::new().with_physical()),
-    )
-    .await
-    .context("could not compact at the raised revision")?;
+        .context("could not compact at the raised revision")?;
     if let Err(e) = job
         .state
         .set_fact(super::host::FACT_MAX_REVISION, &rev.to_string())
@@ -724,13 +716,10 @@ async fn bump_revision(job: &RebuildJob, url: &str) -> anyhow::Result<i64> {
 /// Waits until the local etcd's applied index reaches its commit index, or
 /// `bound` passes.
 async fn wait_applied(job: &RebuildJob, bound: Duration) {
-    let opts = crate::tls::etcd_options(job.tls.as_ref())
-        .with_connect_timeout(Duration::from_millis(500))
-        .with_timeout(Duration::from_secs(1));
     let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
         let status = async {
-            let mut c = etcd_client::Client::connect([job.client_url.as_str()], Some(opts.clone()))
+            let mut c = EtcdControl::connect(&[job.client_url.as_str()], job.tls.as_ref())
                 .await
                 .ok()?;
             c.status().await.ok()

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::etcd_control::{Budget, EtcdControl};
 use super::host::Host;
 use super::plan::Decision;
 use super::state::{OpKind, Outcome, State};
@@ -287,10 +288,7 @@ async fn take_and_copy(
     ) else {
         return None;
     };
-    let opts = crate::tls::etcd_options(tls.as_ref())
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(600));
-    let mut client = match etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await {
+    let mut client = match EtcdControl::connect(&[endpoint.as_str()], tls.as_ref()).await {
         Ok(c) => c,
         Err(e) => {
             state.close(op, Outcome::Failed, &e.to_string());
@@ -306,11 +304,20 @@ async fn take_and_copy(
         return None;
     }
     let save_opts = edgeplane_snapshot::SaveOptions::new(origin.clone(), endpoint.clone());
-    let meta = match edgeplane_snapshot::save(&mut client, &dir, &save_opts, &mut |_| {}).await {
+    let mut no_progress = |_: &edgeplane_snapshot::Progress| {};
+    let save = edgeplane_snapshot::save(client.client(), &dir, &save_opts, &mut no_progress);
+    let saved = match tokio::time::timeout(Budget::Snapshot.timeout(), save).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "timed out after {}s",
+            Budget::Snapshot.timeout().as_secs()
+        )),
+    };
+    let meta = match saved {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!("Scheduled snapshot failed: {e}");
-            state.close(op, Outcome::Failed, &e.to_string());
+            state.close(op, Outcome::Failed, &e);
             return None;
         }
     };

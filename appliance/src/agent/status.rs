@@ -25,7 +25,7 @@ pub struct StatusDoc {
     pub site: String,
     pub version: String,
     /// `voter`, `learner`, `spare` (not a member), `starting`, `waiting`.
-    pub role: String,
+    pub role: plan::Role,
     pub member_id: Option<String>,
     pub coordinator: bool,
     pub ready: bool,
@@ -130,7 +130,7 @@ pub struct HostDoc {
     pub etcd_down_for_s: f64,
     pub agent_up: bool,
     pub agent_down_for_s: f64,
-    pub agent_role: Option<String>,
+    pub agent_role: Option<plan::Role>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -241,7 +241,6 @@ impl Shared {
             doc: Mutex::new(StatusDoc {
                 host: cfg.host.clone(),
                 site: cfg.site.clone(),
-                role: "starting".into(),
                 ready_reason: "agent starting".into(),
                 ..StatusDoc::default()
             }),
@@ -337,7 +336,7 @@ mod status_line_tests {
     fn one_line_says_role_quorum_readiness_and_decision_in_one_short_line() {
         let mut doc = StatusDoc {
             host: "edge-2".into(),
-            role: "voter".into(),
+            role: plan::Role::Voter,
             ready: true,
             decision: "steady: 3 voters healthy,\nstandby in sync".into(),
             ..StatusDoc::default()
