@@ -1,16 +1,9 @@
 //! This host's side of the loop: supervise the local etcd and, when this host
 //! is not a member, join the cluster as its standby.
 //!
-//! How the local etcd is started (decided again whenever it is not running):
-//!
-//! | data dir        | cluster seen            | this host                      | action                              |
-//! |-----------------|-------------------------|--------------------------------|-------------------------------------|
-//! | has a member    | lists us, or not seen   | –                              | restart etcd on its data            |
-//! | has a member    | healthy, does not list us | –                            | move data aside, become a spare     |
-//! | empty           | not seen / lists us unstarted | bootstrap voter, never joined | start with `new` (bootstrap)    |
-//! | empty           | lists us as unstarted learner | –                        | start with `existing` (resume join) |
-//! | empty           | lists us as started     | –                              | wait: the coordinator removes us    |
-//! | empty           | does not list us        | –                              | spare: join as learner when first   |
+//! How the local etcd is started (decided again whenever it is not running)
+//! is `start_plan::decide_start`, a pure function with property tests; this
+//! module gathers its view and acts on it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +18,7 @@ use super::host::{FACT_MAX_REVISION, Host};
 use super::observe::{View, same_url};
 use super::plan::{self, Decision, Limits, Member, MembershipWait, Role};
 use super::recovery_plan::{self, EpochDecision, OwnCluster, PeerCluster, PeerEtcd};
+use super::start_plan::{Mine, StartDecision, StartView, decide_start};
 use super::state::{KnownMembership, OpKind, Outcome, State};
 use super::status::{
     DampedHost, EtcdDoc, FlapDoc, HostDoc, JournalDoc, MemberDoc, Progress, Shared, SplitBrainDoc,
@@ -645,75 +639,85 @@ impl Agent {
     /// How to start etcd now; `Ok(None)` when this host should not run etcd
     /// yet (a spare); `Err` says why it must wait.
     fn start_mode(&mut self) -> Result<Option<Next>, String> {
-        let data = &self.host.cfg.etcd.data_dir;
-        let members = self.host.view.members.clone();
-        let mine = self.host.my_member().cloned();
-        if has_member_data(data) {
-            match self.epoch_decision() {
-                EpochDecision::Adopt { epoch } => {
-                    self.abandon_data(epoch);
-                    return Ok(None);
-                }
-                EpochDecision::WaitForEvidence { claimed } => {
-                    return Err(format!(
-                        "a peer reports epoch {claimed} but no cluster of it answers, and this host's cluster has no leader; \
-                         waiting before starting etcd on data of epoch {}",
-                        self.host.data_epoch()
-                    ));
-                }
-                EpochDecision::Stay | EpochDecision::SplitBrain { .. } => {}
-            }
-            if self.fsync_failed.is_some() {
-                return self.after_fsync_failure();
-            }
-            // This host's own cluster has a leader and does not list us: removed.
-            let own_list = self.host.view.members_cluster.is_some()
-                && self.host.view.members_cluster == self.host.view.known_cluster;
-            if let (true, Some(_), None) = (own_list, &members, &mine) {
-                self.set_aside("the cluster removed this member while it was down");
-                return Ok(None);
-            }
-            return Ok(Some(Next::Start(StartMode::Restart)));
-        }
-        if self.fsync_failed.take().is_some() {
+        let has_data = has_member_data(&self.host.cfg.etcd.data_dir);
+        if !has_data && self.fsync_failed.take().is_some() {
             // The suspect data is gone (set aside by hand): nothing left to distrust.
             if let Err(e) = self.host.state.set_fact(FACT_FSYNC_FAILED, "") {
                 tracing::error!("Could not clear the fsync failure: {e}");
             }
         }
-        match (&members, &mine) {
-            (Some(ms), Some(m)) if m.name.is_empty() => {
-                // Added but never started: ours to start (bootstrap or resumed join).
-                let initial = initial_cluster(ms, &self.host.me);
-                if m.is_learner {
-                    Ok(Some(Next::Start(StartMode::Existing { initial_cluster: initial, token: self.host.token() })))
-                } else {
-                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.host.token() })))
-                }
+        let members = self.host.view.members.clone();
+        let view = StartView {
+            has_data,
+            epoch: if has_data {
+                self.epoch_decision()
+            } else {
+                EpochDecision::Stay
+            },
+            fsync_failed: self.fsync_failed.is_some(),
+            members_seen: members.is_some(),
+            own_list: self.host.view.members_cluster.is_some()
+                && self.host.view.members_cluster == self.host.view.known_cluster,
+            mine: self.host.my_member().map(|m| Mine {
+                id: m.id,
+                is_learner: m.is_learner,
+                started: !m.name.is_empty(),
+            }),
+            leader_seen: self.host.view.leader().is_some(),
+            slot_taken: members.iter().flatten().any(|m| m.is_learner),
+            earlier_spare: members.as_deref().and_then(|ms| self.earlier_spare(ms)),
+            bootstrap_voter: self.host.my_index < self.host.cfg.cluster.voters,
+            joined_before: self.host.state.fact(FACT_JOINED).ok().flatten().is_some(),
+            site_epoch: self.host.site_epoch(),
+        };
+        match decide_start(&view) {
+            StartDecision::AdoptEpoch { epoch } => {
+                self.abandon_data(epoch);
+                Ok(None)
             }
-            // A learner has no vote: removing it never touches the quorum.
-            (Some(_), Some(m)) if m.is_learner && self.host.view.leader().is_some() => {
-                let again = self
-                    .last_join_attempt
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                if again {
-                    self.last_join_attempt = Some(Instant::now());
-                }
+            StartDecision::WaitForEvidence { claimed } => Err(format!(
+                "a peer reports epoch {claimed} but no cluster of it answers, and this host's cluster has no leader; \
+                 waiting before starting etcd on data of epoch {}",
+                self.host.data_epoch()
+            )),
+            StartDecision::FsyncFailure => self.after_fsync_failure(),
+            StartDecision::SetAsideRemoved => {
+                self.set_aside("the cluster removed this member while it was down");
+                Ok(None)
+            }
+            StartDecision::Restart => Ok(Some(Next::Start(StartMode::Restart))),
+            StartDecision::ResumeJoin => Ok(Some(Next::Start(StartMode::Existing {
+                initial_cluster: initial_cluster(members.as_deref().unwrap_or_default(), &self.host.me),
+                token: self.host.token(),
+            }))),
+            StartDecision::Bootstrap => Ok(Some(Next::Start(StartMode::New {
+                initial_cluster: self.bootstrap_cluster(),
+                token: self.host.token(),
+            }))),
+            StartDecision::Leave { id } => {
                 self.waiting = Some("the standby's data is gone; removing its member to join again".into());
-                Ok(again.then_some(Next::Leave(m.id)))
+                Ok(self.attempt_now().then_some(Next::Leave(id)))
             }
-            (Some(_), Some(_)) => Err(
+            StartDecision::WaitForRemoval => Err(
                 "this host's member is listed as started but its data dir is empty; waiting for the coordinator to remove it, then rejoining as the standby".into(),
             ),
-            (Some(ms), None) => Ok(self.may_join(ms).then_some(Next::Join)),
-            (None, _) => {
-                let bootstrap_voter = self.host.my_index < self.host.cfg.cluster.voters;
-                let joined = self.host.state.fact(FACT_JOINED).ok().flatten().is_some();
-                if bootstrap_voter && !joined && self.host.site_epoch() == 0 {
-                    Ok(Some(Next::Start(StartMode::New { initial_cluster: self.bootstrap_cluster(), token: self.host.token() })))
-                } else {
-                    Err("no cluster with a leader is reachable; waiting to join".into())
+            StartDecision::SlotTaken => {
+                self.waiting = Some("spare: the standby slot is taken".into());
+                Ok(None)
+            }
+            StartDecision::NotFirstInLine { first } => {
+                self.waiting = Some(format!("spare: {first} is first in line for the standby slot"));
+                Ok(None)
+            }
+            StartDecision::Join => {
+                if !self.attempt_now() {
+                    return Ok(None);
                 }
+                self.waiting = Some("joining as the standby".into());
+                Ok(Some(Next::Join))
+            }
+            StartDecision::WaitForCluster => {
+                Err("no cluster with a leader is reachable; waiting to join".into())
             }
         }
     }
@@ -831,27 +835,22 @@ impl Agent {
     /// Adds this host as the learner when the slot is free and no spare
     /// before it (config order) is waiting. etcd refuses a second learner,
     /// which settles any race between spares.
-    fn may_join(&mut self, members: &[Member]) -> bool {
-        if members.iter().any(|m| m.is_learner) {
-            self.waiting = Some("spare: the standby slot is taken".into());
-            return false;
-        }
-        // Spares before us that are alive and also waiting go first.
-        for (i, p) in self.host.view.peers.iter().enumerate() {
-            if i >= self.host.my_index {
-                break;
-            }
-            let member = members
-                .iter()
-                .any(|m| same_url(&m.peer_url, &p.node.peer_url));
-            if !member && p.agent_up() && p.agent_role() == Some(Role::Spare) {
-                self.waiting = Some(format!(
-                    "spare: {} is first in line for the standby slot",
-                    p.node.name
-                ));
-                return false;
-            }
-        }
+    /// A live spare before this host in config order that also waits to
+    /// join (it goes first).
+    fn earlier_spare(&self, members: &[Member]) -> Option<String> {
+        self.host.view.peers[..self.host.my_index]
+            .iter()
+            .find(|p| {
+                let member = members
+                    .iter()
+                    .any(|m| same_url(&m.peer_url, &p.node.peer_url));
+                !member && p.agent_up() && p.agent_role() == Some(Role::Spare)
+            })
+            .map(|p| p.node.name.clone())
+    }
+
+    /// At most one join or leave attempt a second.
+    fn attempt_now(&mut self) -> bool {
         if self
             .last_join_attempt
             .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
@@ -859,7 +858,6 @@ impl Agent {
             return false;
         }
         self.last_join_attempt = Some(Instant::now());
-        self.waiting = Some("joining as the standby".into());
         true
     }
 

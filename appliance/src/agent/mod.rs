@@ -45,6 +45,7 @@ pub mod plan;
 pub mod recover;
 pub mod recovery_plan;
 pub mod snapshots;
+pub mod start_plan;
 pub mod state;
 pub mod status;
 
