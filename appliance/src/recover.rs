@@ -120,6 +120,33 @@ async fn request_and_wait(
             .unwrap_or(i64::MAX),
         Err(_) => i64::MAX,
     };
+    // An agent that saw the loss later than the one that offered this
+    // command still says "unknown" (not yet lost for the whole
+    // `recovery.quorum_loss_window`): wait for it rather than be refused.
+    let window = cfg.recovery.quorum_loss_window;
+    let waited = Instant::now();
+    let mut said = false;
+    while waited.elapsed() < window + Duration::from_secs(5) {
+        let quorum = match http.get(&status_url).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|d| d.get("quorum")?.as_str().map(String::from)),
+            Err(_) => None,
+        };
+        if quorum.as_deref() != Some("unknown") {
+            break;
+        }
+        if !said {
+            println!(
+                "Waiting: {target}'s agent has not yet seen the quorum lost for recovery.quorum_loss_window ({:.0} s).",
+                window.as_secs_f64()
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let resp = http
         .post(&url)
         .json(request)
