@@ -58,7 +58,9 @@ pub struct Node {
 pub struct Cluster {
     /// Desired voter count: 1, 3 or 5.
     pub voters: usize,
-    /// Whether the agent manages membership at all (standby, promotion, rejoin).
+    /// Whether the agent changes membership at all (standby join, promotion,
+    /// replacement, eviction, rejoin); false is maintenance mode: decide and
+    /// report, change no member.
     pub manage_membership: bool,
     /// How long a voter's etcd AND agent must both be unreachable before it is
     /// declared dead and replaced.

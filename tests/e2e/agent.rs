@@ -306,3 +306,72 @@ fn two_host_site_survives_standby_loss_and_reports_quorum_loss() -> anyhow::Resu
         Ok(())
     })
 }
+
+/// `cluster.manage_membership = false` is maintenance mode (Patroni's pause,
+/// Pacemaker's maintenance-mode): the spare does not join, a killed voter is
+/// not removed, and `/status` says what the agent would do instead.
+#[test]
+fn maintenance_mode_changes_no_member_and_says_what_it_would_do() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(4, 3, edgeplane_bin());
+        spec.cluster_toml.push_str("manage_membership = false\n");
+        let mut site = LocalSite::create(spec, false)?;
+        for i in 0..4 {
+            site.start_agent(i)?;
+        }
+        // The three bootstrap voters form the cluster (a bootstrap changes
+        // no membership); the fourth host stays a spare.
+        let t0 = Instant::now();
+        loop {
+            if let Some((v, l)) = site.roles().await
+                && v.len() == 3
+                && l.is_empty()
+                && site.leader_host().await.is_some()
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < 2 * HANG,
+                "the three voters did not form a cluster"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let spare = site.agent_status(3).await;
+        let waiting = spare
+            .as_ref()
+            .and_then(|d| d.pointer("/ready_reason")?.as_str().map(String::from))
+            .unwrap_or_default();
+        assert!(
+            waiting.contains("manage_membership"),
+            "the spare says why it does not join: {spare:?}"
+        );
+        let leader = site.leader_host().await.unwrap_or(0);
+        let victim = (0..3).find(|&i| i != leader).unwrap_or(1);
+        let mut writer = Writer::start(site.client_urls(), "m");
+        site.kill_host(victim);
+        // Well past failure_detection (1 s) and any damping.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let (voters, learners) = site
+            .roles()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no member list"))?;
+        assert_eq!(voters.len(), 3, "no voter removed: {voters:?}");
+        assert!(voters.contains(&victim), "the dead voter is still a member");
+        assert!(learners.is_empty(), "no standby added: {learners:?}");
+        let decision = site
+            .agent_status(leader)
+            .await
+            .and_then(|d| d.pointer("/decision")?.as_str().map(String::from))
+            .unwrap_or_default();
+        assert!(
+            decision.contains("not acting") && decision.contains("would remove voter"),
+            "the coordinator reports the step it does not take: {decision}"
+        );
+        assert!(
+            writer.acked_count() > 0,
+            "the two remaining voters keep the quorum"
+        );
+        writer.stop().await;
+        Ok(())
+    })
+}

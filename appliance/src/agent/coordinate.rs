@@ -53,6 +53,11 @@ async fn one_step(cx: &mut Host) -> bool {
         take_over_if_coordinator_gone(cx).await;
         return false;
     }
+    // Maintenance mode: decide and report (`/status` says it does not act),
+    // change nothing.
+    if !cx.cfg.cluster.manage_membership {
+        return false;
+    }
     let Some(mut client) = cx.view.peers[cx.my_index].client().await else {
         return false;
     };

@@ -669,6 +669,7 @@ impl Agent {
             bootstrap_voter: self.host.my_index < self.host.cfg.cluster.voters,
             joined_before: self.host.state.fact(FACT_JOINED).ok().flatten().is_some(),
             site_epoch: self.host.site_epoch(),
+            manage_membership: self.host.cfg.cluster.manage_membership,
         };
         match decide_start(&view) {
             StartDecision::AdoptEpoch { epoch } => {
@@ -715,6 +716,12 @@ impl Agent {
                 }
                 self.waiting = Some("joining as the standby".into());
                 Ok(Some(Next::Join))
+            }
+            StartDecision::Unmanaged => {
+                self.waiting = Some(
+                    "not joining or leaving: cluster.manage_membership = false (maintenance mode)".into(),
+                );
+                Ok(None)
             }
             StartDecision::WaitForCluster => {
                 Err("no cluster with a leader is reachable; waiting to join".into())
@@ -1091,7 +1098,17 @@ impl Agent {
                     self.host.cfg.etcd.data_dir.display()
                 ),
             }),
-            decision: plan::describe(&self.host.last_decision),
+            decision: match &self.host.last_decision {
+                d @ (Decision::RemoveVoter { .. } | Decision::Promote { .. } | Decision::EvictLearner { .. })
+                    if !self.host.cfg.cluster.manage_membership =>
+                {
+                    format!(
+                        "not acting, cluster.manage_membership = false (maintenance mode): would {}",
+                        plan::describe(d)
+                    )
+                }
+                d => plan::describe(d),
+            },
             etcd: EtcdDoc {
                 running: self.host.etcd.running(),
                 pid: self.host.etcd.pid(),

@@ -52,6 +52,9 @@ pub struct StartView {
     pub joined_before: bool,
     /// The highest epoch of a live cluster seen, or this host's data's.
     pub site_epoch: u64,
+    /// `cluster.manage_membership`: false is maintenance mode (no join, no
+    /// leave).
+    pub manage_membership: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub enum StartDecision {
     },
     /// No cluster with a leader is reachable.
     WaitForCluster,
+    /// A join or leave is due, but `cluster.manage_membership` is false.
+    Unmanaged,
 }
 
 /// The start decision. Never bootstraps over data or beside a live
@@ -121,13 +126,20 @@ pub fn decide_start(v: &StartView) -> StartDecision {
             }
         }
         // A learner has no vote: removing it never touches the quorum.
-        (true, Some(m)) if m.is_learner && v.leader_seen => StartDecision::Leave { id: m.id },
+        (true, Some(m)) if m.is_learner && v.leader_seen => {
+            if v.manage_membership {
+                StartDecision::Leave { id: m.id }
+            } else {
+                StartDecision::Unmanaged
+            }
+        }
         (true, Some(_)) => StartDecision::WaitForRemoval,
         (true, None) => match (&v.earlier_spare, v.slot_taken) {
             (_, true) => StartDecision::SlotTaken,
             (Some(first), false) => StartDecision::NotFirstInLine {
                 first: first.clone(),
             },
+            (None, false) if !v.manage_membership => StartDecision::Unmanaged,
             (None, false) => StartDecision::Join,
         },
         (false, _) => {
@@ -167,14 +179,14 @@ mod tests {
             ),
             proptest::option::of((1u64..9, any::<bool>(), any::<bool>())),
             (any::<bool>(), any::<bool>(), any::<bool>()),
-            (any::<bool>(), any::<bool>(), 0u64..3),
+            (any::<bool>(), any::<bool>(), 0u64..3, any::<bool>()),
         )
             .prop_map(
                 |(
                     (has_data, epoch, fsync_failed, members_seen, own_list),
                     mine,
                     (leader_seen, slot_taken, earlier),
-                    (bootstrap_voter, joined_before, site_epoch),
+                    (bootstrap_voter, joined_before, site_epoch, manage_membership),
                 )| StartView {
                     has_data,
                     epoch,
@@ -192,6 +204,7 @@ mod tests {
                     bootstrap_voter,
                     joined_before,
                     site_epoch,
+                    manage_membership,
                 },
             )
     }
@@ -226,11 +239,13 @@ mod tests {
                     prop_assert!(v.has_data && matches!(v.epoch, EpochDecision::Adopt { .. }), "{v:?}");
                 }
                 StartDecision::Leave { id } => {
+                    prop_assert!(v.manage_membership, "maintenance mode changes no member");
                     prop_assert!(!v.has_data && v.leader_seen);
                     prop_assert!(v.mine.is_some_and(|m| m.is_learner && m.id == *id),
                         "only this host's own learner is removed");
                 }
                 StartDecision::Join => {
+                    prop_assert!(v.manage_membership, "maintenance mode changes no member");
                     prop_assert!(!v.has_data && v.members_seen && v.mine.is_none());
                     prop_assert!(!v.slot_taken && v.earlier_spare.is_none());
                 }
@@ -242,7 +257,8 @@ mod tests {
                 | StartDecision::WaitForRemoval
                 | StartDecision::SlotTaken
                 | StartDecision::NotFirstInLine { .. }
-                | StartDecision::WaitForCluster => {}
+                | StartDecision::WaitForCluster
+                | StartDecision::Unmanaged => {}
             }
         }
     }
