@@ -109,7 +109,7 @@ pub async fn tick(cx: &mut Host, st: &mut DefragState) {
             .collect(),
         min_db_bytes: cx.cfg.defrag.min_db_bytes,
         free_ratio: cx.cfg.defrag.free_ratio,
-        standby_at_quota: standby_at_quota(cx),
+        standby_pending: standby_pending(cx),
         alarm_waited: st.alarm_seen.map(|t| t.elapsed()).unwrap_or_default(),
     };
     let (i, host, ratio) = match decide_defrag(&view) {
@@ -208,12 +208,16 @@ pub fn take_finished(cx: &mut Host, st: &mut DefragState) {
     }
 }
 
-/// A reachable standby whose db is still at the quota, if any.
-fn standby_at_quota(cx: &Host) -> Option<String> {
+/// A reachable standby that may still raise NOSPACE after the disarm: its
+/// db is at the quota (it defragments itself offline), or it is still
+/// catching up (applying the writes that filled the voters: seen in the
+/// NOSPACE test when the standby had joined seconds before the fill).
+fn standby_pending(cx: &Host) -> Option<String> {
     let quota = cx.cfg.etcd.quota_backend_bytes as f64;
     cx.view.peers.iter().find_map(|p| {
         let s = p.status.as_ref()?;
-        (s.is_learner && s.db_size as f64 >= AT_QUOTA * quota).then(|| p.node.name.clone())
+        (s.is_learner && (s.db_size as f64 >= AT_QUOTA * quota || p.caught_up != Some(true)))
+            .then(|| p.node.name.clone())
     })
 }
 

@@ -11,8 +11,8 @@
 //! - followers first; the leader is defragmented in place only during a
 //!   NOSPACE alarm (no write to stall), otherwise leadership moves first;
 //! - the alarm is disarmed only when no voter is left to defragment, and a
-//!   standby still at the quota was given `STANDBY_WAIT` to defragment
-//!   itself.
+//!   standby still at the quota (or still catching up) was given
+//!   `STANDBY_WAIT` to defragment itself.
 
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ pub struct DefragView {
     /// `defrag.min_db_bytes` and `defrag.free_ratio`.
     pub min_db_bytes: u64,
     pub free_ratio: f64,
-    /// A reachable standby whose db is still at the quota.
-    pub standby_at_quota: Option<String>,
+    /// A reachable standby still at the quota, or still catching up.
+    pub standby_pending: Option<String>,
     /// Since the voters were first seen done with the current alarm.
     pub alarm_waited: Duration,
 }
@@ -120,7 +120,7 @@ pub fn decide_defrag(v: &DefragView) -> DefragStep {
             in_alarm: v.nospace,
         },
         None if !v.nospace => DefragStep::Nothing,
-        None => match &v.standby_at_quota {
+        None => match &v.standby_pending {
             Some(host) if v.alarm_waited < STANDBY_WAIT => {
                 DefragStep::WaitForStandby { host: host.clone() }
             }
@@ -185,7 +185,7 @@ mod tests {
                         },
                         min_db_bytes: min_db,
                         free_ratio: free,
-                        standby_at_quota: standby.map(|i| format!("h{i}")),
+                        standby_pending: standby.map(|i| format!("h{i}")),
                         alarm_waited: Duration::from_secs(waited),
                     }
                 },
@@ -231,7 +231,7 @@ mod tests {
                 }
                 DefragStep::Disarm => {
                     prop_assert!(v.nospace && v.compacted_this_alarm);
-                    prop_assert!(v.standby_at_quota.is_none() || v.alarm_waited >= STANDBY_WAIT);
+                    prop_assert!(v.standby_pending.is_none() || v.alarm_waited >= STANDBY_WAIT);
                     prop_assert!(!v.members.iter().any(|m| !m.is_learner && m.caught_up
                         && !v.done_this_alarm.contains(&m.name)),
                         "a voter is left to defragment");
@@ -270,7 +270,7 @@ mod tests {
             members: vec![m(0, true), m(1, false)],
             min_db_bytes: 50,
             free_ratio: 0.5,
-            standby_at_quota: None,
+            standby_pending: None,
             alarm_waited: Duration::ZERO,
         };
         assert!(matches!(
