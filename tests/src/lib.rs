@@ -21,6 +21,10 @@ pub use edgeplane::sim::{self, LocalSite, SiteSpec, Writer, alive, free_port, wa
 
 /// The `edgeplane` binary under test: `$EDGEPLANE_BIN`, else the workspace's
 /// `target/debug/edgeplane` (the README's test command builds it first).
+/// `cargo test` does not rebuild that binary, so a run after a code change
+/// without `cargo build --bin edgeplane` would test the old one: when the
+/// binary's commit is not the one these tests were built from, this panics
+/// and says so.
 pub fn edgeplane_bin() -> PathBuf {
     if let Ok(p) = std::env::var("EDGEPLANE_BIN") {
         return PathBuf::from(p);
@@ -32,7 +36,32 @@ pub fn edgeplane_bin() -> PathBuf {
                 .join("..")
                 .join("target")
         });
-    target.join("debug").join("edgeplane")
+    let bin = target.join("debug").join("edgeplane");
+    static CHECKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let stale = CHECKED.get_or_init(|| stale_binary(&bin));
+    if let Some(why) = stale {
+        panic!("{why}");
+    }
+    bin
+}
+
+/// Why `bin` is not the binary of the commit these tests were built from
+/// (`None` when it is, or when it does not exist: the tests say SKIPPED).
+fn stale_binary(bin: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let commit = version.split("(commit ").nth(1)?.split(')').next()?;
+    let ours = edgeplane::version::COMMIT;
+    (commit != ours).then(|| {
+        format!(
+            "{} is from commit {commit}, but these tests were built from {ours}: \
+             run `cargo build --bin edgeplane` first (scripts/test does), or set EDGEPLANE_BIN",
+            bin.display()
+        )
+    })
 }
 
 /// A tokio runtime for a test body.
