@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use super::etcd_control::Budget;
 use super::host::Host;
-use super::plan::describe;
-use super::plan::{self, Decision, MembershipWait, PastRemoval, StandbyState};
+use super::plan::{self, Decision, MembershipWait, PastRemoval, StandbyState, describe};
 use super::state::{OpKind, Outcome};
 
 /// Steps taken in one tick at most: remove the dead voter, then promote.
