@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::BadConfig;
+use crate::agent::recovery_plan::Quorum;
 use crate::agent::status::RecoverRequest;
 use crate::cli::RecoverArgs;
 
@@ -94,6 +95,11 @@ fn verified_snapshot(file: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// An agent's `/status` document, if it answers.
+async fn agent_status(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
 /// Asks `target`'s agent to rebuild (`POST /recover`) and waits until it
 /// reports a working cluster. Shared by `--from` and `--snapshot`.
 async fn request_and_wait(
@@ -109,34 +115,19 @@ async fn request_and_wait(
         .with_context(|| format!("{target} is not a host of this site"))?;
     let url = format!("{}/recover", node.agent_url.trim_end_matches('/'));
     let status_url = format!("{}/status", node.agent_url.trim_end_matches('/'));
-    // The agent's clock before the request: a failed attempt is a journal
-    // record started after it (the recovery state sentence moves on at once).
-    let asked_ms = match http.get(&status_url).send().await {
-        Ok(r) => r
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|d| d.get("now_ms").and_then(|n| n.as_i64()))
-            .unwrap_or(i64::MAX),
-        Err(_) => i64::MAX,
-    };
     // An agent that saw the loss later than the one that offered this
     // command still says "unknown" (not yet lost for the whole
     // `recovery.quorum_loss_window`): wait for it rather than be refused.
     let window = cfg.recovery.quorum_loss_window;
     let waited = Instant::now();
     let mut said = false;
-    while waited.elapsed() < window + Duration::from_secs(5) {
-        let quorum = match http.get(&status_url).send().await {
-            Ok(r) => r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|d| d.get("quorum")?.as_str().map(String::from)),
-            Err(_) => None,
-        };
-        if quorum.as_deref() != Some("unknown") {
-            break;
+    let doc = loop {
+        let doc = agent_status(http, &status_url).await;
+        let quorum = doc
+            .as_ref()
+            .and_then(|d| serde_json::from_value::<Quorum>(d.get("quorum")?.clone()).ok());
+        if quorum != Some(Quorum::Unknown) || waited.elapsed() >= window + Duration::from_secs(5) {
+            break doc;
         }
         if !said {
             println!(
@@ -146,7 +137,13 @@ async fn request_and_wait(
             said = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
+    // The agent's clock before the request: a failed attempt is a journal
+    // record started after it (the recovery state sentence moves on at once).
+    let asked_ms = doc
+        .as_ref()
+        .and_then(|d| d.get("now_ms")?.as_i64())
+        .unwrap_or(i64::MAX);
     let resp = http
         .post(&url)
         .json(request)
@@ -161,9 +158,7 @@ async fn request_and_wait(
     println!("{}", text.trim());
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        if let Ok(r) = http.get(&status_url).send().await
-            && let Ok(doc) = r.json::<serde_json::Value>().await
-        {
+        if let Some(doc) = agent_status(http, &status_url).await {
             if doc.get("quorum").and_then(|q| q.as_str()) == Some("ok") {
                 println!(
                     "Recovered: {target} leads a new cluster in epoch {}; the other hosts rejoin as standbys and are promoted up to {} voters.",
@@ -209,8 +204,7 @@ async fn request_and_wait(
 async fn freshest(cfg: &edgeplane_config::Config, http: &reqwest::Client) -> Option<String> {
     for n in &cfg.nodes {
         let url = format!("{}/status", n.agent_url.trim_end_matches('/'));
-        if let Ok(r) = http.get(&url).send().await
-            && let Ok(doc) = r.json::<serde_json::Value>().await
+        if let Some(doc) = agent_status(http, &url).await
             && let Some(h) = doc.pointer("/recovery/freshest").and_then(|f| f.as_str())
         {
             return Some(h.to_string());
