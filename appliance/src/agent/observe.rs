@@ -245,14 +245,13 @@ impl View {
             // During an election there is no leader to compare with: a member
             // that still answers keeps its record (it did not fall behind a
             // leader that does not exist); one that stops answering loses it.
-            p.lag = match (&p.status, leader_index) {
-                (Some(s), Some(li)) => Some(li.saturating_sub(s.applied_index)),
-                _ => None,
-            };
-            p.caught_up = match (&p.status, leader_index) {
-                (Some(s), Some(li)) => Some(plan::within_lag(li, s.applied_index, self.max_lag)),
-                (Some(_), None) => None,
-                (None, _) => Some(false),
+            (p.lag, p.caught_up) = match (&p.status, leader_index) {
+                (Some(s), Some(li)) => (
+                    Some(li.saturating_sub(s.applied_index)),
+                    Some(plan::within_lag(li, s.applied_index, self.max_lag)),
+                ),
+                (Some(_), None) => (None, None),
+                (None, _) => (None, Some(false)),
             };
             match p.caught_up {
                 Some(true) => {
