@@ -112,7 +112,7 @@ pub async fn tick(cx: &mut Host, st: &mut DefragState) {
         standby_pending: standby_pending(cx),
         alarm_waited: st.alarm_seen.map(|t| t.elapsed()).unwrap_or_default(),
     };
-    let (i, host, ratio) = match decide_defrag(&view) {
+    let (i, host, ratio, in_alarm) = match decide_defrag(&view) {
         DefragStep::NotSteady => {
             tracing::debug!("Not defragmenting: the cluster is not at full strength.");
             return;
@@ -140,8 +140,11 @@ pub async fn tick(cx: &mut Host, st: &mut DefragState) {
             return disarm(cx).await;
         }
         DefragStep::Defragment {
-            index, host, free, ..
-        } => (index, host, free),
+            index,
+            host,
+            free,
+            in_alarm,
+        } => (index, host, free, in_alarm),
     };
     let Some(mut client) = cx.view.peers[i].client().await else {
         return;
@@ -149,7 +152,7 @@ pub async fn tick(cx: &mut Host, st: &mut DefragState) {
     let reason = format!("{:.0}% of the db file is free pages", ratio * 100.0);
     // Journalled, then run off the loop (up to a minute); the result comes
     // back to `take_finished` at a later tick.
-    st.defrag_in_alarm = nospace;
+    st.defrag_in_alarm = in_alarm;
     let target = host.clone();
     let started = cx
         .ops
@@ -213,12 +216,16 @@ pub fn take_finished(cx: &mut Host, st: &mut DefragState) {
 /// catching up (applying the writes that filled the voters: seen in the
 /// NOSPACE test when the standby had joined seconds before the fill).
 fn standby_pending(cx: &Host) -> Option<String> {
-    let quota = cx.cfg.etcd.quota_backend_bytes as f64;
     cx.view.peers.iter().find_map(|p| {
         let s = p.status.as_ref()?;
-        (s.is_learner && (s.db_size as f64 >= AT_QUOTA * quota || p.caught_up != Some(true)))
+        (s.is_learner && (at_quota(cx, s.db_size) || p.caught_up != Some(true)))
             .then(|| p.node.name.clone())
     })
+}
+
+/// Whether a db of `db_size` bytes is at the quota ([`AT_QUOTA`]).
+fn at_quota(cx: &Host, db_size: i64) -> bool {
+    db_size as f64 >= AT_QUOTA * cx.cfg.etcd.quota_backend_bytes as f64
 }
 
 /// The standby's side of a NOSPACE alarm. A learner refuses the Defragment
@@ -247,8 +254,7 @@ async fn standby_tick(cx: &mut Host, st: &mut DefragState) {
         st.compaction_seen = None;
         return;
     }
-    let quota = cx.cfg.etcd.quota_backend_bytes as f64;
-    if st.alarm_seen.is_some() || (db_size as f64) < AT_QUOTA * quota {
+    if st.alarm_seen.is_some() || !at_quota(cx, db_size) {
         return;
     }
     let ratio = free_ratio(db_size, db_in_use);
