@@ -647,6 +647,9 @@ impl Agent {
             }
         }
         let members = self.host.view.members.clone();
+        // Read (a state-store read, the epoch file) only where the decision
+        // uses them: no data and no cluster seen. A spare ticks here forever.
+        let unseen = !has_data && members.is_none();
         let view = StartView {
             has_data,
             epoch: if has_data {
@@ -667,8 +670,8 @@ impl Agent {
             slot_taken: members.iter().flatten().any(|m| m.is_learner),
             earlier_spare: members.as_deref().and_then(|ms| self.earlier_spare(ms)),
             bootstrap_voter: self.host.my_index < self.host.cfg.cluster.voters,
-            joined_before: self.host.state.fact(FACT_JOINED).ok().flatten().is_some(),
-            site_epoch: self.host.site_epoch(),
+            joined_before: unseen && self.host.state.fact(FACT_JOINED).ok().flatten().is_some(),
+            site_epoch: if unseen { self.host.site_epoch() } else { 0 },
             manage_membership: self.host.cfg.cluster.manage_membership,
         };
         match decide_start(&view) {

@@ -48,7 +48,8 @@ pub struct StartView {
     pub earlier_spare: Option<String>,
     /// This host is one of the first `cluster.voters` nodes.
     pub bootstrap_voter: bool,
-    /// This host's etcd has been a member of a running cluster.
+    /// This host's etcd has been a member of a running cluster (only asked,
+    /// like `site_epoch`, when there is no data and no cluster is seen).
     pub joined_before: bool,
     /// The highest epoch of a live cluster seen, or this host's data's.
     pub site_epoch: u64,
