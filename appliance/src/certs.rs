@@ -178,7 +178,12 @@ pub fn run_init(dir: &Path, config: &Path, force: bool) -> Result<()> {
         .map_err(|e| crate::BadConfig(e.to_string()))
         .context("loading the site config")?;
     let cfg = loaded.config;
-    let hosts: Vec<HostSpec> = cfg.nodes.iter().map(HostSpec::from_node).collect();
+    let hosts: Vec<HostSpec> = cfg
+        .nodes
+        .iter()
+        .chain(&cfg.witnesses)
+        .map(HostSpec::from_node)
+        .collect();
     let r = init(dir, &cfg.site, &hosts, force)?;
     if r.ca_created {
         println!("created the site CA: {}", dir.join("ca.crt").display());

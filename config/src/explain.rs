@@ -130,7 +130,26 @@ pub const EXPLAIN_SCHEMA: &str = "edgeplane.config.explain/1";
 pub(crate) fn flatten(config: &Config, doc: &Document, redacted: &[&str]) -> Vec<Entry> {
     // Serializing our own plain structs cannot fail: every path came from
     // a UTF-8 file. Should it ever, the explanation is empty, not a panic.
-    let value = serde_json::to_value(config).unwrap_or(Value::Null);
+    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+    // Witnesses are kept apart from the etcd hosts in the model; the file
+    // has them among `[[nodes]]`, so they are shown there, at their place.
+    if !config.witnesses.is_empty() {
+        let mut all: Vec<&crate::model::Node> =
+            config.nodes.iter().chain(&config.witnesses).collect();
+        all.sort_by_key(|n| n.file_index);
+        let nodes: Vec<Value> = all
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n).unwrap_or(Value::Null);
+                if n.role == crate::model::NodeRole::Witness {
+                    v["peer_url"] = Value::Null;
+                    v["client_url"] = Value::Null;
+                }
+                v
+            })
+            .collect();
+        value["nodes"] = Value::Array(nodes);
+    }
     let mut out = Vec::new();
     walk_table(&value, "", &raw::schema(), &mut |key, v| {
         let last = key.rsplit('.').next().unwrap_or(&key);
@@ -230,6 +249,8 @@ mod tests {
         let mut cfg = defaults(Profile::Edge);
         cfg.nodes.push(crate::model::Node {
             name: "a".into(),
+            role: crate::model::NodeRole::Etcd,
+            file_index: 0,
             peer_url: String::new(),
             client_url: String::new(),
             agent_url: String::new(),

@@ -28,8 +28,14 @@ pub struct Config {
     pub site: String,
     /// Every host of the site in bootstrap order: the first `cluster.voters`
     /// form the initial cluster, the next one is the standby (learner), any
-    /// further hosts are cold spares.
+    /// further hosts are cold spares. Witnesses (`role = "witness"`) are
+    /// not here: see `witnesses`.
     pub nodes: Vec<Node>,
+    /// The `[[nodes]]` entries with `role = "witness"`: an agent without
+    /// etcd that adds one vote to quorum-loss recovery. Shown by `config
+    /// check --explain` among `nodes` (at their place in the file).
+    #[serde(skip)]
+    pub witnesses: Vec<Node>,
     pub cluster: Cluster,
     pub etcd: Etcd,
     pub paths: Paths,
@@ -43,15 +49,34 @@ pub struct Config {
     pub log: Log,
 }
 
+/// What a `[[nodes]]` entry runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// An etcd host: voter, standby or spare, in `[[nodes]]` order.
+    #[default]
+    Etcd,
+    /// The agent only, without etcd (a small box or the site's router): it
+    /// adds one vote to quorum-loss recovery and is never a member, never
+    /// fenced, never a rebuild source.
+    Witness,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Node {
     pub name: String,
-    /// etcd peer URL, e.g. `http://10.0.0.1:2380`.
+    /// `etcd` (the default) or `witness`.
+    pub role: NodeRole,
+    /// etcd peer URL, e.g. `http://10.0.0.1:2380` (empty for a witness).
     pub peer_url: String,
     /// etcd client URL, e.g. `http://10.0.0.1:2379`.
     pub client_url: String,
     /// The agent's API URL, e.g. `http://10.0.0.1:7070`.
     pub agent_url: String,
+    /// Its place among the file's `[[nodes]]` (for `nodes[N].key` in
+    /// problems and `--explain`).
+    #[serde(skip)]
+    pub file_index: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -341,9 +366,24 @@ impl Config {
         self.node(&self.host)
     }
 
-    /// The node called `name`.
+    /// The etcd host called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The witness called `name`.
+    pub fn witness(&self, name: &str) -> Option<&Node> {
+        self.witnesses.iter().find(|n| n.name == name)
+    }
+
+    /// Whether this host (`host`) is a witness: it runs the agent only.
+    pub fn is_witness(&self) -> bool {
+        self.witness(&self.host).is_some()
+    }
+
+    /// Votes in quorum-loss recovery: one per etcd host and per witness.
+    pub fn votes(&self) -> usize {
+        self.nodes.len() + self.witnesses.len()
     }
 
     /// The nodes that form the initial cluster: the first `cluster.voters`.
@@ -366,6 +406,10 @@ impl Config {
                     .iter()
                     .all(|u| u.starts_with("https://"))
             })
+            && self
+                .witnesses
+                .iter()
+                .all(|w| w.agent_url.starts_with("https://"))
     }
 
     /// Whether `name` is one of the initial voters.

@@ -108,6 +108,7 @@ pub fn defaults(profile: Profile) -> Config {
         host: String::new(),
         site: String::new(),
         nodes: Vec::new(),
+        witnesses: Vec::new(),
         cluster: Cluster {
             voters: 1,
             manage_membership: true,
@@ -220,17 +221,20 @@ pub fn defaults(profile: Profile) -> Config {
 pub fn resolve(raw: RawConfig) -> Config {
     let profile = raw.profile.unwrap_or(DEFAULT_PROFILE);
     let d = defaults(profile);
-    let nodes: Vec<Node> = raw
+    let (witnesses, nodes): (Vec<Node>, Vec<Node>) = raw
         .nodes
         .unwrap_or_default()
         .into_iter()
-        .map(|n| Node {
+        .enumerate()
+        .map(|(i, n)| Node {
             name: n.name.unwrap_or_default(),
+            role: n.role.unwrap_or_default(),
             peer_url: n.peer_url.unwrap_or_default(),
             client_url: n.client_url.unwrap_or_default(),
             agent_url: n.agent_url.unwrap_or_default(),
+            file_index: i,
         })
-        .collect();
+        .partition(|n| n.role == NodeRole::Witness);
 
     let c = raw.cluster;
     let learner_stuck_after = c
@@ -402,6 +406,7 @@ pub fn resolve(raw: RawConfig) -> Config {
         host: raw.host.unwrap_or_default(),
         site: raw.site.unwrap_or_default(),
         nodes,
+        witnesses,
         cluster,
         etcd,
         paths,

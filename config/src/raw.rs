@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::{FsyncPolicy, OutOfOrder, Profile, QuorumLossPolicy};
+use crate::model::{FsyncPolicy, NodeRole, OutOfOrder, Profile, QuorumLossPolicy};
 use crate::units::{opt_bytes, opt_duration};
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +50,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawNode {
     pub name: Option<String>,
+    pub role: Option<NodeRole>,
     pub peer_url: Option<String>,
     pub client_url: Option<String>,
     pub agent_url: Option<String>,

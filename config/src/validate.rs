@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::document::Document;
-use crate::model::{Config, FsyncPolicy, QuorumLossPolicy};
+use crate::model::{Config, FsyncPolicy, Node, QuorumLossPolicy};
 use crate::problem::{Problem, Severity};
 use crate::units::{format_bytes, format_duration};
 
@@ -338,14 +338,35 @@ fn nodes(c: &mut Checker<'_>, cfg: &Config) {
         if !c.doc.is_broken("nodes") {
             c.error(
                 "nodes",
-                "at least one [[nodes]] entry is required (one per host of the site)",
+                if cfg.witnesses.is_empty() {
+                    "at least one [[nodes]] entry is required (one per host of the site)"
+                } else {
+                    "every [[nodes]] entry is a witness: at least one must be an etcd host (leave out `role`)"
+                },
             );
         }
         return;
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut endpoints: HashMap<(String, u16), String> = HashMap::new();
-    for (i, n) in cfg.nodes.iter().enumerate() {
+    let mut all: Vec<&Node> = cfg.nodes.iter().chain(&cfg.witnesses).collect();
+    all.sort_by_key(|n| n.file_index);
+    for n in all {
+        let i = n.file_index;
+        let witness = n.role == crate::model::NodeRole::Witness;
+        if witness {
+            // A witness runs no etcd: an etcd URL there is a mistake (a host
+            // meant as an etcd member, or a copy-paste), never ignored.
+            for field in ["peer_url", "client_url"] {
+                let key = format!("nodes[{i}].{field}");
+                if c.doc.keys.contains_key(&key) {
+                    c.error(
+                        &key,
+                        format!("a witness (role = \"witness\") runs the agent only, without etcd: remove `{field}`, or remove `role` if this host is meant to run an etcd member"),
+                    );
+                }
+            }
+        }
         let key = format!("nodes[{i}].name");
         if c.required(&key, &n.name) {
             if !valid_name(&n.name) {
@@ -364,11 +385,16 @@ fn nodes(c: &mut Checker<'_>, cfg: &Config) {
                 names.insert(&n.name, i);
             }
         }
-        for (field, url) in [
-            ("peer_url", &n.peer_url),
-            ("client_url", &n.client_url),
-            ("agent_url", &n.agent_url),
-        ] {
+        let urls: &[(&str, &String)] = if witness {
+            &[("agent_url", &n.agent_url)]
+        } else {
+            &[
+                ("peer_url", &n.peer_url),
+                ("client_url", &n.client_url),
+                ("agent_url", &n.agent_url),
+            ]
+        };
+        for &(field, url) in urls {
             let key = format!("nodes[{i}].{field}");
             if !c.required(&key, url) {
                 continue;
@@ -396,8 +422,17 @@ fn nodes(c: &mut Checker<'_>, cfg: &Config) {
             }
         }
     }
-    if !cfg.host.is_empty() && !c.doc.is_broken("nodes") && cfg.node(&cfg.host).is_none() {
-        let all: Vec<&str> = cfg.nodes.iter().map(|n| n.name.as_str()).collect();
+    if !cfg.host.is_empty()
+        && !c.doc.is_broken("nodes")
+        && cfg.node(&cfg.host).is_none()
+        && cfg.witness(&cfg.host).is_none()
+    {
+        let all: Vec<&str> = cfg
+            .nodes
+            .iter()
+            .chain(&cfg.witnesses)
+            .map(|n| n.name.as_str())
+            .collect();
         c.error(
             "host",
             format!(
@@ -596,7 +631,7 @@ fn paths(c: &mut Checker<'_>, cfg: &Config) {
     }
 }
 
-/// How many more voting nodes a site of `nodes` configured nodes with
+/// How many more voting nodes a site of `nodes` votes (etcd hosts and witnesses) with
 /// `voters` etcd voters needs so that, after the loss policy `fenced` is
 /// for (the fewest voters whose loss is a quorum loss), the rest are still a
 /// strict majority of the votes (one per configured node); `None` when it
@@ -634,24 +669,36 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
                 &["recovery.fence_command", "recovery.quorum_loss_policy"],
                 "quorum_loss_policy = \"fenced\" needs a fence_command that powers off a lost host and exits 0 only once it is off",
             );
-        } else if let Some(short) = fenced_vote_shortfall(cfg.nodes.len(), cfg.cluster.voters) {
+        } else if let Some(short) = fenced_vote_shortfall(cfg.votes(), cfg.cluster.voters) {
+            let lost = cfg.cluster.voters - cfg.cluster.voters / 2;
             c.warn(
                 "recovery.quorum_loss_policy",
                 format!(
-                    "fenced recovery cannot happen by itself here: with {} voter(s) a quorum loss is losing {}, \
-                     which leaves {} of {} votes (one per configured node), and an automatic rebuild needs a strict majority ({}), so the \
+                    "fenced recovery cannot happen by itself here: with {} voter(s) a quorum loss is losing {lost}, \
+                     which leaves {} of {} votes (one per etcd host and witness), and an automatic rebuild needs a strict majority ({}), so the \
                      survivors wait and print the command (a network cut must never let a minority with a working \
-                     fence power off the majority); add {short} more host(s) that run the agent, or use policy manual",
+                     fence power off the majority); add {short} more host(s) or witness(es) ([[nodes]] with role = \"witness\": \
+                     the agent only, on a small box or the site's router), or use policy manual",
                     cfg.cluster.voters,
-                    cfg.cluster.voters - cfg.cluster.voters / 2,
-                    cfg.nodes
-                        .len()
-                        .saturating_sub(cfg.cluster.voters - cfg.cluster.voters / 2),
-                    cfg.nodes.len(),
-                    cfg.nodes.len() / 2 + 1
+                    cfg.votes().saturating_sub(lost),
+                    cfg.votes(),
+                    cfg.votes() / 2 + 1
                 ),
             );
         }
+    }
+    if !cfg.witnesses.is_empty() && cfg.votes().is_multiple_of(2) && !c.doc.is_broken("nodes") {
+        c.push_at(
+            Severity::Warning,
+            "nodes",
+            &["nodes"],
+            format!(
+                "{} votes ({} etcd hosts, {} witnesses): an even count tolerates no more lost votes than one less; a witness helps where it makes the count odd",
+                cfg.votes(),
+                cfg.nodes.len(),
+                cfg.witnesses.len()
+            ),
+        );
     }
     if let Some(first) = r.fence_command.first() {
         if first.trim().is_empty() {
@@ -1066,7 +1113,10 @@ fn uplink_headers(c: &mut Checker<'_>, headers: &BTreeMap<String, String>) {
 fn tls(c: &mut Checker<'_>, cfg: &Config) {
     let t = &cfg.tls;
     let mut schemes: Vec<(String, bool)> = Vec::new();
-    for (i, n) in cfg.nodes.iter().enumerate() {
+    let mut all: Vec<&Node> = cfg.nodes.iter().chain(&cfg.witnesses).collect();
+    all.sort_by_key(|n| n.file_index);
+    for n in all {
+        let i = n.file_index;
         for (field, url) in [
             ("peer_url", &n.peer_url),
             ("client_url", &n.client_url),

@@ -133,6 +133,7 @@ impl Agent {
         };
         let view = View::new(
             &cfg.nodes,
+            &cfg.witnesses,
             my_index,
             cfg.cluster.promotion_max_lag,
             tls.as_ref(),
@@ -473,7 +474,8 @@ impl Agent {
     /// again. Returns whether etcd must stay stopped now.
     async fn self_fence(&mut self) -> bool {
         use super::recovery_plan::{SelfFence, SelfFenceView, decide_self_fence, unseen_majority};
-        let nodes = self.host.view.peers.len();
+        // Every vote: the etcd hosts and the witnesses.
+        let nodes = self.host.view.peers.len() + self.host.view.witnesses.len();
         let seen = self
             .host
             .view
@@ -486,7 +488,14 @@ impl Agent {
             .filter(|(i, p)| {
                 *i == self.host.my_index || p.agent_doc.is_some() || p.status.is_some()
             })
-            .count();
+            .count()
+            + self
+                .host
+                .view
+                .witnesses
+                .iter()
+                .filter(|w| w.agent_doc.is_some())
+                .count();
         if unseen_majority(nodes, seen) {
             self.unseen_majority_since.get_or_insert_with(Instant::now);
         } else {

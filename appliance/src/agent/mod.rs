@@ -48,6 +48,7 @@ pub mod snapshots;
 pub mod start_plan;
 pub mod state;
 pub mod status;
+pub mod witness;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -77,6 +78,41 @@ fn spawn_server(
     })
 }
 
+fn shared_metrics_take(shared: &status::Shared) -> Option<edgeplane_metrics::pipeline::PipelineHandle> {
+    shared.metrics.lock().ok().and_then(|mut m| m.take())
+}
+
+/// A witness's loop: observe and publish its vote until SIGTERM or SIGINT.
+async fn run_witness(
+    cfg: Config,
+    shared: Arc<status::Shared>,
+    tls: Option<&crate::tls::SiteTls>,
+) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut interval = tokio::time::interval(witness::interval(&cfg));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = witness::Witness::new(cfg, shared.clone(), tls)?;
+    let mut ready_sent = false;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                w.tick().await;
+                shared.tick();
+                notify::notify("WATCHDOG=1");
+                if !ready_sent {
+                    notify::notify("READY=1");
+                    ready_sent = true;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    notify::notify("STOPPING=1");
+    Ok(())
+}
+
 /// `edgeplane agent`: load the config (exit 78 if bad), then run until SIGTERM.
 pub fn main(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let loaded = match edgeplane_config::load(&args.config) {
@@ -101,6 +137,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
     let me = cfg
         .nodes
         .iter()
+        .chain(&cfg.witnesses)
         .find(|n| n.name == cfg.host)
         .cloned()
         .ok_or_else(|| BadConfig(format!("host {:?} is not among the nodes", cfg.host)))?;
@@ -160,6 +197,24 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
                 "The metrics pipeline did not start: {e}. etcd supervision continues without it."
             ),
         }
+    }
+    if cfg.is_witness() {
+        // The agent only: no etcd, no membership, no state to keep.
+        drop(state);
+        tracing::info!(
+            "This node is a witness: it runs no etcd and votes for the freshest etcd host it sees."
+        );
+        run_witness(cfg, shared.clone(), tls.as_ref()).await?;
+        let pipeline = shared_metrics_take(&shared);
+        if let Some(p) = pipeline
+            && let Err(e) = p.shutdown().await
+        {
+            tracing::warn!("The metrics pipeline did not stop cleanly: {e}");
+        }
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+        tracing::info!("Witness stopped.");
+        return Ok(());
     }
     let mut agent = local::Agent::new(cfg, me, state, shared.clone(), tls)?;
     agent.host.config_path = config_path.clone();

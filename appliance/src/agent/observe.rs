@@ -123,6 +123,9 @@ impl Peer {
 /// The whole site as seen from this agent.
 pub struct View {
     pub peers: Vec<Peer>,
+    /// The site's witnesses (agents without etcd): only their agent's
+    /// `/status` is polled; each is one vote in quorum-loss recovery.
+    pub witnesses: Vec<Peer>,
     /// The member list from a voter that has a leader.
     pub members: Option<Vec<Member>>,
     /// The cluster ID of the member that answered `members`.
@@ -147,6 +150,7 @@ pub struct View {
 impl View {
     pub fn new(
         nodes: &[Node],
+        witnesses: &[Node],
         me: usize,
         max_lag: u64,
         tls: Option<&SiteTls>,
@@ -160,6 +164,11 @@ impl View {
         let http = http.build()?;
         Ok(View {
             peers: nodes
+                .iter()
+                .cloned()
+                .map(|n| Peer::new(n, tls.cloned()))
+                .collect(),
+            witnesses: witnesses
                 .iter()
                 .cloned()
                 .map(|n| Peer::new(n, tls.cloned()))
@@ -213,8 +222,34 @@ impl View {
                 tokio::join!(etcd, agent)
             });
         }
-        let results = futures::future::join_all(jobs).await;
+        let witness_jobs = self.witnesses.iter().map(|w| {
+            let url = format!("{}/status", w.node.agent_url.trim_end_matches('/'));
+            let http = http.clone();
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                if !r.status().is_success() {
+                    return None;
+                }
+                r.json::<serde_json::Value>().await.ok()
+            }
+        });
+        let (results, witness_docs) = tokio::join!(
+            futures::future::join_all(jobs),
+            futures::future::join_all(witness_jobs)
+        );
         let now = Instant::now();
+        for (w, doc) in self.witnesses.iter_mut().zip(witness_docs) {
+            match doc {
+                Some(doc) => {
+                    w.agent_doc = Some(doc);
+                    w.agent_silent_since = None;
+                }
+                None => {
+                    w.agent_doc = None;
+                    w.agent_silent_since.get_or_insert(now);
+                }
+            }
+        }
         for (p, (etcd, agent)) in self.peers.iter_mut().zip(results) {
             match etcd {
                 Some(s) => {

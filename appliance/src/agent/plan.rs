@@ -44,6 +44,8 @@ pub enum Role {
     /// The standby: etcd's learner.
     Learner,
     Voter,
+    /// A witness node: the agent only, no etcd; one vote in a rebuild.
+    Witness,
 }
 
 impl std::fmt::Display for Role {
@@ -54,6 +56,7 @@ impl std::fmt::Display for Role {
             Role::Spare => "spare",
             Role::Learner => "learner",
             Role::Voter => "voter",
+            Role::Witness => "witness",
         })
     }
 }

@@ -135,6 +135,7 @@ fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
             };
             Survivor {
                 name: p.node.name.clone(),
+                role: recovery_plan::NodeRole::Etcd,
                 applied_index: p
                     .status
                     .as_ref()
@@ -152,6 +153,20 @@ fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
                 },
             }
         })
+        .chain(cx.view.witnesses.iter().map(|w| {
+            Survivor {
+                name: w.node.name.clone(),
+                role: recovery_plan::NodeRole::Witness,
+                applied_index: None,
+                agent_answers: w.agent_doc.is_some(),
+                names_freshest: w
+                    .agent_doc
+                    .as_ref()
+                    .and_then(|d| d.pointer("/recovery/freshest"))
+                    .and_then(|f| f.as_str())
+                    .map(str::to_string),
+            }
+        }))
         .collect();
     RebuildView {
         policy: cx.cfg.recovery.quorum_loss_policy,

@@ -24,6 +24,9 @@
 //!   it used to power off the healthy majority and rebuild from its own copy.
 //!   An agent names one host at a time, and two strict majorities of the
 //!   same nodes always share one, so two sides of a cut never both rebuild.
+//! - A witness (`role = "witness"`: an agent without etcd) is one more vote
+//!   and nothing else: it is never the freshest (it has no data, whatever a
+//!   view says), never in a fence set, and never rebuilds itself.
 //! - Self-fence: under policy `fenced`, a voter whose unseen nodes (neither
 //!   agent nor etcd answers) are a strict majority of the configured nodes may
 //!   be fenced by the other side and rebuilt over, so it stops its etcd
@@ -37,6 +40,7 @@
 //!   epoch is seen alive (a member answering with a leader), never on a
 //!   peer's word alone.
 
+pub use edgeplane_config::NodeRole;
 use edgeplane_config::QuorumLossPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +71,8 @@ impl std::fmt::Display for Quorum {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Survivor {
     pub name: String,
+    /// An etcd host, or a witness (a vote, never data).
+    pub role: NodeRole,
     /// Its etcd answers with data of this host's epoch: its applied index.
     pub applied_index: Option<u64>,
     /// Its agent answers `/status`.
@@ -79,6 +85,10 @@ impl Survivor {
     /// A host that answers in any way: it has a say, and is not fenced.
     fn answers(&self) -> bool {
         self.applied_index.is_some() || self.agent_answers
+    }
+
+    fn is_witness(&self) -> bool {
+        self.role == NodeRole::Witness
     }
 }
 
@@ -247,6 +257,8 @@ pub fn freshest(hosts: &[Survivor]) -> Option<usize> {
     hosts
         .iter()
         .enumerate()
+        // A witness has no data to rebuild from, whatever a view claims.
+        .filter(|(_, h)| !h.is_witness())
         .filter_map(|(i, h)| Some((i, h.applied_index?)))
         // max_by_key keeps the LAST maximum: reverse so the first in config order wins.
         .rev()
@@ -299,10 +311,11 @@ fn disagreeing(v: &RebuildView) -> Vec<String> {
 /// Whether to rebuild after quorum loss; see the module doc for the rules.
 pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
     use RebuildDecision::{NotNeeded, Rebuild, Refuse};
-    if v.quorum != Quorum::Lost {
+    let me = &v.hosts[v.me];
+    // A witness has no cluster of its own to rebuild.
+    if v.quorum != Quorum::Lost || me.is_witness() {
         return NotNeeded;
     }
-    let me = &v.hosts[v.me];
     if let Some(r) = v.request {
         if !r.confirm {
             return Refuse(Refusal::NoConfirm);
@@ -374,6 +387,9 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
     let fence = known
         .iter()
         .filter(|name| **name != me.name)
+        // Memberships come from etcd, which never lists a witness; should a
+        // record ever name one, it is still never powered off as a voter.
+        .filter(|name| !v.hosts.iter().any(|h| &h.name == *name && h.is_witness()))
         .filter(|name| !v.hosts.iter().any(|h| &h.name == *name && h.answers()))
         .cloned()
         .collect();
@@ -549,14 +565,24 @@ mod tests {
                 proptest::option::weighted(0.6, 0u64..5),
                 proptest::bool::weighted(0.7),
                 prop_oneof![3 => Just(Some(me)), 1 => proptest::option::of(0..n + 1)],
+                // About one node in five is a witness (this host too, at
+                // times: a witness must never rebuild). A witness's applied
+                // index is arbitrary on purpose: whatever a view says, a
+                // witness is never a source.
+                proptest::bool::weighted(0.2),
             ),
             n,
         )
         .prop_map(move |v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (applied, agent, names_i))| Survivor {
+                .map(|(i, (applied, agent, names_i, witness))| Survivor {
                     name: names[i].clone(),
+                    role: if witness {
+                        NodeRole::Witness
+                    } else {
+                        NodeRole::Etcd
+                    },
                     applied_index: applied,
                     agent_answers: agent,
                     names_freshest: names_i
@@ -593,6 +619,12 @@ mod tests {
             })
             .prop_map(
                 |(hosts, me, known, have_data, streak, backing_off, req, quorum, policy)| {
+                    // A membership comes from etcd: it never names a witness.
+                    let known = known.map(|k: Vec<String>| {
+                        k.into_iter()
+                            .filter(|n| hosts.iter().any(|h| &h.name == n && !h.is_witness()))
+                            .collect()
+                    });
                     RebuildView {
                         policy,
                         quorum,
@@ -662,6 +694,18 @@ mod tests {
                     }
                 }
                 prop_assert!(!fence.contains(me), "never fences itself");
+                // A witness is never the source and never fenced; its vote
+                // counts like any other.
+                prop_assert!(!v.hosts[v.me].is_witness(), "a witness never rebuilds: {:?}", v);
+                for h in v.hosts.iter().filter(|h| h.is_witness()) {
+                    prop_assert!(!fence.contains(&h.name), "witness {} fenced: {:?}", h.name, v);
+                }
+            }
+            if v.hosts[v.me].is_witness() {
+                prop_assert_eq!(&d, &RebuildDecision::NotNeeded);
+            }
+            if let Some(i) = freshest(&v.hosts) {
+                prop_assert!(!v.hosts[i].is_witness(), "a witness is never the freshest");
             }
             if let RebuildDecision::Rebuild { operator: true, .. } = &d {
                 prop_assert!(v.request.is_some_and(|r| r.confirm));
@@ -669,6 +713,19 @@ mod tests {
             if v.policy == QuorumLossPolicy::Manual && v.request.is_none() {
                 let automatic = matches!(d, RebuildDecision::Rebuild { .. });
                 prop_assert!(!automatic, "manual policy never rebuilds by itself: {:?}", v);
+            }
+            // A witness's vote counts toward the strict majority exactly as
+            // an etcd host's: the same view with every witness made an etcd
+            // host without data decides the same votes.
+            if let RebuildDecision::Rebuild { votes, operator: false, .. } = &d {
+                let mut plain = v.clone();
+                for h in &mut plain.hosts {
+                    if h.is_witness() {
+                        h.role = NodeRole::Etcd;
+                        h.applied_index = None;
+                    }
+                }
+                prop_assert_eq!(votes_for_me(&plain), votes.clone());
             }
         }
     }
@@ -682,6 +739,8 @@ mod tests {
         sees: Vec<Vec<bool>>,
         applied: Vec<Option<u64>>,
         names: Vec<usize>,
+        /// Witnesses: a vote each, no data, no etcd.
+        witness: Vec<bool>,
     }
 
     fn arb_world() -> impl Strategy<Value = World> {
@@ -690,8 +749,9 @@ mod tests {
                 proptest::collection::vec(proptest::bool::weighted(0.6), n * n),
                 proptest::collection::vec(proptest::option::weighted(0.8, 0u64..4), n),
                 proptest::collection::vec(0..n, n),
+                proptest::collection::vec(proptest::bool::weighted(0.25), n),
             )
-                .prop_map(move |(link, applied, names)| {
+                .prop_map(move |(link, applied, names, witness)| {
                     let sees = (0..n)
                         .map(|i| {
                             (0..n)
@@ -699,11 +759,17 @@ mod tests {
                                 .collect()
                         })
                         .collect();
+                    let applied = applied
+                        .into_iter()
+                        .zip(&witness)
+                        .map(|(a, w)| a.filter(|_| !w))
+                        .collect();
                     World {
                         n,
                         sees,
                         applied,
                         names,
+                        witness,
                     }
                 })
         })
@@ -723,13 +789,23 @@ mod tests {
                         let seen = self.sees[me][j];
                         Survivor {
                             name: name(j),
+                            role: if self.witness[j] {
+                                NodeRole::Witness
+                            } else {
+                                NodeRole::Etcd
+                            },
                             applied_index: self.applied[j].filter(|_| seen),
                             agent_answers: seen,
                             names_freshest: (seen && j != me).then(|| name(self.names[j])),
                         }
                     })
                     .collect(),
-                known_voters: Some((0..self.n).map(name).collect()),
+                known_voters: Some(
+                    (0..self.n)
+                        .filter(|&j| !self.witness[j])
+                        .map(name)
+                        .collect(),
+                ),
                 have_data: self.applied[me].is_some(),
                 freshest_streak: 2,
                 backing_off: false,
@@ -763,7 +839,7 @@ mod tests {
         #[test]
         fn a_cut_site_never_rebuilds_on_two_sides(w in arb_world()) {
             let rebuilders: Vec<usize> = (0..w.n)
-                .filter(|&me| w.names[me] == me)
+                .filter(|&me| w.names[me] == me || w.witness[me])
                 .filter(|&me| matches!(decide_rebuild(&w.view(me)), RebuildDecision::Rebuild { .. }))
                 .collect();
             prop_assert!(rebuilders.len() <= 1, "{:?} all rebuild: {:?}", rebuilders, w);
@@ -813,7 +889,7 @@ mod tests {
             let seen = |i: usize| (0..w.n).filter(|&j| w.sees[i][j]).count();
             let fence_view = |i: usize| SelfFenceView {
                 policy: QuorumLossPolicy::Fenced,
-                is_voter: true,
+                is_voter: !w.witness[i],
                 nodes: w.n,
                 seen: seen(i),
                 unseen_majority_for: unseen_majority(w.n, seen(i)).then_some(std::time::Duration::from_secs(9)),
@@ -824,7 +900,7 @@ mod tests {
                     prop_assert_eq!(decide_self_fence(&fence_view(me)), SelfFence::Serve);
                     for other in 0..w.n {
                         let sees_majority_side = (0..w.n).any(|j| w.sees[other][j] && w.sees[me][j]);
-                        if !sees_majority_side {
+                        if !sees_majority_side && !w.witness[other] {
                             prop_assert_eq!(decide_self_fence(&fence_view(other)), SelfFence::Stop,
                                 "h{} cannot see the side of h{} that rebuilds: {:?}", other + 1, me + 1, w);
                         }
@@ -845,7 +921,7 @@ mod tests {
             };
             let w = tree.current();
             rebuilds += (0..w.n)
-                .filter(|&me| w.names[me] == me)
+                .filter(|&me| w.names[me] == me && !w.witness[me])
                 .filter(|&me| {
                     matches!(decide_rebuild(&w.view(me)), RebuildDecision::Rebuild { .. })
                 })
@@ -860,17 +936,24 @@ mod tests {
     fn the_generated_views_reach_automatic_rebuilds() {
         use proptest::strategy::ValueTree;
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let (mut fencing, mut plain) = (0, 0);
+        let (mut fencing, mut plain, mut witnessed) = (0, 0, 0);
         for _ in 0..32768 {
             let Ok(tree) = arb_view().new_tree(&mut runner) else {
                 continue;
             };
+            let v = tree.current();
             if let RebuildDecision::Rebuild {
                 fence,
+                votes,
                 operator: false,
-                ..
-            } = decide_rebuild(&tree.current())
+            } = decide_rebuild(&v)
             {
+                if votes
+                    .iter()
+                    .any(|x| v.hosts.iter().any(|h| &h.name == x && h.is_witness()))
+                {
+                    witnessed += 1;
+                }
                 if fence.is_empty() {
                     plain += 1
                 } else {
@@ -879,8 +962,8 @@ mod tests {
             }
         }
         assert!(
-            fencing > 10 && plain > 10,
-            "automatic rebuilds: {fencing} fencing, {plain} without"
+            fencing > 10 && plain > 10 && witnessed > 10,
+            "automatic rebuilds: {fencing} fencing, {plain} without, {witnessed} on a witness's vote"
         );
     }
 
@@ -954,6 +1037,7 @@ mod tests {
     fn a_survivor_whose_agent_answers_but_etcd_does_not_still_has_a_say() {
         let host = |name: &str, applied: Option<u64>, names: Option<&str>| Survivor {
             name: name.into(),
+            role: NodeRole::Etcd,
             applied_index: applied,
             agent_answers: names.is_some(),
             names_freshest: names.map(str::to_string),
@@ -1058,6 +1142,79 @@ mod tests {
         );
     }
 
+    /// Issue #14 §3: a 2-host site plus a witness. The voter h1 is cut off;
+    /// the standby h2 still sees the witness, which names it the freshest:
+    /// 2 of 3 votes, so h2 fences h1 and rebuilds. h1, alone, has 1 of 3
+    /// and waits (and self-fences). The witness never rebuilds, is never
+    /// fenced.
+    #[test]
+    fn two_hosts_and_a_witness_rebuild_on_the_witness_side_only() {
+        let h = |name: &str, role, applied: Option<u64>, names: Option<&str>| Survivor {
+            name: name.into(),
+            role,
+            applied_index: applied,
+            agent_answers: names.is_some(),
+            names_freshest: names.map(str::to_string),
+        };
+        let standby_side = RebuildView {
+            policy: QuorumLossPolicy::Fenced,
+            quorum: Quorum::Lost,
+            me: 1,
+            hosts: vec![
+                h("h1", NodeRole::Etcd, None, None),
+                h("h2", NodeRole::Etcd, Some(40), Some("h2")),
+                h("w", NodeRole::Witness, None, Some("h2")),
+            ],
+            known_voters: Some(vec!["h1".into()]),
+            have_data: true,
+            freshest_streak: 2,
+            backing_off: false,
+            request: None,
+        };
+        assert_eq!(
+            decide_rebuild(&standby_side),
+            RebuildDecision::Rebuild {
+                fence: vec!["h1".into()],
+                votes: vec!["h2".into(), "w".into()],
+                operator: false,
+            }
+        );
+        let cut_off = RebuildView {
+            me: 0,
+            hosts: vec![
+                h("h1", NodeRole::Etcd, Some(50), Some("h1")),
+                h("h2", NodeRole::Etcd, None, None),
+                h("w", NodeRole::Witness, None, None),
+            ],
+            ..standby_side.clone()
+        };
+        assert_eq!(
+            decide_rebuild(&cut_off),
+            RebuildDecision::Wait(Wait::NoVoteMajority {
+                votes: vec!["h1".into()],
+                needed: 2,
+                of: 3
+            })
+        );
+        // Seen from the witness itself: nothing to rebuild, ever.
+        let witness = RebuildView {
+            me: 2,
+            ..standby_side.clone()
+        };
+        assert_eq!(decide_rebuild(&witness), RebuildDecision::NotNeeded);
+        assert_eq!(
+            decide_self_fence(&SelfFenceView {
+                policy: QuorumLossPolicy::Fenced,
+                is_voter: true,
+                nodes: 3,
+                seen: 1,
+                unseen_majority_for: Some(std::time::Duration::from_secs(2)),
+                after: std::time::Duration::from_secs(1),
+            }),
+            SelfFence::Stop
+        );
+    }
+
     /// The reproduced split brain: host-3 cut off, its agent restarted. It
     /// remembers the membership now, so it would fence host-1 and host-2;
     /// but alone it is 1 vote of 4 (issue #14 §3: with a fence that works
@@ -1075,6 +1232,7 @@ mod tests {
             silent("h2"),
             Survivor {
                 name: "h3".into(),
+                role: NodeRole::Etcd,
                 applied_index: Some(10),
                 agent_answers: true,
                 names_freshest: Some("h3".into()),
@@ -1109,6 +1267,7 @@ mod tests {
         );
         let voter = |name: &str| Survivor {
             name: name.into(),
+            role: NodeRole::Etcd,
             applied_index: None,
             agent_answers: true,
             names_freshest: Some("h3".into()),
@@ -1146,6 +1305,7 @@ mod tests {
             ],
             applied: vec![Some(5), Some(4), Some(5), Some(4)],
             names: vec![0, 0, 2, 2],
+            witness: vec![false; 4],
         };
         for me in 0..4 {
             assert!(

@@ -99,6 +99,10 @@ pub struct SiteSpec {
     /// namespace apart in a firewall rule (`meta skgid`): they share one
     /// address.
     pub host_gids: Option<u32>,
+    /// Witness nodes (`role = "witness"`: the agent only, no etcd), named
+    /// `witness-1`..., in the root namespace; started with
+    /// [`LocalSite::start_witness`].
+    pub witnesses: usize,
 }
 
 impl SiteSpec {
@@ -110,6 +114,7 @@ impl SiteSpec {
             disk_faults: false,
             faketime: false,
             host_gids: None,
+            witnesses: 0,
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
@@ -170,6 +175,8 @@ impl LocalHost {
 pub struct LocalSite {
     pub root: PathBuf,
     pub hosts: Vec<LocalHost>,
+    /// The witnesses ([`SiteSpec::witnesses`]): no etcd, empty etcd URLs.
+    pub witnesses: Vec<LocalHost>,
     pub spec: SiteSpec,
     netns: Option<Netns>,
     _tmp: Option<tempfile::TempDir>,
@@ -215,20 +222,48 @@ impl LocalSite {
                 ip_of(i) + "\n",
             )?;
         }
+        // Witnesses sit in the root namespace (with every host but the isolated one).
+        let witness_ip = match &netns {
+            Some(ns) => ns.outer_ip.clone(),
+            None => "127.0.0.1".to_string(),
+        };
+        let mut witnesses = Vec::new();
+        for j in 0..spec.witnesses {
+            let name = format!("witness-{}", j + 1);
+            let dir = root.join(&name);
+            std::fs::create_dir_all(&dir)?;
+            witnesses.push(LocalHost {
+                config_path: dir.join("edgeplane.toml"),
+                client_url: String::new(),
+                peer_url: String::new(),
+                agent_url: format!("https://{witness_ip}:{}", free_port()?),
+                state_dir: dir.join("state"),
+                data_dir: dir.join("etcd"),
+                name,
+                dir,
+                agent: None,
+                etcd_pids: Vec::new(),
+            });
+        }
         // TLS on, as on a real site: a CA and one certificate per host.
-        let specs: Vec<crate::certs::HostSpec> = (0..hosts.len())
+        let mut specs: Vec<crate::certs::HostSpec> = (0..hosts.len())
             .map(|i| crate::certs::HostSpec {
                 name: hosts[i].name.clone(),
                 sans: vec![hosts[i].name.clone(), ip_of(i)],
             })
             .collect();
+        specs.extend(witnesses.iter().map(|w| crate::certs::HostSpec {
+            name: w.name.clone(),
+            sans: vec![w.name.clone(), witness_ip.clone()],
+        }));
         certs::issue_site(&root.join("tls"), &spec.site, &specs)?;
         let gateway = match &netns {
             Some(ns) => ns.outer_ip.clone(),
             None => "127.0.0.1".to_string(),
         };
-        for h in &hosts {
-            let cfg = render_config(&spec, &hosts, h).replace("{gateway}", &gateway);
+        for h in hosts.iter().chain(&witnesses) {
+            let cfg =
+                render_site_config(&spec, &hosts, &witnesses, h).replace("{gateway}", &gateway);
             std::fs::write(&h.config_path, cfg)?;
         }
         write_fence_script(&root)?;
@@ -246,6 +281,7 @@ impl LocalSite {
         Ok(LocalSite {
             root,
             hosts,
+            witnesses,
             spec,
             netns,
             _tmp: tmp,
@@ -301,6 +337,30 @@ impl LocalSite {
         // For the fence script, which "powers off" a host by its pids.
         std::fs::write(h.dir.join("agent.pid"), format!("{}\n", child.id()))?;
         h.agent = Some(child);
+        Ok(())
+    }
+
+    /// Starts witness `j`'s agent (log: `agent.log` in its directory).
+    pub fn start_witness(&mut self, j: usize) -> io::Result<()> {
+        let binary = self.spec.binary.clone();
+        let w = &mut self.witnesses[j];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(w.dir.join("agent.log"))?;
+        let child = Command::new(&binary)
+            .arg("agent")
+            .arg("--config")
+            .arg(&w.config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGEPLANE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        w.agent = Some(child);
         Ok(())
     }
 
@@ -403,6 +463,12 @@ impl LocalSite {
 
     /// Kills everything this site started.
     pub fn kill_all(&mut self) {
+        for w in &mut self.witnesses {
+            if let Some(mut child) = w.agent.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         for i in 0..self.hosts.len() {
             self.kill_host(i);
             let h = &mut self.hosts[i];
@@ -462,6 +528,17 @@ impl Drop for LocalSite {
 /// The config file of host `me` (an ordinary Edgeplane config: the agent
 /// cannot tell a loopback site from a real one).
 pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> String {
+    render_site_config(spec, hosts, &[], me)
+}
+
+/// [`render_config`] for a site with witnesses (`role = "witness"`, after
+/// the hosts).
+pub fn render_site_config(
+    spec: &SiteSpec,
+    hosts: &[LocalHost],
+    witnesses: &[LocalHost],
+    me: &LocalHost,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -482,6 +559,13 @@ pub fn render_config(spec: &SiteSpec, hosts: &[LocalHost], me: &LocalHost) -> St
             s,
             "[[nodes]]\nname = \"{}\"\npeer_url = \"{}\"\nclient_url = \"{}\"\nagent_url = \"{}\"\n",
             h.name, h.peer_url, h.client_url, h.agent_url
+        );
+    }
+    for w in witnesses {
+        let _ = writeln!(
+            s,
+            "[[nodes]]\nname = \"{}\"\nrole = \"witness\"\nagent_url = \"{}\"\n",
+            w.name, w.agent_url
         );
     }
     if let Some(site_dir) = me.dir.parent() {
@@ -828,6 +912,13 @@ impl LocalSite {
         c.get(url).send().await.ok()?.json().await.ok()
     }
 
+    /// Witness `j`'s `/status`, if it answers.
+    pub async fn witness_status(&self, j: usize) -> Option<serde_json::Value> {
+        let url = format!("{}/status", self.witnesses[j].agent_url);
+        let c = certs::http_client(Duration::from_secs(3));
+        c.get(url).send().await.ok()?.json().await.ok()
+    }
+
     /// Promotions recorded in the journals of every agent that answers
     /// (each asked up to three times: a loaded host may answer late).
     /// Promotions journalled as done, started at or after `since_ms` (ms
@@ -894,6 +985,80 @@ pub struct Writer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The loop of [`Writer::start_with_timeout`]: sequential puts until `s` is set.
+async fn write_loop(
+    client_urls: Vec<String>,
+    prefix: String,
+    put_timeout: Duration,
+    a: std::sync::Arc<std::sync::Mutex<Vec<Ack>>>,
+    f: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    s: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut clients: Vec<Option<etcd_client::Client>> = vec![None; client_urls.len()];
+    let mut next = 0usize;
+    let mut n = 0u64;
+    while !s.load(Ordering::Relaxed) {
+        let key = format!("{prefix}/{n:08}");
+        let value = format!("v{n}");
+        let sent = Instant::now();
+        let deadline = sent + put_timeout;
+        // As etcd's own clients do: an error answer (no leader during
+        // an election or a leadership transfer, a refused connection)
+        // is retried on the next member until the put's deadline; a
+        // member that does not answer in time ends the attempt.
+        let mut ok = false;
+        loop {
+            let i = next % client_urls.len();
+            if clients[i].is_none() {
+                let opts = certs::etcd_options(&client_urls[i])
+                    .with_connect_timeout(Duration::from_millis(300))
+                    // The client's own deadline must not undercut `put_timeout`.
+                    .with_timeout(put_timeout.max(Duration::from_secs(2)))
+                    .with_require_leader(true);
+                clients[i] = etcd_client::Client::connect([client_urls[i].as_str()], Some(opts))
+                    .await
+                    .ok();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(c) = clients[i].as_mut() {
+                match tokio::time::timeout(left, c.put(key.as_str(), value.as_str(), None)).await {
+                    Ok(Ok(_)) => {
+                        ok = true;
+                        break;
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n += 1;
+        if ok {
+            let acked = Instant::now();
+            if let Ok(mut v) = a.lock() {
+                v.push(Ack {
+                    key,
+                    value,
+                    sent,
+                    acked,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        } else {
+            // A failed put may still have been applied: it is not counted as
+            // acknowledged, and the next attempt uses a fresh key.
+            f.fetch_add(1, Ordering::Relaxed);
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Writer {
     /// The bound on one put of [`Writer::start`].
     pub const PUT_TIMEOUT: Duration = Duration::from_millis(700);
@@ -913,7 +1078,6 @@ impl Writer {
         prefix: &str,
         put_timeout: Duration,
     ) -> Writer {
-        use std::sync::atomic::Ordering;
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -923,79 +1087,79 @@ impl Writer {
             stop.clone(),
             prefix.to_string(),
         );
-        let task = tokio::spawn(async move {
-            let mut clients: Vec<Option<etcd_client::Client>> = vec![None; client_urls.len()];
-            let mut next = 0usize;
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                let key = format!("{prefix}/{n:08}");
-                let value = format!("v{n}");
-                let sent = Instant::now();
-                let deadline = sent + put_timeout;
-                // As etcd's own clients do: an error answer (no leader during
-                // an election or a leadership transfer, a refused connection)
-                // is retried on the next member until the put's deadline; a
-                // member that does not answer in time ends the attempt.
-                let mut ok = false;
-                loop {
-                    let i = next % client_urls.len();
-                    if clients[i].is_none() {
-                        let opts = certs::etcd_options(&client_urls[i])
-                            .with_connect_timeout(Duration::from_millis(300))
-                            // The client's own deadline must not undercut `put_timeout`.
-                            .with_timeout(put_timeout.max(Duration::from_secs(2)))
-                            .with_require_leader(true);
-                        clients[i] =
-                            etcd_client::Client::connect([client_urls[i].as_str()], Some(opts))
-                                .await
-                                .ok();
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    if let Some(c) = clients[i].as_mut() {
-                        match tokio::time::timeout(left, c.put(key.as_str(), value.as_str(), None))
-                            .await
-                        {
-                            Ok(Ok(_)) => {
-                                ok = true;
-                                break;
-                            }
-                            Ok(Err(_)) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    next += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                n += 1;
-                if ok {
-                    let acked = Instant::now();
-                    if let Ok(mut v) = a.lock() {
-                        v.push(Ack {
-                            key,
-                            value,
-                            sent,
-                            acked,
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                } else {
-                    // A failed put may still have been applied: it is not counted as
-                    // acknowledged, and the next attempt uses a fresh key.
-                    f.fetch_add(1, Ordering::Relaxed);
-                    next += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        });
+        let task = tokio::spawn(write_loop(client_urls, prefix, put_timeout, a, f, s));
         Writer {
             acked,
             failed,
             stop,
             task: Some(task),
         }
+    }
+
+    /// As [`Writer::start`], but from inside host `i`'s network namespace
+    /// (the isolated host's, [`SiteSpec::isolated_host`]): a client there
+    /// keeps reaching that host across a cut, as its local users do. The
+    /// loop runs on its own thread (a namespace is per thread), with its
+    /// own runtime.
+    pub fn start_in_netns(
+        site: &LocalSite,
+        client_urls: Vec<String>,
+        prefix: &str,
+    ) -> io::Result<Writer> {
+        let ns = site
+            .netns
+            .as_ref()
+            .ok_or_else(|| io::Error::other("this site has no isolated host"))?;
+        let path = PathBuf::from("/run/netns").join(&ns.name);
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, f, s, prefix) = (
+            acked.clone(),
+            failed.clone(),
+            stop.clone(),
+            prefix.to_string(),
+        );
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let thread = std::thread::spawn(move || {
+            let entered = std::fs::File::open(&path).and_then(|file| {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)
+            });
+            let rt = entered.and_then(|()| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            });
+            match rt {
+                Ok(rt) => {
+                    let _ = ready_tx.send(Ok(()));
+                    rt.block_on(write_loop(
+                        client_urls,
+                        prefix,
+                        Writer::PUT_TIMEOUT,
+                        a,
+                        f,
+                        s,
+                    ));
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        });
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the writer thread ended before starting"))??;
+        let task = tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
+        Ok(Writer {
+            acked,
+            failed,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// The `p`th percentile of acknowledged put latency (nearest rank).

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use edgeplane_config::{Profile, QuorumLossPolicy, load};
+use edgeplane_config::{NodeRole, Profile, QuorumLossPolicy, load};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -59,6 +59,53 @@ fn edge_2_hosts_loads_with_warnings_only() {
 }
 
 #[test]
+fn edge_2_hosts_with_a_witness_is_fenced_without_the_vote_warning() {
+    let loaded = load(&example("edge-2-hosts-witness.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    assert_eq!(c.recovery.quorum_loss_policy, QuorumLossPolicy::Fenced);
+    assert_eq!(c.nodes.len(), 2, "the witness is not an etcd host");
+    assert_eq!(c.witnesses.len(), 1);
+    assert_eq!(c.witnesses[0].name, "router");
+    assert_eq!(c.witnesses[0].role, NodeRole::Witness);
+    assert_eq!(c.votes(), 3);
+    assert_eq!(c.standby_order().len(), 1, "the witness is never a standby");
+    assert!(loaded.warnings.iter().all(|w| !w.is_error()));
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|w| !w.to_string().contains("cannot happen by itself")),
+        "2 hosts + a witness have a vote majority after losing the voter: {:?}",
+        loaded.warnings
+    );
+    // The same file as the witness's own config loads too.
+    let text = std::fs::read_to_string(example("edge-2-hosts-witness.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("host = \"kiosk-a\"", "host = \"router\"");
+    let report = edgeplane_config::check_str(&text, &example("edge-2-hosts-witness.toml"));
+    assert!(
+        report.problems.iter().all(|p| !p.is_error()),
+        "{:?}",
+        report.problems
+    );
+    // --explain shows it among the nodes, at its place in the file.
+    let explained =
+        edgeplane_config::explain_str(&text, &example("x.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let role = explained
+        .entries
+        .iter()
+        .find(|e| e.key == "nodes[2].role")
+        .map(|e| e.value.clone());
+    assert_eq!(role.as_deref(), Some("witness"), "{:?}", explained.entries);
+    let agent = explained
+        .entries
+        .iter()
+        .find(|e| e.key == "nodes[2].agent_url")
+        .map(|e| e.value.clone());
+    assert_eq!(agent.as_deref(), Some("https://10.30.1.1:7070"));
+}
+
+#[test]
 fn region_loads() {
     let loaded = load(&example("region.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -82,6 +129,11 @@ fn every_example_file_is_tested() {
     names.sort();
     assert_eq!(
         names,
-        ["edge-2-hosts.toml", "edge-4-hosts.toml", "region.toml"]
+        [
+            "edge-2-hosts-witness.toml",
+            "edge-2-hosts.toml",
+            "edge-4-hosts.toml",
+            "region.toml"
+        ]
     );
 }

@@ -791,3 +791,76 @@ fn basic_auth_needs_both_keys_and_no_bearer_token() {
         "unencrypted",
     );
 }
+
+/// A witness (`role = "witness"`): the agent only, one more vote.
+fn with_witness(n: usize, witness: &str, extra: &str) -> String {
+    let base = site("edge", n, "");
+    // The witness goes among the nodes, before the tables `site` adds.
+    let (head, tail) = base.split_at(base.find("\n[uplink]").unwrap_or(base.len()));
+    format!("{head}\n[[nodes]]\nname = \"router\"\nrole = \"witness\"\n{witness}\n{extra}{tail}")
+}
+
+#[test]
+fn a_witness_counts_as_a_vote_for_fenced() {
+    let fenced = "[cluster]\nvoters = 1\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"/sbin/fence\", \"{host}\"]\n";
+    let text = with_witness(2, "agent_url = \"https://10.0.0.9:7070\"", fenced);
+    assert!(
+        problems(&text)
+            .iter()
+            .all(|p| !p.is_error() && !p.to_string().contains("cannot happen by itself")),
+        "{:?}",
+        problems(&text)
+    );
+    // 3 hosts + a witness: 4 votes, even: the witness buys nothing.
+    let even = with_witness(3, "agent_url = \"https://10.0.0.9:7070\"", "");
+    expect(
+        &even,
+        Warning,
+        "nodes",
+        "4 votes (3 etcd hosts, 1 witnesses)",
+    );
+}
+
+#[test]
+fn a_witness_has_no_etcd_urls_and_needs_an_agent_url() {
+    let text = with_witness(
+        2,
+        "peer_url = \"https://10.0.0.9:2380\"\nagent_url = \"https://10.0.0.9:7070\"",
+        "",
+    );
+    let p = expect(
+        &text,
+        Error,
+        "nodes[2].peer_url",
+        "a witness (role = \"witness\") runs the agent only, without etcd: remove `peer_url`",
+    );
+    assert_eq!(
+        p.line,
+        Some(line_of(&text, "peer_url = \"https://10.0.0.9:2380\""))
+    );
+    let none = with_witness(2, "", "");
+    expect(&none, Error, "nodes[2].agent_url", "is required");
+    // A witness may be this host, and may come first in the file.
+    let me = with_witness(2, "agent_url = \"https://10.0.0.9:7070\"", "")
+        .replace("host = \"edge-1\"", "host = \"router\"");
+    assert!(
+        problems(&me).iter().all(|p| !p.is_error()),
+        "{:?}",
+        problems(&me)
+    );
+    let first = "profile = \"edge\"\nhost = \"edge-2\"\nsite = \"s\"\n\n[[nodes]]\nname = \"router\"\nrole = \"witness\"\nclient_url = \"https://10.0.0.9:2379\"\nagent_url = \"https://10.0.0.9:7070\"\n\n[[nodes]]\nname = \"edge-2\"\npeer_url = \"https://10.0.0.2:2380\"\nclient_url = \"https://10.0.0.2:2379\"\nagent_url = \"https://10.0.0.2:7070\"\n\n[uplink]\nurl = \"https://region.example.com/api/v1/write\"\n";
+    expect(first, Error, "nodes[0].client_url", "remove `client_url`");
+    // Only witnesses: no etcd host at all.
+    let only = "profile = \"edge\"\nhost = \"router\"\nsite = \"s\"\n\n[[nodes]]\nname = \"router\"\nrole = \"witness\"\nagent_url = \"https://10.0.0.9:7070\"\n";
+    expect(only, Error, "nodes", "at least one must be an etcd host");
+    // An unknown role is refused with the choices.
+    let bad = with_witness(2, "agent_url = \"https://10.0.0.9:7070\"", "")
+        .replace("role = \"witness\"", "role = \"arbiter\"");
+    assert!(
+        problems(&bad)
+            .iter()
+            .any(|p| p.is_error() && p.key.as_deref() == Some("nodes[2].role")),
+        "{:?}",
+        problems(&bad)
+    );
+}
