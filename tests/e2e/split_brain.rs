@@ -423,7 +423,7 @@ fn silent_peer_agents_with_healthy_etcd_never_trigger_a_self_fence() -> anyhow::
 /// not a key of `[[nodes]]`, exit 78), so the site never started; without
 /// the witness node the 2-host site only waits for a human (1 of 2 votes).
 #[test]
-#[ignore = "written and compiled but not yet run against real etcd and agents (issue #14 §3); run with --ignored"]
+#[ignore = "fails at its pre-cut check: host-2 /status has recovery.votes_needed 0 and no votes while quorum is ok (votes are filled only on quorum loss); the cut is never reached (issue #14 §3)"]
 fn two_hosts_and_a_witness_rebuild_on_the_witness_side_and_lose_at_most_the_self_fence_window()
 -> anyhow::Result<()> {
     use std::time::Instant;
