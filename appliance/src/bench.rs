@@ -226,6 +226,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             json,
         } => crate::demo::bench_failover(cycles, usize::from(writers), json),
         BenchCommand::Recovery { json } => crate::demo::bench_recovery(json),
+        BenchCommand::SelfFence { json } => crate::demo::bench_self_fence(json),
         BenchCommand::Buffer {
             dir,
             data_mib,

@@ -284,6 +284,14 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The self-fence loss bound: 2 hosts + a witness, the lone voter cut off while its own
+    /// clients write to it; what it acknowledged before stopping its etcd is lost (needs root:
+    /// a network namespace).
+    SelfFence {
+        /// Print one JSON document (with a `schema` name and version) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Snapshot and restore of a large database, beside `etcdctl snapshot save` + `zstd -3`.
     Snapshot {
         /// Size of the etcd database to fill, snapshot and restore, MiB.

@@ -963,6 +963,38 @@ pub fn bench_recovery(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `edgeplane bench self-fence`: the residual loss of policy `fenced`
+/// (see [`crate::sim::witness_cut`]).
+pub fn bench_self_fence(json: bool) -> anyhow::Result<ExitCode> {
+    crate::logging::init_cli();
+    let rt = crate::runtime()?;
+    let run = crate::bench::Run::start("self-fence");
+    let bin = std::env::current_exe().context("cannot find the edgeplane binary itself")?;
+    let n = Narrator { quiet: json };
+    let (report, site) = rt.block_on(crate::sim::witness_cut::run(bin, &|l| n.say(l)))?;
+    drop(site);
+    let record = crate::bench::Record {
+        run: run.finish(),
+        figures: report,
+    };
+    let r = &record.figures;
+    let table = format!(
+        "self-fence (2 hosts + witness, the voter cut off, window {:.0}s, self_fence_after {:.0}s): self-fence after {}, the other side serving after {}; {} of {} acknowledged writes lost, bound {} ({} lost outside it)\n",
+        r.quorum_loss_window_s,
+        r.self_fence_after_s,
+        r.self_fence_s
+            .map_or("never".into(), |s| format!("{s:.2}s")),
+        r.other_side_serving_s
+            .map_or("never".into(), |s| format!("{s:.2}s")),
+        r.acked_writes_lost,
+        r.acked_writes,
+        r.loss_bound_writes,
+        r.lost_outside_bound,
+    );
+    record.print(json, &table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn recovery_bench(json: bool) -> anyhow::Result<RecoveryReport> {
     let n = Narrator { quiet: json };
     let window = Duration::from_secs(3);

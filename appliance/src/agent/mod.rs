@@ -78,7 +78,9 @@ fn spawn_server(
     })
 }
 
-fn shared_metrics_take(shared: &status::Shared) -> Option<edgeplane_metrics::pipeline::PipelineHandle> {
+fn shared_metrics_take(
+    shared: &status::Shared,
+) -> Option<edgeplane_metrics::pipeline::PipelineHandle> {
     shared.metrics.lock().ok().and_then(|mut m| m.take())
 }
 

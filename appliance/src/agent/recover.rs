@@ -294,9 +294,13 @@ pub async fn tick(cx: &mut Host, rec: &mut Recovery, config_path: &Path) {
         RebuildDecision::NotNeeded => {
             rec.fenced.clear();
             rec.last_failure = None;
+            // The votes stay on show (diag's "who votes for whom"); the
+            // freshest and the command are for a quorum loss only.
             rec.doc = RecoveryDoc {
                 policy: policy_name(cx),
                 state: "quorum ok".into(),
+                votes: doc.votes,
+                votes_needed: doc.votes_needed,
                 ..RecoveryDoc::default()
             };
             return;

@@ -69,6 +69,8 @@ pub struct Alarm {
 pub struct Probes {
     /// In config node order.
     pub agents: Vec<AgentProbe>,
+    /// The witnesses' agents (`role = "witness"`), in config order: votes only.
+    pub witnesses: Vec<AgentProbe>,
     pub etcd: Vec<EtcdProbe>,
     /// The member list and the host it was read from.
     pub members: Option<(String, Vec<ListedMember>)>,
@@ -91,6 +93,7 @@ impl Probes {
                     date: None,
                 })
                 .collect(),
+            witnesses: Vec::new(),
             etcd: nodes
                 .iter()
                 .map(|n| EtcdProbe {
@@ -273,6 +276,11 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
             .iter()
             .map(|n| probe_agent(http.clone(), n.clone(), timeout)),
     );
+    let witnesses = futures::future::join_all(
+        cfg.witnesses
+            .iter()
+            .map(|n| probe_agent(http.clone(), n.clone(), timeout)),
+    );
     let etcds = futures::future::join_all(
         cfg.nodes
             .iter()
@@ -283,7 +291,7 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
         let http = &http;
         async move { (n.name.clone(), snapshot_names(http, &url, timeout).await) }
     }));
-    let (agents, etcds, snapshot_lists) = tokio::join!(agents, etcds, snaps);
+    let (agents, witnesses, etcds, snapshot_lists) = tokio::join!(agents, witnesses, etcds, snaps);
 
     // Member list and alarms from the leader, else any voter that knows a leader.
     let mut order: Vec<usize> = Vec::new();
@@ -339,6 +347,7 @@ pub async fn probe_all(cfg: &Config, timeout: Duration) -> Probes {
     }
     Probes {
         agents,
+        witnesses,
         etcd: cfg
             .nodes
             .iter()

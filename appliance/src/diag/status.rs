@@ -618,8 +618,9 @@ pub fn recovery(
         from_applied_index: from.and_then(|f| f.applied_index),
         lost_hosts: lost,
         note,
+        // The caller fills in the votes it saw (witnesses included).
         votes: Vec::new(),
-        votes_needed: crate::agent::recovery_plan::majority(hosts.len()),
+        votes_needed: 0,
         agent_waits: None,
         agent_state: None,
     }
@@ -628,17 +629,18 @@ pub fn recovery(
 /// The votes diag sees: each configured node's agent, and whom it names the
 /// freshest (`/status.recovery.freshest`).
 fn votes_seen(
-    cfg: &edgeplane_config::Config,
     agents: &[super::probe::AgentProbe],
+    witnesses: &[super::probe::AgentProbe],
 ) -> Vec<crate::agent::recovery_plan::Vote> {
-    cfg.nodes
+    agents
         .iter()
-        .enumerate()
-        .map(|(i, n)| crate::agent::recovery_plan::Vote {
-            voter: n.name.clone(),
-            for_host: agents
-                .get(i)
-                .and_then(|a| a.doc.as_ref().ok())
+        .chain(witnesses)
+        .map(|a| crate::agent::recovery_plan::Vote {
+            voter: a.host.clone(),
+            for_host: a
+                .doc
+                .as_ref()
+                .ok()
                 .and_then(|d| str_at(d, "/recovery/freshest"))
                 .map(str::to_string),
         })
@@ -1054,7 +1056,8 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
             &voters,
             cfg.recovery.quorum_loss_policy,
         );
-        r.votes = votes_seen(cfg, &f.probes.agents);
+        r.votes = votes_seen(&f.probes.agents, &f.probes.witnesses);
+        r.votes_needed = crate::agent::recovery_plan::majority(cfg.votes());
         let mine = my_agent.and_then(|a| a.doc.as_ref().ok());
         r.agent_waits = mine
             .and_then(|d| d.pointer("/recovery/wait"))

@@ -13,6 +13,7 @@
 pub mod bare;
 pub mod certs;
 pub mod clock;
+pub mod witness_cut;
 
 use std::fmt::Write as _;
 use std::io;
