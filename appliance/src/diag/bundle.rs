@@ -83,7 +83,7 @@ fn log_files(cfg: &Config) -> Vec<(String, PathBuf)> {
     out
 }
 
-fn json_entry(value: &impl serde::Serialize, secrets: &[String]) -> Vec<u8> {
+fn json_entry(value: &impl serde::Serialize, secrets: &redact::Secrets) -> Vec<u8> {
     let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
     redact::json(&mut v, secrets);
     serde_json::to_vec_pretty(&v).unwrap_or_default()

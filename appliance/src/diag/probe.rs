@@ -166,7 +166,10 @@ fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
     } else if e.is_connect() {
         "connection refused or host unreachable".to_string()
     } else {
-        short_error(&crate::diag::redact::text(&e.to_string(), &[]))
+        short_error(&crate::diag::redact::text(
+            &e.to_string(),
+            &Default::default(),
+        ))
     }
 }
 

@@ -4,8 +4,13 @@
 //! (config values, status documents, log tails):
 //!
 //! 1. **Known secrets**: the contents of `uplink.bearer_token_file`,
-//!    `uplink.basic_auth_password_file` and `uplink.client_key` are read only to be searched for and replaced (the
-//!    files themselves are never copied);
+//!    `uplink.basic_auth_password_file` and `uplink.client_key` and the
+//!    values of `recovery.fence_environment_file` are read only to be
+//!    searched for and replaced (the files themselves are never copied). A
+//!    value too short to replace wherever it appears (an IPMI PIN of 3
+//!    digits would blank every "123" in a log) is replaced where it follows
+//!    its own name: the environment file's variable names count as secret
+//!    keys (layer 3);
 //! 2. **Private key blocks**: anything between `-----BEGIN … PRIVATE KEY-----`
 //!    and its `-----END`;
 //! 3. **Credentials in text**: URL user-info (`https://user:pass@host`),
@@ -29,15 +34,35 @@ const SECRET_KEYS: &[&str] = &[
     "private_key",
 ];
 
+/// What this host's config says is secret.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// Strings replaced wherever they appear, longest first.
+    pub values: Vec<String>,
+    /// Extra key names (lowercase) whose value is replaced, as the words of
+    /// `SECRET_KEYS` are: the fence environment file's variable names.
+    pub keys: Vec<String>,
+}
+
+/// The shortest secret replaced wherever it appears.
+const MIN_ANYWHERE: usize = 4;
+
 /// Secret strings this host's config points at: the bearer token and the
 /// client key's content (whole, and each long line of it), and the values
-/// of the fence command's environment file.
-pub fn known_secrets(cfg: &Config) -> Vec<String> {
+/// of the fence command's environment file (its variable names as keys, so
+/// that a short PIN is caught as `IPMI_PIN=123`).
+pub fn known_secrets(cfg: &Config) -> Secrets {
     let mut out = Vec::new();
+    let mut keys = Vec::new();
     if let Some(p) = &cfg.recovery.fence_environment_file
         && let Ok(pairs) = crate::secrets::environment_file(p)
     {
-        out.extend(pairs.into_iter().map(|(_, v)| v).filter(|v| v.len() >= 4));
+        for (k, v) in pairs {
+            keys.push(k.to_ascii_lowercase());
+            if v.len() >= MIN_ANYWHERE {
+                out.push(v);
+            }
+        }
     }
     for p in [
         &cfg.uplink.bearer_token_file,
@@ -49,7 +74,7 @@ pub fn known_secrets(cfg: &Config) -> Vec<String> {
     {
         if let Ok(text) = std::fs::read_to_string(p) {
             let t = text.trim();
-            if t.len() >= 4 {
+            if t.len() >= MIN_ANYWHERE {
                 out.push(t.to_string());
             }
             for line in t.lines() {
@@ -75,13 +100,15 @@ pub fn known_secrets(cfg: &Config) -> Vec<String> {
     // Longest first, so a whole secret is replaced before its parts.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out.dedup();
-    out
+    keys.sort();
+    keys.dedup();
+    Secrets { values: out, keys }
 }
 
 /// `s` with every secret, key block and credential replaced.
-pub fn text(s: &str, secrets: &[String]) -> String {
+pub fn text(s: &str, secrets: &Secrets) -> String {
     let mut out = s.to_string();
-    for sec in secrets {
+    for sec in &secrets.values {
         if !sec.is_empty() && out.contains(sec.as_str()) {
             out = out.replace(sec.as_str(), REDACTED);
         }
@@ -89,12 +116,12 @@ pub fn text(s: &str, secrets: &[String]) -> String {
     out = key_blocks(&out);
     out = url_userinfo(&out);
     out = bearer(&out);
-    secret_values(&out)
+    secret_values(&out, &secrets.keys)
 }
 
 /// Applies [`text`] to every string in a JSON value, and replaces whole
 /// values of keys that name a secret.
-pub fn json(v: &mut serde_json::Value, secrets: &[String]) {
+pub fn json(v: &mut serde_json::Value, secrets: &Secrets) {
     match v {
         serde_json::Value::String(s) => *s = text(s, secrets),
         serde_json::Value::Array(a) => a.iter_mut().for_each(|x| json(x, secrets)),
@@ -103,7 +130,8 @@ pub fn json(v: &mut serde_json::Value, secrets: &[String]) {
                 let kl = k.to_ascii_lowercase();
                 let secret_key = SECRET_KEYS
                     .iter()
-                    .any(|w| kl == *w || kl.ends_with(&format!("_{w}")));
+                    .any(|w| kl == *w || kl.ends_with(&format!("_{w}")))
+                    || secrets.keys.contains(&kl);
                 if secret_key && x.is_string() {
                     *x = serde_json::Value::String(REDACTED.into());
                 } else {
@@ -192,11 +220,15 @@ fn bearer(s: &str) -> String {
     out
 }
 
-fn secret_values(s: &str) -> String {
+fn secret_values(s: &str, extra_keys: &[String]) -> String {
     let lower = s.to_ascii_lowercase();
     let bytes = s.as_bytes();
     let mut cuts: Vec<(usize, usize)> = Vec::new();
-    for w in SECRET_KEYS {
+    for w in SECRET_KEYS
+        .iter()
+        .copied()
+        .chain(extra_keys.iter().map(String::as_str))
+    {
         let mut from = 0;
         while let Some(pos) = lower[from..].find(w) {
             let start = from + pos;
@@ -248,16 +280,22 @@ mod tests {
         assert_eq!(
             text(
                 "url = https://alice:s3cret@region.example/api/v1/write",
-                &[]
+                &Secrets::default()
             ),
             "url = https://<redacted>@region.example/api/v1/write"
         );
-        assert_eq!(text("http://127.0.0.1:2379", &[]), "http://127.0.0.1:2379");
+        assert_eq!(
+            text("http://127.0.0.1:2379", &Secrets::default()),
+            "http://127.0.0.1:2379"
+        );
     }
 
     #[test]
     fn known_secrets_key_blocks_and_key_values() {
-        let secrets = vec!["tok-123456".to_string()];
+        let secrets = Secrets {
+            values: vec!["tok-123456".to_string()],
+            keys: Vec::new(),
+        };
         let s = "sent tok-123456 to region; Authorization: Bearer abc.def\n\
                  -----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----\n\
                  password=hunter2&x=1 {\"token\": \"zzz\"}";
@@ -267,6 +305,31 @@ mod tests {
         }
         assert!(r.contains("<redacted private key>"));
         assert!(r.contains("x=1"));
+    }
+
+    /// A fence credential too short to replace everywhere (a 3-digit IPMI
+    /// PIN) is still gone where it follows its name, in text and JSON, and
+    /// other numbers that happen to equal it stay.
+    #[test]
+    fn a_short_fence_pin_is_redacted_after_its_name_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let env = dir.path().join("fence.env");
+        std::fs::write(&env, "IPMI_PIN=917\nIPMI_PASSWORD=PLANTED-fence-pw-77\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = edgeplane_config::defaults(edgeplane_config::Profile::Edge);
+        cfg.recovery.fence_environment_file = Some(env);
+        let secrets = known_secrets(&cfg);
+        let r = text(
+            "fence: ipmitool IPMI_PIN=917 IPMI_PASSWORD=PLANTED-fence-pw-77 failed; ipmi_pin: 917; applied index 917",
+            &secrets,
+        );
+        assert!(!r.contains("PLANTED"), "{r}");
+        assert!(!r.contains("PIN=917") && !r.contains("pin: 917"), "{r}");
+        assert!(r.contains("applied index 917"), "{r}");
+        let mut v = serde_json::json!({"env": {"IPMI_PIN": "917"}, "index": "917"});
+        json(&mut v, &secrets);
+        assert_eq!(v["env"]["IPMI_PIN"], REDACTED);
+        assert_eq!(v["index"], "917");
     }
 
     #[test]
@@ -294,7 +357,7 @@ mod tests {
             "db_password": "x",
             "n": 3
         });
-        json(&mut v, &[]);
+        json(&mut v, &Secrets::default());
         assert_eq!(v["uplink"]["url"], "https://<redacted>@h/x");
         assert_eq!(v["uplink"]["bearer_token_file"], "/etc/t");
         assert_eq!(v["db_password"], REDACTED);

@@ -1290,7 +1290,10 @@ fn link_section(
                 detail.push_str(&format!("{n} consecutive failures"));
             }
             if let Some(e) = str_at(d, "/metrics/link/last_error") {
-                detail.push_str(&format!("; last error: {}", super::redact::text(e, &[])));
+                detail.push_str(&format!(
+                    "; last error: {}",
+                    super::redact::text(e, &Default::default())
+                ));
             }
             // The region refuses the backlog for its age or order: the
             // cause and the fix, first.
@@ -1298,7 +1301,7 @@ fn link_section(
                 let reason = str_at(d, "/metrics/backlog_refused/reason").unwrap_or_default();
                 detail = format!(
                     "BACKLOG REFUSED (kept in the buffer, retried every minute): {}; {fix}; {detail}",
-                    super::redact::text(reason, &[])
+                    super::redact::text(reason, &Default::default())
                 );
             }
             return Section::live(
