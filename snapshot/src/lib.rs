@@ -81,7 +81,7 @@ pub use peer::{
 };
 pub use progress::{Progress, terminal_reporter};
 pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db_file};
-pub use save::{SaveOptions, save};
+pub use save::{SaveOptions, save, save_db_file};
 pub use space::{Budget, FreeSpace, Refusal, SpaceDoc, SpaceReport, Statvfs, admit, used_bytes};
 pub use store::{PruneReport, list, prune};
 pub use verify::{EtcdctlStatus, FileKind, VerifyReport, verify, verify_with_etcdctl};

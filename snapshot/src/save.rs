@@ -308,3 +308,96 @@ pub(crate) fn finalize(
     sync_dir(&parent_dir(final_path))?;
     Ok(len)
 }
+
+/// Takes a snapshot of a stopped member's database file (`member/snap/db`)
+/// into the directory `dest`, in the same format as [`save`]: what etcd's
+/// Snapshot RPC would have streamed. That is the file up to the bbolt
+/// high-water mark (a live db is pre-grown past it; bbolt never reads past
+/// it) followed by its sha256 as etcd's trailer, so `verify` and `restore`
+/// take it as they take any snapshot. etcd does not run, so the revision
+/// and raft position are unknown and recorded as 0; `member_id` and
+/// `cluster_id` are what the caller last knew (hex, may be empty).
+///
+/// Why: data about to be set aside because the site moved on without it
+/// may hold acknowledged writes no live cluster has; a checksummed
+/// snapshot of it sits where the operator and `diag` look for snapshots.
+pub fn save_db_file(
+    db: &Path,
+    dest: &Path,
+    origin: &str,
+    member_id: &str,
+    cluster_id: &str,
+    level: i32,
+) -> Result<SnapshotMeta> {
+    use std::io::Read;
+    let mut file = File::open(db).map_err(|e| Error::io("cannot open", db, e))?;
+    let db_len = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", db, e))?
+        .len();
+    let mut head = vec![0u8; crate::bbolt::HEAD_BYTES.min(db_len as usize)];
+    file.read_exact(&mut head)
+        .map_err(|e| Error::io("cannot read", db, e))?;
+    let meta = crate::bbolt::check(&head, db_len, false)
+        .map_err(|e| Error::corrupt(db, format!("not a sane bbolt database: {e}")))?;
+    let db_bytes = meta.pgid * u64::from(meta.page_size);
+    let created_at = Utc::now();
+    let final_path = dest.join(new_name(origin, created_at, 0));
+    let tmp = tempfile::Builder::new()
+        .prefix(".save-")
+        .suffix(".tmp")
+        .tempfile_in(dest)
+        .map_err(|e| Error::io("cannot create a temporary file in", dest, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let io = |e| Error::io("cannot write", tmp_path.clone(), e);
+    let hw = HashingWriter {
+        file: tmp.reopen().map_err(io)?,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut enc = zstd::stream::write::Encoder::new(hw, level).map_err(io)?;
+    enc.include_checksum(true).map_err(io)?;
+    // Read from the start again: the head above was only for the meta pages.
+    let mut file = File::open(db).map_err(|e| Error::io("cannot open", db, e))?;
+    let mut db_hash = Sha256::new();
+    let mut left = db_bytes;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        file.read_exact(&mut buf[..want])
+            .map_err(|e| Error::io("cannot read", db, e))?;
+        db_hash.update(&buf[..want]);
+        enc.write_all(&buf[..want]).map_err(io)?;
+        left -= want as u64;
+    }
+    let etcd_sha256: [u8; 32] = db_hash.finalize().into();
+    enc.write_all(&etcd_sha256).map_err(io)?;
+    let hw = enc.finish().map_err(io)?;
+    let info = SnapshotInfo {
+        format: FORMAT_VERSION,
+        origin: origin.to_string(),
+        created_at,
+        member_id: member_id.to_string(),
+        cluster_id: cluster_id.to_string(),
+        endpoint: format!("file:{}", db.display()),
+        revision: 0,
+        raft_index: 0,
+        raft_term: 0,
+        etcd_version: String::new(),
+        db_bytes,
+        etcd_sha256: hex::encode(etcd_sha256),
+        compressed_bytes: hw.count,
+        sha256: hex::encode(hw.hasher.finalize()),
+        zstd_level: level,
+    };
+    let file_bytes = finalize(tmp, &info, &final_path)?;
+    Ok(SnapshotMeta {
+        name: final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: final_path,
+        file_bytes,
+        info,
+    })
+}

@@ -485,6 +485,18 @@ fn two_hosts_and_a_witness_rebuild_on_the_witness_side_and_lose_at_most_the_self
             "a write acknowledged outside cut..self-fence was lost; logs in {logs}"
         );
         assert!(r.acked_writes_lost <= r.loss_bound_writes);
+        // Lost from the site, not gone: host-1 took a snapshot of its data
+        // before setting it aside, and every lost write is in it (before:
+        // no snapshot, the data only moved to etcd.abandoned-*).
+        assert!(
+            r.kept_snapshot.is_some(),
+            "host-1 kept a snapshot of the data it set aside; logs in {logs}"
+        );
+        assert_eq!(
+            r.lost_writes_in_kept_snapshot, r.acked_writes_lost,
+            "every lost write is in host-1's kept snapshot {:?}; logs in {logs}",
+            r.kept_snapshot
+        );
         Ok(())
     })
 }

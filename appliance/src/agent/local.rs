@@ -30,6 +30,8 @@ use super::status::{
 const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
 
 const FACT_JOINED: &str = "joined";
+/// How long etcd may take to stop cleanly before its data is set aside.
+const ABANDON_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Fact: etcd died on a failed fsync and its data was not set aside yet.
 const FACT_FSYNC_FAILED: &str = "fsync_failed";
 
@@ -428,7 +430,10 @@ impl Agent {
                         "This host's cluster has no quorum and a cluster of epoch {epoch} is alive (this host's data: epoch {}): the cluster was rebuilt without it. Stopping etcd and rejoining as the standby; the old data is kept.",
                         self.host.data_epoch()
                     );
-                    self.host.etcd.kill().await;
+                    // SIGTERM: etcd commits its db on a clean stop, so the
+                    // snapshot below holds every write it applied (after a
+                    // SIGKILL the last ones are only in its WAL).
+                    self.host.etcd.stop(ABANDON_STOP_GRACE).await;
                     self.abandon_data(epoch);
                     return;
                 }
@@ -590,7 +595,42 @@ impl Agent {
     /// host's cluster has no quorum): it may hold writes no live cluster
     /// has, so it goes under its own label (`etcd.abandoned-STAMP`) that is
     /// never pruned automatically.
+    ///
+    /// First, a snapshot of that data goes into the snapshot directory
+    /// (origin `HOST-abandoned-eN`, N its epoch: an origin of its own, so
+    /// retention, which keeps the newest of each origin, never removes it),
+    /// where the operator, `diag` and `recover --snapshot` find snapshots.
+    /// A failed snapshot is logged and does not stop the move: the moved
+    /// directory itself is kept.
     fn abandon_data(&mut self, epoch: u64) {
+        let db = self.host.cfg.etcd.data_dir.join("member/snap/db");
+        if db.is_file() {
+            let origin = format!(
+                "{}-abandoned-e{}",
+                self.host.me.name,
+                self.host.data_epoch()
+            );
+            let cluster = self
+                .host
+                .view
+                .my_cluster()
+                .map(|c| format!("{c:x}"))
+                .unwrap_or_default();
+            let dir = self.host.cfg.paths.snapshot_dir.clone();
+            let taken = tokio::task::block_in_place(|| {
+                edgeplane_snapshot::save_db_file(&db, &dir, &origin, "", &cluster, 3)
+            });
+            match taken {
+                Ok(m) => tracing::warn!(
+                    "Took a snapshot of the data about to be set aside: {} ({} bytes of db); it is kept.",
+                    m.path.display(),
+                    m.info.db_bytes
+                ),
+                Err(e) => tracing::error!(
+                    "Could not take a snapshot of the data about to be set aside ({e}); the moved directory is kept."
+                ),
+            }
+        }
         self.set_aside_as(
             &format!("the cluster was rebuilt in epoch {epoch} while this host had no quorum"),
             "abandoned",

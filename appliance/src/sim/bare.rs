@@ -128,6 +128,51 @@ impl Cluster {
         Ok(Cluster { members: out, dir })
     }
 
+    /// A one-member cluster restored from a snapshot file (plain HTTP on
+    /// loopback), to read back what the snapshot holds.
+    pub fn from_snapshot(snapshot: &std::path::Path) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("edgeplane-etcd-")
+            .tempdir()?;
+        let (client, peer) = (free_port()?, free_port()?);
+        let name = "m1".to_string();
+        let data_dir = dir.path().join(&name);
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let target = edgeplane_snapshot::RestoreTarget::new(
+            &data_dir,
+            &name,
+            format!("{name}={peer_url}"),
+            "harness-restore",
+            &peer_url,
+        );
+        edgeplane_snapshot::restore(snapshot, &target, &mut |_| {})?;
+        let args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            "--logger=zap".to_string(),
+            "--log-outputs=stderr".to_string(),
+        ];
+        let mut m = Member {
+            log: dir.path().join(format!("{name}.log")),
+            name,
+            client_url,
+            peer_url,
+            data_dir,
+            child: None,
+            args,
+        };
+        m.spawn()?;
+        Ok(Cluster {
+            members: vec![m],
+            dir,
+        })
+    }
+
     pub fn client_urls(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }

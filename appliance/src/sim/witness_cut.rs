@@ -45,6 +45,12 @@ pub struct WitnessCut {
     pub replication_lag_s: f64,
     /// Lost writes acknowledged outside that window: must be 0.
     pub lost_outside_bound: usize,
+    /// Lost writes (key and value) found in the snapshot host-1 took of
+    /// its data before setting it aside to rejoin: lost from the site, not
+    /// gone for good.
+    pub lost_writes_in_kept_snapshot: usize,
+    /// That snapshot's file name, if there is one.
+    pub kept_snapshot: Option<String>,
     /// From the cut to host-1's etcd gone (self-fence), and to host-2
     /// answering with quorum in epoch 1.
     pub self_fence_s: Option<f64>,
@@ -136,6 +142,16 @@ pub async fn run(
                 + writer.sent_and_acked_within(cut - LAG..=t)
         })
         .unwrap_or(0);
+    let (kept_snapshot, lost_writes_in_kept_snapshot) = match kept_snapshot(&site) {
+        Some(path) => {
+            let found = found_in_snapshot(&path, &lost).await?;
+            (
+                path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                found,
+            )
+        }
+        None => (None, 0),
+    };
     let self_fence_after = edgeplane_config::load(&site.hosts[0].config_path)
         .map(|l| l.config.recovery.self_fence_after.as_secs_f64())
         .unwrap_or(f64::NAN);
@@ -151,6 +167,8 @@ pub async fn run(
         loss_bound_writes: bound,
         replication_lag_s: LAG.as_secs_f64(),
         lost_outside_bound: lost.iter().filter(|a| !in_window(a)).count(),
+        lost_writes_in_kept_snapshot,
+        kept_snapshot,
         self_fence_s: self_fenced_at.map(|t| (t - cut).as_secs_f64()),
         other_side_serving_s: serving_at.map(|t| (t - cut).as_secs_f64()),
         cut_off_voter_fenced: fenced,
@@ -165,4 +183,53 @@ pub async fn run(
         report.loss_bound_writes
     ));
     Ok((report, site))
+}
+
+/// The snapshot host-1 took of the data it set aside (origin
+/// `host-1-abandoned-e0`), in its snapshot directory.
+fn kept_snapshot(site: &LocalSite) -> Option<std::path::PathBuf> {
+    let cfg = edgeplane_config::load(&site.hosts[0].config_path)
+        .ok()?
+        .config;
+    edgeplane_snapshot::list(&cfg.paths.snapshot_dir)
+        .ok()?
+        .into_iter()
+        .find(|m| m.info.origin == format!("{}-abandoned-e0", site.hosts[0].name))
+        .map(|m| m.path)
+}
+
+/// How many of `writes` (key and value) the snapshot holds: restored into a
+/// bare etcd of its own, read back.
+async fn found_in_snapshot(path: &std::path::Path, writes: &[Ack]) -> anyhow::Result<usize> {
+    let restored = super::bare::Cluster::from_snapshot(path)?;
+    let url = restored.client_urls().join(",");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_secs(5));
+        if let Ok(mut c) = etcd_client::Client::connect([url.as_str()], Some(opts)).await
+            && c.status().await.is_ok()
+        {
+            break c;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the etcd restored from {} did not answer",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut found = 0;
+    for a in writes {
+        let resp = client.get(a.key.as_str(), None).await?;
+        if resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.value_str().ok() == Some(a.value.as_str()))
+        {
+            found += 1;
+        }
+    }
+    Ok(found)
 }

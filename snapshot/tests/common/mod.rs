@@ -106,6 +106,18 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// SIGTERM and wait: etcd's own clean stop (its db is committed).
+    #[allow(dead_code)]
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
