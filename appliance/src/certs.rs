@@ -25,6 +25,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 
 /// One host to issue a certificate for: its name and every name or address
 /// peers use to reach it (the host parts of its node URLs).
@@ -204,6 +205,151 @@ pub fn run_init(dir: &Path, config: &Path, force: bool) -> Result<()> {
         "copy hosts/NAME/{{ca.crt,host.crt,host.key}} to {} on each host (key mode 0600); keep ca.key off the hosts",
         edgeplane_config::DEFAULT_TLS_DIR
     );
+    Ok(())
+}
+
+/// What [`revoke`] did.
+#[derive(Debug)]
+pub struct RevokeReport {
+    pub crl: crate::crl::Crl,
+    pub crl_file: PathBuf,
+    /// Where the revoked host's files were moved (so that `certs init`
+    /// issues a new certificate for a replacement host).
+    pub moved_to: PathBuf,
+}
+
+/// Revokes `host`'s certificate: `dir/crl.pem` becomes a CRL of the CA
+/// with every serial revoked so far plus this one, numbered one higher.
+pub fn revoke(dir: &Path, host: &str) -> Result<RevokeReport> {
+    let ca = std::fs::read_to_string(dir.join("ca.crt"))
+        .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
+    let key = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
+        format!(
+            "reading {} (certs revoke runs where the CA key is, not on a host)",
+            dir.join("ca.key").display()
+        )
+    })?;
+    let hd = host_dir(dir, host);
+    let pem = std::fs::read(hd.join("host.crt")).with_context(|| {
+        format!(
+            "reading {} ({host} has no certificate in {})",
+            hd.join("host.crt").display(),
+            dir.display()
+        )
+    })?;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem)
+        .with_context(|| format!("{}: not a PEM certificate", hd.join("host.crt").display()))?;
+    let serial = crate::crl::serial_of(der.as_ref())
+        .with_context(|| format!("{}: no serial number", hd.join("host.crt").display()))?;
+    let crl_file = dir.join("crl.pem");
+    let (number, mut serials) = match std::fs::read(&crl_file) {
+        Ok(p) => {
+            let held = crate::crl::Crl::parse(&p, ca.as_bytes())
+                .with_context(|| format!("{}", crl_file.display()))?;
+            (held.number, held.revoked)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", crl_file.display())),
+    };
+    if !serials.contains(&serial) {
+        serials.push(serial);
+    }
+    let crl = crate::crl::Crl::issue(&ca, &key, number + 1, &serials)?;
+    write_file(&crl_file, crl.pem.as_bytes(), 0o644)?;
+    let moved_to = dir
+        .join("hosts")
+        .join(format!("{host}.revoked-{}", crl.number));
+    std::fs::rename(&hd, &moved_to)
+        .with_context(|| format!("moving {} to {}", hd.display(), moved_to.display()))?;
+    Ok(RevokeReport {
+        crl,
+        crl_file,
+        moved_to,
+    })
+}
+
+/// `edgeplane certs revoke HOST --site DIR --config FILE`.
+pub fn run_revoke(dir: &Path, host: &str, config: &Path) -> Result<()> {
+    // The config only serves the printed command; revoking works without it.
+    let cfg = edgeplane_config::load(config).ok().map(|l| l.config);
+    let r = revoke(dir, host)?;
+    println!(
+        "revoked {host}: {} (CRL number {}, {} certificate(s) revoked); its files moved to {}",
+        r.crl_file.display(),
+        r.crl.number,
+        r.crl.revoked.len(),
+        r.moved_to.display()
+    );
+    println!();
+    println!(
+        "1. Install the CRL on any one host of the site; its agent passes it on to every peer:"
+    );
+    println!(
+        "     scp {} HOST: && ssh HOST edgeplane certs install-crl crl.pem",
+        r.crl_file.display()
+    );
+    println!("2. Remove {host}'s etcd member (etcd checks a CRL only on new connections):");
+    println!("{}", member_removal_command(cfg.as_ref(), host));
+    Ok(())
+}
+
+/// The exact commands that remove `host`'s etcd member, run on any other
+/// host of the site.
+pub fn member_removal_command(cfg: Option<&edgeplane_config::Config>, host: &str) -> String {
+    let (endpoints, tls) = match cfg {
+        Some(c) => (
+            c.nodes
+                .iter()
+                .filter(|n| n.name != host)
+                .map(|n| n.client_url.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+            c.tls_enabled().then(|| {
+                format!(
+                    " --cacert={} --cert={} --key={}",
+                    c.tls.ca_file.display(),
+                    c.tls.cert_file.display(),
+                    c.tls.key_file.display()
+                )
+            }),
+        ),
+        None => ("CLIENT_URLS_OF_THE_OTHER_HOSTS".to_string(), None),
+    };
+    let tls = tls.unwrap_or_default();
+    format!(
+        "     ID=$(ETCDCTL_API=3 etcdctl --endpoints={endpoints}{tls} member list | awk -F', ' '$3 == \"{host}\" {{print $1}}')\n     ETCDCTL_API=3 etcdctl --endpoints={endpoints}{tls} member remove \"$ID\""
+    )
+}
+
+/// `edgeplane certs install-crl FILE --config FILE`: verified against this
+/// host's CA, installed when newer than the CRL held.
+pub fn run_install_crl(file: &Path, config: &Path) -> Result<()> {
+    let loaded = edgeplane_config::load(config)
+        .map_err(|e| crate::BadConfig(e.to_string()))
+        .context("loading the config")?;
+    let cfg = loaded.config;
+    if !cfg.tls_enabled() {
+        bail!("this site runs without TLS (http:// URLs): there are no certificates to revoke");
+    }
+    let ca = std::fs::read(&cfg.tls.ca_file)
+        .with_context(|| format!("reading {}", cfg.tls.ca_file.display()))?;
+    let pem = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let crl = crate::crl::Crl::parse(&pem, &ca).with_context(|| format!("{}", file.display()))?;
+    let dest = crate::crl::crl_path(&cfg.paths.state_dir);
+    if crate::crl::install(&dest, &crl, &ca)? {
+        println!(
+            "installed CRL number {} ({} certificate(s) revoked) at {}; the agent loads it within a reconcile and passes it on to its peers",
+            crl.number,
+            crl.revoked.len(),
+            dest.display()
+        );
+    } else {
+        println!(
+            "kept the CRL at {}: it is as new as or newer than CRL number {}",
+            dest.display(),
+            crl.number
+        );
+    }
     Ok(())
 }
 

@@ -93,6 +93,26 @@ pub enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke a host's certificate (a stolen or retired host): writes DIR/crl.pem, signed by
+    /// the CA, with a higher CRL number. Run it where the CA key is, never on a host.
+    Revoke {
+        /// The host whose certificate is revoked.
+        host: String,
+        /// The directory of `certs init` (with ca.crt and ca.key).
+        #[arg(long)]
+        site: PathBuf,
+        /// Any host's config of the site, to print the member removal command with its
+        /// endpoints.
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Install a CRL (from `certs revoke`) on this host; its agent loads it and passes it on
+    /// to every peer. Refused unless signed by the site CA and newer than the one installed.
+    InstallCrl {
+        file: PathBuf,
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

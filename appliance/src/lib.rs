@@ -13,6 +13,7 @@ pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod config_cmd;
+pub mod crl;
 pub mod demo;
 pub mod diag;
 pub mod logging;
@@ -58,6 +59,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             force,
         }) => certs::run_init(&site, &config, force).map(|()| ExitCode::SUCCESS),
+        Command::Certs(cli::CertsCommand::Revoke { host, site, config }) => {
+            certs::run_revoke(&site, &host, &config).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Certs(cli::CertsCommand::InstallCrl { file, config }) => {
+            certs::run_install_crl(&file, &config).map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 

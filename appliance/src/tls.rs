@@ -80,6 +80,10 @@ pub struct SiteTls {
     ca_pem: Arc<Vec<u8>>,
     cert_pem: Arc<Vec<u8>>,
     key_pem: Arc<Vec<u8>>,
+    /// The site's CRL in force (shared by every clone; see [`crate::crl`]).
+    pub crl: crate::crl::CrlState,
+    /// Where this host keeps it (`None`: held in memory only).
+    pub crl_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SiteTls {
@@ -101,7 +105,29 @@ impl SiteTls {
         if !cfg.tls_enabled() {
             return Ok(None);
         }
-        Self::from_files(&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file).map(Some)
+        let mut tls = Self::from_files(&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file)?;
+        let path = crate::crl::crl_path(&cfg.paths.state_dir);
+        // A damaged CRL never stops the start: the last good one is kept
+        // (none yet) and the error is logged at every reload.
+        if let Err(e) = tls.crl.load_file(&path, &tls.ca_pem) {
+            tracing::error!("The CRL is not loaded: {e}");
+        }
+        tls.crl_file = Some(path);
+        Ok(Some(tls))
+    }
+
+    /// The site CA in PEM.
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// Loads this host's CRL file again when it holds a newer CRL of the
+    /// site CA; returns whether the CRL in force changed.
+    pub fn reload_crl(&self) -> Result<bool, String> {
+        match &self.crl_file {
+            Some(p) => self.crl.load_file(p, &self.ca_pem),
+            None => Ok(false),
+        }
     }
 
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<SiteTls, TlsError> {
@@ -113,6 +139,8 @@ impl SiteTls {
             ca_pem: Arc::new(read(ca)?),
             cert_pem: Arc::new(read(cert)?),
             key_pem: Arc::new(read(key)?),
+            crl: crate::crl::CrlState::default(),
+            crl_file: None,
         };
         // Parse everything now, so a broken file stops the start with its name.
         tls.ca_certs()?;
@@ -130,6 +158,8 @@ impl SiteTls {
             ca_pem: Arc::new(ca),
             cert_pem: Arc::new(cert),
             key_pem: Arc::new(key),
+            crl: crate::crl::CrlState::default(),
+            crl_file: None,
         };
         tls.ca_certs()?;
         tls.certs()?;
@@ -164,12 +194,24 @@ impl SiteTls {
     }
 
     /// etcd's TLS flags: client and peer ports both require a certificate
-    /// signed by the site CA.
+    /// signed by the site CA, and check the CRL when one is installed
+    /// (etcd reads the file again for every new connection).
     pub fn etcd_flags(&self) -> Vec<String> {
         let ca = self.ca_file.display().to_string();
         let cert = self.cert_file.display().to_string();
         let key = self.key_file.display().to_string();
-        vec![
+        let mut crl = Vec::new();
+        // etcd refuses every connection when the file cannot be read, so
+        // only a CRL in force whose DER copy exists is passed.
+        if let Some(p) = &self.crl_file
+            && self.crl.current().is_some()
+            && crate::crl::der_path(p).is_file()
+        {
+            let der = crate::crl::der_path(p);
+            crl.push(format!("--client-crl-file={}", der.display()));
+            crl.push(format!("--peer-crl-file={}", der.display()));
+        }
+        let mut flags = vec![
             format!("--cert-file={cert}"),
             format!("--key-file={key}"),
             format!("--trusted-ca-file={ca}"),
@@ -178,7 +220,9 @@ impl SiteTls {
             format!("--peer-key-file={key}"),
             format!("--peer-trusted-ca-file={ca}"),
             "--peer-client-cert-auth=true".to_string(),
-        ]
+        ];
+        flags.extend(crl);
+        flags
     }
 
     /// TLS options for an etcd client presenting this host's certificate.
@@ -192,9 +236,10 @@ impl SiteTls {
     /// The agent API's server side: only a client with a certificate signed
     /// by the site CA completes the handshake.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(self.roots()?))
-            .build()
-            .map_err(|e| TlsError::Setup(e.to_string()))?;
+        let verifier = Arc::new(CrlClientVerifier::new(
+            Arc::new(self.roots()?),
+            self.crl.clone(),
+        )?);
         let mut cfg = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.certs()?, self.key()?)
@@ -207,32 +252,232 @@ impl SiteTls {
     /// the site CA (for raw TLS connections; HTTP goes through
     /// [`SiteTls::http_client`]).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let verifier = Arc::new(CrlServerVerifier::new(
+            Arc::new(self.roots()?),
+            self.crl.clone(),
+        )?);
         let cfg = rustls::ClientConfig::builder()
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.certs()?, self.key()?)
             .map_err(|e| TlsError::Setup(format!("{}: {e}", self.cert_file.display())))?;
         Ok(Arc::new(cfg))
     }
 
-    /// Adds the site CA as the only trusted root and this host's certificate
-    /// as the client identity.
+    /// Trusts only the site CA (minus revoked certificates) and presents
+    /// this host's certificate as the client identity.
     pub fn http_client(
         &self,
         b: reqwest::ClientBuilder,
     ) -> Result<reqwest::ClientBuilder, TlsError> {
-        let roots =
-            reqwest::Certificate::from_pem_bundle(&self.ca_pem).map_err(|e| TlsError::Pem {
-                path: self.ca_file.clone(),
-                what: e.to_string(),
-            })?;
-        let mut pem = self.cert_pem.to_vec();
-        pem.push(b'\n');
-        pem.extend_from_slice(&self.key_pem);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| TlsError::Pem {
-            path: self.cert_file.clone(),
-            what: e.to_string(),
-        })?;
-        Ok(b.tls_certs_only(roots).identity(id))
+        let cfg = self.client_config()?;
+        Ok(b.tls_backend_preconfigured((*cfg).clone()))
+    }
+}
+
+/// Builds a WebPKI verifier of the site CA with the CRL in force, again
+/// whenever the CRL changes.
+#[derive(Debug)]
+struct Rebuilt<V: ?Sized> {
+    roots: Arc<rustls::RootCertStore>,
+    crl: crate::crl::CrlState,
+    cache: std::sync::RwLock<(u64, Arc<V>)>,
+}
+
+fn crl_list(
+    crl: &crate::crl::CrlState,
+) -> Vec<rustls::pki_types::CertificateRevocationListDer<'static>> {
+    crl.current().map(|c| vec![c.der()]).unwrap_or_default()
+}
+
+fn client_verifier(
+    roots: &Arc<rustls::RootCertStore>,
+    crl: &crate::crl::CrlState,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, rustls::Error> {
+    let v = rustls::server::WebPkiClientVerifier::builder(roots.clone())
+        .with_crls(crl_list(crl))
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    Ok(v)
+}
+
+fn server_verifier(
+    roots: &Arc<rustls::RootCertStore>,
+    crl: &crate::crl::CrlState,
+) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, rustls::Error> {
+    let v = rustls::client::WebPkiServerVerifier::builder(roots.clone())
+        .with_crls(crl_list(crl))
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    Ok(v)
+}
+
+impl<V: ?Sized> Rebuilt<V> {
+    fn get(
+        &self,
+        build: impl Fn(
+            &Arc<rustls::RootCertStore>,
+            &crate::crl::CrlState,
+        ) -> Result<Arc<V>, rustls::Error>,
+    ) -> Result<Arc<V>, rustls::Error> {
+        let generation = self.crl.generation();
+        if let Ok(g) = self.cache.read()
+            && g.0 == generation
+        {
+            return Ok(g.1.clone());
+        }
+        let v = build(&self.roots, &self.crl)?;
+        if let Ok(mut g) = self.cache.write() {
+            *g = (generation, v.clone());
+        }
+        Ok(v)
+    }
+}
+
+/// The agent API's client verifier: the site CA, and the CRL in force at
+/// each handshake.
+#[derive(Debug)]
+pub struct CrlClientVerifier {
+    inner: Rebuilt<dyn rustls::server::danger::ClientCertVerifier>,
+    hints: Vec<rustls::DistinguishedName>,
+}
+
+impl CrlClientVerifier {
+    pub fn new(
+        roots: Arc<rustls::RootCertStore>,
+        crl: crate::crl::CrlState,
+    ) -> Result<Self, TlsError> {
+        let first = client_verifier(&roots, &crl).map_err(|e| TlsError::Setup(e.to_string()))?;
+        let hints = first.root_hint_subjects().to_vec();
+        Ok(CrlClientVerifier {
+            inner: Rebuilt {
+                cache: std::sync::RwLock::new((crl.generation(), first)),
+                roots,
+                crl,
+            },
+            hints,
+        })
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for CrlClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.inner
+            .get(client_verifier)?
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .get(client_verifier)?
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .get(client_verifier)?
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner
+            .get(client_verifier)
+            .map(|v| v.supported_verify_schemes())
+            .unwrap_or_default()
+    }
+}
+
+/// The agents' client-side verifier of peers: the site CA, and the CRL in
+/// force at each handshake.
+#[derive(Debug)]
+pub struct CrlServerVerifier {
+    inner: Rebuilt<dyn rustls::client::danger::ServerCertVerifier>,
+}
+
+impl CrlServerVerifier {
+    pub fn new(
+        roots: Arc<rustls::RootCertStore>,
+        crl: crate::crl::CrlState,
+    ) -> Result<Self, TlsError> {
+        let first = server_verifier(&roots, &crl).map_err(|e| TlsError::Setup(e.to_string()))?;
+        Ok(CrlServerVerifier {
+            inner: Rebuilt {
+                cache: std::sync::RwLock::new((crl.generation(), first)),
+                roots,
+                crl,
+            },
+        })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for CrlServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner.get(server_verifier)?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .get(server_verifier)?
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .get(server_verifier)?
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner
+            .get(server_verifier)
+            .map(|v| v.supported_verify_schemes())
+            .unwrap_or_default()
     }
 }
 

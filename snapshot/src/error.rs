@@ -84,6 +84,25 @@ pub enum Error {
     #[error("background task failed: {0}")]
     Task(String),
 
+    /// A peer may upload only the snapshots it took itself: the origin in
+    /// the snapshot's footer must be the host its certificate names.
+    #[error(
+        "refused snapshot copy {name}: {}",
+        match (origin, caller) {
+            (Some(o), Some(c)) => format!("its origin is {o}, but the caller's certificate names {c}; a peer uploads only its own snapshots"),
+            _ => "the caller presented no host certificate; a peer uploads only its own snapshots".to_string(),
+        }
+    )]
+    NotOwnSnapshot {
+        name: String,
+        origin: Option<String>,
+        caller: Option<String>,
+    },
+
+    /// Too many uploads in progress; the caller tries again later.
+    #[error("too many snapshot uploads at once: {why}; try again later")]
+    Busy { why: String },
+
     /// Refused for space: the snapshot budget or the free-space reserve
     /// (see `space`).
     #[error("refused {what}: {refusal}")]

@@ -76,8 +76,9 @@ pub use child::{child_command, preload_var};
 pub use error::{Error, Result};
 pub use format::{EXTENSION, SnapshotInfo, SnapshotMeta, read_meta, valid_name};
 pub use peer::{
-    DEFAULT_MAX_RECEIVE_BYTES, fetch_from_peer, list_peer, push_to_peer, receive, receive_file,
-    routes, routes_with_budget,
+    DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_MAX_RECEIVE_BYTES, UploadPolicy, Uploader, Uploads,
+    fetch_from_peer, list_peer, may_reserve, may_start, push_to_peer, receive, receive_file,
+    routes, routes_with_budget, routes_with_policy,
 };
 pub use progress::{Progress, terminal_reporter};
 pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db_file};

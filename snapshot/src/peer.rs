@@ -9,7 +9,18 @@
 //!   snapshot. The receiver writes a dot-prefixed temporary file, verifies
 //!   it fully ([`crate::verify`]), and only then renames it into place.
 //!   Answers: 201 + meta JSON (stored), 200 + meta JSON (already held), 400
-//!   bad name, 409 same name with other content, 413 too large, 422 corrupt.
+//!   bad name, 403 not the caller's own snapshot, 409 same name with other
+//!   content, 413 too large, 422 corrupt, 503 too many uploads at once
+//!   (with `Retry-After`), 507 no space.
+//!
+//! Peers only ever push the snapshots they took themselves, so with
+//! [`UploadPolicy::own_origin_only`] an upload is kept only when the
+//! snapshot's origin (in its verified footer) is the host that the caller's
+//! certificate names ([`Uploader`]): a stolen host cannot plant snapshots
+//! in another host's name. Uploads in progress are limited in number (one
+//! per caller, [`UploadPolicy::max_concurrent`] in all) and count together
+//! against the snapshot budget ([`Uploads`]), so concurrent uploads cannot
+//! pass `snapshots.max_bytes` together.
 //! - `GET /snapshots`: the directory's list as JSON ([`crate::list`]);
 //!   [`list_peer`] asks for it.
 //! - `GET /snapshots/{name}`: download one snapshot (for a recovery on
@@ -17,11 +28,11 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -94,6 +105,17 @@ pub fn receive(
 /// The second half of [`receive`] for callers that wrote the upload to a
 /// temporary file in `dir` themselves: verify, fsync, rename, fsync the directory.
 pub fn receive_file(dir: &Path, name: &str, tmp: tempfile::NamedTempFile) -> Result<SnapshotMeta> {
+    receive_file_from(dir, name, tmp, None)
+}
+
+/// [`receive_file`] that, with `origin`, keeps the file only when its
+/// verified footer names that origin (a peer's own snapshot).
+fn receive_file_from(
+    dir: &Path,
+    name: &str,
+    tmp: tempfile::NamedTempFile,
+    origin: Option<&str>,
+) -> Result<SnapshotMeta> {
     check_name(name)?;
     // Only Edgeplane snapshots travel between peers: a plain etcd db is
     // refused here as a file without a footer.
@@ -101,6 +123,15 @@ pub fn receive_file(dir: &Path, name: &str, tmp: tempfile::NamedTempFile) -> Res
     let Some(info) = report.info else {
         return Err(Error::corrupt(tmp.path(), "not an Edgeplane snapshot"));
     };
+    if let Some(caller) = origin
+        && info.origin != caller
+    {
+        return Err(Error::NotOwnSnapshot {
+            name: name.to_string(),
+            origin: Some(info.origin.clone()),
+            caller: Some(caller.to_string()),
+        });
+    }
     let dest = dir.join(name);
     if let Some(m) = already_held(dir, name, &info.sha256) {
         return Ok(m);
@@ -232,12 +263,187 @@ pub async fn fetch_from_peer(
         .map_err(|e| Error::Task(e.to_string()))?
 }
 
+/// The host that makes a request, as its TLS client certificate names it
+/// (`None`: no certificate). The agent's server adds it to every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploader(pub Option<String>);
+
+/// Who may upload, and how many at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadPolicy {
+    /// Keep an upload only when its origin is the caller's certificate's
+    /// host (an upload without an [`Uploader`] is refused). Off for a
+    /// plaintext site, where nobody is known.
+    pub own_origin_only: bool,
+    /// Uploads in progress at once, from all callers together.
+    pub max_concurrent: usize,
+}
+
+/// Uploads at once by default: a 5-host site's four peers each pushing
+/// their snapshot.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
+
+impl Default for UploadPolicy {
+    fn default() -> Self {
+        UploadPolicy {
+            own_origin_only: false,
+            max_concurrent: DEFAULT_MAX_CONCURRENT_UPLOADS,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Callers with an upload in progress (`None`: unnamed callers).
+    callers: Vec<Option<String>>,
+    /// Bytes the uploads in progress may write (each at least what it wrote).
+    reserved: u64,
+    /// Bytes the uploads in progress have written to their temporary files
+    /// (which [`crate::space::used_bytes`] already counts).
+    written: u64,
+}
+
+/// The uploads in progress on one snapshot directory: how many, from whom,
+/// and how many bytes they hold or may still write.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    inner: Mutex<InFlight>,
+}
+
+/// Why an upload may not start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    /// This caller already has an upload in progress.
+    Caller,
+    /// `max_concurrent` uploads are in progress.
+    Full { max: usize },
+}
+
+/// Whether one more upload from `caller` may start (pure).
+pub fn may_start(
+    in_progress: &[Option<String>],
+    caller: &Option<String>,
+    max: usize,
+) -> Result<(), Busy> {
+    if caller.is_some() && in_progress.contains(caller) {
+        return Err(Busy::Caller);
+    }
+    if in_progress.len() >= max {
+        return Err(Busy::Full { max });
+    }
+    Ok(())
+}
+
+/// Whether an upload may grow to `to` bytes (pure): the snapshots held
+/// outside uploads in progress (`dir_used - written`), the other uploads'
+/// reservations and `to` together stay within the budget.
+pub fn may_reserve(
+    to: u64,
+    dir_used: u64,
+    written: u64,
+    others_reserved: u64,
+    budget: &Budget,
+) -> std::result::Result<(), crate::space::Refusal> {
+    let held = dir_used.saturating_sub(written);
+    let budget_only = Budget {
+        min_free_bytes: 0,
+        ..*budget
+    };
+    admit(
+        to.saturating_add(others_reserved),
+        held,
+        u64::MAX,
+        &budget_only,
+    )
+}
+
+impl Uploads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Uploads in progress now.
+    pub fn in_progress(&self) -> usize {
+        self.lock().callers.len()
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        caller: Option<String>,
+        max: usize,
+    ) -> std::result::Result<Slot, Busy> {
+        let mut g = self.lock();
+        may_start(&g.callers, &caller, max)?;
+        g.callers.push(caller.clone());
+        Ok(Slot {
+            uploads: self.clone(),
+            caller,
+            reserved: 0,
+            written: 0,
+        })
+    }
+}
+
+/// One upload in progress; dropping it releases its place and its bytes.
+struct Slot {
+    uploads: Arc<Uploads>,
+    caller: Option<String>,
+    reserved: u64,
+    written: u64,
+}
+
+impl Slot {
+    /// Grows this upload's reservation to `to` bytes, within the budget
+    /// shared with the snapshots held and the other uploads.
+    fn reserve(&mut self, to: u64, dir: &Path, budget: &Budget) -> Result<()> {
+        if to <= self.reserved {
+            return Ok(());
+        }
+        let mut g = self.uploads.lock();
+        if budget.max_bytes > 0 {
+            let used =
+                crate::space::used_bytes(dir).map_err(|e| Error::io("cannot read", dir, e))?;
+            let others = g.reserved.saturating_sub(self.reserved);
+            may_reserve(to, used, g.written, others, budget).map_err(|refusal| Error::NoSpace {
+                what: "snapshot copy (with the uploads in progress)".to_string(),
+                refusal,
+            })?;
+        }
+        g.reserved = g.reserved - self.reserved + to;
+        self.reserved = to;
+        Ok(())
+    }
+
+    fn wrote(&mut self, n: u64) {
+        let mut g = self.uploads.lock();
+        g.written = g.written.saturating_add(n);
+        self.written += n;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = self.uploads.lock();
+        g.reserved = g.reserved.saturating_sub(self.reserved);
+        g.written = g.written.saturating_sub(self.written);
+        if let Some(i) = g.callers.iter().position(|c| *c == self.caller) {
+            g.callers.swap_remove(i);
+        }
+    }
+}
+
+/// Uploads grow their reservation in steps of this when they declared no
+/// length (or send more than they declared).
+const RESERVE_STEP: u64 = 8 << 20;
+
 struct RouteState {
     dir: PathBuf,
     max_bytes: u64,
     budget: Budget,
     free: Arc<dyn FreeSpace>,
     report: Arc<SpaceReport>,
+    policy: UploadPolicy,
+    uploads: Arc<Uploads>,
 }
 
 /// The peer-copy routes (see the module docs), to `.merge()` into the
@@ -266,6 +472,28 @@ pub fn routes_with_budget(
     free: Arc<dyn FreeSpace>,
     report: Arc<SpaceReport>,
 ) -> Router {
+    routes_with_policy(
+        dir,
+        max_bytes,
+        budget,
+        free,
+        report,
+        UploadPolicy::default(),
+        Arc::new(Uploads::default()),
+    )
+}
+
+/// [`routes_with_budget`] with who may upload and how many at once
+/// ([`UploadPolicy`]); `uploads` is the shared count of uploads in progress.
+pub fn routes_with_policy(
+    dir: PathBuf,
+    max_bytes: u64,
+    budget: Budget,
+    free: Arc<dyn FreeSpace>,
+    report: Arc<SpaceReport>,
+    policy: UploadPolicy,
+    uploads: Arc<Uploads>,
+) -> Router {
     Router::new()
         .route("/snapshots", get(list_handler))
         .route("/snapshots/{name}", get(get_handler).put(put_handler))
@@ -276,6 +504,8 @@ pub fn routes_with_budget(
             budget,
             free,
             report,
+            policy,
+            uploads,
         }))
 }
 
@@ -290,6 +520,15 @@ fn error_response(e: &Error) -> Response {
         Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::NotOwnSnapshot { .. } => StatusCode::FORBIDDEN,
+        Error::Busy { .. } => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "30")],
+                format!("{e}\n"),
+            )
+                .into_response();
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, format!("{e}\n")).into_response()
@@ -342,10 +581,12 @@ async fn get_handler(State(s): State<Arc<RouteState>>, UrlPath(name): UrlPath<St
 async fn put_handler(
     State(s): State<Arc<RouteState>>,
     UrlPath(name): UrlPath<String>,
+    uploader: Option<Extension<Uploader>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match put_inner(&s, &name, &headers, body).await {
+    let caller = uploader.and_then(|Extension(Uploader(h))| h);
+    match put_inner(&s, &name, caller, &headers, body).await {
         Ok((created, meta)) => {
             let status = if created {
                 StatusCode::CREATED
@@ -370,10 +611,30 @@ async fn put_handler(
 async fn put_inner(
     s: &RouteState,
     name: &str,
+    caller: Option<String>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(bool, SnapshotMeta)> {
     check_name(name)?;
+    if s.policy.own_origin_only && caller.is_none() {
+        return Err(Error::NotOwnSnapshot {
+            name: name.to_string(),
+            origin: None,
+            caller: None,
+        });
+    }
+    let mut slot = s
+        .uploads
+        .start(caller.clone(), s.policy.max_concurrent)
+        .map_err(|busy| Error::Busy {
+            why: match busy {
+                Busy::Caller => format!(
+                    "{} already has an upload in progress",
+                    caller.as_deref().unwrap_or("this caller")
+                ),
+                Busy::Full { max } => format!("{max} uploads are in progress"),
+            },
+        })?;
     if let Some(sha) = headers.get(SHA_HEADER).and_then(|v| v.to_str().ok())
         && let Some(m) = already_held(&s.dir, name, sha)
     {
@@ -397,6 +658,7 @@ async fn put_inner(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         admit(len, used, free, &s.budget).map_err(no_space)?;
+        slot.reserve(len, &s.dir, &s.budget)?;
     }
     let tmp = recv_tmp(&s.dir)?;
     let mut f = tokio::fs::File::from_std(
@@ -416,6 +678,9 @@ async fn put_inner(
         }
         // The temporary file is removed when `tmp` drops.
         admit(n, used, free, &s.budget).map_err(no_space)?;
+        if n > slot.reserved && slot.reserve(n + RESERVE_STEP, &s.dir, &s.budget).is_err() {
+            slot.reserve(n, &s.dir, &s.budget)?;
+        }
         if n >= next_check {
             next_check = n + RECHECK_EVERY;
             let now = s
@@ -431,6 +696,7 @@ async fn put_inner(
         f.write_all(&chunk)
             .await
             .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+        slot.wrote(chunk.len() as u64);
     }
     f.flush()
         .await
@@ -438,8 +704,12 @@ async fn put_inner(
     drop(f);
     let (dir, name2) = (s.dir.clone(), name.to_string());
     let existed = s.dir.join(name).exists();
-    let meta = tokio::task::spawn_blocking(move || receive_file(&dir, &name2, tmp))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+    let expect = s.policy.own_origin_only.then_some(caller).flatten();
+    let meta = tokio::task::spawn_blocking(move || {
+        receive_file_from(&dir, &name2, tmp, expect.as_deref())
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    drop(slot);
     Ok((!existed, meta))
 }

@@ -8,6 +8,17 @@
 //! - `/metrics`: the agent's own metrics in Prometheus text format.
 //! - `POST /recover`: an operator action, taken only from this host itself
 //!   (see [`operator_refusal`]).
+//! - `GET /crl`: the site's CRL in force here (PEM), which peers take when
+//!   it is newer than theirs and verifies against the site CA.
+//! - `GET /snapshots`, `GET|PUT /snapshots/{name}`: peer snapshot copies
+//!   (`edgeplane_snapshot::routes_with_policy`).
+//!
+//! What peers may do: read (`/status`, which the loop of every agent needs,
+//! `/metrics`, the snapshot list and files, which a recovery on another host
+//! needs) and upload the snapshots they took themselves, one at a time
+//! each, within this host's snapshot budget together with every other
+//! upload in progress. Everything that rewrites this host's data is an
+//! operator action, refused from peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,12 +41,20 @@ pub fn router(
 ) -> Router {
     // Peer snapshot copies: GET /snapshots, GET|PUT /snapshots/{name},
     // within the host's snapshot budget and free-space reserve.
-    let snapshots = edgeplane_snapshot::routes_with_budget(
+    // Over TLS a peer uploads only the snapshots it took (origin = its
+    // certificate's host); a plaintext site knows nobody.
+    let policy = edgeplane_snapshot::UploadPolicy {
+        own_origin_only: shared.tls,
+        ..edgeplane_snapshot::UploadPolicy::default()
+    };
+    let snapshots = edgeplane_snapshot::routes_with_policy(
         snapshot_dir,
         edgeplane_snapshot::DEFAULT_MAX_RECEIVE_BYTES,
         budget,
         Arc::new(edgeplane_snapshot::Statvfs),
         shared.snapshot_space.clone(),
+        policy,
+        Arc::new(edgeplane_snapshot::Uploads::default()),
     );
     Router::new()
         .route("/livez", get(livez))
@@ -43,6 +62,7 @@ pub fn router(
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/recover", post(recover))
+        .route("/crl", get(crl))
         .with_state(shared)
         .merge(snapshots)
 }
@@ -162,6 +182,14 @@ async fn recover(
         StatusCode::ACCEPTED,
         format!("accepted: {} rebuilds the cluster from {from}\n", doc.host),
     )
+}
+
+/// `GET /crl`: the CRL in force (PEM), 404 without one.
+async fn crl(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    match s.crl.current() {
+        Some(c) => (StatusCode::OK, c.pem.clone()),
+        None => (StatusCode::NOT_FOUND, "no CRL installed\n".to_string()),
+    }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -385,6 +413,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    crl: crate::crl::CrlState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -404,6 +433,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let crl = crl.clone();
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
                 let caller = Caller {
@@ -411,7 +441,7 @@ pub async fn serve(
                     local: tcp.local_addr().ok(),
                     host: None,
                 };
-                serve_connection(tcp, app.layer(axum::Extension(caller))).await;
+                serve_connection(tcp, with_caller(app, caller, None)).await;
                 return;
             };
             let local = tcp.local_addr().ok();
@@ -423,20 +453,59 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let host = stream
+            let cert = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| certificate_host(c.as_ref()));
+                .map(|c| Arc::new(c.as_ref().to_vec()));
+            let host = cert.as_deref().and_then(|c| certificate_host(c));
             let caller = Caller {
                 addr: peer,
                 local,
                 host,
             };
-            serve_connection(stream, app.layer(axum::Extension(caller))).await;
+            let revocation = cert.map(|c| (crl, c));
+            serve_connection(stream, with_caller(app, caller, revocation)).await;
         });
     }
+}
+
+/// `app` with the caller known to every handler: as [`Caller`], and as the
+/// snapshot routes' [`edgeplane_snapshot::Uploader`]. With `revocation`
+/// (the CRL in force and the caller's certificate), every request is
+/// checked against the CRL as it is then: a connection opened before a
+/// revocation is refused from its next request on.
+fn with_caller(
+    app: Router,
+    caller: Caller,
+    revocation: Option<(crate::crl::CrlState, Arc<Vec<u8>>)>,
+) -> Router {
+    let uploader = edgeplane_snapshot::Uploader(caller.host.clone());
+    let who = caller.host.clone().unwrap_or_default();
+    let app = app
+        .layer(axum::Extension(caller))
+        .layer(axum::Extension(uploader));
+    let Some((crl, cert)) = revocation else {
+        return app;
+    };
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let revoked = crl.revokes(&cert);
+            let who = who.clone();
+            async move {
+                if revoked {
+                    tracing::warn!("Refused a request from {who}: its certificate is revoked.");
+                    return (
+                        StatusCode::FORBIDDEN,
+                        "refused: this certificate is revoked\n".to_string(),
+                    )
+                        .into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ))
 }
 
 async fn serve_connection<I>(io: I, app: Router)
@@ -546,5 +615,78 @@ mod tests {
             None
         );
         assert!(operator_refusal(Some(&caller("10.0.0.2:4000", None)), me, false).is_some());
+    }
+
+    /// A site of two hosts, a and b, both reachable on 127.0.0.1.
+    fn site(dir: &std::path::Path) -> anyhow::Result<(crate::tls::SiteTls, crate::tls::SiteTls)> {
+        let hosts: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|h| crate::certs::HostSpec {
+                name: h.to_string(),
+                sans: vec![h.to_string(), "127.0.0.1".into()],
+            })
+            .collect();
+        crate::certs::init(dir, "s", &hosts, false)?;
+        let load = |h: &str| {
+            let hd = crate::certs::host_dir(dir, h);
+            crate::tls::SiteTls::from_files(
+                &hd.join("ca.crt"),
+                &hd.join("host.crt"),
+                &hd.join("host.key"),
+            )
+        };
+        Ok((load("a")?, load("b")?))
+    }
+
+    async fn serve_ping(tls: &crate::tls::SiteTls) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://127.0.0.1:{}/ping", listener.local_addr()?.port());
+        let app = Router::new().route("/ping", get(|| async { "pong" }));
+        let cfg = tls.server_config()?;
+        let crl = tls.crl.clone();
+        tokio::spawn(serve(listener, app, Some(cfg), crl, std::future::pending()));
+        Ok(url)
+    }
+
+    #[tokio::test]
+    async fn a_revoked_certificate_is_refused_on_open_and_new_connections_both_ways()
+    -> anyhow::Result<()> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let d = tempfile::tempdir()?;
+        let (a, b) = site(d.path())?;
+        let url_a = serve_ping(&a).await?;
+        let url_b = serve_ping(&b).await?;
+        let timeout = Duration::from_secs(10);
+        let from_b = crate::tls::agent_http_client(Some(&b), timeout)?;
+        let from_a = crate::tls::agent_http_client(Some(&a), timeout)?;
+        assert_eq!(from_b.get(&url_a).send().await?.status(), 200);
+        assert_eq!(from_a.get(&url_b).send().await?.status(), 200);
+
+        // a takes a CRL revoking b's certificate.
+        let ca = std::fs::read_to_string(d.path().join("ca.crt"))?;
+        let key = std::fs::read_to_string(d.path().join("ca.key"))?;
+        let b_cert = std::fs::read(crate::certs::host_dir(d.path(), "b").join("host.crt"))?;
+        let b_der = {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::CertificateDer::from_pem_slice(&b_cert)?.to_vec()
+        };
+        let serial = crate::crl::serial_of(&b_der).ok_or_else(|| anyhow::anyhow!("serial"))?;
+        assert!(
+            a.crl
+                .offer(crate::crl::Crl::issue(&ca, &key, 1, &[serial])?)
+        );
+
+        // b's connection, open since before the revocation: refused from
+        // its next request on.
+        let r = from_b.get(&url_a).send().await?;
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await?.contains("revoked"));
+        // A new connection from b: the handshake fails.
+        let fresh_b = crate::tls::agent_http_client(Some(&b), timeout)?;
+        assert!(fresh_b.get(&url_a).send().await.is_err());
+        // a's own calls refuse b's server certificate on a new connection.
+        let fresh_a = crate::tls::agent_http_client(Some(&a), timeout)?;
+        assert!(fresh_a.get(&url_b).send().await.is_err());
+        Ok(())
     }
 }

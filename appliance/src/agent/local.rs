@@ -305,6 +305,50 @@ impl Agent {
         }
     }
 
+    /// Loads this host's CRL file when it changed and takes a newer CRL
+    /// from a peer (see [`crate::crl`]); on a change, drops every open
+    /// connection to peers.
+    async fn sync_crl(&mut self) {
+        let Some(tls) = self.host.tls.clone() else {
+            return;
+        };
+        let mut changed = match tls.reload_crl() {
+            Ok(c) => c,
+            Err(e) => {
+                if self.ticks % 60 == 1 {
+                    tracing::error!("The CRL file is not loaded: {e}");
+                }
+                false
+            }
+        };
+        let offers: Vec<(String, String, u64)> = self
+            .host
+            .view
+            .peers
+            .iter()
+            .filter(|p| p.node.name != self.host.me.name)
+            .filter_map(|p| {
+                let n = p.agent_doc.as_ref()?.get("crl_number")?.as_u64()?;
+                Some((p.node.name.clone(), p.node.agent_url.clone(), n))
+            })
+            .collect();
+        if crate::crl::sync_from_peers(&tls, self.host.view.http(), &offers).await {
+            changed = true;
+        }
+        if changed {
+            if let Some(c) = tls.crl.current() {
+                tracing::warn!(
+                    "CRL number {} in force: {} certificate(s) revoked; connections to peers are reopened.",
+                    c.number,
+                    c.revoked.len()
+                );
+            }
+            if let Err(e) = self.host.view.renew_http(Some(&tls)) {
+                tracing::error!("Could not renew the peer client after a CRL change: {e}");
+            }
+        }
+    }
+
     /// One pass of the loop.
     pub async fn tick(&mut self) {
         self.ticks += 1;
@@ -316,6 +360,7 @@ impl Agent {
             .filter(|_| has_member_data(&self.host.cfg.etcd.data_dir))
             .map(|k| k.cluster_id);
         self.host.view.refresh().await;
+        self.sync_crl().await;
         // An operation that ended since the last tick: journalled now, its
         // result handed to its owner below (post-check).
         self.host.ops.poll(&self.host.state);
@@ -1141,6 +1186,8 @@ impl Agent {
             ready,
             ready_reason,
             quorum,
+            // Filled in by `Shared::status`.
+            crl_number: None,
             split_brain: self.split_brain.as_ref().map(|(_, others)| SplitBrainDoc {
                 others: others.clone(),
                 action: format!(

@@ -65,6 +65,7 @@ fn spawn_server(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    crl: crate::crl::CrlState,
     mut stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
@@ -72,7 +73,7 @@ fn spawn_server(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = api::serve(listener, app, tls, shutdown).await {
+        if let Err(e) = api::serve(listener, app, tls, crl, shutdown).await {
             tracing::error!("{what} stopped: {e}.");
         }
     })
@@ -155,7 +156,11 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             cfg.paths.state_dir.display()
         )
     })?);
-    let shared = Arc::new(status::Shared::new(&cfg, server_tls.is_some()));
+    let shared = Arc::new(status::Shared::new(
+        &cfg,
+        server_tls.is_some(),
+        tls.as_ref().map(|t| t.crl.clone()).unwrap_or_default(),
+    ));
 
     let addr = api::listen_addr(&me.agent_url).context("agent_url has no host:port")?;
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -170,6 +175,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             status::snapshot_budget(&cfg),
         ),
         server_tls,
+        shared.crl.clone(),
         stop_rx.clone(),
         "The agent API",
     );
@@ -181,6 +187,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             health,
             api::health_router(shared.clone()),
             None,
+            crate::crl::CrlState::default(),
             stop_rx.clone(),
             "The health listener",
         );

@@ -148,6 +148,28 @@ pub struct View {
 }
 
 impl View {
+    fn http_client(tls: Option<&SiteTls>) -> anyhow::Result<reqwest::Client> {
+        let mut http = reqwest::Client::builder()
+            .timeout(Budget::Probe.timeout())
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(t) = tls {
+            http = t.http_client(http)?;
+        }
+        Ok(http.build()?)
+    }
+
+    /// The client the view polls agents with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A new client, so that no connection opened before (to a host whose
+    /// certificate is now revoked) is used again.
+    pub fn renew_http(&mut self, tls: Option<&SiteTls>) -> anyhow::Result<()> {
+        self.http = Self::http_client(tls)?;
+        Ok(())
+    }
+
     pub fn new(
         nodes: &[Node],
         witnesses: &[Node],
@@ -155,13 +177,7 @@ impl View {
         max_lag: u64,
         tls: Option<&SiteTls>,
     ) -> anyhow::Result<View> {
-        let mut http = reqwest::Client::builder()
-            .timeout(Budget::Probe.timeout())
-            .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(t) = tls {
-            http = t.http_client(http)?;
-        }
-        let http = http.build()?;
+        let http = Self::http_client(tls)?;
         Ok(View {
             peers: nodes
                 .iter()

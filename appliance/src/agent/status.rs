@@ -36,6 +36,10 @@ pub struct StatusDoc {
     /// (or a newer epoch) is reported: a split brain only a human resolves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split_brain: Option<SplitBrainDoc>,
+    /// The number of the site CRL in force here; peers with a lower one
+    /// take it from `GET /crl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl_number: Option<u64>,
     /// The last membership decision, in a sentence.
     pub decision: String,
     pub etcd: EtcdDoc,
@@ -229,6 +233,8 @@ pub struct Shared {
     /// Snapshot writes refused for space (peer uploads and scheduled snapshots).
     pub snapshot_space: Arc<edgeplane_snapshot::SpaceReport>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
+    /// The site's CRL in force here (empty on a plaintext site).
+    pub crl: crate::crl::CrlState,
     /// Where this host's snapshots and its copies of peers' are (for `/metrics`).
     pub snapshot_dir: std::path::PathBuf,
 }
@@ -236,7 +242,7 @@ pub struct Shared {
 impl Shared {
     /// The cell of an agent starting on `cfg`'s host, before its first tick;
     /// `tls`: whether the API is served over TLS.
-    pub fn new(cfg: &Config, tls: bool) -> Shared {
+    pub fn new(cfg: &Config, tls: bool, crl: crate::crl::CrlState) -> Shared {
         Shared {
             doc: Mutex::new(StatusDoc {
                 host: cfg.host.clone(),
@@ -253,11 +259,13 @@ impl Shared {
             snapshot_dir: cfg.paths.snapshot_dir.clone(),
             snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
             metrics: Mutex::new(None),
+            crl,
         }
     }
 
     pub fn status(&self) -> StatusDoc {
         let mut doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
+        doc.crl_number = self.crl.current().map(|c| c.number);
         doc.metrics = self
             .metrics
             .lock()
