@@ -109,7 +109,9 @@ pub enum CertsCommand {
     /// Install a CRL (from `certs revoke`) on this host; its agent loads it and passes it on
     /// to every peer. Refused unless signed by the site CA and newer than the one installed.
     InstallCrl {
+        /// The CRL file `certs revoke` wrote (`crl.pem`).
         file: PathBuf,
+        /// This host's config (the CRL goes next to its TLS files).
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
     },

@@ -17,6 +17,7 @@ use edgeplane_snapshot as snap;
 
 /// A snapshot taken by `h1`.
 async fn take(dir: &Path, tmp: &Path) -> snap::SnapshotMeta {
+    std::fs::create_dir_all(dir).unwrap();
     let etcd = Etcd::start(tmp, "m1", None, false, None, None);
     let mut c = etcd.wait_ready(true).await;
     fill(&mut c, 200, 500).await;
