@@ -152,7 +152,32 @@ pub fn init(dir: &Path, site: &str, hosts: &[HostSpec], force: bool) -> Result<I
         write_file(&hd.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
         report.issued.push(h.name.clone());
     }
+    // The commissioning CRL: number 1, nothing revoked. With a CRL in place
+    // from the first start, etcd runs with `--client-crl-file` and reads
+    // every later CRL on each new connection, with no restart.
+    let crl_file = dir.join("crl.pem");
+    if !crl_file.exists() {
+        let crl = crate::crl::Crl::issue(&ca_pem, &ca_key.serialize_pem(), 1, &[])?;
+        write_file(&crl_file, crl.pem.as_bytes(), 0o644)?;
+    }
+    ship_crl(dir, hosts.iter().map(|h| h.name.as_str()))?;
     Ok(report)
+}
+
+/// Copies the site's newest CRL (`DIR/crl.pem`) into each host's directory
+/// (`hosts/NAME/crl.pem`, beside its certificate), where its agent installs
+/// it at start when it is newer than the one it holds.
+fn ship_crl<'a>(dir: &Path, hosts: impl Iterator<Item = &'a str>) -> Result<()> {
+    let crl_file = dir.join("crl.pem");
+    let pem =
+        std::fs::read(&crl_file).with_context(|| format!("reading {}", crl_file.display()))?;
+    for h in hosts {
+        let hd = host_dir(dir, h);
+        if hd.is_dir() {
+            write_file(&hd.join("crl.pem"), &pem, 0o644)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a file atomically with `mode` from the start (a key is never
@@ -261,6 +286,17 @@ pub fn revoke(dir: &Path, host: &str) -> Result<RevokeReport> {
         .join(format!("{host}.revoked-{}", crl.number));
     std::fs::rename(&hd, &moved_to)
         .with_context(|| format!("moving {} to {}", hd.display(), moved_to.display()))?;
+    // The other hosts' directories get the new CRL too: a host installed
+    // from them later starts with it.
+    let others: Vec<String> = std::fs::read_dir(dir.join("hosts"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("host.crt").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ship_crl(dir, others.iter().map(String::as_str))?;
     Ok(RevokeReport {
         crl,
         crl_file,

@@ -107,6 +107,27 @@ impl SiteTls {
         }
         let mut tls = Self::from_files(&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file)?;
         let path = crate::crl::crl_path(&cfg.paths.state_dir);
+        // The CRL shipped beside the certificate (`certs init`, `certs
+        // revoke`) is installed first when it is newer than the one held,
+        // so that etcd starts with a CRL file from the first boot.
+        if let Some(shipped) = cfg.tls.cert_file.parent().map(|d| d.join("crl.pem"))
+            && shipped.is_file()
+        {
+            let taken = std::fs::read(&shipped)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    crate::crl::Crl::parse(&pem, &tls.ca_pem).map_err(|e| e.to_string())
+                })
+                .and_then(|crl| {
+                    crate::crl::install(&path, &crl, &tls.ca_pem).map_err(|e| format!("{e:#}"))
+                });
+            if let Err(e) = taken {
+                tracing::error!(
+                    "The CRL shipped at {} is not installed: {e}",
+                    shipped.display()
+                );
+            }
+        }
         // A damaged CRL never stops the start: the last good one is kept
         // (none yet) and the error is logged at every reload.
         if let Err(e) = tls.crl.load_file(&path, &tls.ca_pem) {

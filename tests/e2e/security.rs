@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use edgeplane::tls::SiteTls;
 use edgeplane_tests::{HANG, LocalSite, SiteSpec, edgeplane_bin, rt, sim};
 use proptest::prelude::*;
@@ -740,6 +741,231 @@ fn fence_credentials_come_from_a_file_and_never_leak() -> anyhow::Result<()> {
         let (_, check) = run(&["diag", "check"])?;
         assert!(check.contains("chmod 600"), "{check}");
         assert!(!check.contains(PASSWORD));
+        Ok(())
+    })
+}
+
+/// A client with `host`'s own certificate (a stolen host's identity),
+/// trusting the site CA, keeping its connections alive between requests.
+fn read(p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| p.display().to_string())
+}
+
+fn stolen_client(site: &LocalSite, host: &str) -> anyhow::Result<reqwest::Client> {
+    let tls = site.root.join("tls");
+    let hd = tls.join("hosts").join(host);
+    let mut id = read(&hd.join("host.crt"))?;
+    id.push(b'\n');
+    id.extend(read(&hd.join("host.key"))?);
+    Ok(reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&read(&tls.join("ca.crt"))?)?])
+        .identity(reqwest::Identity::from_pem(&id)?)
+        .pool_idle_timeout(Duration::from_secs(600))
+        .timeout(Duration::from_secs(3))
+        .build()?)
+}
+
+/// Issue #14 §5: `certs revoke` where the CA key is, `certs install-crl` on
+/// one host, the removal command it prints run on that host. Then the
+/// revoked host (host-4, the standby) is refused by every agent, on the
+/// keep-alive connection it opened before the revocation as well as on new
+/// ones, and by every etcd on new connections; its member is gone, so its
+/// etcd's raft streams, open before, carry nothing any more; and it is
+/// never added back.
+///
+/// Before (d1944b7): there was no `certs revoke`; a stolen host's
+/// certificate was trusted for the 20 years it is valid.
+#[test]
+fn a_revoked_host_is_refused_by_every_agent_and_etcd_and_its_member_removed() -> anyhow::Result<()>
+{
+    rt().block_on(async {
+        let mut site = LocalSite::create(SiteSpec::new(4, 3, edgeplane_bin()), false)?;
+        for i in 0..4 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "no full strength; logs in {}",
+            site.root.display()
+        );
+        let logs = site.root.display().to_string();
+        // Every agent runs with the commissioning CRL (number 1, from
+        // `certs init`), so etcd started with a CRL file.
+        for i in 0..4 {
+            let doc = site.agent_status(i).await.unwrap_or_default();
+            assert_eq!(doc["crl_number"], 1, "host-{}: {doc}", i + 1);
+        }
+        // The stolen host's files, read before `certs revoke` moves them
+        // (to hosts/host-4.revoked-N).
+        let stolen = stolen_client(&site, "host-4")?;
+        // Its first connection comes after the revocation.
+        let fresh = stolen_client(&site, "host-4")?;
+        let tls = site.root.join("tls");
+        let h4 = tls.join("hosts").join("host-4");
+        let id = SiteTls::from_pem(
+            read(&tls.join("ca.crt"))?,
+            read(&h4.join("host.crt"))?,
+            read(&h4.join("host.key"))?,
+        )?;
+        // The control: etcd takes host-4's certificate before (a client
+        // dropped again: etcd 3.4 never re-checks a connection it accepted).
+        {
+            let opts = edgeplane::tls::etcd_options(Some(&id)).with_timeout(Duration::from_secs(3));
+            let mut c =
+                etcd_client::Client::connect([site.hosts[0].client_url.as_str()], Some(opts))
+                    .await?;
+            c.put("before-revocation", "x", None).await?;
+        }
+        let agent1 = site.hosts[0].agent_url.clone();
+        // A connection opened before the revocation (kept alive).
+        let before = stolen.get(format!("{agent1}/livez")).send().await?;
+        assert!(
+            before.status().is_success(),
+            "the control: host-4's certificate works before"
+        );
+
+        let out = Command::new(edgeplane_bin())
+            .args(["certs", "revoke", "host-4", "--site"])
+            .arg(&tls)
+            .arg("--config")
+            .arg(&site.hosts[0].config_path)
+            .output()
+            .context("certs revoke")?;
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "certs revoke: {printed} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(edgeplane_bin())
+            .args(["certs", "install-crl"])
+            .arg(tls.join("crl.pem"))
+            .arg("--config")
+            .arg(&site.hosts[0].config_path)
+            .output()
+            .context("install-crl")?;
+        assert!(
+            out.status.success(),
+            "install-crl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The agents pass it on: every other agent holds CRL number 2.
+        let t0 = Instant::now();
+        loop {
+            let mut numbers = Vec::new();
+            for i in 0..3 {
+                numbers.push(site.agent_status(i).await.unwrap_or_default()["crl_number"].clone());
+            }
+            if numbers.iter().all(|n| n == 2) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "the CRL did not spread: {numbers:?}; logs in {logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The member removal it printed, run on host-1 as printed.
+        let removal: String = printed
+            .lines()
+            .skip_while(|l| !l.contains("Remove host-4"))
+            .skip(1)
+            .take(2)
+            .map(|l| format!("{}\n", l.trim()))
+            .collect();
+        assert!(
+            removal.contains("member remove"),
+            "no removal command in: {printed}"
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&removal)
+            .output()
+            .context("sh")?;
+        assert!(
+            out.status.success(),
+            "{removal}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Every agent refuses host-4: on the connection opened before, and
+        // on new ones.
+        for (i, h) in site.hosts.iter().enumerate().take(3) {
+            for path in ["/livez", "/status", "/snapshots"] {
+                let r = stolen.get(format!("{}{path}", h.agent_url)).send().await;
+                assert!(
+                    r.as_ref()
+                        .map_or(true, |r| r.status() == 403 || r.status() == 401),
+                    "host-{} answered the revoked host-4 on {path}: {:?}",
+                    i + 1,
+                    r.map(|r| r.status())
+                );
+            }
+        }
+        assert!(
+            fresh
+                .get(format!("{agent1}/status"))
+                .send()
+                .await
+                .map_or(true, |r| !r.status().is_success()),
+            "a new connection with host-4's certificate was answered"
+        );
+        // Every etcd refuses host-4's certificate on a new connection.
+        for (i, h) in site.hosts.iter().enumerate().take(3) {
+            let opts = edgeplane::tls::etcd_options(Some(&id))
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(Duration::from_secs(2));
+            if let Ok(mut c) =
+                etcd_client::Client::connect([h.client_url.as_str()], Some(opts)).await
+            {
+                assert!(
+                    c.put("revoked-write", "x", None).await.is_err(),
+                    "host-{}'s etcd took a write with host-4's revoked certificate",
+                    i + 1
+                );
+            }
+        }
+        // Its member is gone and stays gone; what the site writes now never
+        // reaches host-4's etcd (its raft streams, open before, carry nothing).
+        let urls: Vec<String> = site.hosts[..3]
+            .iter()
+            .map(|h| h.client_url.clone())
+            .collect();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            let members = sim::member_list(&urls).await.unwrap_or_default();
+            assert!(
+                !members.is_empty() && members.iter().all(|m| m.name != "host-4"),
+                "host-4 is (again) a member: {members:?}; logs in {logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut c = etcd_client::Client::connect(
+            urls.clone(),
+            Some(sim::certs::etcd_options_for(&urls).with_timeout(Duration::from_secs(3))),
+        )
+        .await?;
+        c.put("after-revocation", "x", None).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let h4_url = site.hosts[3].client_url.clone();
+        if let Ok(mut c4) = etcd_client::Client::connect(
+            [h4_url.as_str()],
+            Some(sim::certs::etcd_options(&h4_url).with_timeout(Duration::from_secs(2))),
+        )
+        .await
+        {
+            let got = c4
+                .get(
+                    "after-revocation",
+                    Some(etcd_client::GetOptions::new().with_serializable()),
+                )
+                .await;
+            assert!(
+                got.map_or(true, |r| r.kvs().is_empty()),
+                "host-4's etcd still receives the site's writes"
+            );
+        }
         Ok(())
     })
 }
