@@ -77,14 +77,7 @@ impl Witness {
     /// hosts of the newest epoch their agents report (indexes of two
     /// epochs do not compare).
     fn survivors(&self) -> Vec<Survivor> {
-        let newest = self
-            .view
-            .peers
-            .iter()
-            .filter(|p| p.agent_doc.is_some())
-            .map(peer_epoch)
-            .max()
-            .unwrap_or(0);
+        let newest = self.newest_epoch();
         self.view
             .peers
             .iter()
@@ -100,6 +93,17 @@ impl Witness {
                 names_freshest: None,
             })
             .collect()
+    }
+
+    /// The newest epoch the answering agents report.
+    fn newest_epoch(&self) -> u64 {
+        self.view
+            .peers
+            .iter()
+            .filter(|p| p.agent_doc.is_some())
+            .map(peer_epoch)
+            .max()
+            .unwrap_or(0)
     }
 
     fn publish(&self, fresh: Option<String>) {
@@ -122,14 +126,7 @@ impl Witness {
                 },
             })
             .collect();
-        let epoch = self
-            .view
-            .peers
-            .iter()
-            .filter(|p| p.agent_doc.is_some())
-            .map(peer_epoch)
-            .max()
-            .unwrap_or(0);
+        let epoch = self.newest_epoch();
         let state = match &fresh {
             Some(h) => format!("witness: votes for {h}, the freshest etcd host it sees"),
             None => "witness: sees no etcd host's data; no vote".into(),
