@@ -6,6 +6,7 @@
 //! agents for the time, under the usual short timeout), so it runs before
 //! the agent was ever started, and with it down.
 
+use std::net::ToSocketAddrs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -176,6 +177,7 @@ fn local_checks(cfg: &Config, config_path: &Path) -> Vec<CheckResult> {
     let mut out = vec![etcd_binary(cfg)];
     out.extend(data_dir_checks(cfg));
     out.extend(port_checks(cfg, config_path));
+    out.push(address_check(cfg));
     out.push(fence_check(cfg));
     out.extend(key_checks(cfg));
     out.extend(buffer_checks(cfg));
@@ -467,6 +469,67 @@ fn port_checks(cfg: &Config, config_path: &Path) -> Vec<CheckResult> {
         }
     }
     out
+}
+
+/// Whether this host owns the addresses of its node URLs: etcd and the
+/// agent listen on them, and peers reach them there. A host installed from
+/// another host's image, or whose DHCP lease moved, fails here (binding a
+/// socket to an address no interface holds gives EADDRNOTAVAIL).
+fn address_check(cfg: &Config) -> CheckResult {
+    let Some(me) = cfg.this_node() else {
+        return skip("address", "this host is not among the nodes");
+    };
+    let mut hosts: Vec<String> = [&me.client_url, &me.peer_url, &me.agent_url]
+        .iter()
+        .filter_map(|u| edgeplane_config::parse_url(u).ok().map(|e| e.host))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut missing = Vec::new();
+    for h in &hosts {
+        let bare = h.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<std::net::IpAddr> = match (bare, 0u16).to_socket_addrs() {
+            Ok(a) => a.map(|a| a.ip()).collect(),
+            Err(e) => {
+                missing.push(format!("{h} (does not resolve: {e})"));
+                continue;
+            }
+        };
+        if !addrs
+            .iter()
+            .any(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
+        {
+            missing.push(format!(
+                "{h} ({})",
+                addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if missing.is_empty() {
+        pass(
+            "address",
+            format!(
+                "this host owns the address of its node URLs ({})",
+                hosts.join(", ")
+            ),
+        )
+    } else {
+        fail(
+            "address",
+            format!(
+                "this host does not own the address of its node URLs: {}",
+                missing.join("; ")
+            ),
+            format!(
+                "give this host that address (static network config), or fix host {:?}'s URLs in [[nodes]]",
+                cfg.host
+            ),
+        )
+    }
 }
 
 fn fence_check(cfg: &Config) -> CheckResult {
@@ -985,6 +1048,30 @@ mod tests {
         assert_eq!(r.exit_code(), 1);
         r.failures = 1;
         assert_eq!(r.exit_code(), 2);
+    }
+
+    /// Issue #20 §4: a node URL on an address no interface of this host
+    /// holds fails `diag check`; loopback passes.
+    #[test]
+    fn an_address_this_host_does_not_own_fails() {
+        let mut cfg = edgeplane_config::defaults(edgeplane_config::Profile::Edge);
+        let node = |addr: &str| edgeplane_config::Node {
+            name: "h1".into(),
+            peer_url: format!("https://{addr}:2380"),
+            client_url: format!("https://{addr}:2379"),
+            agent_url: format!("https://{addr}:7070"),
+            role: edgeplane_config::NodeRole::Etcd,
+            file_index: 0,
+        };
+        cfg.host = "h1".into();
+        cfg.nodes = vec![node("127.0.0.1")];
+        let r = address_check(&cfg);
+        assert_eq!(r.status, Status::Pass, "{r:?}");
+        // TEST-NET-3 (RFC 5737): never assigned to a real interface.
+        cfg.nodes = vec![node("203.0.113.7")];
+        let r = address_check(&cfg);
+        assert_eq!(r.status, Status::Fail, "{r:?}");
+        assert!(r.summary.contains("203.0.113.7"), "{r:?}");
     }
 
     #[test]
