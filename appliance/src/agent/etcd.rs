@@ -241,12 +241,28 @@ impl Supervisor {
         self.next_start.is_none_or(|t| Instant::now() >= t)
     }
 
+    /// Cuts etcd's log when it passes [`LOG_MAX_BYTES`] (see [`bound_log`]).
+    pub fn bound_log(&self) {
+        match bound_log(&self.spec.log_path, LOG_MAX_BYTES) {
+            Ok(true) => tracing::info!(
+                "etcd's log passed {} MiB: its content moved to {}.",
+                LOG_MAX_BYTES >> 20,
+                self.spec.log_path.with_extension("log.1").display()
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                "Could not bound etcd's log {}: {e}",
+                self.spec.log_path.display()
+            ),
+        }
+    }
+
     /// Starts etcd in `mode`.
     pub fn start(&mut self, mode: &StartMode) -> anyhow::Result<i32> {
         if let Some(parent) = self.spec.log_path.parent() {
             std::fs::create_dir_all(parent).ok();
         }
-        rotate(&self.spec.log_path, 32 << 20);
+        rotate(&self.spec.log_path, LOG_MAX_BYTES);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -374,6 +390,33 @@ impl Supervisor {
     }
 }
 
+/// The most etcd's log file holds; its previous part is kept as
+/// `etcd.log.1`, so at most twice this is on disk.
+pub const LOG_MAX_BYTES: u64 = 32 << 20;
+
+/// Keeps etcd's log bounded while etcd runs (called every tick): over
+/// `max`, its content is copied to `.log.1` and the file is truncated.
+/// etcd's stdout and stderr are this file opened with O_APPEND (see
+/// [`Supervisor::start`]), so its next line lands at the new end. Only lines
+/// written between the copy and the truncation are lost, as with
+/// logrotate's `copytruncate`. The agent does not pipe etcd's output through
+/// itself instead: an etcd adopted after an agent crash would die on EPIPE.
+/// Returns whether it cut the file.
+pub fn bound_log(path: &Path, max: u64) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > max => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    std::fs::copy(path, path.with_extension("log.1"))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)?;
+    Ok(true)
+}
+
 /// Keeps one previous log file when the current one exceeds `max` bytes.
 fn rotate(path: &Path, max: u64) {
     if std::fs::metadata(path)
@@ -413,6 +456,51 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #20 §3: the log of a running etcd stays bounded. A writer that
+    /// holds the file open with O_APPEND (as etcd's stdout and stderr do)
+    /// keeps writing after the cut, and its lines land at the new start;
+    /// the old content is in `.log.1`.
+    #[test]
+    fn a_log_written_through_an_append_handle_is_cut_and_kept_bounded() -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("etcd.log");
+        let mut etcd = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let line = [b'x'; 99];
+        for _ in 0..200 {
+            etcd.write_all(&line)?;
+            etcd.write_all(b"\n")?;
+        }
+        assert!(!bound_log(&path, 50_000)?, "under the limit: nothing cut");
+        for _ in 0..400 {
+            etcd.write_all(&line)?;
+            etcd.write_all(b"\n")?;
+        }
+        assert!(bound_log(&path, 50_000)?);
+        assert_eq!(std::fs::metadata(&path)?.len(), 0);
+        assert_eq!(
+            std::fs::metadata(path.with_extension("log.1"))?.len(),
+            60_000
+        );
+        etcd.write_all(b"after the cut\n")?;
+        assert_eq!(std::fs::read_to_string(&path)?, "after the cut\n");
+        // Over many cuts the two files never hold more than twice the limit.
+        for _ in 0..5_000 {
+            etcd.write_all(&line)?;
+            etcd.write_all(b"\n")?;
+            bound_log(&path, 50_000)?;
+        }
+        let total = std::fs::metadata(&path)?.len()
+            + std::fs::metadata(path.with_extension("log.1"))?.len();
+        assert!(total <= 2 * 50_000 + 100, "{total}");
+        // A missing log is not an error.
+        assert!(!bound_log(&dir.path().join("none.log"), 1)?);
+        Ok(())
+    }
 
     fn spec() -> EtcdSpec {
         EtcdSpec {

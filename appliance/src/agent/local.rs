@@ -419,6 +419,7 @@ impl Agent {
 
     /// Keeps the local etcd running, or decides why it must not run.
     async fn supervise(&mut self) {
+        self.host.etcd.bound_log();
         if let Some(exit) = self.host.etcd.poll_exit() {
             match exit {
                 Exit::Removed => {
