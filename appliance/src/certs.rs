@@ -318,13 +318,13 @@ pub fn run_revoke(dir: &Path, host: &str, config: &Path) -> Result<()> {
     );
     println!();
     println!(
-        "1. Install the CRL on any one host of the site; its agent passes it on to every peer:"
+        "Install the CRL on any one other host of the site: its agent passes it on to every peer, and once they hold it, {host}'s etcd member is removed (etcd checks a CRL only on new connections):"
     );
     println!(
-        "     scp {} HOST: && ssh HOST edgeplane certs install-crl crl.pem",
+        "     scp {} HOST: && ssh HOST edgeplane certs install-crl crl.pem --remove-member {host}",
         r.crl_file.display()
     );
-    println!("2. Remove {host}'s etcd member (etcd checks a CRL only on new connections):");
+    println!("If that host cannot reach the others' etcd, remove the member by hand:");
     println!("{}", member_removal_command(cfg.as_ref(), host));
     Ok(())
 }
@@ -357,9 +357,12 @@ pub fn member_removal_command(cfg: Option<&edgeplane_config::Config>, host: &str
     )
 }
 
-/// `edgeplane certs install-crl FILE --config FILE`: verified against this
-/// host's CA, installed when newer than the CRL held.
-pub fn run_install_crl(file: &Path, config: &Path) -> Result<()> {
+/// `edgeplane certs install-crl FILE --config FILE [--remove-member HOST]...`:
+/// verified against this host's CA, installed when newer than the CRL held;
+/// then, once the other agents hold it, the named hosts' etcd members are
+/// removed (etcd checks a CRL only on new connections, so a revoked
+/// member's open raft streams are cut by its removal).
+pub fn run_install_crl(file: &Path, config: &Path, remove: &[String]) -> Result<()> {
     let loaded = edgeplane_config::load(config)
         .map_err(|e| crate::BadConfig(e.to_string()))
         .context("loading the config")?;
@@ -386,7 +389,126 @@ pub fn run_install_crl(file: &Path, config: &Path) -> Result<()> {
             crl.number
         );
     }
-    Ok(())
+    if remove.is_empty() {
+        return Ok(());
+    }
+    if remove.iter().any(|h| h == &cfg.host) {
+        bail!(
+            "not removing {}: it is this host; run install-crl on another host of the site",
+            cfg.host
+        );
+    }
+    let tls = crate::tls::SiteTls::load(&cfg)?
+        .context("this site runs without TLS: there are no certificates to revoke")?;
+    crate::runtime()?.block_on(async {
+        let behind = wait_for_crl(&cfg, &tls, crl.number, remove).await;
+        if !behind.is_empty() {
+            println!(
+                "these agents do not report CRL number {} yet (down, or cut off): {}; they take it from a peer when they can",
+                crl.number,
+                behind.join(", ")
+            );
+        }
+        for host in remove {
+            match remove_member(&cfg, &tls, host).await {
+                Ok(Some(id)) => println!("removed {host}'s etcd member ({id:x})"),
+                Ok(None) => println!("{host} has no etcd member: nothing to remove"),
+                Err(e) => bail!(
+                    "could not remove {host}'s etcd member: {e:#}; remove it by hand:\n{}",
+                    member_removal_command(Some(&cfg), host)
+                ),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// How long install-crl waits for the other agents to hold the new CRL
+/// before it removes members: the etcd of a host that has not loaded it yet
+/// would still accept the revoked host's new connections (a way back in as
+/// a new member).
+const CRL_SPREAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until every agent of the site but `except` reports CRL `number`
+/// or newer in `/status`, at most [`CRL_SPREAD_WAIT`]; returns the hosts
+/// that did not.
+async fn wait_for_crl(
+    cfg: &edgeplane_config::Config,
+    tls: &crate::tls::SiteTls,
+    number: u64,
+    except: &[String],
+) -> Vec<String> {
+    let Ok(http) = crate::tls::agent_http_client(Some(tls), std::time::Duration::from_secs(2))
+    else {
+        return vec!["(no HTTP client)".into()];
+    };
+    let deadline = std::time::Instant::now() + CRL_SPREAD_WAIT;
+    loop {
+        let mut behind = Vec::new();
+        for n in cfg.nodes.iter().chain(&cfg.witnesses) {
+            if except.contains(&n.name) {
+                continue;
+            }
+            let url = format!("{}/status", n.agent_url.trim_end_matches('/'));
+            let held = match http.get(&url).send().await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|d| d.get("crl_number").and_then(serde_json::Value::as_u64)),
+                Err(_) => None,
+            };
+            if held.is_none_or(|h| h < number) {
+                behind.push(n.name.clone());
+            }
+        }
+        if behind.is_empty() || std::time::Instant::now() >= deadline {
+            return behind;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Removes `host`'s etcd member (found by name, or by its peer URL when it
+/// never started), through the other hosts' etcd with this host's
+/// certificate. etcd refuses a removal that would cost the quorum
+/// (`--strict-reconfig-check`, on by default).
+async fn remove_member(
+    cfg: &edgeplane_config::Config,
+    tls: &crate::tls::SiteTls,
+    host: &str,
+) -> Result<Option<u64>> {
+    let endpoints: Vec<String> = cfg
+        .nodes
+        .iter()
+        .filter(|n| n.name != host)
+        .map(|n| n.client_url.clone())
+        .collect();
+    let peer_url = cfg
+        .nodes
+        .iter()
+        .find(|n| n.name == host)
+        .map(|n| n.peer_url.trim_end_matches('/').to_string());
+    let opts = crate::tls::etcd_options(Some(tls))
+        .with_connect_timeout(std::time::Duration::from_secs(2))
+        .with_timeout(std::time::Duration::from_secs(5));
+    let mut c = etcd_client::Client::connect(endpoints, Some(opts)).await?;
+    let members = c.member_list().await?;
+    let Some(id) = members
+        .members()
+        .iter()
+        .find(|m| {
+            m.name() == host
+                || m.peer_urls()
+                    .iter()
+                    .any(|u| Some(u.trim_end_matches('/')) == peer_url.as_deref())
+        })
+        .map(|m| m.id())
+    else {
+        return Ok(None);
+    };
+    c.member_remove(id).await?;
+    Ok(Some(id))
 }
 
 #[cfg(test)]

@@ -114,6 +114,10 @@ pub enum CertsCommand {
         /// This host's config (the CRL goes next to its TLS files).
         #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
         config: PathBuf,
+        /// Remove this host's etcd member once the other agents hold the CRL (the revoked
+        /// host; repeat for several).
+        #[arg(long = "remove-member", value_name = "HOST")]
+        remove_member: Vec<String>,
     },
 }
 

@@ -62,9 +62,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(cli::CertsCommand::Revoke { host, site, config }) => {
             certs::run_revoke(&site, &host, &config).map(|()| ExitCode::SUCCESS)
         }
-        Command::Certs(cli::CertsCommand::InstallCrl { file, config }) => {
-            certs::run_install_crl(&file, &config).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Certs(cli::CertsCommand::InstallCrl {
+            file,
+            config,
+            remove_member,
+        }) => certs::run_install_crl(&file, &config, &remove_member).map(|()| ExitCode::SUCCESS),
     }
 }
 
