@@ -7,6 +7,24 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
+/// Changes the agent's filter at run time (`log.level` on SIGHUP).
+type LevelSetter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static LEVEL: std::sync::OnceLock<LevelSetter> = std::sync::OnceLock::new();
+
+/// Sets the agent's `log.level` filter while it runs (SIGHUP); `RUST_LOG`,
+/// when set, still wins, as at start.
+pub fn set_level(level: &str) -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(());
+    }
+    let filter = EnvFilter::try_new(level)
+        .with_context(|| format!("log.level {level:?} is not a valid filter"))?;
+    let set = LEVEL
+        .get()
+        .context("the agent's logging has no reloadable filter")?;
+    set(filter).map_err(|e| anyhow::anyhow!(e))
+}
+
 /// Keeps the file writer's background thread alive; drop it last.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
@@ -32,11 +50,17 @@ pub fn init_agent(
         .with_context(|| format!("log.level {level:?} is not a valid filter"))?;
     if !to_files {
         use std::io::IsTerminal;
-        let _ = tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
-            .try_init();
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
+        if builder.try_init().is_ok() {
+            let _ = LEVEL.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+        }
         return Ok(LogGuard(None));
     }
     std::fs::create_dir_all(dir)
@@ -48,10 +72,16 @@ pub fn init_agent(
         .build(dir)
         .with_context(|| format!("could not open log files in {}", dir.display()))?;
     let (file, guard) = tracing_appender::non_blocking(appender);
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(std::io::stderr.and(file))
-        .try_init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    if builder.try_init().is_ok() {
+        let _ = LEVEL.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+    }
     Ok(LogGuard(Some(guard)))
 }

@@ -4,8 +4,10 @@
 //! write lost, never more voters than configured.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use edgeplane_tests::{
     HANG, LocalSite, SiteSpec, Writer, alive, assert_no_acked_write_lost, edgeplane_bin, rt,
@@ -372,6 +374,105 @@ fn maintenance_mode_changes_no_member_and_says_what_it_would_do() -> anyhow::Res
             "the two remaining voters keep the quorum"
         );
         writer.stop().await;
+        Ok(())
+    })
+}
+
+/// Answers every HTTP request on `listener` with one Prometheus sample,
+/// counting the requests: a scrape target the test controls.
+async fn serve_probe_target(listener: tokio::net::TcpListener, hits: Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let hits = hits.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            hits.fetch_add(1, Ordering::Relaxed);
+            let body = "# TYPE reload_probe gauge\nreload_probe 1\n";
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        });
+    }
+}
+
+/// Issue #20 §2: SIGHUP (`systemctl reload edgeplane`) adds a scrape target
+/// with etcd's PID unchanged, and names what it cannot apply without a
+/// restart (a changed `site`), keeping its running value.
+///
+/// Before (d1944b7): SIGHUP only validated the file; the new target was
+/// never scraped until a restart, which also restarted etcd.
+#[test]
+fn sighup_adds_a_scrape_target_with_etcd_left_running() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(1, 1, edgeplane_bin());
+        spec.extra_toml =
+            "[metrics]\nscrape_interval = \"1s\"\nscrape_timeout = \"900ms\"\n\n[uplink]\nenabled = false\n"
+                .to_string();
+        let mut site = LocalSite::create(spec, false)?;
+        site.start_agent(0)?;
+        assert!(site.wait_full_strength(0, HANG).await, "no etcd; logs in {}", site.root.display());
+        let logs = site.root.display().to_string();
+        let etcd_pid = site.hosts[0].etcd_pid().context("etcd runs")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let hits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(serve_probe_target(listener, hits.clone()));
+
+        let path = site.hosts[0].config_path.clone();
+        let text = std::fs::read_to_string(&path)?;
+        let site_name = edgeplane_config::load(&path)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .config
+            .site;
+        let changed = text.replacen(
+            &format!("site = \"{site_name}\""),
+            &format!("site = \"{site_name}-renamed\""),
+            1,
+        ) + &format!(
+            "\n[[metrics.targets]]\njob = \"reload-probe\"\nurl = \"http://127.0.0.1:{port}/metrics\"\n"
+        );
+        assert_ne!(changed, text);
+        std::fs::write(&path, changed)?;
+        let agent = site.hosts[0].agent_pid().context("the agent runs")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+
+        let t0 = std::time::Instant::now();
+        let doc = loop {
+            let doc = site.agent_status(0).await.unwrap_or_default();
+            let scraped = doc
+                .pointer("/metrics/targets")
+                .and_then(|t| t.as_array())
+                .is_some_and(|t| {
+                    t.iter()
+                        .any(|x| x["job"] == "reload-probe" && x["scrapes"].as_u64() > Some(0))
+                });
+            if scraped && hits.load(Ordering::Relaxed) > 0 {
+                break doc;
+            }
+            assert!(t0.elapsed() < HANG, "the new target was never scraped: {doc}; logs in {logs}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(
+            site.hosts[0].etcd_pid(),
+            Some(etcd_pid),
+            "etcd was restarted by the reload; logs in {logs}"
+        );
+        assert_eq!(doc["reload"]["applied"], serde_json::json!(["pipeline"]), "{doc}");
+        assert_eq!(doc["reload"]["pending_restart"], serde_json::json!(["site"]), "{doc}");
+        assert_eq!(doc["site"], site_name.as_str(), "the running site name is kept: {doc}");
         Ok(())
     })
 }

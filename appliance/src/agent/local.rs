@@ -1189,6 +1189,7 @@ impl Agent {
             quorum,
             // Filled in by `Shared::status`.
             crl_number: None,
+            reload: None,
             split_brain: self.split_brain.as_ref().map(|(_, others)| SplitBrainDoc {
                 others: others.clone(),
                 action: format!(

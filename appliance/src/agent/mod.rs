@@ -44,6 +44,8 @@ pub mod operation;
 pub mod plan;
 pub mod recover;
 pub mod recovery_plan;
+pub mod reload;
+pub mod reload_plan;
 pub mod snapshots;
 pub mod start_plan;
 pub mod state;
@@ -282,12 +284,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                match edgeplane_config::load(&config_path) {
-                    Ok(_) => tracing::warn!("SIGHUP: the configuration file is valid; Edgeplane applies configuration changes at the next start of the agent (systemctl restart edgeplane also stops and restarts this host's etcd member).."),
-                    Err(e) => tracing::error!("SIGHUP: the configuration file is not valid and is ignored: {e}"),
-                }
-            }
+            _ = hup.recv() => reload::apply(&mut agent.host, &config_path).await,
         }
     }
     notify::notify("STOPPING=1");

@@ -40,6 +40,9 @@ pub struct StatusDoc {
     /// take it from `GET /crl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crl_number: Option<u64>,
+    /// The last configuration reload (SIGHUP), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadDoc>,
     /// The last membership decision, in a sentence.
     pub decision: String,
     pub etcd: EtcdDoc,
@@ -92,6 +95,21 @@ impl StatusDoc {
         }
         line
     }
+}
+
+/// The last configuration reload (SIGHUP) in `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadDoc {
+    /// When it was read (ms since the epoch).
+    pub at_ms: i64,
+    /// The parts applied.
+    pub applied: Vec<super::reload_plan::Reloadable>,
+    /// Keys that changed in the file but take effect only at the agent's
+    /// next start (their running values are kept).
+    pub pending_restart: Vec<String>,
+    /// Why the file was not taken at all (it does not load), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The split-brain alarm in `/status`.
@@ -235,6 +253,8 @@ pub struct Shared {
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
     /// The site's CRL in force here (empty on a plaintext site).
     pub crl: crate::crl::CrlState,
+    /// The last configuration reload.
+    pub reload: Mutex<Option<ReloadDoc>>,
     /// Where this host's snapshots and its copies of peers' are (for `/metrics`).
     pub snapshot_dir: std::path::PathBuf,
 }
@@ -260,12 +280,14 @@ impl Shared {
             snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
             metrics: Mutex::new(None),
             crl,
+            reload: Mutex::new(None),
         }
     }
 
     pub fn status(&self) -> StatusDoc {
         let mut doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         doc.crl_number = self.crl.current().map(|c| c.number);
+        doc.reload = self.reload.lock().ok().and_then(|r| r.clone());
         doc.metrics = self
             .metrics
             .lock()
