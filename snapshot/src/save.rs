@@ -255,58 +255,56 @@ pub async fn save(
         zstd_level: level,
     };
     let tmp = written.tmp;
-    let final_path2 = final_path.clone();
-    let info2 = info.clone();
-    let file_bytes = tokio::task::spawn_blocking(move || finalize(tmp, &info2, &final_path2))
+    let meta = tokio::task::spawn_blocking(move || finalize(tmp, info, final_path))
         .await
         .map_err(|e| Error::Task(format!("snapshot finalize: {e}")))??;
     tracing::info!(
-        path = %final_path.display(),
+        path = %meta.path.display(),
         revision,
         db_bytes,
-        compressed_bytes = info.compressed_bytes,
+        compressed_bytes = meta.info.compressed_bytes,
         "Saved an etcd snapshot."
     );
-    Ok(SnapshotMeta {
-        name: final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        path: final_path,
-        file_bytes,
-        info,
-    })
+    Ok(meta)
 }
 
 /// Appends the footer, fsyncs, renames into place (never over an existing
-/// file), fsyncs the directory. Returns the file size.
+/// file), fsyncs the directory. Returns the new file's metadata.
 pub(crate) fn finalize(
     tmp: tempfile::NamedTempFile,
-    info: &SnapshotInfo,
-    final_path: &Path,
-) -> Result<u64> {
+    info: SnapshotInfo,
+    final_path: PathBuf,
+) -> Result<SnapshotMeta> {
     let tmp_path: PathBuf = tmp.path().to_path_buf();
     let io = |e| Error::io("cannot write", tmp_path.clone(), e);
     let mut f = tmp.reopen().map_err(io)?;
     use std::io::{Seek, SeekFrom};
     f.seek(SeekFrom::End(0)).map_err(io)?;
     let mut w = std::io::BufWriter::new(&f);
-    write_footer(&mut w, info).map_err(io)?;
+    write_footer(&mut w, &info).map_err(io)?;
     w.flush().map_err(io)?;
     drop(w);
     f.sync_all().map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
-    tmp.persist_noclobber(final_path).map_err(|e| {
+    tmp.persist_noclobber(&final_path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             Error::Exists {
-                path: final_path.to_path_buf(),
+                path: final_path.clone(),
             }
         } else {
-            Error::io("cannot rename into place", final_path, e.error)
+            Error::io("cannot rename into place", &final_path, e.error)
         }
     })?;
-    sync_dir(&parent_dir(final_path))?;
-    Ok(len)
+    sync_dir(&parent_dir(&final_path))?;
+    Ok(SnapshotMeta {
+        name: final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: final_path,
+        file_bytes: len,
+        info,
+    })
 }
 
 /// Takes a snapshot of a stopped member's database file (`member/snap/db`)
@@ -390,14 +388,5 @@ pub fn save_db_file(
         sha256: hex::encode(hw.hasher.finalize()),
         zstd_level: level,
     };
-    let file_bytes = finalize(tmp, &info, &final_path)?;
-    Ok(SnapshotMeta {
-        name: final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        path: final_path,
-        file_bytes,
-        info,
-    })
+    finalize(tmp, info, final_path)
 }

@@ -37,6 +37,33 @@ impl Member {
         }
     }
 
+    /// A member named `name` on loopback ports, its data and log under
+    /// `dir`; not started. Its cluster flags are the caller's to add.
+    fn on_loopback(dir: &std::path::Path, name: String, client: u16, peer: u16) -> Member {
+        let data_dir = dir.join(&name);
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            "--logger=zap".to_string(),
+            "--log-outputs=stderr".to_string(),
+        ];
+        Member {
+            log: dir.join(format!("{name}.log")),
+            name,
+            client_url,
+            peer_url,
+            data_dir,
+            child: None,
+            args,
+        }
+    }
+
     fn spawn(&mut self) -> std::io::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -97,31 +124,12 @@ impl Cluster {
             .join(",");
         let mut out = Vec::new();
         for (name, client, peer) in members {
-            let data_dir = dir.path().join(&name);
-            let client_url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let args = vec![
-                format!("--name={name}"),
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls={client_url}"),
-                format!("--advertise-client-urls={client_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
+            let mut m = Member::on_loopback(dir.path(), name, client, peer);
+            m.args.extend([
                 format!("--initial-cluster={initial}"),
                 "--initial-cluster-state=new".to_string(),
                 "--initial-cluster-token=harness".to_string(),
-                "--logger=zap".to_string(),
-                "--log-outputs=stderr".to_string(),
-            ];
-            let mut m = Member {
-                log: dir.path().join(format!("{name}.log")),
-                name,
-                client_url,
-                peer_url,
-                data_dir,
-                child: None,
-                args,
-            };
+            ]);
             m.spawn()?;
             out.push(m);
         }
@@ -134,38 +142,15 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("edgeplane-etcd-")
             .tempdir()?;
-        let (client, peer) = (free_port()?, free_port()?);
-        let name = "m1".to_string();
-        let data_dir = dir.path().join(&name);
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut m = Member::on_loopback(dir.path(), "m1".into(), free_port()?, free_port()?);
         let target = edgeplane_snapshot::RestoreTarget::new(
-            &data_dir,
-            &name,
-            format!("{name}={peer_url}"),
+            &m.data_dir,
+            &m.name,
+            format!("{}={}", m.name, m.peer_url),
             "harness-restore",
-            &peer_url,
+            &m.peer_url,
         );
         edgeplane_snapshot::restore(snapshot, &target, &mut |_| {})?;
-        let args = vec![
-            format!("--name={name}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls={client_url}"),
-            format!("--advertise-client-urls={client_url}"),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
-            "--logger=zap".to_string(),
-            "--log-outputs=stderr".to_string(),
-        ];
-        let mut m = Member {
-            log: dir.path().join(format!("{name}.log")),
-            name,
-            client_url,
-            peer_url,
-            data_dir,
-            child: None,
-            args,
-        };
         m.spawn()?;
         Ok(Cluster {
             members: vec![m],
