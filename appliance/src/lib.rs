@@ -23,6 +23,7 @@ pub mod recover;
 pub mod secrets;
 pub mod sim;
 pub mod snapshot_cmd;
+pub mod term;
 pub mod tls;
 pub mod version;
 

@@ -121,6 +121,7 @@ async fn request_and_wait(
     let window = cfg.recovery.quorum_loss_window;
     let waited = Instant::now();
     let mut said = false;
+    let mut line = crate::term::StatusLine::new();
     let doc = loop {
         let doc = agent_status(http, &status_url).await;
         let quorum = doc
@@ -136,8 +137,10 @@ async fn request_and_wait(
             );
             said = true;
         }
+        line.show(&format!("{target}: quorum unknown"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    line.clear();
     // The agent's clock before the request: a failed attempt is a journal
     // record started after it (the recovery state sentence moves on at once).
     let asked_ms = doc
@@ -157,9 +160,18 @@ async fn request_and_wait(
     }
     println!("{}", text.trim());
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut line = crate::term::StatusLine::new();
     while Instant::now() < deadline {
         if let Some(doc) = agent_status(http, &status_url).await {
+            // On a terminal: what the agent is doing now.
+            line.show(&format!(
+                "{target}: {}",
+                doc.pointer("/recovery/state")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("(no state)")
+            ));
             if doc.get("quorum").and_then(|q| q.as_str()) == Some("ok") {
+                line.clear();
                 println!(
                     "Recovered: {target} leads a new cluster in epoch {}; the other hosts rejoin as standbys and are promoted up to {} voters.",
                     doc.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0),

@@ -248,6 +248,15 @@ fn manual_quorum_loss_waits_prints_the_command_and_recover_rebuilds() -> anyhow:
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Its progress line is for a terminal only: captured output has no
+        // escape codes and no carriage returns.
+        for o in [&out.stdout, &out.stderr] {
+            assert!(
+                !o.contains(&0x1b) && !o.contains(&b'\r'),
+                "terminal control in captured output: {:?}",
+                String::from_utf8_lossy(o)
+            );
+        }
         wait_writable(&site).await;
         assert_no_acked_write_lost(
             &writer,
