@@ -141,6 +141,11 @@ fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
                     .as_ref()
                     .filter(|_| epoch == my_epoch)
                     .map(|s| s.applied_index),
+                commit_index: p
+                    .status
+                    .as_ref()
+                    .filter(|_| epoch == my_epoch)
+                    .map(|s| s.raft_index),
                 agent_answers: i == cx.my_index || p.agent_doc.is_some(),
                 names_freshest: if i == cx.my_index {
                     None
@@ -158,6 +163,7 @@ fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
                 name: w.node.name.clone(),
                 role: recovery_plan::NodeRole::Witness,
                 applied_index: None,
+                commit_index: None,
                 agent_answers: w.agent_doc.is_some(),
                 names_freshest: w
                     .agent_doc

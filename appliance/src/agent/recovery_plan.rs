@@ -75,6 +75,10 @@ pub struct Survivor {
     pub role: NodeRole,
     /// Its etcd answers with data of this host's epoch: its applied index.
     pub applied_index: Option<u64>,
+    /// With it, the raft commit index its etcd reports: the entries it
+    /// holds that a majority acknowledged (it applies them before a rebuild
+    /// snapshots its data). The freshest host is ranked by this first.
+    pub commit_index: Option<u64>,
     /// Its agent answers `/status`.
     pub agent_answers: bool,
     /// The host its agent names as the freshest survivor.
@@ -259,10 +263,13 @@ pub fn freshest(hosts: &[Survivor]) -> Option<usize> {
         .enumerate()
         // A witness has no data to rebuild from, whatever a view claims.
         .filter(|(_, h)| !h.is_witness())
-        .filter_map(|(i, h)| Some((i, h.applied_index?)))
+        // Most acknowledged entries first (the commit index), then the most
+        // applied: a host that knows more entries are committed holds more
+        // acknowledged writes, even if it has applied fewer of them yet.
+        .filter_map(|(i, h)| Some((i, (h.commit_index.unwrap_or(0), h.applied_index?))))
         // max_by_key keeps the LAST maximum: reverse so the first in config order wins.
         .rev()
-        .max_by_key(|(_, applied)| *applied)
+        .max_by_key(|(_, rank)| *rank)
         .map(|(i, _)| i)
 }
 
@@ -553,6 +560,27 @@ pub fn decide_epoch(own: &OwnCluster, peers: &[PeerCluster]) -> EpochDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #14 §4: the freshest survivor holds the most acknowledged
+    /// entries (the highest commit index), even when another has applied
+    /// more of its log so far; the applied index breaks a tie, config order
+    /// the last one; a witness is never the freshest.
+    #[test]
+    fn freshest_ranks_by_commit_index_then_applied() {
+        let s = |name: &str, commit: u64, applied: u64| Survivor {
+            name: name.into(),
+            applied_index: Some(applied),
+            commit_index: Some(commit),
+            agent_answers: true,
+            ..Survivor::default()
+        };
+        assert_eq!(freshest(&[s("a", 100, 100), s("b", 120, 90)]), Some(1));
+        assert_eq!(freshest(&[s("a", 120, 95), s("b", 120, 90)]), Some(0));
+        assert_eq!(freshest(&[s("a", 120, 95), s("b", 120, 95)]), Some(0));
+        let mut w = s("w", 500, 500);
+        w.role = NodeRole::Witness;
+        assert_eq!(freshest(&[w, s("b", 1, 1)]), Some(1));
+    }
     use proptest::prelude::*;
 
     /// Hosts as seen by host `me`; a survivor that answers names `me` as
@@ -584,6 +612,7 @@ mod tests {
                         NodeRole::Etcd
                     },
                     applied_index: applied,
+                    commit_index: applied,
                     agent_answers: agent,
                     names_freshest: names_i
                         .filter(|_| agent)
@@ -795,6 +824,7 @@ mod tests {
                                 NodeRole::Etcd
                             },
                             applied_index: self.applied[j].filter(|_| seen),
+                            commit_index: self.applied[j].filter(|_| seen),
                             agent_answers: seen,
                             names_freshest: (seen && j != me).then(|| name(self.names[j])),
                         }
@@ -1039,6 +1069,7 @@ mod tests {
             name: name.into(),
             role: NodeRole::Etcd,
             applied_index: applied,
+            commit_index: applied,
             agent_answers: names.is_some(),
             names_freshest: names.map(str::to_string),
         };
@@ -1153,6 +1184,7 @@ mod tests {
             name: name.into(),
             role,
             applied_index: applied,
+            commit_index: applied,
             agent_answers: names.is_some(),
             names_freshest: names.map(str::to_string),
         };
@@ -1234,6 +1266,7 @@ mod tests {
                 name: "h3".into(),
                 role: NodeRole::Etcd,
                 applied_index: Some(10),
+                commit_index: Some(10),
                 agent_answers: true,
                 names_freshest: Some("h3".into()),
             },
@@ -1269,6 +1302,7 @@ mod tests {
             name: name.into(),
             role: NodeRole::Etcd,
             applied_index: None,
+            commit_index: None,
             agent_answers: true,
             names_freshest: Some("h3".into()),
         };

@@ -89,6 +89,11 @@ impl Witness {
                     .as_ref()
                     .filter(|_| peer_epoch(p) == newest)
                     .map(|s| s.applied_index),
+                commit_index: p
+                    .status
+                    .as_ref()
+                    .filter(|_| peer_epoch(p) == newest)
+                    .map(|s| s.raft_index),
                 agent_answers: p.agent_doc.is_some(),
                 names_freshest: None,
             })

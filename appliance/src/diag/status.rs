@@ -550,19 +550,22 @@ fn list_suffix(pre: &str, items: &[&str], post: &str) -> String {
     }
 }
 
-/// The member to recover from: the highest applied index among the members
+/// The member to recover from, ranked as the agents rank it
+/// (`recovery_plan::freshest`): the highest commit index (the most
+/// acknowledged entries), then the highest applied index, among the members
 /// that answer now; ties go to a voter, then to config order.
 pub fn freshest(hosts: &[HostRow]) -> Option<&HostRow> {
+    let rank = |h: &HostRow| Some((h.raft_index.unwrap_or(0), h.applied_index?));
     let mut best: Option<&HostRow> = None;
     for h in hosts
         .iter()
         .filter(|h| h.source == Source::Live && h.etcd_up)
     {
-        let Some(a) = h.applied_index else { continue };
+        let Some(a) = rank(h) else { continue };
         let better = match best {
             None => true,
             Some(b) => {
-                let ba = b.applied_index.unwrap_or(0);
+                let ba = rank(b).unwrap_or((0, 0));
                 a > ba || (a == ba && h.role == "voter" && b.role != "voter")
             }
         };
