@@ -147,7 +147,7 @@ pub struct StatusReport {
 pub struct Recovery {
     /// The exact command to run (on any surviving host).
     pub command: String,
-    /// The freshest reachable member: highest raft applied index.
+    /// The freshest reachable member: highest raft commit index, then applied index.
     pub from: Option<String>,
     pub from_applied_index: Option<u64>,
     /// Voters that do not answer: power them off first.
@@ -610,7 +610,7 @@ pub fn recovery(
     if from.is_none() {
         note.push_str(" No member answers from here, so the freshest host is not known: find a host whose etcd data survived and add --from HOST.");
     } else {
-        note.push_str(" --from names the reachable member with the highest raft applied index.");
+        note.push_str(" --from names the reachable member with the most acknowledged entries (highest raft commit index, then applied index).");
     }
     if policy == QuorumLossPolicy::Fenced {
         note.push_str(" (recovery.quorum_loss_policy = fenced: the agents rebuild on their own once the fence command confirms the lost hosts are off.)");
@@ -1837,7 +1837,7 @@ mod tests {
     }
 
     #[test]
-    fn freshest_is_the_highest_applied_index_ties_to_a_voter() {
+    fn freshest_is_the_highest_commit_then_applied_index_ties_to_a_voter() {
         let hosts = vec![
             row("h1", "voter", false, 0, false),
             row("h3", "standby", true, 42, false),
