@@ -176,6 +176,12 @@ fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
 /// it had joined, so it kept the learner's data, never started etcd again,
 /// and its learner member held the standby slot until it was evicted). It
 /// must set the data aside and join again.
+///
+/// The EIO strikes its first fsync: etcd dies opening its database, before
+/// it has a WAL. Before (678f7ec, one CI run in three with the EIO on the
+/// third fsync): the agent took the WAL-less directory for "no data", forgot
+/// the failure and started etcd again on the half-written db; nothing was
+/// set aside. Now anything in the data dir after a failed fsync is suspect.
 #[test]
 fn fsync_eio_on_a_new_standby_s_first_start_sets_its_data_aside_and_it_joins_again()
 -> anyhow::Result<()> {
@@ -201,7 +207,7 @@ fn fsync_eio_on_a_new_standby_s_first_start_sets_its_data_aside_and_it_joins_aga
         let spare = 3;
         let name = site.hosts[spare].name.clone();
         eprintln!("{name}: fsyncs fail with EIO from its first etcd start on");
-        site.arm_fsync_eio(spare, 3)?;
+        site.arm_fsync_eio(spare, 1)?;
         let fault = Instant::now();
         site.start_agent(spare)?;
         wait_eio_exit(&site, spare).await;

@@ -121,6 +121,13 @@ pub fn has_member_data(dir: &Path) -> bool {
     dir.join("member").join("wal").is_dir()
 }
 
+/// Whether `dir` exists with anything in it: after a failed fsync, even a
+/// first start's partial directory (no WAL yet, a half-written db) is
+/// suspect and is set aside, never started on again.
+pub fn has_any_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut r| r.next().is_some())
+}
+
 /// Moves a data dir aside (kept for forensics) and keeps at most `keep` such copies.
 pub fn move_aside(data_dir: &Path, keep: usize) -> anyhow::Result<Option<PathBuf>> {
     move_aside_as(data_dir, "removed", keep)

@@ -13,7 +13,9 @@ use edgeplane_config::{Config, Node};
 use crate::tls::SiteTls;
 
 use super::disk_fault::{self, Elsewhere, FsyncVerdict};
-use super::etcd::{EtcdSpec, Exit, StartMode, Supervisor, has_member_data, move_aside};
+use super::etcd::{
+    EtcdSpec, Exit, StartMode, Supervisor, has_any_data, has_member_data, move_aside,
+};
 use super::host::{FACT_MAX_REVISION, Host};
 use super::observe::{View, same_url};
 use super::plan::{self, Decision, Limits, Member, MembershipWait, Role};
@@ -734,7 +736,10 @@ impl Agent {
     /// How to start etcd now; `Ok(None)` when this host should not run etcd
     /// yet (a spare); `Err` says why it must wait.
     fn start_mode(&mut self) -> Result<Option<Next>, String> {
-        let has_data = has_member_data(&self.host.cfg.etcd.data_dir);
+        let dir = &self.host.cfg.etcd.data_dir;
+        // After a failed fsync, anything in the data dir is suspect data: a
+        // first start's partial directory (no WAL yet) too.
+        let has_data = has_member_data(dir) || (self.fsync_failed.is_some() && has_any_data(dir));
         if !has_data && self.fsync_failed.take().is_some() {
             // The suspect data is gone (set aside by hand): nothing left to distrust.
             if let Err(e) = self.host.state.set_fact(FACT_FSYNC_FAILED, "") {
@@ -891,7 +896,7 @@ impl Agent {
                     "fsync-failed",
                     usize::MAX,
                 );
-                if has_member_data(&self.host.cfg.etcd.data_dir) {
+                if has_any_data(&self.host.cfg.etcd.data_dir) {
                     // Not moved (journal or rename failed): keep waiting.
                     return Err("etcd's fsync failed and its data could not be set aside".into());
                 }
