@@ -32,6 +32,9 @@ use super::status::{
 const SNAPSHOT_COPY_TIMEOUT: Duration = Duration::from_secs(600);
 
 const FACT_JOINED: &str = "joined";
+/// How long before a newer CRL that could not be taken from a peer is
+/// asked for again.
+const CRL_RETRY: Duration = Duration::from_secs(30);
 /// How long etcd may take to stop cleanly before its data is set aside.
 const ABANDON_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Fact: etcd died on a failed fsync and its data was not set aside yet.
@@ -44,6 +47,10 @@ pub struct Agent {
     last_exit: Option<String>,
     adopted: bool,
     ticks: u64,
+    /// A newer CRL a peer offered could not be taken: not asked again
+    /// before this (a peer that claims a CRL it cannot serve, or serves one
+    /// that does not verify, must not cost every tick a request).
+    crl_retry_at: Option<Instant>,
     /// Why the local etcd is not started (shown in `/status`).
     waiting: Option<String>,
     last_join_attempt: Option<Instant>,
@@ -188,6 +195,7 @@ impl Agent {
             last_exit: None,
             adopted,
             ticks: 0,
+            crl_retry_at: None,
             waiting: None,
             last_join_attempt: None,
             unseen_majority_since: None,
@@ -334,8 +342,17 @@ impl Agent {
                 Some((p.node.name.clone(), p.node.agent_url.clone(), n))
             })
             .collect();
-        if crate::crl::sync_from_peers(&tls, self.host.view.http(), &offers).await {
-            changed = true;
+        let held = tls.crl.current().map(|c| c.number);
+        let newer_offered = offers
+            .iter()
+            .any(|(_, _, n)| crate::crl::is_newer(held, *n));
+        if newer_offered && self.crl_retry_at.is_none_or(|t| Instant::now() >= t) {
+            if crate::crl::sync_from_peers(&tls, self.host.view.http(), &offers).await {
+                changed = true;
+                self.crl_retry_at = None;
+            } else {
+                self.crl_retry_at = Some(Instant::now() + CRL_RETRY);
+            }
         }
         if changed {
             if let Some(c) = tls.crl.current() {
