@@ -55,25 +55,15 @@ pub fn decide_reload(running: &Config, file: &Config) -> ReloadPlan {
         effective.buffer = file.buffer.clone();
         apply.push(Reloadable::Pipeline);
     }
-    let schedule = |s: &edgeplane_config::Snapshots| {
-        (
-            s.enabled,
-            s.interval,
-            s.retain_count,
-            s.retain_age,
-            s.copy_to_peers,
-        )
+    // The file's [snapshots] with the running space budget (restart-only):
+    // a field added to the section later is reloadable by default.
+    let snapshots = edgeplane_config::Snapshots {
+        max_bytes: running.snapshots.max_bytes,
+        min_free_bytes: running.snapshots.min_free_bytes,
+        ..file.snapshots.clone()
     };
-    if schedule(&running.snapshots) != schedule(&file.snapshots) {
-        let budget = (
-            effective.snapshots.max_bytes,
-            effective.snapshots.min_free_bytes,
-        );
-        effective.snapshots = file.snapshots.clone();
-        (
-            effective.snapshots.max_bytes,
-            effective.snapshots.min_free_bytes,
-        ) = budget;
+    if snapshots != running.snapshots {
+        effective.snapshots = snapshots;
         apply.push(Reloadable::Snapshots);
     }
     if running.defrag != file.defrag {
@@ -107,10 +97,12 @@ pub fn decide_reload(running: &Config, file: &Config) -> ReloadPlan {
             || running.snapshots.min_free_bytes != file.snapshots.min_free_bytes,
         "snapshots.max_bytes / snapshots.min_free_bytes",
     );
+    // Everything in [log] but the level needs a restart.
     pending(
-        running.log.dir != file.log.dir
-            || running.log.to_files != file.log.to_files
-            || running.log.retention_files != file.log.retention_files,
+        edgeplane_config::Log {
+            level: running.log.level.clone(),
+            ..file.log.clone()
+        } != running.log,
         "log.dir / log.to_files / log.retention_files",
     );
     ReloadPlan {
