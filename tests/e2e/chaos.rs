@@ -55,6 +55,7 @@ use crate::chaos_clock;
 use crate::chaos_metrics as cm;
 
 mod faults;
+use faults::Kill;
 
 /// Bound on the return to full strength after a fault heals.
 const FULL_STRENGTH_BOUND: Duration = Duration::from_secs(60);
@@ -1232,13 +1233,6 @@ async fn campaign(
         // from it).
         let mut fault_at = t0;
         let mut note = String::new();
-        if matches!(f.kind, Kind::HostKill | Kind::AgentKill) {
-            // A scrape answered in the last seconds may still be in the
-            // agent's memory, acknowledged by nothing: not expected.
-            let now = cm::now_ms();
-            kill_windows.push((host.clone(), now - 3000, now + 500));
-            book.new_lifetime(&host);
-        }
         match f.kind {
             Kind::QuorumLoss => {
                 let voters = roles.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
@@ -1253,18 +1247,11 @@ async fn campaign(
                     .iter()
                     .map(|v| site.hosts[*v].name.clone())
                     .collect();
-                for v in &victims {
-                    let now = cm::now_ms();
-                    kill_windows.push((site.hosts[*v].name.clone(), now - 3000, now + 500));
-                    book.new_lifetime(&site.hosts[*v].name);
-                }
                 let epochs_before = epochs(&site).await;
                 fault_at = Instant::now();
-                tokio::task::block_in_place(|| {
-                    for v in &victims {
-                        site.kill_host(*v);
-                    }
-                });
+                for v in &victims {
+                    faults::kill(&mut site, *v, Kill::Host, &mut kill_windows, &mut book);
+                }
                 tokio::time::sleep(f.down).await;
                 let fenced_off: Vec<String> = victims
                     .iter()
@@ -1291,11 +1278,8 @@ async fn campaign(
                 // Long enough for the cut-off side to see the loss (failure
                 // detection 1 s, quorum-loss window 3 s) and try to fence.
                 tokio::time::sleep(Duration::from_millis(4000)).await;
-                let now = cm::now_ms();
-                kill_windows.push((host.clone(), now - 3000, now + 500));
-                book.new_lifetime(&host);
                 fault_at = Instant::now();
-                tokio::task::block_in_place(|| site.kill_agent(target));
+                faults::kill(&mut site, target, Kill::Agent, &mut kill_windows, &mut book);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 site.start_agent(target)?;
                 tokio::time::sleep(f.down.saturating_sub(cut.elapsed())).await;
@@ -1350,12 +1334,12 @@ async fn campaign(
                 (note, fault_at) = (how, at);
             }
             Kind::HostKill => {
-                tokio::task::block_in_place(|| site.kill_host(target));
+                faults::kill(&mut site, target, Kill::Host, &mut kill_windows, &mut book);
                 tokio::time::sleep(f.down).await;
                 site.start_agent(target)?;
             }
             Kind::AgentKill => {
-                tokio::task::block_in_place(|| site.kill_agent(target));
+                faults::kill(&mut site, target, Kill::Agent, &mut kill_windows, &mut book);
                 tokio::time::sleep(f.down).await;
                 site.start_agent(target)?;
             }
@@ -1478,10 +1462,7 @@ async fn campaign(
                     if let Some(doc) = site.agent_status(target).await {
                         book.observe(&host, &doc);
                     }
-                    let now = cm::now_ms();
-                    kill_windows.push((host.clone(), now - 3000, now + 500));
-                    book.new_lifetime(&host);
-                    tokio::task::block_in_place(|| site.kill_agent(target));
+                    faults::kill(&mut site, target, Kill::Agent, &mut kill_windows, &mut book);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     site.start_agent(target)?;
                     note.push_str(", agent SIGKILLed and restarted on the full disk");

@@ -22,6 +22,38 @@ use crate::chaos_metrics as cm;
 /// so a rule that cuts one of them off matches its sockets' group.
 pub const HOST_GID_BASE: u32 = 61_000;
 
+/// What a kill takes down.
+#[derive(Clone, Copy)]
+pub enum Kill {
+    /// The agent only (SIGKILL).
+    Agent,
+    /// Power loss: the agent, then etcd.
+    Host,
+}
+
+/// Kills host `i` as `how` says and records the window in which a scrape
+/// its agent answered may have died with it, acknowledged by nothing: from
+/// 3 s before the kill started (a scrape in the agent's memory) to half a
+/// second after it returned. Taken around the kill itself, because killing
+/// an etcd under strace can take seconds, during which another host about
+/// to be killed still answers scrapes.
+pub fn kill(
+    site: &mut LocalSite,
+    i: usize,
+    how: Kill,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+) {
+    let name = site.hosts[i].name.clone();
+    book.new_lifetime(&name);
+    let before = cm::now_ms();
+    tokio::task::block_in_place(|| match how {
+        Kill::Agent => site.kill_agent(i),
+        Kill::Host => site.kill_host(i),
+    });
+    kill_windows.push((name, before - 3000, cm::now_ms() + 500));
+}
+
 /// The nft table of the faults, in the isolated host's namespace.
 const TABLE: &str = "edgeplane_chaos";
 /// A table loaded at the start in that namespace, whose only job is to
@@ -238,11 +270,8 @@ pub async fn standby_stop_voter_kill(
         sim::signal(p, Signal::SIGSTOP);
     }
     let name = site.hosts[voter].name.clone();
-    let now = cm::now_ms();
-    kill_windows.push((name.clone(), now - 3000, now + 500));
-    book.new_lifetime(&name);
     let at = Instant::now();
-    tokio::task::block_in_place(|| site.kill_host(voter));
+    kill(site, voter, Kill::Host, kill_windows, book);
     tokio::time::sleep(down).await;
     let started = site.start_agent(voter);
     for &p in &stopped {
@@ -338,11 +367,8 @@ pub async fn buffer_segment_torn(
         }
         None => 0,
     };
-    let now = cm::now_ms();
-    kill_windows.push((name.clone(), now - 3000, now + 500));
-    book.new_lifetime(&name);
     let at = Instant::now();
-    tokio::task::block_in_place(|| site.kill_agent(target));
+    kill(site, target, Kill::Agent, kill_windows, book);
     let partial = down.as_millis().is_multiple_of(2);
     let mut appended = 0u64;
     let mut logs = 0;
@@ -432,11 +458,7 @@ async fn switch_policy(
         if let Some(doc) = site.agent_status(i).await {
             book.observe(&site.hosts[i].name, &doc);
         }
-        let name = site.hosts[i].name.clone();
-        let now = cm::now_ms();
-        kill_windows.push((name.clone(), now - 3000, now + 500));
-        book.new_lifetime(&name);
-        tokio::task::block_in_place(|| site.kill_agent(i));
+        kill(site, i, Kill::Agent, kill_windows, book);
         site.start_agent(i)?;
         let t = Instant::now();
         while site.agent_status(i).await.is_none() && t.elapsed() < Duration::from_secs(15) {
@@ -501,19 +523,11 @@ pub async fn quorum_loss_manual(
         .or_else(|| voters.iter().copied().find(|v| *v != first))
         .unwrap_or(first);
     let victims = [first, second];
-    for &v in &victims {
-        let name = site.hosts[v].name.clone();
-        let now = cm::now_ms();
-        kill_windows.push((name.clone(), now - 3000, now + 500));
-        book.new_lifetime(&name);
-    }
     let epochs_before = super::epochs(site).await;
     let at = Instant::now();
-    tokio::task::block_in_place(|| {
-        for &v in &victims {
-            site.kill_host(v);
-        }
-    });
+    for &v in &victims {
+        kill(site, v, Kill::Host, kill_windows, book);
+    }
     let survivors: Vec<usize> = all
         .iter()
         .copied()
