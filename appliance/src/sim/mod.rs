@@ -788,8 +788,14 @@ fn toml_path(p: &Path) -> String {
 /// One etcd member as seen from outside the site (the agent's own type).
 pub use crate::agent::plan::Member as SeenMember;
 
-/// The member list from the first of `client_urls` that answers with a leader.
+/// The member list as the leader answers it, else from the first of
+/// `client_urls` that answers with a leader. The leader's first: it
+/// applies a membership change before any follower, and a member that was
+/// just removed, or resumed after a SIGSTOP, still answers for a moment
+/// with the membership and leader it last knew (a test once saw a removed
+/// voter's stale list as "full strength" before it was added back).
 pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
+    let mut fallback = None;
     for url in client_urls {
         let opts = certs::etcd_options(url)
             .with_connect_timeout(Duration::from_millis(300))
@@ -803,11 +809,16 @@ pub async fn member_list(client_urls: &[String]) -> Option<Vec<SeenMember>> {
         if st.leader() == 0 || st.is_learner() {
             continue;
         }
+        let leads = st.header().is_some_and(|h| h.member_id() == st.leader());
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.member_list()).await {
-            return Some(r.members().iter().map(SeenMember::from).collect());
+            let list: Vec<SeenMember> = r.members().iter().map(SeenMember::from).collect();
+            if leads {
+                return Some(list);
+            }
+            fallback.get_or_insert(list);
         }
     }
-    None
+    fallback
 }
 
 /// Status of one member: (member id, leader id, is_learner), if it answers.
