@@ -152,6 +152,10 @@ pub struct Snapshots {
     #[serde(serialize_with = "crate::units::ser_duration")]
     pub retain_age: Duration,
     pub copy_to_peers: bool,
+    /// How often each snapshot file on this host is verified again in
+    /// full; a corrupt one is set aside and replaced from a peer.
+    #[serde(serialize_with = "crate::units::ser_duration")]
+    pub scrub_interval: Duration,
     /// Budget for every snapshot file on this host (all origins); 0 = none.
     pub max_bytes: u64,
     /// Free space snapshots must leave on their filesystem (etcd's data

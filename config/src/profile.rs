@@ -142,6 +142,7 @@ pub fn defaults(profile: Profile) -> Config {
             retain_count: 24,
             retain_age: days(7),
             copy_to_peers: true,
+            scrub_interval: days(1),
             max_bytes: 8 * GIB,
             // Resolved to etcd.quota_backend_bytes when unset (below).
             min_free_bytes: 2 * GIB,
@@ -286,6 +287,7 @@ pub fn resolve(raw: RawConfig) -> Config {
         retain_count: s.retain_count.unwrap_or(d.snapshots.retain_count),
         retain_age: s.retain_age.unwrap_or(d.snapshots.retain_age),
         copy_to_peers: s.copy_to_peers.unwrap_or(d.snapshots.copy_to_peers),
+        scrub_interval: s.scrub_interval.unwrap_or(d.snapshots.scrub_interval),
         max_bytes: s.max_bytes.unwrap_or(d.snapshots.max_bytes),
         // etcd's db may grow to its quota: that much stays free by default.
         min_free_bytes: s.min_free_bytes.unwrap_or(etcd.quota_backend_bytes),

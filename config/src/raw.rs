@@ -112,6 +112,8 @@ pub struct RawSnapshots {
     #[serde(default, deserialize_with = "opt_duration")]
     pub retain_age: Option<Duration>,
     pub copy_to_peers: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub scrub_interval: Option<Duration>,
     #[serde(default, deserialize_with = "opt_bytes")]
     pub max_bytes: Option<u64>,
     #[serde(default, deserialize_with = "opt_bytes")]

@@ -659,6 +659,7 @@ fn snapshots_recovery_defrag(c: &mut Checker<'_>, cfg: &Config) {
             );
         }
         c.positive("snapshots.retain_age", s.retain_age);
+        c.positive("snapshots.scrub_interval", s.scrub_interval);
     }
 
     let r = &cfg.recovery;

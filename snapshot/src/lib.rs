@@ -55,6 +55,7 @@
 //! # Where things are
 //!
 //! [`save`] (etcd → file), [`verify`] / [`verify_with_etcdctl`],
+//! [`scrub_file`] / [`quarantine`] (re-verifying what is stored),
 //! [`restore`] / [`restore_db_file`], [`list`] / [`prune`] (a snapshot
 //! directory), [`receive`] / [`push_to_peer`] / [`fetch_from_peer`] /
 //! [`list_peer`] / [`routes`] (copies between agents), [`Progress`] (long
@@ -68,6 +69,7 @@ mod peer;
 mod progress;
 mod restore;
 mod save;
+mod scrub;
 mod space;
 mod store;
 mod verify;
@@ -83,6 +85,10 @@ pub use peer::{
 pub use progress::{Progress, terminal_reporter};
 pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db_file};
 pub use save::{SaveOptions, save, save_db_file};
+pub use scrub::{
+    QUARANTINE_DIR, QUARANTINE_KEEP, ScrubDoc, ScrubReport, Scrubbed, file_names, quarantine,
+    scrub_file,
+};
 pub use space::{Budget, FreeSpace, Refusal, SpaceDoc, SpaceReport, Statvfs, admit, used_bytes};
 pub use store::{PruneReport, list, prune};
 pub use verify::{EtcdctlStatus, FileKind, VerifyReport, verify, verify_with_etcdctl};

@@ -196,6 +196,18 @@ mod contract {
         pub files: Vec<SnapFile>,
         /// The agent's `/status.snapshot_space`; null when the agent is down.
         pub space: Option<SnapshotSpace>,
+        /// The agent's `/status.snapshot_scrub`; null when the agent is down.
+        pub scrub: Option<SnapshotScrub>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SnapshotScrub {
+        pub verified: u64,
+        pub corrupt: u64,
+        pub repaired: u64,
+        pub last_corrupt: Option<String>,
+        pub unrepaired: Vec<String>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -196,7 +196,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status();
     let mut out = String::new();
     let role = |r: Role| u8::from(doc.role == r);
-    let lines: [(&str, &str, &str, String); 11] = [
+    let lines: [(&str, &str, &str, String); 12] = [
         (
             "edgeplane_reconcile_age_seconds",
             "gauge",
@@ -265,6 +265,13 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "counter",
             "Snapshot writes refused for space (budget or free-space reserve).",
             s.snapshot_space.refused_total().to_string(),
+        ),
+        // Snapshot files that failed their scheduled verification.
+        (
+            "edgeplane_snapshot_corrupt_total",
+            "counter",
+            "Snapshot files found corrupt by the scrub and set aside (see /status snapshot_scrub).",
+            s.snapshot_scrub.corrupt_total().to_string(),
         ),
     ];
     for (name, kind, help, value) in lines {

@@ -62,6 +62,7 @@ pub struct Agent {
     pub recovery: super::recover::Recovery,
     pub defrag: super::defrag::DefragState,
     pub snapshots: super::snapshots::SnapshotState,
+    pub scrub: super::scrub::ScrubState,
     last_persist: Option<Instant>,
     /// The split-brain alarm, while it stands: its journal record and the
     /// hosts of the other side.
@@ -203,6 +204,7 @@ impl Agent {
             recovery: super::recover::Recovery::default(),
             defrag: super::defrag::DefragState::default(),
             snapshots: super::snapshots::SnapshotState::default(),
+            scrub: super::scrub::ScrubState::default(),
             last_persist: None,
             split_brain: None,
             fsync_failed,
@@ -428,6 +430,7 @@ impl Agent {
             self.host.quorum_suspect_since = None;
         }
         super::snapshots::tick(&mut self.host, &mut self.snapshots);
+        super::scrub::tick(&self.host, &mut self.scrub);
         if let Some(req) = self.host.shared.take_recover_request() {
             self.recovery.requested = Some(req);
         }
@@ -1248,6 +1251,7 @@ impl Agent {
                 &super::status::snapshot_budget(&self.host.cfg),
                 &edgeplane_snapshot::Statvfs,
             )),
+            snapshot_scrub: Some(self.host.shared.snapshot_scrub.doc()),
             progress: Progress {
                 ticks: self.ticks,
                 last_reconcile_age_ms: 0,

@@ -46,6 +46,7 @@ pub mod recover;
 pub mod recovery_plan;
 pub mod reload;
 pub mod reload_plan;
+pub mod scrub;
 pub mod snapshots;
 pub mod start_plan;
 pub mod state;

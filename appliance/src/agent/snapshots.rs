@@ -228,7 +228,7 @@ fn fits(
 }
 
 /// `(name, agent_url)` of every other host.
-fn other_agents(cx: &Host) -> Vec<(String, String)> {
+pub(super) fn other_agents(cx: &Host) -> Vec<(String, String)> {
     cx.view
         .peers
         .iter()

@@ -56,6 +56,8 @@ pub struct StatusDoc {
     pub progress: Progress,
     /// The snapshot directory's budget, reserve, use and refusals.
     pub snapshot_space: Option<edgeplane_snapshot::SpaceDoc>,
+    /// The snapshot scrub: files verified again, found corrupt, replaced.
+    pub snapshot_scrub: Option<edgeplane_snapshot::ScrubDoc>,
     pub journal: JournalDoc,
     /// Flap damping: removals within `cluster.flap_window`, damped hosts.
     pub flap: FlapDoc,
@@ -250,6 +252,8 @@ pub struct Shared {
     recover: Mutex<Option<RecoverRequest>>,
     /// Snapshot writes refused for space (peer uploads and scheduled snapshots).
     pub snapshot_space: Arc<edgeplane_snapshot::SpaceReport>,
+    /// Snapshot files the scrub verified, found corrupt and replaced.
+    pub snapshot_scrub: Arc<edgeplane_snapshot::ScrubReport>,
     pub metrics: Mutex<Option<edgeplane_metrics::pipeline::PipelineHandle>>,
     /// The site's CRL in force here (empty on a plaintext site).
     pub crl: crate::crl::CrlState,
@@ -278,6 +282,7 @@ impl Shared {
             recover: Mutex::new(None),
             snapshot_dir: cfg.paths.snapshot_dir.clone(),
             snapshot_space: Arc::new(edgeplane_snapshot::SpaceReport::default()),
+            snapshot_scrub: Arc::new(edgeplane_snapshot::ScrubReport::default()),
             metrics: Mutex::new(None),
             crl,
             reload: Mutex::new(None),

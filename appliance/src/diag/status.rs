@@ -93,6 +93,14 @@ pub enum QuorumState {
 /// writes refused for space, as the agent's `/status` reports them.
 pub use edgeplane_snapshot::SpaceDoc as SnapshotSpace;
 
+/// The snapshot scrub in one line: verified, corrupt, replaced.
+pub fn scrub_line(sc: &edgeplane_snapshot::ScrubDoc) -> String {
+    format!(
+        "scrub since the agent started: {} file(s) verified intact, {} corrupt and set aside in corrupt/, {} of them replaced from a peer",
+        sc.verified, sc.corrupt, sc.repaired
+    )
+}
+
 /// The snapshot space in one line: budget, used, free, reserve, refusals.
 pub fn space_line(sp: &SnapshotSpace) -> String {
     let opt = |b: Option<u64>| b.map(human_bytes).unwrap_or_else(|| "unknown".into());
@@ -271,11 +279,20 @@ pub struct SnapshotsView {
     /// the agent answers.
     #[serde(default)]
     pub space: Option<SnapshotSpace>,
+    /// The agent's scrub of this directory (`/status.snapshot_scrub`),
+    /// when the agent answers.
+    #[serde(default)]
+    pub scrub: Option<edgeplane_snapshot::ScrubDoc>,
 }
 
 /// The agent's `/status.snapshot_space`, if it reports one.
 pub fn snapshot_space(doc: &serde_json::Value) -> Option<SnapshotSpace> {
     serde_json::from_value(doc.get("snapshot_space")?.clone()).ok()
+}
+
+/// The agent's `/status.snapshot_scrub`, if it reports one.
+pub fn snapshot_scrub(doc: &serde_json::Value) -> Option<edgeplane_snapshot::ScrubDoc> {
+    serde_json::from_value(doc.get("snapshot_scrub")?.clone()).ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1005,6 +1022,9 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                     space: my_agent
                         .and_then(|a| a.doc.as_ref().ok())
                         .and_then(snapshot_space),
+                    scrub: my_agent
+                        .and_then(|a| a.doc.as_ref().ok())
+                        .and_then(snapshot_scrub),
                 },
             )
         }
@@ -1609,6 +1629,18 @@ pub fn render(r: &StatusReport) -> String {
         o.push_str(&format!("  {}\n", space_line(sp)));
         if let Some(last) = &sp.last_refusal {
             o.push_str(&format!("  ! last refused: {last}\n"));
+        }
+    }
+    if let Some(sc) = r.snapshots.data.as_ref().and_then(|s| s.scrub.as_ref()) {
+        o.push_str(&format!("  {}\n", scrub_line(sc)));
+        if let Some(last) = sc.last_corrupt.as_ref().filter(|_| sc.corrupt > 0) {
+            o.push_str(&format!("  ! last corrupt: {last}\n"));
+        }
+        if !sc.unrepaired.is_empty() {
+            o.push_str(&format!(
+                "  ! set aside, no intact copy fetched from a peer yet: {}\n",
+                sc.unrepaired.join(", ")
+            ));
         }
     }
     match &r.snapshots.data {
