@@ -113,6 +113,9 @@ enum Kind {
     /// Two of the three voters SIGKILLed under policy `manual`, then the
     /// operator's command, as the survivors offer it.
     QuorumLossManual,
+    /// A snapshot copy on one host rots on disk while its agent runs; the
+    /// scrub must set it aside and fetch an intact copy from a peer.
+    SnapshotCopyCorrupt,
 }
 
 impl Kind {
@@ -130,7 +133,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 18] = [
+    const ALL: [Kind; 19] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -149,6 +152,7 @@ impl Kind {
         Kind::OverlapStandbyStopVoterKill,
         Kind::BufferSegmentTorn,
         Kind::QuorumLossManual,
+        Kind::SnapshotCopyCorrupt,
     ];
 
     /// Kinds that need every etcd started through the strace wrapper.
@@ -193,6 +197,7 @@ impl Kind {
             Kind::OverlapStandbyStopVoterKill => "overlap_standby_stop_voter_kill",
             Kind::BufferSegmentTorn => "buffer_segment_torn",
             Kind::QuorumLossManual => "quorum_loss_manual",
+            Kind::SnapshotCopyCorrupt => "snapshot_copy_corrupt",
         }
     }
 
@@ -330,6 +335,9 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         Kind::PartitionAsymmetric => rng.ms(4000, 8000),
         Kind::OverlapStandbyStopVoterKill => rng.ms(3000, 5000),
         Kind::BufferSegmentTorn => rng.ms(1000, 3000),
+        // Not a down time: the damage is found by the scrub, bounded in
+        // `faults::snapshot_copy_corrupt`.
+        Kind::SnapshotCopyCorrupt => Duration::ZERO,
         // From the kill to powering the two on: the operator's command runs
         // meanwhile.
         Kind::QuorumLossManual => rng.ms(10000, 15000),
@@ -837,6 +845,10 @@ async fn bootstrap(
     // reach the rebuild).
     let mut spec = SiteSpec::new(HOSTS, 3, edgeplane_bin());
     spec.extra_toml = cm::site_toml(probe.port, forwarder.port);
+    // Every snapshot file verified again every 3 s, for the rotten-copy
+    // fault (`faults::snapshot_copy_corrupt`).
+    spec.extra_toml
+        .push_str("\n[snapshots]\nscrub_interval = \"3s\"\n");
     if fenced {
         spec.extra_toml.push_str(FENCED_TOML);
     }
@@ -1304,6 +1316,11 @@ async fn campaign(
                     &mut book,
                 )
                 .await?;
+                (note, fault_at) = (how, at);
+            }
+            Kind::SnapshotCopyCorrupt => {
+                let (how, at) =
+                    faults::snapshot_copy_corrupt(&site, target, n, &mut violations).await?;
                 (note, fault_at) = (how, at);
             }
             Kind::BufferSegmentTorn => {

@@ -426,6 +426,115 @@ pub async fn buffer_segment_torn(
     ))
 }
 
+/// How long a host's scrub may take to find a rotten snapshot copy and
+/// fetch an intact one: the campaign's `scrub_interval` (3 s) for each of
+/// the few files ahead of it, and a copy from a peer.
+const SCRUB_BOUND: Duration = Duration::from_secs(45);
+
+/// A snapshot copy on `target` rots while its agent runs: 64 bytes of its
+/// data region overwritten (a peer's copy when the host holds one). The
+/// host's scrub must set it aside, count it in `/status`, and put an
+/// intact copy (byte for byte the original) back from a peer within
+/// [`SCRUB_BOUND`]. Returns the note and the instant of the damage.
+pub async fn snapshot_copy_corrupt(
+    site: &LocalSite,
+    target: usize,
+    n: usize,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<(String, Instant)> {
+    let name = site.hosts[target].name.clone();
+    let dir = site.hosts[target].dir.join("snapshots");
+    let counts = |doc: &serde_json::Value| {
+        let get = |k: &str| {
+            doc.pointer(&format!("/snapshot_scrub/{k}"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        };
+        (get("corrupt"), get("repaired"))
+    };
+    // The site's first snapshot is taken when the first coordinator starts:
+    // wait for one to be here.
+    let own = format!("-{name}-r");
+    let t = Instant::now();
+    let file = loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with(".etcd.zst"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort_by_key(|p| p.to_string_lossy().contains(&own));
+        if let Some(f) = files.into_iter().next() {
+            break f;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            violations.push(format!(
+                "fault {n}: no snapshot file reached {name} within 30 s"
+            ));
+            return Ok((format!("no snapshot file on {name}"), Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let file_name = file
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let before = site
+        .agent_status(target)
+        .await
+        .map(|d| counts(&d))
+        .unwrap_or((0, 0));
+    let bytes = std::fs::read(&file)?;
+    let mut rotten = bytes.clone();
+    let mid = rotten.len() / 3;
+    let end = (mid + 64).min(rotten.len());
+    for b in &mut rotten[mid..end] {
+        *b ^= 0xa5;
+    }
+    let at = Instant::now();
+    std::fs::write(&file, &rotten)?;
+    let mut seen = before;
+    let mut replaced = false;
+    while at.elapsed() < SCRUB_BOUND {
+        if let Some(d) = site.agent_status(target).await {
+            seen = counts(&d);
+        }
+        replaced = std::fs::read(&file).is_ok_and(|b| b == bytes);
+        if seen.0 > before.0 && seen.1 > before.1 && replaced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let took = at.elapsed();
+    if seen.0 <= before.0 {
+        violations.push(format!(
+            "fault {n}: {name}'s scrub did not report the rotten snapshot {file_name} within {} s",
+            SCRUB_BOUND.as_secs()
+        ));
+    } else if seen.1 <= before.1 || !replaced {
+        violations.push(format!(
+            "fault {n}: {name} set the rotten snapshot {file_name} aside but no intact copy is back within {} s (repaired {} -> {}, file intact again: {replaced})",
+            SCRUB_BOUND.as_secs(),
+            before.1,
+            seen.1
+        ));
+    }
+    Ok((
+        format!(
+            "64 bytes of {name}'s {} {file_name} overwritten; found corrupt and replaced from a peer in {:.1} s",
+            if file_name.contains(&own) {
+                "own snapshot"
+            } else {
+                "copy of"
+            },
+            took.as_secs_f64()
+        ),
+        at,
+    ))
+}
+
 /// Why a kind of this module cannot run here, if it cannot.
 pub fn missing(kind: super::Kind, root: bool) -> Option<&'static str> {
     use super::Kind;
