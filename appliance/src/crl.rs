@@ -163,6 +163,30 @@ pub struct CrlState {
     inner: Arc<RwLock<Option<Arc<Crl>>>>,
     /// Bumped on every change, so that verifiers rebuild.
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The CRL file as [`CrlState::load_file`] last parsed it: the loop
+    /// asks every tick, and a file that did not change is not read and
+    /// verified again.
+    file_seen: Arc<std::sync::Mutex<Option<FileStamp>>>,
+}
+
+/// What tells a file changed without reading it: `install` replaces the
+/// file by a rename (a new inode); an edit in place changes its mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            ino: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok(),
+        }
+    }
 }
 
 impl CrlState {
@@ -197,12 +221,26 @@ impl CrlState {
     /// than the one held. A missing file is no CRL; a bad one is an error
     /// and changes nothing.
     pub fn load_file(&self, path: &Path, ca_pem: &[u8]) -> Result<bool, String> {
+        let stamp = match std::fs::metadata(path) {
+            Ok(m) => FileStamp::of(&m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let seen = |s: &Option<FileStamp>| *s == Some(stamp);
+        if self.file_seen.lock().is_ok_and(|s| seen(&s)) {
+            return Ok(false);
+        }
         let pem = match std::fs::read(path) {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let crl = Crl::parse(&pem, ca_pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Only a file that parsed counts as seen: a broken one is reported
+        // again until it is fixed.
+        if let Ok(mut s) = self.file_seen.lock() {
+            *s = Some(stamp);
+        }
         Ok(self.offer(crl))
     }
 }
@@ -346,6 +384,48 @@ mod tests {
         )?);
         assert_eq!(Crl::parse(&std::fs::read(&path)?, ca.as_bytes())?.number, 2);
         assert_eq!(std::fs::read(der_path(&path))?, crl.der);
+        Ok(())
+    }
+
+    #[test]
+    fn an_unchanged_crl_file_is_not_read_again_and_a_replaced_one_is() -> anyhow::Result<()> {
+        let d = tempfile::tempdir()?;
+        let hosts = vec![crate::certs::HostSpec {
+            name: "a".into(),
+            sans: vec!["a".into()],
+        }];
+        crate::certs::init(d.path(), "s", &hosts, false)?;
+        let ca = std::fs::read_to_string(d.path().join("ca.crt"))?;
+        let key = std::fs::read_to_string(d.path().join("ca.key"))?;
+        let path = d.path().join("state").join("crl.pem");
+        assert!(install(
+            &path,
+            &Crl::issue(&ca, &key, 1, &[])?,
+            ca.as_bytes()
+        )?);
+        let state = CrlState::default();
+        assert_eq!(state.load_file(&path, ca.as_bytes()), Ok(true));
+        // Garbage of the same length written in place with the old mtime:
+        // the stamp is unchanged, so the file is not read (no parse error).
+        let before = std::fs::metadata(&path)?;
+        let len = usize::try_from(before.len())?;
+        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        std::io::Write::write_all(&mut &f, &vec![b'x'; len])?;
+        f.set_modified(before.modified()?)?;
+        assert_eq!(state.load_file(&path, ca.as_bytes()), Ok(false));
+        // Touched: read again, and the damage is reported, every time.
+        f.set_modified(before.modified()? + std::time::Duration::from_secs(1))?;
+        assert!(state.load_file(&path, ca.as_bytes()).is_err());
+        assert!(state.load_file(&path, ca.as_bytes()).is_err());
+        // A newer CRL installed (a rename): taken.
+        std::fs::remove_file(&path)?;
+        assert!(install(
+            &path,
+            &Crl::issue(&ca, &key, 2, &[])?,
+            ca.as_bytes()
+        )?);
+        assert_eq!(state.load_file(&path, ca.as_bytes()), Ok(true));
+        assert_eq!(state.current().map(|c| c.number), Some(2));
         Ok(())
     }
 
