@@ -497,6 +497,32 @@ fn two_hosts_and_a_witness_rebuild_on_the_witness_side_and_lose_at_most_the_self
             "every lost write is in host-1's kept snapshot {:?}; logs in {logs}",
             r.kept_snapshot
         );
+        // SIGHUP reloads a witness's config as on any host (before, the
+        // witness had no handler, and SIGHUP's default action ended it:
+        // `systemctl reload edgeplane` stopped the witness).
+        let mut site = site;
+        let pid = site.witnesses[0]
+            .agent_pid()
+            .ok_or_else(|| anyhow::anyhow!("the witness is not running; logs in {logs}"))?;
+        edgeplane_tests::sim::signal(pid, nix::sys::signal::Signal::SIGHUP);
+        let t0 = std::time::Instant::now();
+        loop {
+            let w = site.witness_status(0).await;
+            if w.as_ref()
+                .is_some_and(|w| w.pointer("/reload/at_ms").is_some_and(|t| t.is_i64()))
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < HANG,
+                "the witness did not record a reload after SIGHUP: {w:?}; logs in {logs}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert!(
+            site.witnesses[0].agent_pid().is_some(),
+            "the witness ended on SIGHUP; logs in {logs}"
+        );
         Ok(())
     })
 }

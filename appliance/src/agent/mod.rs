@@ -88,14 +88,18 @@ fn shared_metrics_take(
     shared.metrics.lock().ok().and_then(|mut m| m.take())
 }
 
-/// A witness's loop: observe and publish its vote until SIGTERM or SIGINT.
+/// A witness's loop: observe and publish its vote until SIGTERM or SIGINT;
+/// SIGHUP reloads the config as on any host (without a handler, SIGHUP's
+/// default action would end the process).
 async fn run_witness(
     cfg: Config,
+    config_path: &std::path::Path,
     shared: Arc<status::Shared>,
     tls: Option<&crate::tls::SiteTls>,
 ) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut interval = tokio::time::interval(witness::interval(&cfg));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut w = witness::Witness::new(cfg, shared.clone(), tls)?;
@@ -111,6 +115,7 @@ async fn run_witness(
                     ready_sent = true;
                 }
             }
+            _ = hup.recv() => reload::apply(w.config_mut(), &shared, config_path).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -216,7 +221,7 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
         tracing::info!(
             "This node is a witness: it runs no etcd and votes for the freshest etcd host it sees."
         );
-        run_witness(cfg, shared.clone(), tls.as_ref()).await?;
+        run_witness(cfg, &config_path, shared.clone(), tls.as_ref()).await?;
         let pipeline = shared_metrics_take(&shared);
         if let Some(p) = pipeline
             && let Err(e) = p.shutdown().await
@@ -285,7 +290,10 @@ async fn run(cfg: Config, config_path: std::path::PathBuf) -> anyhow::Result<()>
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload::apply(&mut agent.host, &config_path).await,
+            _ = hup.recv() => {
+                let shared = agent.host.shared.clone();
+                reload::apply(&mut agent.host.cfg, &shared, &config_path).await
+            }
         }
     }
     notify::notify("STOPPING=1");

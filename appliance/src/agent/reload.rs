@@ -4,22 +4,26 @@
 //! started again with the new `[metrics]`, `[uplink]` and `[buffer]`; the
 //! loop reads `[snapshots]` and `[defrag]` from the host's config on its
 //! next tick. What needs a restart is logged and shown in `/status`
-//! (`reload.pending_restart`).
+//! (`reload.pending_restart`). A witness reloads the same way: it runs
+//! the metrics pipeline and a log level too, and no snapshots or defrag.
 
 use std::path::Path;
 
-use super::host::Host;
-use super::reload_plan::{Reloadable, decide_reload};
-use super::status::ReloadDoc;
+use edgeplane_config::Config;
 
-pub async fn apply(cx: &mut Host, config_path: &Path) {
+use super::reload_plan::{Reloadable, decide_reload};
+use super::status::{ReloadDoc, Shared};
+
+/// Reads `config_path` and applies it over `running` (the loop's config,
+/// which it then reads on its next tick), recording the outcome in `shared`.
+pub async fn apply(running: &mut Config, shared: &Shared, config_path: &Path) {
     let at_ms = chrono::Utc::now().timestamp_millis();
     let file = match edgeplane_config::load(config_path) {
         Ok(l) => l.config,
         Err(e) => {
             tracing::error!("SIGHUP: the configuration file is not valid and is ignored: {e}");
             record(
-                cx,
+                shared,
                 ReloadDoc {
                     at_ms,
                     error: Some(e.to_string()),
@@ -29,11 +33,11 @@ pub async fn apply(cx: &mut Host, config_path: &Path) {
             return;
         }
     };
-    let plan = decide_reload(&cx.cfg, &file);
+    let plan = decide_reload(running, &file);
     let mut error = None;
     for part in &plan.apply {
         match part {
-            Reloadable::Pipeline => restart_pipeline(cx, &plan.effective).await,
+            Reloadable::Pipeline => restart_pipeline(shared, &plan.effective).await,
             Reloadable::LogLevel => {
                 if let Err(e) = crate::logging::set_level(&plan.effective.log.level) {
                     tracing::error!("SIGHUP: log.level not changed: {e:#}");
@@ -43,7 +47,7 @@ pub async fn apply(cx: &mut Host, config_path: &Path) {
             Reloadable::Snapshots | Reloadable::Defrag => {}
         }
     }
-    cx.cfg = plan.effective;
+    *running = plan.effective;
     if plan.apply.is_empty() && plan.pending_restart.is_empty() {
         tracing::info!("SIGHUP: the configuration file has no changes.");
     } else if !plan.apply.is_empty() {
@@ -56,7 +60,7 @@ pub async fn apply(cx: &mut Host, config_path: &Path) {
         );
     }
     record(
-        cx,
+        shared,
         ReloadDoc {
             at_ms,
             applied: plan.apply,
@@ -66,8 +70,8 @@ pub async fn apply(cx: &mut Host, config_path: &Path) {
     );
 }
 
-fn record(cx: &Host, doc: ReloadDoc) {
-    if let Ok(mut r) = cx.shared.reload.lock() {
+fn record(shared: &Shared, doc: ReloadDoc) {
+    if let Ok(mut r) = shared.reload.lock() {
         *r = Some(doc);
     }
 }
@@ -75,8 +79,8 @@ fn record(cx: &Host, doc: ReloadDoc) {
 /// Stops the running pipeline (it syncs its buffer) and starts one with
 /// `cfg` when metrics are enabled. A pipeline that does not start is
 /// logged; etcd supervision goes on without it, as at start.
-async fn restart_pipeline(cx: &Host, cfg: &edgeplane_config::Config) {
-    let old = cx.shared.metrics.lock().ok().and_then(|mut m| m.take());
+async fn restart_pipeline(shared: &Shared, cfg: &Config) {
+    let old = shared.metrics.lock().ok().and_then(|mut m| m.take());
     if let Some(p) = old
         && let Err(e) = p.shutdown().await
     {
@@ -87,7 +91,7 @@ async fn restart_pipeline(cx: &Host, cfg: &edgeplane_config::Config) {
     }
     match edgeplane_metrics::pipeline::Pipeline::start(cfg, &cfg.paths.buffer_dir, vec![]) {
         Ok(h) => {
-            if let Ok(mut m) = cx.shared.metrics.lock() {
+            if let Ok(mut m) = shared.metrics.lock() {
                 *m = Some(h);
             }
         }

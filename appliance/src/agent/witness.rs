@@ -35,6 +35,11 @@ pub struct Witness {
 }
 
 impl Witness {
+    /// The config it runs with (a SIGHUP reload replaces parts of it).
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.cfg
+    }
+
     pub fn new(
         cfg: Config,
         shared: Arc<Shared>,
