@@ -1396,19 +1396,44 @@ async fn campaign(
                         .map(|v| format!("fault {n}: {v}")),
                 );
             }
-            Kind::FsyncEio => match site.arm_fsync_eio(target, 3) {
+            // Odd down time: the EIO strikes the 40th fsync of a thread,
+            // once etcd runs and serves again (mid-stream); even: its third,
+            // while it starts.
+            Kind::FsyncEio => match site
+                .arm_fsync_eio(target, if f.down.as_millis() % 2 == 1 { 40 } else { 3 })
+            {
                 Ok(()) => {
+                    let running = f.down.as_millis() % 2 == 1;
+                    let last_exit = |doc: Option<serde_json::Value>| {
+                        doc.and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
+                            .unwrap_or_default()
+                    };
+                    // An exit of an earlier fault is not this one's (its
+                    // fatal line carries its own time stamp).
+                    let before = last_exit(site.agent_status(target).await);
+                    let died = |exit: &str| exit != before && exit.contains("input/output error");
                     fault_at = Instant::now();
                     tokio::task::block_in_place(|| site.kill_etcd(target));
                     tokio::time::sleep(f.down).await;
                     if let Err(e) = site.disarm_fsync_eio(target) {
                         violations.push(format!("fault {n}: disarming EIO on {host} failed: {e}"));
                     }
-                    let exit = site
-                        .agent_status(target)
-                        .await
-                        .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
-                        .unwrap_or_default();
+                    let mut exit = last_exit(site.agent_status(target).await);
+                    // A running etcd reaches its 40th fsync with the load;
+                    // one that has not by now is killed, so that the armed
+                    // fault cannot strike during a later one.
+                    let t = Instant::now();
+                    while running && !died(&exit) {
+                        if t.elapsed() > Duration::from_secs(15) {
+                            tokio::task::block_in_place(|| site.kill_etcd(target));
+                            note.push_str(
+                                "no EIO within 15 s of the down time: etcd killed to disarm it; ",
+                            );
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        exit = last_exit(site.agent_status(target).await);
+                    }
                     let aside = std::fs::read_dir(&site.hosts[target].dir)
                         .map(|rd| {
                             rd.filter_map(|e| e.ok())
@@ -1420,10 +1445,15 @@ async fn campaign(
                                 .count()
                         })
                         .unwrap_or(0);
-                    note = format!(
-                        "etcd died on EIO: {}; data dirs set aside on {host} so far: {aside}",
-                        exit.contains("input/output error")
-                    );
+                    note.push_str(&format!(
+                        "{}; etcd died on EIO: {}; data dirs set aside on {host} so far: {aside}",
+                        if running {
+                            "40th fsync of a thread (running etcd)"
+                        } else {
+                            "3rd fsync (starting etcd)"
+                        },
+                        died(&exit)
+                    ));
                 }
                 Err(e) => violations.push(format!("fault {n}: arming EIO on {host} failed: {e}")),
             },

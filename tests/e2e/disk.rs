@@ -1,7 +1,8 @@
 //! Disk faults under etcd (issue 16): fsyncs that fail with EIO. Every
 //! host's etcd runs through the simulator's strace wrapper
 //! (`SiteSpec::disk_faults`), which fails its fsyncs from its next start on
-//! when armed.
+//! when armed: from the first few (it dies starting), or from the 40th of
+//! a thread (it dies after it runs and serves again).
 //!
 //! After an fsync EIO the data is suspect (the kernel may have dropped the
 //! pages it could not write); while a quorum of the other voters has a
@@ -43,17 +44,26 @@ fn have_strace() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// How host `i`'s agent says its etcd last exited.
+async fn last_exit(site: &LocalSite, i: usize) -> String {
+    site.agent_status(i)
+        .await
+        .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// Whether host `i`'s etcd died on the injected EIO.
+async fn eio_exited(site: &LocalSite, i: usize) -> bool {
+    last_exit(site, i).await.contains("input/output error")
+}
+
 /// Waits (up to `HANG`) until host `i`'s agent reports that its etcd died
 /// on the injected EIO.
 async fn wait_eio_exit(site: &LocalSite, i: usize) {
     let name = &site.hosts[i].name;
     let t0 = Instant::now();
     loop {
-        let exit = site
-            .agent_status(i)
-            .await
-            .and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
-            .unwrap_or_default();
+        let exit = last_exit(site, i).await;
         if exit.contains("input/output error") {
             eprintln!(
                 "{name}: etcd died on the EIO after {:?}: {exit:.160}",
@@ -83,10 +93,22 @@ fn fsync_eio_on_the_standby_sets_its_data_aside_and_it_joins_again() -> anyhow::
     eio_then_rejoin(Victim::Standby)
 }
 
+/// A voter's disk starts failing fsyncs while its etcd runs and serves:
+/// the EIO strikes its 40th fsync of a thread, seconds after it rejoined
+/// under the writer's load (the other two variants fail the first fsyncs
+/// of a start). etcd dies mid-stream; the agent sets the data aside the
+/// same way, and no acknowledged write is lost.
+#[test]
+fn fsync_eio_in_a_running_voter_sets_its_data_aside_and_it_rejoins() -> anyhow::Result<()> {
+    eio_then_rejoin(Victim::RunningVoter)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Victim {
     FollowerVoter,
     Standby,
+    /// A follower voter whose EIO strikes after it has served again.
+    RunningVoter,
 }
 
 fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
@@ -112,7 +134,9 @@ fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
         let leader = site.leader_host().await;
         let (voters, learners) = site.roles().await.unwrap_or_default();
         let victim = match who {
-            Victim::FollowerVoter => voters.iter().copied().find(|&v| Some(v) != leader),
+            Victim::FollowerVoter | Victim::RunningVoter => {
+                voters.iter().copied().find(|&v| Some(v) != leader)
+            }
             Victim::Standby => learners.first().copied(),
         }
         .ok_or_else(|| anyhow::anyhow!("no {who:?} to hit"))?;
@@ -125,10 +149,35 @@ fn eio_then_rejoin(who: Victim) -> anyhow::Result<()> {
         // The disk under the victim's etcd starts failing fsyncs: armed for
         // its next start, which the agent does after this SIGKILL.
         let name = site.hosts[victim].name.clone();
-        eprintln!("{name}: fsyncs fail with EIO from etcd's next start on");
-        site.arm_fsync_eio(victim, 3)?;
+        let after = if who == Victim::RunningVoter { 40 } else { 3 };
+        eprintln!("{name}: fsyncs fail with EIO from the {after}th of a thread of etcd's next start");
+        site.arm_fsync_eio(victim, after)?;
         let fault = Instant::now();
         site.kill_etcd(victim);
+        if who == Victim::RunningVoter {
+            // It must serve again (its member answering with a leader)
+            // before it dies: the EIO strikes a running etcd.
+            let url = site.hosts[victim].client_url.clone();
+            let t0 = Instant::now();
+            let mut served = None;
+            while served.is_none() && t0.elapsed() < HANG {
+                if sim::member_status(&url)
+                    .await
+                    .is_some_and(|(id, leader, _)| id == old_id && leader != 0)
+                {
+                    served = Some(t0.elapsed());
+                } else if eio_exited(&site, victim).await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                served.is_some(),
+                "{name}'s etcd did not serve again before its EIO exit; logs in {}",
+                site.root.display()
+            );
+            eprintln!("{name}: serving again {served:?} after the kill");
+        }
         wait_eio_exit(&site, victim).await;
 
         // After: the suspect data is set aside and the host comes back as a
