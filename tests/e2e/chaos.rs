@@ -116,6 +116,9 @@ enum Kind {
     /// A snapshot copy on one host rots on disk while its agent runs; the
     /// scrub must set it aside and fetch an intact copy from a peer.
     SnapshotCopyCorrupt,
+    /// The isolated host cut off while a defragmentation runs (see
+    /// [`faults::partition_during_defrag`]).
+    PartitionDuringDefrag,
 }
 
 impl Kind {
@@ -133,7 +136,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 19] = [
+    const ALL: [Kind; 20] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -153,6 +156,7 @@ impl Kind {
         Kind::BufferSegmentTorn,
         Kind::QuorumLossManual,
         Kind::SnapshotCopyCorrupt,
+        Kind::PartitionDuringDefrag,
     ];
 
     /// Kinds that need every etcd started through the strace wrapper.
@@ -198,6 +202,7 @@ impl Kind {
             Kind::BufferSegmentTorn => "buffer_segment_torn",
             Kind::QuorumLossManual => "quorum_loss_manual",
             Kind::SnapshotCopyCorrupt => "snapshot_copy_corrupt",
+            Kind::PartitionDuringDefrag => "partition_during_defrag",
         }
     }
 
@@ -338,6 +343,8 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         // Not a down time: the damage is found by the scrub, bounded in
         // `faults::snapshot_copy_corrupt`.
         Kind::SnapshotCopyCorrupt => Duration::ZERO,
+        // As a partition: past failure detection, the cut-off host removed.
+        Kind::PartitionDuringDefrag => rng.ms(3000, 8000),
         // From the kill to powering the two on: the operator's command runs
         // meanwhile.
         Kind::QuorumLossManual => rng.ms(10000, 15000),
@@ -849,6 +856,12 @@ async fn bootstrap(
     // fault (`faults::snapshot_copy_corrupt`).
     spec.extra_toml
         .push_str("\n[snapshots]\nscrub_interval = \"3s\"\n");
+    // Defragmentation is checked every second but never due, except
+    // during the defrag fault (`faults::partition_during_defrag`).
+    spec.extra_toml.push_str(&format!(
+        "\n[defrag]\nfree_ratio = 0.3\ncheck_interval = \"1s\"\n{}\n",
+        faults::DEFRAG_NEVER
+    ));
     if fenced {
         spec.extra_toml.push_str(FENCED_TOML);
     }
@@ -1188,7 +1201,7 @@ async fn campaign(
         let leader = site.leader_host().await;
         let target = match f.kind {
             Kind::Partition | Kind::PartitionAgentRestartMinority => ISOLATED,
-            Kind::PartitionAsymmetric => ISOLATED,
+            Kind::PartitionAsymmetric | Kind::PartitionDuringDefrag => ISOLATED,
             // Two voters: the drawn host (or the leader's) and another.
             Kind::QuorumLoss => match (&roles, f.host.or(leader)) {
                 (Some((v, _)), Some(h)) if v.contains(&h) => h,
@@ -1316,6 +1329,11 @@ async fn campaign(
                     &mut book,
                 )
                 .await?;
+                (note, fault_at) = (how, at);
+            }
+            Kind::PartitionDuringDefrag => {
+                let (how, at) =
+                    faults::partition_during_defrag(&mut site, f.down, n, &mut violations).await?;
                 (note, fault_at) = (how, at);
             }
             Kind::SnapshotCopyCorrupt => {

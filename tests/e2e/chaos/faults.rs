@@ -535,12 +535,219 @@ pub async fn snapshot_copy_corrupt(
     ))
 }
 
+/// The campaign's `[defrag]` threshold: defragmentation never due (the
+/// campaign's db stays far below it) except during the defrag fault, which
+/// swaps it for [`DEFRAG_DUE`] by a SIGHUP reload of every agent.
+pub const DEFRAG_NEVER: &str = "min_db_bytes = \"1GiB\"";
+const DEFRAG_DUE: &str = "min_db_bytes = \"1MiB\"";
+
+/// Rewrites `from` -> `to` in every host's config and reloads every agent
+/// with SIGHUP, waiting (up to 15 s each) until its `/status` shows the
+/// reload.
+async fn reload_all(
+    site: &mut LocalSite,
+    from: &str,
+    to: &str,
+    n: usize,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let reloaded_at =
+        |doc: Option<serde_json::Value>| doc.and_then(|d| d.pointer("/reload/at_ms")?.as_i64());
+    for i in 0..site.hosts.len() {
+        let path = site.hosts[i].config_path.clone();
+        std::fs::write(&path, std::fs::read_to_string(&path)?.replace(from, to))?;
+        let before = reloaded_at(site.agent_status(i).await);
+        let Some(pid) = site.hosts[i].agent_pid() else {
+            violations.push(format!(
+                "fault {n}: {}'s agent is not running to reload",
+                site.hosts[i].name
+            ));
+            continue;
+        };
+        sim::signal(pid, Signal::SIGHUP);
+        let t = Instant::now();
+        loop {
+            let now = reloaded_at(site.agent_status(i).await);
+            if now.is_some() && now != before {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(15) {
+                violations.push(format!(
+                    "fault {n}: {}'s agent did not reload on SIGHUP within 15 s",
+                    site.hosts[i].name
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The defragmentation running on any agent, as `(agent, target)`.
+async fn defrag_running(site: &LocalSite) -> Option<(String, String)> {
+    for i in 0..site.hosts.len() {
+        if let Some(d) = site.agent_status(i).await
+            && d.pointer("/operation/kind").and_then(|k| k.as_str()) == Some("defrag")
+        {
+            let target = d
+                .pointer("/operation/target")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string();
+            return Some((site.hosts[i].name.clone(), target));
+        }
+    }
+    None
+}
+
+/// Writes `puts` (prefix, count) values of 32 KiB, deletes `delete`'s
+/// prefix and compacts to that revision (physically): free pages.
+async fn bulk(site: &LocalSite, puts: &[(&str, usize)], delete: &str) -> anyhow::Result<()> {
+    // The voters' URLs: a client given an endpoint that refuses (the spare
+    // runs no etcd) does not connect at all.
+    let (voters, _) = site
+        .roles()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no member answers the member list"))?;
+    let urls: Vec<String> = voters
+        .iter()
+        .map(|v| site.hosts[*v].client_url.clone())
+        .collect();
+    let mut c = etcd_client::Client::connect(
+        urls.clone(),
+        Some(sim::certs::etcd_options_for(&urls).with_timeout(Duration::from_secs(5))),
+    )
+    .await?;
+    let blob = "d".repeat(32 << 10);
+    for (prefix, count) in puts {
+        for i in 0..*count {
+            c.put(format!("{prefix}{i:04}"), blob.as_str(), None)
+                .await?;
+        }
+    }
+    let del = c
+        .delete(
+            delete,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    let rev = del.header().map(|h| h.revision()).unwrap_or(0);
+    c.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether every voter's db file is less than 30% free pages (as each
+/// agent reports its own member).
+async fn voters_compact(site: &LocalSite) -> bool {
+    let Some((voters, _)) = site.roles().await else {
+        return false;
+    };
+    for v in voters {
+        let Some(d) = site.agent_status(v).await else {
+            return false;
+        };
+        let size = d
+            .pointer("/local/db_size")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(0.0);
+        let used = d
+            .pointer("/local/db_in_use")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(0.0);
+        if size <= 0.0 || (size - used) / size >= 0.3 {
+            return false;
+        }
+    }
+    true
+}
+
+/// A link cut during a defragmentation (two overlapping faults): the
+/// agents are reloaded with a defrag threshold the site is over, 40 MiB
+/// written (24 of them deleted and compacted away), and the moment a coordinator's
+/// defragmentation shows in `/status`, the isolated host is cut off for
+/// `down` (the coordinator's Defragment RPC to it, or its own to another
+/// member, is left hanging). Then the threshold goes back. Every
+/// defragmentation must have ended within 90 s of the heal (its budget is
+/// 60 s), besides the campaign's usual checks. Returns the note and the
+/// instant of the cut.
+pub async fn partition_during_defrag(
+    site: &mut LocalSite,
+    down: Duration,
+    n: usize,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<(String, Instant)> {
+    reload_all(site, DEFRAG_NEVER, DEFRAG_DUE, n, violations).await?;
+    // Live data makes the defragmentation last long enough to be seen (it
+    // copies what is in use): 16 MiB kept, 24 MiB freed (60%).
+    if let Err(e) = bulk(
+        site,
+        &[("chaos-defrag-live/", 512), ("chaos-defrag/", 768)],
+        "chaos-defrag/",
+    )
+    .await
+    {
+        violations.push(format!("fault {n}: making free pages failed: {e}"));
+    }
+    let t = Instant::now();
+    let mut running = None;
+    while running.is_none() && t.elapsed() < Duration::from_secs(30) {
+        running = defrag_running(site).await;
+        if running.is_none() {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let seen = Instant::now();
+    site.set_link(false)?;
+    let at = Instant::now();
+    tokio::time::sleep(down).await;
+    site.set_link(true)?;
+    let healed = Instant::now();
+    // The live data goes too, and the voters are defragmented of it (the
+    // standby keeps its larger file: learners are defragmented only
+    // offline, during a NOSPACE alarm), before defragmentation is never
+    // due again.
+    if let Err(e) = bulk(site, &[], "chaos-defrag-live/").await {
+        violations.push(format!("fault {n}: deleting the live data failed: {e}"));
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) && !voters_compact(site).await {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    reload_all(site, DEFRAG_DUE, DEFRAG_NEVER, n, violations).await?;
+    let mut left = defrag_running(site).await;
+    while left.is_some() && healed.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = defrag_running(site).await;
+    }
+    if let Some((agent, target)) = &left {
+        violations.push(format!(
+            "fault {n}: {agent}'s defragmentation of {target} still runs 90 s after the heal"
+        ));
+    }
+    let isolated = &site.hosts[ISOLATED].name;
+    let note = match running {
+        Some((agent, target)) => format!(
+            "{isolated} cut off {} ms after {agent}'s defragmentation of {target} showed; live data gone, voters defragmented and the threshold back {:.1} s after the heal",
+            at.duration_since(seen).as_millis(),
+            healed.elapsed().as_secs_f64()
+        ),
+        None => format!("no defragmentation showed within 30 s; {isolated} cut off anyway"),
+    };
+    Ok((note, at))
+}
+
 /// Why a kind of this module cannot run here, if it cannot.
 pub fn missing(kind: super::Kind, root: bool) -> Option<&'static str> {
     use super::Kind;
     match kind {
         Kind::PartitionAsymmetric if !root => Some("needs root (network namespaces, nft rules)"),
         Kind::PartitionAsymmetric if !have_nft() => Some("needs nft (Debian nftables)"),
+        Kind::PartitionDuringDefrag if !root => Some("needs root (network namespaces)"),
         _ => None,
     }
 }
