@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::{EXTENSION, SnapshotMeta, read_meta};
+use crate::format::{SnapshotMeta, read_meta};
 
 /// Temporary files older than this are leftovers of a crash and are removed by [`prune`].
 const STALE_TMP: Duration = Duration::from_secs(3600);
@@ -24,19 +24,9 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 /// are skipped with a warning (they are never taken as snapshots); a
 /// missing directory is an empty list.
 pub fn list(dir: &Path) -> Result<Vec<SnapshotMeta>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("cannot read", dir, e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !name.ends_with(EXTENSION) {
-            continue;
-        }
-        match read_meta(&entry.path()) {
+    for name in crate::scrub::file_names(dir)? {
+        match read_meta(&dir.join(name)) {
             Ok(m) => out.push(m),
             Err(e) => tracing::warn!(error = %e, "Skipping a snapshot file that cannot be read."),
         }

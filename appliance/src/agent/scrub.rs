@@ -18,12 +18,10 @@ use std::time::{Duration, Instant};
 use edgeplane_snapshot::{ScrubReport, Scrubbed};
 
 use super::host::Host;
+use super::snapshots::PEER_LIST_TIMEOUT;
 
 /// How often the directory is listed to pick the next file.
 const PICK_EVERY: Duration = Duration::from_secs(1);
-
-/// How long a peer's snapshot list may take.
-const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a corrupt file no peer could replace yet is asked for again.
 const REPAIR_RETRY: Duration = Duration::from_secs(30);
@@ -149,7 +147,7 @@ async fn replace_from_peer(
     let mut asked = 0;
     for (peer, url) in peers {
         let listed =
-            tokio::time::timeout(LIST_TIMEOUT, edgeplane_snapshot::list_peer(http, url)).await;
+            tokio::time::timeout(PEER_LIST_TIMEOUT, edgeplane_snapshot::list_peer(http, url)).await;
         let Ok(Ok(list)) = listed else {
             continue;
         };

@@ -34,6 +34,9 @@ use super::state::{OpKind, Outcome, State};
 /// How often the catalog is brought up to date from this host's directory and the peers' lists.
 const CATALOG_EVERY: Duration = Duration::from_secs(15);
 
+/// How long a peer's snapshot list may take.
+pub(super) const PEER_LIST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Bookkeeping between ticks.
 #[derive(Debug, Default)]
 pub struct SnapshotState {
@@ -255,7 +258,7 @@ fn refresh_catalog(cx: &Host, dir: std::path::PathBuf) {
         }
         for (name, url) in peers {
             let listed = tokio::time::timeout(
-                Duration::from_secs(2),
+                PEER_LIST_TIMEOUT,
                 edgeplane_snapshot::list_peer(&http, &url),
             )
             .await;
@@ -266,7 +269,11 @@ fn refresh_catalog(cx: &Host, dir: std::path::PathBuf) {
                     }
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %name, "No snapshot list from {name}: {e}"),
-                Err(_) => tracing::debug!(peer = %name, "No snapshot list from {name} within 2 s"),
+                Err(_) => tracing::debug!(
+                    peer = %name,
+                    "No snapshot list from {name} within {} s",
+                    PEER_LIST_TIMEOUT.as_secs()
+                ),
             }
         }
     });
