@@ -248,6 +248,9 @@ mod tests {
         assert_eq!(file_names(d).unwrap(), Vec::<String>::new());
         let left = file_names(&d.join(QUARANTINE_DIR)).unwrap();
         assert_eq!(left, vec!["h1-2.etcd.zst", "h1-3.etcd.zst"]);
+        // The evidence counts against the snapshot budget.
+        let each = "not a snapshot at all".len() as u64;
+        assert_eq!(crate::space::used_bytes(d).unwrap(), 2 * each);
         assert_eq!(scrub_file(d, "h1-0.etcd.zst").unwrap(), Scrubbed::Gone);
         assert!(scrub_file(d, "../x.etcd.zst").is_err());
     }

@@ -98,8 +98,14 @@ impl FreeSpace for Statvfs {
 }
 
 /// Bytes held in `dir` by snapshot files and uploads in progress (dot
-/// files ending in `.tmp`); a missing directory holds nothing.
+/// files ending in `.tmp`), and by the corrupt files the scrub keeps as
+/// evidence in its `corrupt/` subdirectory; a missing directory holds
+/// nothing.
 pub fn used_bytes(dir: &Path) -> std::io::Result<u64> {
+    Ok(files_bytes(dir)? + files_bytes(&dir.join(crate::scrub::QUARANTINE_DIR))?)
+}
+
+fn files_bytes(dir: &Path) -> std::io::Result<u64> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

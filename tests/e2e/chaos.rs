@@ -1612,7 +1612,21 @@ async fn campaign(
             &format!("fault {n} ({} of {host}, {role})", f.kind.name()),
             &mut violations,
         );
-        let lin_summary = verdict["summary"].as_str().unwrap_or_default().to_string();
+        let mut lin_summary = verdict["summary"].as_str().unwrap_or_default().to_string();
+        // A rebuild in this fault raised the revision and compacted there:
+        // every watch that was below it must have been told "compacted"
+        // and relisted, not resumed (decision 0004).
+        if let Some(bumped) = rebuilt_revision(&site, window_from_ms).await {
+            let relisted = check_relist(
+                &work.watch_logs(),
+                bumped,
+                &format!("fault {n} ({} of {host})", f.kind.name()),
+                &mut violations,
+            );
+            lin_summary.push_str(&format!(
+                "; rebuilt at revision {bumped}: {relisted} watch streams relisted"
+            ));
+        }
         verdicts.insert(n, verdict);
         workloads.push((n, f.kind, fault_at, work));
         let writable = writer.ack_of_first_put_sent_after(t0).map(|t| t - t0);
@@ -2103,6 +2117,63 @@ async fn epochs(site: &LocalSite) -> Vec<Option<u64>> {
     out
 }
 
+/// The revision a quorum-loss rebuild journalled since `since_ms` raised
+/// its new cluster to ("revision raised to N and compacted"), the highest
+/// if several, as any agent reports it.
+async fn rebuilt_revision(site: &LocalSite, since_ms: i64) -> Option<i64> {
+    let mut out = None;
+    for i in 0..site.hosts.len() {
+        let Some(doc) = site.agent_status(i).await else {
+            continue;
+        };
+        for op in edgeplane::agent::status::recent_ops(&doc) {
+            if op["kind"] != "recover"
+                || op["outcome"] != "done"
+                || op["started_ms"].as_i64().is_none_or(|t| t < since_ms)
+            {
+                continue;
+            }
+            let rev = op["detail"]
+                .as_str()
+                .and_then(|d| d.split("revision raised to ").nth(1))
+                .and_then(|d| d.split_whitespace().next())
+                .and_then(|r| r.parse::<i64>().ok());
+            out = out.max(rev);
+        }
+    }
+    out
+}
+
+/// After a rebuild raised the revision to `bumped` and compacted there, no
+/// watch segment that started below it may deliver an event at or above
+/// it: resuming from an old revision must be answered "compacted", and the
+/// watcher relists (a cache that resumed would miss what the rebuild
+/// lost). Returns how many segments were relists.
+fn check_relist(
+    logs: &[edgeplane_tests::history::WatchLog],
+    bumped: i64,
+    label: &str,
+    violations: &mut Vec<String>,
+) -> usize {
+    let mut relisted = 0;
+    for log in logs {
+        for seg in &log.segments {
+            if seg.why == edgeplane_tests::history::SegmentStart::Relist {
+                relisted += 1;
+            }
+            if seg.start_rev < bumped
+                && let Some(ev) = seg.events.iter().find(|e| e.rev >= bumped)
+            {
+                violations.push(format!(
+                    "{label}: the watch of client {} started at revision {} ({:?}) delivered revision {} of the cluster rebuilt at {bumped} without being told \"compacted\"",
+                    log.client, seg.start_rev, seg.why, ev.rev
+                ));
+            }
+        }
+    }
+    relisted
+}
+
 /// Checks one fault's recorded workload (history and watches); pushes
 /// what it finds to `violations`; returns the verdict for the report, with
 /// the acknowledged writes lost and their times relative to `fault_at`.
@@ -2211,4 +2282,50 @@ fn chaos_campaign_random_single_host_faults_lose_no_acknowledged_write() -> anyh
             .join("\n")
     );
     Ok(())
+}
+
+/// The relist check: a watch resumed below the rebuilt revision that
+/// delivers the new cluster's events is a violation; one told "compacted"
+/// that relisted is not.
+#[test]
+fn chaos_relist_checker_flags_a_watch_resumed_across_a_rebuild() {
+    use edgeplane_tests::history::{SegmentStart, WatchEvent, WatchLog, WatchSegment};
+    let ev = |rev| WatchEvent {
+        rev,
+        key: "k".into(),
+        value: Some("v".into()),
+        at_us: 0,
+    };
+    let seg = |start_rev, why, events, compacted| WatchSegment {
+        start_rev,
+        why,
+        member: 0,
+        events,
+        compacted,
+    };
+    let resumed = WatchLog {
+        client: 0,
+        prefix: "p".into(),
+        segments: vec![
+            seg(10, SegmentStart::Initial, vec![ev(11)], None),
+            seg(12, SegmentStart::Reconnect, vec![ev(1201)], None),
+        ],
+    };
+    let relisted = WatchLog {
+        client: 1,
+        prefix: "p".into(),
+        segments: vec![
+            seg(10, SegmentStart::Initial, vec![ev(11)], Some(1200)),
+            seg(1201, SegmentStart::Relist, vec![ev(1201)], None),
+        ],
+    };
+    let mut v = Vec::new();
+    assert_eq!(
+        check_relist(std::slice::from_ref(&relisted), 1200, "t", &mut v),
+        1
+    );
+    assert!(v.is_empty(), "{v:?}");
+    check_relist(&[resumed, relisted], 1200, "t", &mut v);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("client 0 started at revision 12"), "{v:?}");
 }
