@@ -182,11 +182,24 @@ pub async fn push_to_peer(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::Body::from(file))
         .send()
-        .await
-        .map_err(|err| Error::Http {
-            url: url.clone(),
-            err,
-        })?;
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(err) => {
+            // A peer that already holds the snapshot answers 200 from the
+            // sha256 header, before it has read the body, and closes: the
+            // upload can then fail writing the body (a broken pipe) with
+            // the copy safely there. Its list says whether it is.
+            if let Ok(list) = list_peer(http, agent_url).await
+                && let Some(m) = list
+                    .into_iter()
+                    .find(|m| m.name == meta.name && m.info.sha256 == meta.info.sha256)
+            {
+                return Ok(m);
+            }
+            return Err(Error::Http { url, err });
+        }
+    };
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
