@@ -35,7 +35,7 @@ pub struct DeadLetterMeta {
 }
 
 /// Counters of the dead-letter area.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetterStats {
     /// Batches (and their samples) currently kept.
     pub kept_batches: u64,

@@ -144,7 +144,7 @@ pub enum Verdict {
 }
 
 /// Why a receiver refused old samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// Older than the series' newest sample, and no out-of-order window.

@@ -9,7 +9,7 @@ use crate::link::LinkState;
 use crate::store::ClassBacklog;
 
 /// The pipeline's counters (monotonic since start) and per-target state.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub scrapes: u64,
     pub scrape_failures: u64,
@@ -46,7 +46,7 @@ pub struct Counters {
 }
 
 /// Per-target scrape state.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TargetStatus {
     pub job: String,
     pub url: String,
@@ -60,7 +60,7 @@ pub struct TargetStatus {
 }
 
 /// Link part of the status.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LinkStatus {
     pub state: LinkState,
     /// The URL without credentials.
@@ -71,7 +71,7 @@ pub struct LinkStatus {
 }
 
 /// Backlog flush progress.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FlushStatus {
     /// Configured limit, samples/s (0 = unlimited).
     pub backfill_rate_limit: u64,
@@ -85,7 +85,7 @@ pub struct FlushStatus {
 }
 
 /// The region refuses the backlog because of its setup, not the data.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BacklogRefused {
     pub since_ms: i64,
     pub cause: crate::remote_write::Refusal,
@@ -96,7 +96,7 @@ pub struct BacklogRefused {
 }
 
 /// Everything `edgeplane` shows about the metrics path.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MetricsStatus {
     pub link: LinkStatus,
     /// Most critical class first.

@@ -22,7 +22,7 @@ impl StoreError {
 }
 
 /// Backlog of one class, as shown in the status.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassBacklog {
     pub class: String,
     pub samples: u64,

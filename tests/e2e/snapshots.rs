@@ -273,6 +273,10 @@ fn a_corrupt_snapshot_copy_is_set_aside_reported_and_replaced_from_a_peer() -> a
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
+        // The tests read the status contract typed, as diag can.
+        let typed: edgeplane::agent::status::StatusDoc = serde_json::from_value(doc.clone())?;
+        assert_eq!(typed.schema, edgeplane::agent::status::STATUS_SCHEMA);
+        assert_eq!(typed.snapshot_scrub.map(|s| s.repaired), Some(1));
         let scrub = &doc["snapshot_scrub"];
         assert_eq!(scrubbed(&doc, "corrupt"), 1, "{scrub}");
         assert_eq!(scrub["unrepaired"], serde_json::json!([]), "{scrub}");

@@ -1202,6 +1202,7 @@ impl Agent {
         let (ready, ready_reason) = self.readiness();
         let quorum = self.host.quorum();
         let doc = StatusDoc {
+            schema: super::status::STATUS_SCHEMA.to_string(),
             now_ms: chrono::Utc::now().timestamp_millis(),
             host: self.host.cfg.host.clone(),
             site: self.host.cfg.site.clone(),

@@ -9,21 +9,21 @@ use std::time::{Duration, Instant};
 use edgeplane_config::Node;
 
 use crate::tls::SiteTls;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::etcd_control::{Budget, CONNECT_TIMEOUT, EtcdControl};
 use super::plan::{self, Health, Member};
 
 /// A member's answer to Status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EtcdStatus {
     /// The cluster this member belongs to: member lists, leaders and epochs
     /// are only compared within one cluster.
-    #[serde(serialize_with = "hex_id")]
+    #[serde(serialize_with = "hex_id", deserialize_with = "from_hex_id")]
     pub cluster_id: u64,
-    #[serde(serialize_with = "hex_id")]
+    #[serde(serialize_with = "hex_id", deserialize_with = "from_hex_id")]
     pub member_id: u64,
-    #[serde(serialize_with = "hex_id")]
+    #[serde(serialize_with = "hex_id", deserialize_with = "from_hex_id")]
     pub leader: u64,
     pub raft_index: u64,
     pub applied_index: u64,
@@ -39,6 +39,12 @@ pub struct EtcdStatus {
 
 pub fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{id:x}"))
+}
+
+/// Reads back what [`hex_id`] wrote.
+pub fn from_hex_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    u64::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
 }
 
 /// One host as seen from here.

@@ -26,7 +26,7 @@ use super::etcd::Supervisor;
 use super::state::{OpKind, Outcome, State};
 
 /// What runs off the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// The fence command for one lost voter (quorum-loss recovery).
@@ -120,7 +120,7 @@ pub struct Finished {
 }
 
 /// The running operation in `/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct OperationDoc {
     pub kind: Kind,
     pub target: String,

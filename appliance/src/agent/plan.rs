@@ -124,7 +124,7 @@ pub struct Health {
 }
 
 /// Where a standby stands, for the eviction rule, the log and `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StandbyState {
     /// Added and has not caught up yet (bounded by `learner_stuck_after`).

@@ -9,10 +9,10 @@
 //! `pending_restart`: the running config stays one coherent config.
 
 use edgeplane_config::Config;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A part of the config a reload applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reloadable {
     /// `[metrics]`, `[uplink]` and `[buffer]`: the metrics pipeline is

@@ -16,9 +16,18 @@ use serde::{Deserialize, Serialize};
 use super::recovery_plan::{Vote, WaitReason};
 use super::{observe, operation, plan, recovery_plan, state};
 
-/// Everything `/status` reports: this host's view of the site.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The schema name and version of [`StatusDoc`], in its `schema` field. The
+/// version goes up when a field changes meaning or goes away; readers
+/// ignore fields they do not know, so an added field keeps it.
+pub const STATUS_SCHEMA: &str = "edgeplane.status/1";
+
+/// Everything `/status` reports: this host's view of the site. It reads
+/// back with `serde` (diag, the tests and the campaign can take it typed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StatusDoc {
+    /// [`STATUS_SCHEMA`].
+    #[serde(default)]
+    pub schema: String,
     /// When this document was produced (ms since the epoch), for clock checks.
     pub now_ms: i64,
     pub host: String,
@@ -100,7 +109,7 @@ impl StatusDoc {
 }
 
 /// The last configuration reload (SIGHUP) in `/status`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReloadDoc {
     /// When it was read (ms since the epoch).
     pub at_ms: i64,
@@ -115,7 +124,7 @@ pub struct ReloadDoc {
 }
 
 /// The split-brain alarm in `/status`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SplitBrainDoc {
     /// Hosts reporting another live cluster or a newer epoch.
     pub others: Vec<String>,
@@ -123,7 +132,7 @@ pub struct SplitBrainDoc {
     pub action: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EtcdDoc {
     pub running: bool,
     pub pid: Option<i32>,
@@ -132,7 +141,7 @@ pub struct EtcdDoc {
     pub last_exit: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MemberDoc {
     pub id: String,
     pub name: String,
@@ -147,7 +156,7 @@ pub struct MemberDoc {
     pub behind_for_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HostDoc {
     pub name: String,
     pub etcd_up: bool,
@@ -157,7 +166,7 @@ pub struct HostDoc {
     pub agent_role: Option<plan::Role>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Progress {
     pub ticks: u64,
     pub last_reconcile_age_ms: u64,
@@ -166,7 +175,7 @@ pub struct Progress {
     pub stalled: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JournalDoc {
     pub promotions: u64,
     pub removals: u64,
@@ -179,7 +188,7 @@ pub struct JournalDoc {
 }
 
 /// Flap damping as this agent sees it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlapDoc {
     /// `cluster.flap_window`.
     pub window_s: f64,
@@ -193,7 +202,7 @@ pub struct FlapDoc {
 
 /// A member removed within `cluster.flap_window`, and what that does to its
 /// detection window.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DampedHost {
     pub host: String,
     pub recent_removals: u32,
@@ -215,7 +224,7 @@ pub struct RecoverRequest {
 }
 
 /// What the agent knows about a quorum loss (in `/status`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecoveryDoc {
     pub quorum_lost: bool,
     pub policy: String,
@@ -291,6 +300,7 @@ impl Shared {
 
     pub fn status(&self) -> StatusDoc {
         let mut doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
+        doc.schema = STATUS_SCHEMA.to_string();
         doc.crl_number = self.crl.current().map(|c| c.number);
         doc.reload = self.reload.lock().ok().and_then(|r| r.clone());
         doc.metrics = self
@@ -366,6 +376,52 @@ pub fn snapshot_budget(cfg: &Config) -> edgeplane_snapshot::Budget {
 #[cfg(test)]
 mod status_line_tests {
     use super::*;
+
+    /// What the agent writes, a reader takes back whole: every field, the
+    /// hex member IDs and the typed enums included.
+    #[test]
+    fn the_status_document_reads_back_as_it_was_written() -> anyhow::Result<()> {
+        let doc = StatusDoc {
+            schema: STATUS_SCHEMA.into(),
+            host: "edge-1".into(),
+            role: plan::Role::Learner,
+            quorum: recovery_plan::Quorum::Lost,
+            local: Some(observe::EtcdStatus {
+                cluster_id: 0xdead_beef,
+                member_id: 0x8974_b2dc_ce6d_b3b1,
+                leader: 0,
+                raft_index: 7,
+                applied_index: 6,
+                revision: 1200,
+                term: 3,
+                is_learner: true,
+                db_size: 1 << 20,
+                db_in_use: 1 << 19,
+                errors: vec!["NOSPACE".into()],
+                version: "3.4.23".into(),
+            }),
+            snapshot_scrub: Some(edgeplane_snapshot::ScrubDoc {
+                corrupt: 1,
+                unrepaired: vec!["a.etcd.zst".into()],
+                ..Default::default()
+            }),
+            recovery: RecoveryDoc {
+                votes: vec![Vote {
+                    voter: "edge-2".into(),
+                    for_host: Some("edge-2".into()),
+                }],
+                wait: Some(WaitReason::Human),
+                ..RecoveryDoc::default()
+            },
+            ..StatusDoc::default()
+        };
+        let json = serde_json::to_value(&doc)?;
+        assert_eq!(json["local"]["member_id"], "8974b2dcce6db3b1");
+        let back: StatusDoc = serde_json::from_value(json.clone())?;
+        assert_eq!(serde_json::to_value(&back)?, json);
+        assert_eq!(back.local.map(|l| l.member_id), Some(0x8974_b2dc_ce6d_b3b1));
+        Ok(())
+    }
 
     #[test]
     fn one_line_says_role_quorum_readiness_and_decision_in_one_short_line() {
