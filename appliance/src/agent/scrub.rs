@@ -108,7 +108,10 @@ pub fn tick(cx: &Host, st: &mut ScrubState) {
             let (dir, name) = (dir.clone(), name.clone());
             tokio::task::spawn_blocking(move || edgeplane_snapshot::scrub_file(&dir, &name)).await
         };
-        let intact = match outcome {
+        // Whether the file in place now counts as checked: intact, or a
+        // check that could not run (a read error: tried again after an
+        // interval, not every second).
+        let checked = match outcome {
             Ok(Ok(Scrubbed::Intact)) => {
                 report.intact();
                 true
@@ -120,14 +123,14 @@ pub fn tick(cx: &Host, st: &mut ScrubState) {
             }
             Ok(Err(e)) => {
                 tracing::warn!("Could not verify snapshot {name}: {e}");
-                false
+                true
             }
             Err(e) => {
                 tracing::warn!("The verification of snapshot {name} failed: {e}");
-                false
+                true
             }
         };
-        if intact && let Ok(mut v) = verified.lock() {
+        if checked && let Ok(mut v) = verified.lock() {
             v.insert(name, Instant::now());
         }
         running.store(false, Ordering::Relaxed);

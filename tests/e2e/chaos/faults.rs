@@ -614,7 +614,7 @@ async fn bulk(site: &LocalSite, puts: &[(&str, usize)], delete: &str) -> anyhow:
         .iter()
         .map(|v| site.hosts[*v].client_url.clone())
         .collect();
-    let mut c = etcd_client::Client::connect(
+    let c = etcd_client::Client::connect(
         urls.clone(),
         Some(sim::certs::etcd_options_for(&urls).with_timeout(Duration::from_secs(5))),
     )
@@ -622,23 +622,68 @@ async fn bulk(site: &LocalSite, puts: &[(&str, usize)], delete: &str) -> anyhow:
     let blob = "d".repeat(32 << 10);
     for (prefix, count) in puts {
         for i in 0..*count {
-            c.put(format!("{prefix}{i:04}"), blob.as_str(), None)
-                .await?;
+            let key = format!("{prefix}{i:04}");
+            retried(|| {
+                let mut c = c.clone();
+                let (key, blob) = (key.clone(), blob.clone());
+                async move { c.put(key, blob, None).await.map(drop) }
+            })
+            .await?;
         }
     }
-    let del = c
-        .delete(
-            delete,
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await?;
-    let rev = del.header().map(|h| h.revision()).unwrap_or(0);
-    c.compact(
-        rev,
-        Some(etcd_client::CompactionOptions::new().with_physical()),
-    )
+    let rev = retried(|| {
+        let mut c = c.clone();
+        async move {
+            let del = c
+                .delete(
+                    delete,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await?;
+            Ok(del.header().map(|h| h.revision()).unwrap_or(0))
+        }
+    })
+    .await?;
+    retried(|| {
+        let mut c = c.clone();
+        async move {
+            match c
+                .compact(
+                    rev,
+                    Some(etcd_client::CompactionOptions::new().with_physical()),
+                )
+                .await
+            {
+                // An earlier try went through and its answer was lost.
+                Err(e) if e.to_string().contains("compacted") => Ok(()),
+                r => r.map(drop),
+            }
+        }
+    })
     .await?;
     Ok(())
+}
+
+/// `op` again (up to 20 times, 250 ms apart) while it fails: a leader
+/// change drops proposals in flight ("raft proposal dropped"), and the
+/// defragmentation this fault waits for moves leadership. Every `op` here
+/// is idempotent.
+async fn retried<T, F, Fut>(mut op: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries >= 20 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 /// Whether every voter's db file is less than 30% free pages (as each
