@@ -86,9 +86,8 @@ pub use progress::{Progress, terminal_reporter};
 pub use restore::{RestoreReport, RestoreTarget, etcdctl_bin, restore, restore_db_file};
 pub use save::{SaveOptions, save, save_db_file};
 pub use scrub::{
-    QUARANTINE_DIR, QUARANTINE_KEEP, ScrubDoc, ScrubReport, Scrubbed, file_names, quarantine,
-    scrub_file,
+    QUARANTINE_DIR, QUARANTINE_KEEP, ScrubDoc, ScrubReport, Scrubbed, quarantine, scrub_file,
 };
 pub use space::{Budget, FreeSpace, Refusal, SpaceDoc, SpaceReport, Statvfs, admit, used_bytes};
-pub use store::{PruneReport, list, prune};
+pub use store::{PruneReport, file_names, list, prune};
 pub use verify::{EtcdctlStatus, FileKind, VerifyReport, verify, verify_with_etcdctl};

@@ -31,27 +31,6 @@ pub const QUARANTINE_DIR: &str = "corrupt";
 /// that a disk that keeps corrupting files cannot fill up with them.
 pub const QUARANTINE_KEEP: usize = 2;
 
-/// The names of every snapshot file in `dir`, whether or not its footer
-/// reads ([`crate::list`] skips a file whose footer is damaged; the scrub
-/// must not). A missing directory has none.
-pub fn file_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("cannot read", dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if valid_name(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
-            out.push(name);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// What [`scrub_file`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scrubbed {
@@ -223,6 +202,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::store::file_names;
 
     #[test]
     fn a_file_that_does_not_verify_is_set_aside_and_only_the_newest_are_kept() {

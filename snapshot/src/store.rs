@@ -15,17 +15,38 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::{SnapshotMeta, read_meta};
+use crate::format::{SnapshotMeta, read_meta, valid_name};
 
 /// Temporary files older than this are leftovers of a crash and are removed by [`prune`].
 const STALE_TMP: Duration = Duration::from_secs(3600);
+
+/// The names of every snapshot file in `dir`, whether or not its footer
+/// reads ([`crate::list`] skips a file whose footer is damaged; the scrub
+/// must not). A missing directory has none.
+pub fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("cannot read", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if valid_name(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// The snapshots in `dir`, oldest first. Files whose footer cannot be read
 /// are skipped with a warning (they are never taken as snapshots); a
 /// missing directory is an empty list.
 pub fn list(dir: &Path) -> Result<Vec<SnapshotMeta>> {
     let mut out = Vec::new();
-    for name in crate::scrub::file_names(dir)? {
+    for name in file_names(dir)? {
         match read_meta(&dir.join(name)) {
             Ok(m) => out.push(m),
             Err(e) => tracing::warn!(error = %e, "Skipping a snapshot file that cannot be read."),
