@@ -1418,10 +1418,10 @@ async fn campaign(
             // once etcd runs and serves again (mid-stream); even: its third,
             // while it starts.
             Kind::FsyncEio => match site
-                .arm_fsync_eio(target, if f.down.as_millis() % 2 == 1 { 40 } else { 3 })
+                .arm_fsync_eio(target, if eio_running(f.down) { 40 } else { 3 })
             {
                 Ok(()) => {
-                    let running = f.down.as_millis() % 2 == 1;
+                    let running = eio_running(f.down);
                     let last_exit = |doc: Option<serde_json::Value>| {
                         doc.and_then(|d| d.pointer("/etcd/last_exit")?.as_str().map(String::from))
                             .unwrap_or_default()
@@ -2115,6 +2115,12 @@ async fn epochs(site: &LocalSite) -> Vec<Option<u64>> {
         );
     }
     out
+}
+
+/// Whether an `fsync_eio` fault of this down time strikes a running etcd
+/// (odd ms: from its 40th fsync of a thread) rather than a starting one.
+fn eio_running(down: Duration) -> bool {
+    down.as_millis() % 2 == 1
 }
 
 /// The revision a quorum-loss rebuild journalled since `since_ms` raised
