@@ -17,6 +17,7 @@ mod disk;
 mod flap;
 mod harness;
 mod partition;
+mod power_cut;
 mod recovery;
 mod security;
 mod self_metrics;

@@ -13,6 +13,7 @@
 pub mod bare;
 pub mod certs;
 pub mod clock;
+pub mod lazy_disk;
 pub mod witness_cut;
 
 use std::fmt::Write as _;
@@ -100,6 +101,12 @@ pub struct SiteSpec {
     /// namespace apart in a firewall rule (`meta skgid`): they share one
     /// address.
     pub host_gids: Option<u32>,
+    /// Keep each host's state, snapshots, buffer and etcd data dir on a
+    /// disk that loses what was never fsynced at a power cut
+    /// ([`lazy_disk::LazyDisk`], [`LocalSite::power_cut`]). Needs root and
+    /// `/dev/fuse`.
+    /// The value is the `edgeplane-lazyfs` binary (built by the test crate).
+    pub lazy_disk: Option<PathBuf>,
     /// Witness nodes (`role = "witness"`: the agent only, no etcd), named
     /// `witness-1`..., in the root namespace; started with
     /// [`LocalSite::start_witness`].
@@ -116,6 +123,7 @@ impl SiteSpec {
             faketime: false,
             host_gids: None,
             witnesses: 0,
+            lazy_disk: None,
             binary: binary.into(),
             // Metrics and uplink are switched off unless a caller asks for them.
             extra_toml: "[metrics]\nenabled = false\n\n[uplink]\nenabled = false\n".to_string(),
@@ -137,6 +145,10 @@ pub struct LocalHost {
     pub agent_url: String,
     pub state_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Where the agent keeps its files (`paths.root`): the host's directory,
+    /// or its lazy disk's mount point ([`SiteSpec::lazy_disk`]).
+    pub store: PathBuf,
+    disk: Option<lazy_disk::LazyDisk>,
     agent: Option<Child>,
     /// etcd pids this host ever ran (for cleanup even after the pid file is gone).
     etcd_pids: Vec<i32>,
@@ -205,13 +217,22 @@ impl LocalSite {
             let name = format!("host-{}", i + 1);
             let dir = root.join(&name);
             std::fs::create_dir_all(&dir)?;
+            let disk = match &spec.lazy_disk {
+                Some(bin) => Some(lazy_disk::LazyDisk::mount(bin, &dir)?),
+                None => None,
+            };
+            let store = disk
+                .as_ref()
+                .map_or(dir.clone(), |d| d.path().to_path_buf());
             hosts.push(LocalHost {
                 config_path: dir.join("edgeplane.toml"),
                 client_url: format!("https://{}:{}", ip_of(i), free_port()?),
                 peer_url: format!("https://{}:{}", ip_of(i), free_port()?),
                 agent_url: format!("https://{}:{}", ip_of(i), free_port()?),
-                state_dir: dir.join("state"),
-                data_dir: dir.join("etcd"),
+                state_dir: store.join("state"),
+                data_dir: store.join("etcd"),
+                store,
+                disk,
                 name,
                 dir,
                 agent: None,
@@ -240,6 +261,8 @@ impl LocalSite {
                 agent_url: format!("https://{witness_ip}:{}", free_port()?),
                 state_dir: dir.join("state"),
                 data_dir: dir.join("etcd"),
+                store: dir.clone(),
+                disk: None,
                 name,
                 dir,
                 agent: None,
@@ -403,6 +426,35 @@ impl LocalSite {
             signal(pid, Signal::SIGKILL);
             wait_until(Duration::from_secs(5), || !alive(pid));
         }
+    }
+
+    /// Power loss that also loses what the disks held in their caches:
+    /// hosts `which` SIGKILLed (agent, then etcd), then each one's lazy
+    /// disk drops every write not fsynced and is mounted again (needs
+    /// [`SiteSpec::lazy_disk`]). Start the agents again with
+    /// [`LocalSite::start_agent`]. Returns each disk's account of what it
+    /// dropped, `HOST: power cut: ...`.
+    pub fn power_cut(&mut self, which: &[usize]) -> io::Result<Vec<String>> {
+        for &i in which {
+            self.kill_host(i);
+        }
+        let mut said = Vec::new();
+        for &i in which {
+            let h = &mut self.hosts[i];
+            let disk = h.disk.as_mut().ok_or_else(|| {
+                io::Error::other(format!(
+                    "{} has no lazy disk: the site was not created with lazy_disk",
+                    h.name
+                ))
+            })?;
+            said.push(format!("{}: {}", h.name, disk.power_cut()?));
+        }
+        Ok(said)
+    }
+
+    /// Host `i`'s lazy disk ([`SiteSpec::lazy_disk`]), if it has one.
+    pub fn lazy_disk(&self, i: usize) -> Option<&lazy_disk::LazyDisk> {
+        self.hosts[i].disk.as_ref()
     }
 
     /// SIGSTOP or SIGCONT the whole host (agent and etcd).
@@ -592,7 +644,7 @@ pub fn render_site_config(
         s = s.trim_end().to_string();
         let _ = writeln!(s, "\nbinary = {}\n", toml_path(&root.join(DISK_WRAPPER)));
     }
-    let _ = writeln!(s, "[paths]\nroot = {}\n", toml_path(&me.dir));
+    let _ = writeln!(s, "[paths]\nroot = {}\n", toml_path(&me.store));
     let _ = writeln!(
         s,
         "[log]\ndir = {}\nto_files = false\n",
@@ -726,7 +778,7 @@ fn write_fence_script(root: &Path) -> io::Result<()> {
     std::fs::write(
         &path,
         format!(
-            "#!/bin/sh\n# Loopback fence: power off host $1 by killing its processes; it stays off\n# until the test powers it on (the powered-off marker).\nset -u\nroot={root}\n[ -d \"$root/$1\" ] || {{ echo \"fence: no host $1\" >&2; exit 1; }}\n: > \"$root/$1/{POWERED_OFF}\"\nfor f in \"$root/$1/agent.pid\" \"$root/$1/state/etcd.pid\"; do\n  [ -f \"$f\" ] || continue\n  pid=$(cat \"$f\")\n  kill -9 \"$pid\" 2>/dev/null\n  n=0\n  while kill -0 \"$pid\" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\ndone\nexit 0\n",
+            "#!/bin/sh\n# Loopback fence: power off host $1 by killing its processes; it stays off\n# until the test powers it on (the powered-off marker).\nset -u\nroot={root}\n[ -d \"$root/$1\" ] || {{ echo \"fence: no host $1\" >&2; exit 1; }}\n: > \"$root/$1/{POWERED_OFF}\"\nfor f in \"$root/$1/agent.pid\" \"$root/$1/state/etcd.pid\" \"$root/$1/disk/state/etcd.pid\"; do\n  [ -f \"$f\" ] || continue\n  pid=$(cat \"$f\")\n  kill -9 \"$pid\" 2>/dev/null\n  n=0\n  while kill -0 \"$pid\" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\ndone\nexit 0\n",
             root = root.display()
         ),
     )?;
