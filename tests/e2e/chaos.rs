@@ -119,6 +119,10 @@ enum Kind {
     /// The isolated host cut off while a defragmentation runs (see
     /// [`faults::partition_during_defrag`]).
     PartitionDuringDefrag,
+    /// The isolated host cut off and another voter powered off: quorum
+    /// lost, with the fence out of band for this fault, so it works across
+    /// the cut (see [`faults::quorum_loss_out_of_band`]).
+    QuorumLossOutOfBand,
 }
 
 impl Kind {
@@ -136,7 +140,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 20] = [
+    const ALL: [Kind; 21] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -157,6 +161,7 @@ impl Kind {
         Kind::QuorumLossManual,
         Kind::SnapshotCopyCorrupt,
         Kind::PartitionDuringDefrag,
+        Kind::QuorumLossOutOfBand,
     ];
 
     /// Kinds that need every etcd started through the strace wrapper.
@@ -167,13 +172,15 @@ impl Kind {
         )
     }
 
-    /// Kinds that need the site on policy `fenced` (with the in-band fence).
+    /// Kinds that need the site on policy `fenced` (with the campaign's
+    /// fence, [`faults::FENCE_SCRIPT`]).
     fn fenced(self) -> bool {
         matches!(
             self,
             Kind::QuorumLoss
                 | Kind::PartitionAgentRestartMinority
                 | Kind::PartitionAgentRestartMajority
+                | Kind::QuorumLossOutOfBand
         )
     }
 
@@ -203,6 +210,7 @@ impl Kind {
             Kind::QuorumLossManual => "quorum_loss_manual",
             Kind::SnapshotCopyCorrupt => "snapshot_copy_corrupt",
             Kind::PartitionDuringDefrag => "partition_during_defrag",
+            Kind::QuorumLossOutOfBand => "quorum_loss_out_of_band",
         }
     }
 
@@ -348,6 +356,8 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         // From the kill to powering the two on: the operator's command runs
         // meanwhile.
         Kind::QuorumLossManual => rng.ms(10000, 15000),
+        // The window (3 s), two fences and a rebuild, all within the cut.
+        Kind::QuorumLossOutOfBand => rng.ms(12000, 16000),
     }
 }
 
@@ -831,9 +841,10 @@ struct MetricsRig {
 }
 
 /// The `[recovery]` section of a campaign that runs fenced kinds: policy
-/// `fenced` with the in-band fence (it fails across a partition), a 3 s
+/// `fenced` with the campaign's fence ([`faults::FENCE_SCRIPT`]: in band,
+/// so it fails across a partition, except in the out-of-band kind), a 3 s
 /// quorum-loss window.
-const FENCED_TOML: &str = "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-inband.sh\", \"{host}\"]\nquorum_loss_window = \"3s\"\n";
+const FENCED_TOML: &str = "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-campaign.sh\", \"{host}\"]\nquorum_loss_window = \"3s\"\n";
 
 async fn bootstrap(
     root: bool,
@@ -875,6 +886,7 @@ async fn bootstrap(
     }
     // Kept on disk so a failed campaign leaves its logs; removed on success.
     let mut site = LocalSite::create(spec, true)?;
+    faults::write_fence_script(&site.root)?;
     if root && faults::have_nft() {
         faults::prepare(&site)?;
     }
@@ -1202,6 +1214,7 @@ async fn campaign(
         let target = match f.kind {
             Kind::Partition | Kind::PartitionAgentRestartMinority => ISOLATED,
             Kind::PartitionAsymmetric | Kind::PartitionDuringDefrag => ISOLATED,
+            Kind::QuorumLossOutOfBand => ISOLATED,
             // Two voters: the drawn host (or the leader's) and another.
             Kind::QuorumLoss => match (&roles, f.host.or(leader)) {
                 (Some((v, _)), Some(h)) if v.contains(&h) => h,
@@ -1345,6 +1358,20 @@ async fn campaign(
                 let (how, at) = faults::buffer_segment_torn(
                     &mut site,
                     target,
+                    f.down,
+                    n,
+                    &mut kill_windows,
+                    &mut book,
+                    &mut violations,
+                )
+                .await?;
+                (note, fault_at) = (how, at);
+            }
+            Kind::QuorumLossOutOfBand => {
+                let (how, at) = faults::quorum_loss_out_of_band(
+                    &mut site,
+                    roles.as_ref(),
+                    f.host.or(leader).unwrap_or(1),
                     f.down,
                     n,
                     &mut kill_windows,
@@ -1981,7 +2008,7 @@ async fn campaign(
         "seed": seed,
         "commit": commit,
         "kinds": kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
-        "quorum_loss_policy": if fenced { "fenced (fence-inband.sh: ping, then power off; window 3 s)" } else { "manual" },
+        "quorum_loss_policy": if fenced { "fenced (fence-campaign.sh: in band, ping then power off, except during quorum_loss_out_of_band; window 3 s)" } else { "manual" },
         "acked_writes_lost_bound": 0,
         "acked_writes_lost_bound_source": "README.md: quorum loss under policy fenced, 0 acknowledged writes lost",
         "linearizability": {

@@ -121,7 +121,17 @@ pub struct RebuildRun {
 /// configured host (its etcd counted only with data of this host's epoch),
 /// and the voters of the last membership this host recorded.
 fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
-    let my_epoch = cx.data_epoch();
+    let have_data = has_member_data(&cx.cfg.etcd.data_dir);
+    let my_epoch = counted_epoch(
+        cx.data_epoch(),
+        have_data,
+        cx.view
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != cx.my_index)
+            .map(|(_, p)| peer_epoch(p)),
+    );
     let hosts = cx
         .view
         .peers
@@ -180,13 +190,29 @@ fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
         me: cx.my_index,
         hosts,
         known_voters: cx.known.as_ref().map(KnownMembership::voters),
-        have_data: has_member_data(&cx.cfg.etcd.data_dir),
+        have_data,
         freshest_streak: rec.freshest_streak,
         backing_off: rec.next_attempt.is_some_and(|t| Instant::now() < t),
         request: rec.requested.as_ref().map(|r| Request {
             confirm: r.confirm,
             from_snapshot: r.snapshot.is_some(),
         }),
+    }
+}
+
+/// The epoch whose data a host counts in a quorum loss: its own data's.
+/// A host with no data (a cold spare, or its data set aside) has nothing of
+/// its own epoch to protect, so it counts the newest epoch its peers
+/// report, as a witness does: its vote then names the freshest host of the
+/// cluster that was lost, not of one rebuilt away before it held data.
+/// (The campaign found this: after one automatic rebuild, a cold spare
+/// still at epoch 0 counted no survivor's data, withheld its vote, and no
+/// later quorum loss could be rebuilt without an operator.)
+fn counted_epoch(own: u64, have_data: bool, peers: impl Iterator<Item = u64>) -> u64 {
+    if have_data {
+        own
+    } else {
+        peers.fold(own, u64::max)
     }
 }
 
@@ -863,4 +889,20 @@ fn sealed_url(client_url: &str) -> anyhow::Result<String> {
         .set_port(Some(port))
         .map_err(|()| anyhow::anyhow!("cannot set a port on {client_url}"))?;
     Ok(sealed.as_str().trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted_epoch;
+
+    #[test]
+    fn a_host_without_data_counts_the_newest_epoch_its_peers_report() {
+        // A cold spare left at epoch 0 after a rebuild into epoch 1.
+        assert_eq!(counted_epoch(0, false, [1, 0, 1].into_iter()), 1);
+        // With data of its own it counts only its own epoch's data.
+        assert_eq!(counted_epoch(0, true, [1, 1].into_iter()), 0);
+        // Never lower than its own, and alone it keeps its own.
+        assert_eq!(counted_epoch(2, false, [1].into_iter()), 2);
+        assert_eq!(counted_epoch(1, false, std::iter::empty()), 1);
+    }
 }

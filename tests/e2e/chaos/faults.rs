@@ -792,7 +792,9 @@ pub fn missing(kind: super::Kind, root: bool) -> Option<&'static str> {
     match kind {
         Kind::PartitionAsymmetric if !root => Some("needs root (network namespaces, nft rules)"),
         Kind::PartitionAsymmetric if !have_nft() => Some("needs nft (Debian nftables)"),
-        Kind::PartitionDuringDefrag if !root => Some("needs root (network namespaces)"),
+        Kind::PartitionDuringDefrag | Kind::QuorumLossOutOfBand if !root => {
+            Some("needs root (network namespaces)")
+        }
         _ => None,
     }
 }
@@ -984,4 +986,140 @@ pub async fn quorum_loss_manual(
         }
     ));
     Ok((note, at))
+}
+
+/// `ROOT/fence-campaign.sh HOST`: the campaign's fence command. In band
+/// ([`sim::FENCE_INBAND_SCRIPT`]: it pings the host over the site's own
+/// network first, so it fails across a partition) unless
+/// `ROOT/fence-out-of-band` exists; then out of band ([`sim::FENCE_SCRIPT`]:
+/// as a BMC or a switched PDU on a network of its own, it reaches the host
+/// whatever the site's network does).
+pub const FENCE_SCRIPT: &str = "fence-campaign.sh";
+const OUT_OF_BAND: &str = "fence-out-of-band";
+
+pub fn write_fence_script(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(FENCE_SCRIPT);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n# The campaign's fence: in band, or out of band while {OUT_OF_BAND} exists.\nroot={root}\nif [ -e \"$root/{OUT_OF_BAND}\" ]; then\n  exec \"$root/{oob}\" \"$1\"\nfi\nexec \"$root/{inband}\" \"$1\"\n",
+            root = root.display(),
+            oob = sim::FENCE_SCRIPT,
+            inband = sim::FENCE_INBAND_SCRIPT,
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Quorum lost while the isolated host is cut off, with a fence that still
+/// works across the cut (issue 16: "an out-of-band one that still works";
+/// the in-band fence failing across a cut is the partition kinds' case).
+///
+/// The link is cut and, at once, one more voter (two when the cut-off host
+/// is no voter) is powered off: two of three voters are lost. The
+/// survivors (3 of 5 votes) must fence both through the out-of-band fence,
+/// the cut-off voter included, and rebuild while the link is still down.
+/// Then the link heals and the fenced hosts are powered on; they join the
+/// new epoch. A rebuild that does not come within the down time is a
+/// violation: the fence worked, so waiting would be a site left without
+/// etcd for nothing. Returns the note and the instant of the loss.
+#[allow(clippy::too_many_arguments)]
+pub async fn quorum_loss_out_of_band(
+    site: &mut LocalSite,
+    roles: Option<&(Vec<usize>, Vec<usize>)>,
+    drawn: usize,
+    down: Duration,
+    n: usize,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<(String, Instant)> {
+    let voters = match site.roles().await {
+        Some((v, _)) => v,
+        None => roles.map(|r| r.0.clone()).unwrap_or_default(),
+    };
+    let cut_voter = voters.contains(&ISOLATED);
+    let mut others: Vec<usize> = voters.iter().copied().filter(|v| *v != ISOLATED).collect();
+    anyhow::ensure!(
+        others.len() >= 2,
+        "fewer than two voters besides the isolated host seen: {voters:?}"
+    );
+    if let Some(p) = others.iter().position(|v| *v == drawn) {
+        others.swap(0, p);
+    }
+    let killed: Vec<usize> = others
+        .into_iter()
+        .take(if cut_voter { 1 } else { 2 })
+        .collect();
+    let lost: Vec<usize> = killed
+        .iter()
+        .copied()
+        .chain(cut_voter.then_some(ISOLATED))
+        .collect();
+    let survivors: Vec<usize> = (0..site.hosts.len())
+        .filter(|i| !killed.contains(i) && *i != ISOLATED)
+        .collect();
+    let marker = site.root.join(OUT_OF_BAND);
+    std::fs::write(&marker, "")?;
+    let epochs_before = super::epochs(site).await;
+    let before = epochs_before.iter().flatten().copied().max().unwrap_or(0);
+    let at = Instant::now();
+    site.set_link(false)?;
+    for &v in &killed {
+        kill(site, v, Kill::Host, kill_windows, book);
+    }
+    let mut rebuilt_after = None;
+    while at.elapsed() < down {
+        if rebuilt_after.is_none() {
+            let e = super::epochs(site).await;
+            if survivors.iter().any(|&s| e[s].is_some_and(|e| e > before)) {
+                rebuilt_after = Some(at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fenced: Vec<usize> = lost
+        .iter()
+        .copied()
+        .filter(|&v| site.powered_off(v))
+        .collect();
+    let epochs_cut = super::epochs(site).await;
+    std::fs::remove_file(&marker)?;
+    site.set_link(true)?;
+    // Each host powered off (killed, or fenced: the killed ones are
+    // fenced too) is powered on once; a second start would run a second
+    // agent on the same state.
+    let mut off: Vec<usize> = killed.iter().chain(fenced.iter()).copied().collect();
+    off.sort_unstable();
+    off.dedup();
+    for v in off {
+        site.power_on(v)?;
+    }
+    let names = |hs: &[usize]| {
+        hs.iter()
+            .map(|&h| site.hosts[h].name.clone())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    if rebuilt_after.is_none() {
+        violations.push(format!(
+            "fault {n}: quorum lost ({} cut off{}, {} powered off) with an out-of-band fence that works across the cut, and no survivor rebuilt within {down:?}; fenced: [{}]; epochs {epochs_before:?} -> {epochs_cut:?}",
+            site.hosts[ISOLATED].name,
+            if cut_voter { ", a voter" } else { ", no voter" },
+            names(&killed),
+            names(&fenced),
+        ));
+    }
+    Ok((
+        format!(
+            "{} cut off ({}), {} powered off; out-of-band fence powered off [{}]; rebuilt {} into the cut; epochs {epochs_before:?} -> {epochs_cut:?}",
+            site.hosts[ISOLATED].name,
+            if cut_voter { "a voter" } else { "no voter" },
+            names(&killed),
+            names(&fenced),
+            rebuilt_after.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+        ),
+        at,
+    ))
 }
