@@ -46,6 +46,11 @@ impl LazyDisk {
         &self.mount
     }
 
+    /// The backing directory (where the files really are).
+    pub fn backing(&self) -> &Path {
+        &self.lower
+    }
+
     fn mounted(&self) -> bool {
         let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
         match self.mount.parent() {
@@ -116,6 +121,15 @@ impl LazyDisk {
     /// data dropped and the disk mounted again. Returns the daemon's account
     /// of what it dropped.
     pub fn power_cut(&mut self) -> io::Result<String> {
+        // Whatever still runs on this disk is powered off with it (say, an
+        // etcd its agent started just before the agent was killed).
+        let users = users_of(&self.mount);
+        for &pid in &users {
+            signal(pid, Signal::SIGKILL);
+        }
+        wait_until(Duration::from_secs(5), || {
+            users.iter().all(|&p| !super::alive(p))
+        });
         self.stop_with(Signal::SIGUSR1)?;
         let text = std::fs::read_to_string(&self.log)?;
         let said = text
@@ -146,6 +160,28 @@ impl LazyDisk {
     pub fn unmount(&mut self) -> io::Result<()> {
         self.stop_with(Signal::SIGTERM)
     }
+}
+
+/// The processes (not this one) with a file or their working directory
+/// under `mount`, from `/proc` (no file under the mount is touched).
+fn users_of(mount: &Path) -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let under = |link: PathBuf| std::fs::read_link(link).is_ok_and(|t| t.starts_with(mount));
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let dir = PathBuf::from(format!("/proc/{pid}"));
+            under(dir.join("cwd"))
+                || std::fs::read_dir(dir.join("fd"))
+                    .map(|fds| fds.filter_map(|f| f.ok()).any(|f| under(f.path())))
+                    .unwrap_or(false)
+        })
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
 }
 
 impl Drop for LazyDisk {

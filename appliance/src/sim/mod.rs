@@ -452,6 +452,16 @@ impl LocalSite {
         Ok(said)
     }
 
+    /// Where host `i`'s store really is: its lazy disk's backing directory
+    /// ([`SiteSpec::lazy_disk`]; a test mounts a small tmpfs inside it to
+    /// fill the disk), or the store itself.
+    pub fn backing_store(&self, i: usize) -> PathBuf {
+        let h = &self.hosts[i];
+        h.disk
+            .as_ref()
+            .map_or_else(|| h.store.clone(), |d| d.backing().to_path_buf())
+    }
+
     /// Host `i`'s lazy disk ([`SiteSpec::lazy_disk`]), if it has one.
     pub fn lazy_disk(&self, i: usize) -> Option<&lazy_disk::LazyDisk> {
         self.hosts[i].disk.as_ref()
@@ -500,7 +510,7 @@ impl LocalSite {
     /// so the failures begin only after etcd (re)starts.
     pub fn arm_fsync_eio(&self, i: usize, after: u32) -> io::Result<()> {
         std::fs::write(
-            self.hosts[i].dir.join(FSYNC_INJECT),
+            self.hosts[i].store.join(FSYNC_INJECT),
             format!("error=EIO:when={after}+\n"),
         )
     }
@@ -508,7 +518,7 @@ impl LocalSite {
     /// Removes an armed fsync failure that no etcd start has used (the host
     /// ran no etcd), so it does not strike a later, unrelated start.
     pub fn disarm_fsync_eio(&self, i: usize) -> io::Result<()> {
-        match std::fs::remove_file(self.hosts[i].dir.join(FSYNC_INJECT)) {
+        match std::fs::remove_file(self.hosts[i].store.join(FSYNC_INJECT)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -108,10 +108,18 @@ struct Open {
 }
 
 struct State {
-    root: PathBuf,
-    root_ino: u64,
     fsync_lies: bool,
-    /// FUSE inode -> backing path (the backing inode number, except the root).
+    /// The power is cut (or the disk stopped): every request that would
+    /// look a file up, change one or sync one fails with EIO from now on.
+    off: bool,
+    /// Backing `(st_dev, st_ino)` -> FUSE inode, numbered from 2 (the root
+    /// is 1); never reused, so a backing inode number the file system
+    /// reuses after an unlink gets a new one. `st_dev` too, because a tmpfs
+    /// mounted inside the backing directory has inodes of its own.
+    inos: HashMap<(u64, u64), u64>,
+    keys: HashMap<u64, (u64, u64)>,
+    next_ino: u64,
+    /// FUSE inode -> backing path.
     paths: HashMap<u64, PathBuf>,
     files: HashMap<u64, Open>,
     dirs: HashMap<u64, Vec<(u64, FileType, OsString)>>,
@@ -120,15 +128,31 @@ struct State {
 }
 
 impl State {
-    fn ino_of(&self, m: &Metadata) -> u64 {
-        if m.ino() == self.root_ino {
-            INodeNo::ROOT.0
-        } else {
-            m.ino()
+    fn ino_of(&mut self, m: &Metadata) -> u64 {
+        let key = (m.dev(), m.ino());
+        if let Some(ino) = self.inos.get(&key) {
+            return *ino;
         }
+        self.next_ino += 1;
+        self.inos.insert(key, self.next_ino);
+        self.keys.insert(self.next_ino, key);
+        self.next_ino
+    }
+
+    /// `ino` is gone from the backing directory: forget its number, its
+    /// path and its unsynced data.
+    fn gone(&mut self, ino: u64) {
+        if let Some(key) = self.keys.remove(&ino) {
+            self.inos.remove(&key);
+        }
+        self.paths.remove(&ino);
+        self.unsynced.remove(&ino);
     }
 
     fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+        if self.off {
+            return Err(Errno::EIO);
+        }
         self.paths.get(&ino.0).cloned().ok_or(Errno::ENOENT)
     }
 
@@ -160,6 +184,9 @@ impl State {
 
     /// Before `[off, off + len)` of `fh`'s file changes.
     fn before_change(&mut self, fh: u64, off: u64, len: u64) -> Result<(), Errno> {
+        if self.off {
+            return Err(Errno::EIO);
+        }
         let open = self.files.get(&fh).ok_or(Errno::EBADF)?;
         let u = match self.unsynced.entry(open.ino) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -172,6 +199,9 @@ impl State {
     }
 
     fn synced(&mut self, fh: u64, datasync: bool) -> Result<(), Errno> {
+        if self.off {
+            return Err(Errno::EIO);
+        }
         let open = self.files.get(&fh).ok_or(Errno::EBADF)?;
         if datasync {
             open.file.sync_data()?;
@@ -193,7 +223,7 @@ impl State {
                 continue; // removed: nothing to put back
             };
             let same = std::fs::symlink_metadata(path)
-                .is_ok_and(|m| m.ino() == ino || (ino == INodeNo::ROOT.0));
+                .is_ok_and(|m| self.keys.get(&ino) == Some(&(m.dev(), m.ino())));
             if !same {
                 continue;
             }
@@ -403,11 +433,13 @@ impl Filesystem for LazyFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.state();
         let r = s.child(parent, name).and_then(|p| {
-            let ino = std::fs::symlink_metadata(&p).map(|m| s.ino_of(&m))?;
+            let m = std::fs::symlink_metadata(&p)?;
+            let ino = s.ino_of(&m);
             std::fs::remove_file(&p)?;
-            if s.paths.get(&ino) == Some(&p) {
+            if m.nlink() <= 1 {
+                s.gone(ino);
+            } else if s.paths.get(&ino) == Some(&p) {
                 s.paths.remove(&ino);
-                s.unsynced.remove(&ino);
             }
             Ok(())
         });
@@ -420,8 +452,10 @@ impl Filesystem for LazyFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.state();
         let r = s.child(parent, name).and_then(|p| {
+            let m = std::fs::symlink_metadata(&p)?;
+            let ino = s.ino_of(&m);
             std::fs::remove_dir(&p)?;
-            s.paths.retain(|_, q| *q != p);
+            s.gone(ino);
             Ok(())
         });
         match r {
@@ -462,8 +496,7 @@ impl Filesystem for LazyFs {
                 .map(|(i, _)| *i)
                 .collect();
             for ino in gone {
-                s.paths.remove(&ino);
-                s.unsynced.remove(&ino);
+                s.gone(ino);
             }
             for p in s.paths.values_mut() {
                 if let Ok(rest) = p.strip_prefix(&from) {
@@ -646,13 +679,9 @@ impl Filesystem for LazyFs {
             ];
             for e in std::fs::read_dir(&path)? {
                 let e = e?;
-                let ft = e.file_type()?;
-                let ino = if e.ino() == s.root_ino {
-                    INodeNo::ROOT.0
-                } else {
-                    e.ino()
-                };
-                out.push((ino, kind(ft), e.file_name()));
+                let m = e.metadata()?;
+                let ino = s.ino_of(&m);
+                out.push((ino, kind(m.file_type()), e.file_name()));
             }
             Ok(out)
         })();
@@ -717,9 +746,14 @@ impl Filesystem for LazyFs {
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = self.state().root.clone();
-        match nix::sys::statvfs::statvfs(&root) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        // The file system the backing path is on (a tmpfs mounted inside
+        // the backing directory reports its own size).
+        let path = match self.state().path(ino) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        match nix::sys::statvfs::statvfs(&path) {
             Ok(v) => reply.statfs(
                 v.blocks(),
                 v.blocks_free(),
@@ -782,11 +816,14 @@ fn run() -> io::Result<()> {
     if args.next().is_some() {
         return Err(usage());
     }
-    let root_ino = std::fs::metadata(&backing)?.ino();
+    let root = std::fs::metadata(&backing)?;
+    let root_key = (root.dev(), root.ino());
     let state = Arc::new(Mutex::new(State {
-        root: backing.clone(),
-        root_ino,
         fsync_lies: false,
+        off: false,
+        inos: HashMap::from([(root_key, INodeNo::ROOT.0)]),
+        keys: HashMap::from([(INodeNo::ROOT.0, root_key)]),
+        next_ino: INodeNo::ROOT.0,
         paths: HashMap::from([(INodeNo::ROOT.0, backing.clone())]),
         files: HashMap::new(),
         dirs: HashMap::new(),
@@ -811,7 +848,8 @@ fn run() -> io::Result<()> {
         fuser::MountOption::Subtype("edgeplane-lazyfs".into()),
     ];
     cfg.acl = fuser::SessionACL::All;
-    let session = fuser::spawn_mount(LazyFs(state.clone()), &mountpoint, &cfg)?;
+    // Never joined: the process exits under it (see below).
+    let _session = fuser::spawn_mount(LazyFs(state.clone()), &mountpoint, &cfg)?;
     eprintln!(
         "edgeplane-lazyfs: {} on {}",
         backing.display(),
@@ -826,14 +864,37 @@ fn run() -> io::Result<()> {
             sig => break sig,
         }
     };
-    session.umount_and_join()?;
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    if sig == Signal::SIGUSR1 {
-        eprintln!("edgeplane-lazyfs: {}", s.drop_unsynced());
-    } else {
-        eprintln!("edgeplane-lazyfs: stopped, every write kept");
+    // The disk goes off under the lock: no request changes a file after
+    // this, whoever still holds one open, so the power cut's restore
+    // cannot race a write. Then a lazy unmount and exit, without waiting
+    // for the session to drain: a process that still uses the mount (a
+    // child the test did not kill) would hold a clean unmount forever; on
+    // exit the kernel ends its requests with ENOTCONN, as a dead disk.
+    let said = {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.off = true;
+        if sig == Signal::SIGUSR1 {
+            s.drop_unsynced()
+        } else {
+            "stopped, every write kept".to_string()
+        }
+    };
+    let unmounted = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&mountpoint)
+        .status();
+    eprintln!("edgeplane-lazyfs: {said}");
+    match unmounted {
+        Ok(s) if s.success() => std::process::exit(0),
+        Ok(s) => Err(io::Error::other(format!(
+            "umount -l {}: {s}",
+            mountpoint.display()
+        ))),
+        Err(e) => Err(io::Error::other(format!(
+            "umount -l {}: {e}",
+            mountpoint.display()
+        ))),
     }
-    Ok(())
 }
 
 #[cfg(test)]
