@@ -123,6 +123,9 @@ enum Kind {
     /// lost, with the fence out of band for this fault, so it works across
     /// the cut (see [`faults::quorum_loss_out_of_band`]).
     QuorumLossOutOfBand,
+    /// Every host loses power at once, and each one's disk what it had not
+    /// fsynced (see [`faults::power_cut`]).
+    PowerCut,
 }
 
 impl Kind {
@@ -140,7 +143,7 @@ impl Kind {
 
     /// Every kind, in schedule order (the first seven are [`Kind::DEFAULT`],
     /// so a seed draws the same schedule as before when only they run).
-    const ALL: [Kind; 21] = [
+    const ALL: [Kind; 22] = [
         Kind::HostKill,
         Kind::AgentKill,
         Kind::EtcdKill,
@@ -162,6 +165,7 @@ impl Kind {
         Kind::SnapshotCopyCorrupt,
         Kind::PartitionDuringDefrag,
         Kind::QuorumLossOutOfBand,
+        Kind::PowerCut,
     ];
 
     /// Kinds that need every etcd started through the strace wrapper.
@@ -211,6 +215,7 @@ impl Kind {
             Kind::SnapshotCopyCorrupt => "snapshot_copy_corrupt",
             Kind::PartitionDuringDefrag => "partition_during_defrag",
             Kind::QuorumLossOutOfBand => "quorum_loss_out_of_band",
+            Kind::PowerCut => "power_cut",
         }
     }
 
@@ -358,6 +363,8 @@ fn draw_down(rng: &mut Rng, kind: Kind) -> Duration {
         Kind::QuorumLossManual => rng.ms(10000, 15000),
         // The window (3 s), two fences and a rebuild, all within the cut.
         Kind::QuorumLossOutOfBand => rng.ms(12000, 16000),
+        // How long the site stays dark.
+        Kind::PowerCut => rng.ms(1000, 4000),
     }
 }
 
@@ -851,6 +858,7 @@ async fn bootstrap(
     fenced: bool,
     disk: bool,
     clock: bool,
+    lazy: bool,
 ) -> anyhow::Result<(LocalSite, MetricsRig)> {
     let region = LocalPrometheus::start(Default::default())
         .await
@@ -881,6 +889,11 @@ async fn bootstrap(
     }
     spec.disk_faults = disk;
     spec.faketime = clock;
+    if lazy {
+        // Every host's state, snapshots, buffer and etcd data on a disk
+        // that drops unsynced writes at a power cut.
+        spec.lazy_disk = Some(crate::power_cut::lazyfs_bin());
+    }
     if root {
         spec.host_gids = Some(faults::HOST_GID_BASE);
     }
@@ -892,8 +905,13 @@ async fn bootstrap(
     }
     let mut tmpfs = Vec::new();
     if root {
-        for h in &site.hosts {
-            tmpfs.push(cm::Tmpfs::mount(&h.dir.join("buffer"), cm::TMPFS_SIZE)?);
+        // Under the lazy disk when there is one (it passes the tmpfs's
+        // ENOSPC on).
+        for i in 0..site.hosts.len() {
+            tmpfs.push(cm::Tmpfs::mount(
+                &site.backing_store(i).join("buffer"),
+                cm::TMPFS_SIZE,
+            )?);
         }
     }
     let rig = MetricsRig {
@@ -1113,7 +1131,9 @@ async fn campaign(
     let disk = strace && kinds.iter().any(|k| k.disk());
     let clock =
         kinds.contains(&Kind::ClockJump) && Kind::ClockJump.missing(root, ping, strace).is_none();
-    let (mut site, rig) = bootstrap(root, fenced, disk, clock).await?;
+    let lazy =
+        kinds.contains(&Kind::PowerCut) && Kind::PowerCut.missing(root, ping, strace).is_none();
+    let (mut site, rig) = bootstrap(root, fenced, disk, clock, lazy).await?;
     let campaign_from_ms = cm::now_ms();
     let urls = site.client_urls();
     eprintln!(
@@ -1367,6 +1387,11 @@ async fn campaign(
                 .await?;
                 (note, fault_at) = (how, at);
             }
+            Kind::PowerCut => {
+                let (how, at) =
+                    faults::power_cut(&mut site, f.down, &mut kill_windows, &mut book).await?;
+                (note, fault_at) = (how, at);
+            }
             Kind::QuorumLossOutOfBand => {
                 let (how, at) = faults::quorum_loss_out_of_band(
                     &mut site,
@@ -1479,7 +1504,7 @@ async fn campaign(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         exit = last_exit(site.agent_status(target).await);
                     }
-                    let aside = std::fs::read_dir(&site.hosts[target].dir)
+                    let aside = std::fs::read_dir(&site.hosts[target].store)
                         .map(|rd| {
                             rd.filter_map(|e| e.ok())
                                 .filter(|e| {

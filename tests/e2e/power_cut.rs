@@ -36,7 +36,8 @@ interval = "2s"
 scrub_interval = "2s"
 "#;
 
-fn lazyfs_bin() -> PathBuf {
+/// The test crate's `edgeplane-lazyfs` (see `tests/src/bin`).
+pub fn lazyfs_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_edgeplane-lazyfs"))
 }
 

@@ -372,7 +372,7 @@ pub async fn buffer_segment_torn(
     let partial = down.as_millis().is_multiple_of(2);
     let mut appended = 0u64;
     let mut logs = 0;
-    for (k, head) in head_logs(&site.hosts[target].dir.join("buffer"))
+    for (k, head) in head_logs(&site.hosts[target].store.join("buffer"))
         .iter()
         .enumerate()
     {
@@ -443,7 +443,7 @@ pub async fn snapshot_copy_corrupt(
     violations: &mut Vec<String>,
 ) -> anyhow::Result<(String, Instant)> {
     let name = site.hosts[target].name.clone();
-    let dir = site.hosts[target].dir.join("snapshots");
+    let dir = site.hosts[target].store.join("snapshots");
     let counts = |doc: &serde_json::Value| {
         let get = |k: &str| {
             doc.pointer(&format!("/snapshot_scrub/{k}"))
@@ -795,6 +795,8 @@ pub fn missing(kind: super::Kind, root: bool) -> Option<&'static str> {
         Kind::PartitionDuringDefrag | Kind::QuorumLossOutOfBand if !root => {
             Some("needs root (network namespaces)")
         }
+        Kind::PowerCut if !root => Some("needs root (FUSE mounts)"),
+        Kind::PowerCut if !Path::new("/dev/fuse").exists() => Some("needs /dev/fuse"),
         _ => None,
     }
 }
@@ -1119,6 +1121,42 @@ pub async fn quorum_loss_out_of_band(
             names(&killed),
             names(&fenced),
             rebuilt_after.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+        ),
+        at,
+    ))
+}
+
+/// Every host loses power at once (issue 16, "writes not synced before a
+/// crash"): each one's agent and etcd SIGKILLed, then each lazy disk drops
+/// every write not fsynced since it was made ([`LocalSite::power_cut`]);
+/// after `down`, all are powered on. The usual checks then find any write,
+/// history entry or buffered critical sample that was acknowledged but
+/// never synced. Returns the note and the instant of the cut.
+pub async fn power_cut(
+    site: &mut LocalSite,
+    down: Duration,
+    kill_windows: &mut cm::Windows,
+    book: &mut cm::ShedBook,
+) -> anyhow::Result<(String, Instant)> {
+    let all: Vec<usize> = (0..site.hosts.len()).collect();
+    let at = Instant::now();
+    for &i in &all {
+        kill(site, i, Kill::Host, kill_windows, book);
+    }
+    let said = site.power_cut(&all)?;
+    tokio::time::sleep(down).await;
+    for &i in &all {
+        site.power_on(i)?;
+    }
+    Ok((
+        format!(
+            "all {} hosts dark for {:.1} s; {}",
+            all.len(),
+            down.as_secs_f64(),
+            said.join("; ")
+                .replace("edgeplane-lazyfs: power cut: the unsynced data of ", "")
+                .replace(" byte(s) put back as they were", " B put back")
+                .replace(" byte(s) cut off their ends", " B cut")
         ),
         at,
     ))
