@@ -1019,13 +1019,20 @@ pub fn write_fence_script(root: &Path) -> std::io::Result<()> {
 /// the in-band fence failing across a cut is the partition kinds' case).
 ///
 /// The link is cut and, at once, one more voter (two when the cut-off host
-/// is no voter) is powered off: two of three voters are lost. The
-/// survivors (3 of 5 votes) must fence both through the out-of-band fence,
-/// the cut-off voter included, and rebuild while the link is still down.
-/// Then the link heals and the fenced hosts are powered on; they join the
-/// new epoch. A rebuild that does not come within the down time is a
-/// violation: the fence worked, so waiting would be a site left without
-/// etcd for nothing. Returns the note and the instant of the loss.
+/// is no voter) is powered off: two of three voters are lost.
+///
+/// - The cut-off host is a voter: the survivors (a voter, the standby and
+///   the spare: 3 of 5 votes) must fence both lost voters through the
+///   out-of-band fence, the cut-off one included, and rebuild while the
+///   link is still down. No rebuild within the down time is a violation:
+///   the fence works, so waiting would leave the site without etcd for
+///   nothing.
+/// - It is no voter: the survivors are a voter and one more host, 2 of 5
+///   votes (the cut-off host's is missing), so they must wait: a rebuild
+///   during the cut is a violation (a minority rewriting the cluster).
+///
+/// Then the link heals and the powered-off hosts are powered on. Returns
+/// the note and the instant of the loss.
 #[allow(clippy::too_many_arguments)]
 pub async fn quorum_loss_out_of_band(
     site: &mut LocalSite,
@@ -1104,11 +1111,18 @@ pub async fn quorum_loss_out_of_band(
             .collect::<Vec<_>>()
             .join(" + ")
     };
-    if rebuilt_after.is_none() {
+    if !cut_voter && let Some(after) = rebuilt_after {
         violations.push(format!(
-            "fault {n}: quorum lost ({} cut off{}, {} powered off) with an out-of-band fence that works across the cut, and no survivor rebuilt within {down:?}; fenced: [{}]; epochs {epochs_before:?} -> {epochs_cut:?}",
+            "fault {n}: quorum lost with {} (no voter) cut off and {} powered off: the survivors had 2 of 5 votes and still rebuilt, {:.1} s into the cut; epochs {epochs_before:?} -> {epochs_cut:?}",
             site.hosts[ISOLATED].name,
-            if cut_voter { ", a voter" } else { ", no voter" },
+            names(&killed),
+            after.as_secs_f64(),
+        ));
+    }
+    if cut_voter && rebuilt_after.is_none() {
+        violations.push(format!(
+            "fault {n}: quorum lost ({} cut off, a voter, {} powered off) with an out-of-band fence that works across the cut, and no survivor rebuilt within {down:?}; fenced: [{}]; epochs {epochs_before:?} -> {epochs_cut:?}",
+            site.hosts[ISOLATED].name,
             names(&killed),
             names(&fenced),
         ));
@@ -1117,7 +1131,11 @@ pub async fn quorum_loss_out_of_band(
         format!(
             "{} cut off ({}), {} powered off; out-of-band fence powered off [{}]; rebuilt {} into the cut; epochs {epochs_before:?} -> {epochs_cut:?}",
             site.hosts[ISOLATED].name,
-            if cut_voter { "a voter" } else { "no voter" },
+            if cut_voter {
+                "a voter: must rebuild"
+            } else {
+                "no voter: 2 of 5 votes, must wait"
+            },
             names(&killed),
             names(&fenced),
             rebuilt_after.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
