@@ -453,25 +453,41 @@ pub async fn snapshot_copy_corrupt(
         (get("corrupt"), get("repaired"))
     };
     // The site's first snapshot is taken when the first coordinator starts:
-    // wait for one to be here.
-    let own = format!("-{name}-r");
-    let t = Instant::now();
-    let file = loop {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    // wait for one to be here. Only a file another host also holds can be
+    // repaired (a host's abandoned-epoch snapshot stays on it alone); of
+    // those, a peer's copy first (its origin is not this host).
+    let own = format!("-{name}-");
+    let snapshot_names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
             .map(|rd| {
                 rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with(".etcd.zst"))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|f| f.ends_with(".etcd.zst"))
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    let t = Instant::now();
+    let file = loop {
+        let elsewhere: Vec<String> = site
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != target)
+            .flat_map(|(_, h)| snapshot_names(&h.store.join("snapshots")))
+            .collect();
+        let mut files: Vec<PathBuf> = snapshot_names(&dir)
+            .into_iter()
+            .filter(|f| elsewhere.contains(f))
+            .map(|f| dir.join(f))
+            .collect();
         files.sort_by_key(|p| p.to_string_lossy().contains(&own));
         if let Some(f) = files.into_iter().next() {
             break f;
         }
         if t.elapsed() > Duration::from_secs(30) {
             violations.push(format!(
-                "fault {n}: no snapshot file reached {name} within 30 s"
+                "fault {n}: no snapshot file that another host also holds reached {name} within 30 s"
             ));
             return Ok((format!("no snapshot file on {name}"), Instant::now()));
         }
