@@ -139,6 +139,25 @@ impl State {
         self.next_ino
     }
 
+    /// Removes `path` (a directory when `dir`) from the backing directory,
+    /// and forgets what it knew of it; a file another hard link still
+    /// holds keeps its number.
+    fn remove(&mut self, path: PathBuf, dir: bool) -> Result<(), Errno> {
+        let m = std::fs::symlink_metadata(&path)?;
+        let ino = self.ino_of(&m);
+        if dir {
+            std::fs::remove_dir(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        if dir || m.nlink() <= 1 {
+            self.gone(ino);
+        } else if self.paths.get(&ino) == Some(&path) {
+            self.paths.remove(&ino);
+        }
+        Ok(())
+    }
+
     /// `ino` is gone from the backing directory: forget its number, its
     /// path and its unsynced data.
     fn gone(&mut self, ino: u64) {
@@ -313,6 +332,14 @@ impl LazyFs {
     }
 }
 
+/// Replies to a request that answers nothing but success or an errno.
+fn answer(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn to_time(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
@@ -432,36 +459,15 @@ impl Filesystem for LazyFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.state();
-        let r = s.child(parent, name).and_then(|p| {
-            let m = std::fs::symlink_metadata(&p)?;
-            let ino = s.ino_of(&m);
-            std::fs::remove_file(&p)?;
-            if m.nlink() <= 1 {
-                s.gone(ino);
-            } else if s.paths.get(&ino) == Some(&p) {
-                s.paths.remove(&ino);
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            s.child(parent, name).and_then(|p| s.remove(p, false)),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.state();
-        let r = s.child(parent, name).and_then(|p| {
-            let m = std::fs::symlink_metadata(&p)?;
-            let ino = s.ino_of(&m);
-            std::fs::remove_dir(&p)?;
-            s.gone(ino);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, s.child(parent, name).and_then(|p| s.remove(p, true)));
     }
 
     fn rename(
@@ -509,10 +515,7 @@ impl Filesystem for LazyFs {
             }
             Ok(())
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, r);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -663,10 +666,7 @@ impl Filesystem for LazyFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.state().synced(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.state().synced(fh.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -736,14 +736,11 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let s = self.state();
-        match s
-            .path(ino)
-            .and_then(|p| Ok(File::open(p).and_then(|f| f.sync_all())?))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let r = self.state().path(ino);
+        answer(
+            reply,
+            r.and_then(|p| Ok(File::open(p).and_then(|f| f.sync_all())?)),
+        );
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -794,10 +791,7 @@ impl Filesystem for LazyFs {
             )
             .map_err(|e| Errno::from_i32(e as i32))
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, r);
     }
 }
 
