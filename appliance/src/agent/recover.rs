@@ -67,7 +67,7 @@ use super::host::Host;
 use super::observe::peer_epoch;
 use super::operation::Kind;
 use super::recovery_plan::{
-    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Wait,
+    self, Quorum, RebuildDecision, RebuildView, Refusal, Request, Survivor, Wait, counted_epoch,
 };
 use super::state::KnownMembership;
 use super::status::{RecoverRequest, RecoveryDoc};
@@ -197,22 +197,6 @@ fn rebuild_view(cx: &Host, rec: &mut Recovery) -> RebuildView {
             confirm: r.confirm,
             from_snapshot: r.snapshot.is_some(),
         }),
-    }
-}
-
-/// The epoch whose data a host counts in a quorum loss: its own data's.
-/// A host with no data (a cold spare, or its data set aside) has nothing of
-/// its own epoch to protect, so it counts the newest epoch its peers
-/// report, as a witness does: its vote then names the freshest host of the
-/// cluster that was lost, not of one rebuilt away before it held data.
-/// (The campaign found this: after one automatic rebuild, a cold spare
-/// still at epoch 0 counted no survivor's data, withheld its vote, and no
-/// later quorum loss could be rebuilt without an operator.)
-fn counted_epoch(own: u64, have_data: bool, peers: impl Iterator<Item = u64>) -> u64 {
-    if have_data {
-        own
-    } else {
-        peers.fold(own, u64::max)
     }
 }
 
@@ -889,20 +873,4 @@ fn sealed_url(client_url: &str) -> anyhow::Result<String> {
         .set_port(Some(port))
         .map_err(|()| anyhow::anyhow!("cannot set a port on {client_url}"))?;
     Ok(sealed.as_str().trim_end_matches('/').to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::counted_epoch;
-
-    #[test]
-    fn a_host_without_data_counts_the_newest_epoch_its_peers_report() {
-        // A cold spare left at epoch 0 after a rebuild into epoch 1.
-        assert_eq!(counted_epoch(0, false, [1, 0, 1].into_iter()), 1);
-        // With data of its own it counts only its own epoch's data.
-        assert_eq!(counted_epoch(0, true, [1, 1].into_iter()), 0);
-        // Never lower than its own, and alone it keeps its own.
-        assert_eq!(counted_epoch(2, false, [1].into_iter()), 2);
-        assert_eq!(counted_epoch(1, false, std::iter::empty()), 1);
-    }
 }

@@ -273,6 +273,22 @@ pub fn freshest(hosts: &[Survivor]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// The epoch whose data a host counts in a quorum loss: its own data's.
+/// A host with no data (a cold spare, or its data set aside) has nothing of
+/// its own epoch to protect, so it counts the newest epoch its peers
+/// report, as a witness (which never has data) does: its vote then names the freshest host of the
+/// cluster that was lost, not of one rebuilt away before it held data.
+/// (The campaign found this: after one automatic rebuild, a cold spare
+/// still at epoch 0 counted no survivor's data, withheld its vote, and no
+/// later quorum loss could be rebuilt without an operator.)
+pub fn counted_epoch(own: u64, have_data: bool, peers: impl Iterator<Item = u64>) -> u64 {
+    if have_data {
+        own
+    } else {
+        peers.fold(own, u64::max)
+    }
+}
+
 /// The operator's recovery command, as `/status` and `diag` print it.
 /// Operator actions are taken only by the host that acts, from itself
 /// (`api::operator_refusal`), so for another host it says where to run it;
@@ -1353,5 +1369,16 @@ mod tests {
                 decide_rebuild(&w.view(me))
             );
         }
+    }
+
+    #[test]
+    fn a_host_without_data_counts_the_newest_epoch_its_peers_report() {
+        // A cold spare left at epoch 0 after a rebuild into epoch 1.
+        assert_eq!(counted_epoch(0, false, [1, 0, 1].into_iter()), 1);
+        // With data of its own it counts only its own epoch's data.
+        assert_eq!(counted_epoch(0, true, [1, 1].into_iter()), 0);
+        // Never lower than its own, and alone it keeps its own.
+        assert_eq!(counted_epoch(2, false, [1].into_iter()), 2);
+        assert_eq!(counted_epoch(1, false, std::iter::empty()), 1);
     }
 }

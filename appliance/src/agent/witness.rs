@@ -105,15 +105,18 @@ impl Witness {
             .collect()
     }
 
-    /// The newest epoch the answering agents report.
+    /// The newest epoch the answering agents report: a witness has no data
+    /// of its own (`recovery_plan::counted_epoch`).
     fn newest_epoch(&self) -> u64 {
-        self.view
-            .peers
-            .iter()
-            .filter(|p| p.agent_doc.is_some())
-            .map(peer_epoch)
-            .max()
-            .unwrap_or(0)
+        recovery_plan::counted_epoch(
+            0,
+            false,
+            self.view
+                .peers
+                .iter()
+                .filter(|p| p.agent_doc.is_some())
+                .map(peer_epoch),
+        )
     }
 
     fn publish(&self, fresh: Option<String>) {
