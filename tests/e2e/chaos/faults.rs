@@ -886,10 +886,7 @@ pub async fn quorum_loss_manual(
         // The restarted agents see the site whole again before the loss.
         super::wait_full_strength(site, super::FULL_STRENGTH_BOUND).await;
     }
-    let voters = match site.roles().await {
-        Some((v, _)) => v,
-        None => roles.map(|r| r.0.clone()).unwrap_or_default(),
-    };
+    let voters = voters_now(site, roles).await;
     anyhow::ensure!(voters.len() >= 2, "fewer than two voters seen: {voters:?}");
     let first = if voters.contains(&drawn) {
         drawn
@@ -1006,6 +1003,14 @@ pub async fn quorum_loss_manual(
     Ok((note, at))
 }
 
+/// The voters as the site lists them now, else as seen before the fault.
+async fn voters_now(site: &LocalSite, roles: Option<&(Vec<usize>, Vec<usize>)>) -> Vec<usize> {
+    match site.roles().await {
+        Some((v, _)) => v,
+        None => roles.map(|r| r.0.clone()).unwrap_or_default(),
+    }
+}
+
 /// `ROOT/fence-campaign.sh HOST`: the campaign's fence command. In band
 /// ([`sim::FENCE_INBAND_SCRIPT`]: it pings the host over the site's own
 /// network first, so it fails across a partition) unless
@@ -1060,10 +1065,7 @@ pub async fn quorum_loss_out_of_band(
     book: &mut cm::ShedBook,
     violations: &mut Vec<String>,
 ) -> anyhow::Result<(String, Instant)> {
-    let voters = match site.roles().await {
-        Some((v, _)) => v,
-        None => roles.map(|r| r.0.clone()).unwrap_or_default(),
-    };
+    let voters = voters_now(site, roles).await;
     let cut_voter = voters.contains(&ISOLATED);
     let mut others: Vec<usize> = voters.iter().copied().filter(|v| *v != ISOLATED).collect();
     anyhow::ensure!(
