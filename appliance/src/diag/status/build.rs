@@ -359,7 +359,8 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                         db_size: local_db.map(|d| d.bytes as i64).or(c.db_size),
                         ..c.clone()
                     },
-                    (None, Some(d)) => HostRow {
+                    // Only the db file on disk, or nothing at all.
+                    (None, d) => HostRow {
                         name: node.name.clone(),
                         role,
                         role_origin: role_origin.into(),
@@ -371,32 +372,16 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                         applied_index: None,
                         raft_index: None,
                         lag: None,
-                        db_size: Some(d.bytes as i64),
+                        db_size: d.map(|d| d.bytes as i64),
                         db_in_use: None,
                         etcd_version: None,
                         errors: Vec::new(),
-                        source: Source::LastKnown,
-                        age_s: d.age_s,
-                        error,
-                    },
-                    (None, None) => HostRow {
-                        name: node.name.clone(),
-                        role,
-                        role_origin: role_origin.into(),
-                        etcd_up: false,
-                        agent_up,
-                        leader: false,
-                        leader_known: false,
-                        member_id: None,
-                        applied_index: None,
-                        raft_index: None,
-                        lag: None,
-                        db_size: None,
-                        db_in_use: None,
-                        etcd_version: None,
-                        errors: Vec::new(),
-                        source: Source::Unavailable,
-                        age_s: None,
+                        source: if d.is_some() {
+                            Source::LastKnown
+                        } else {
+                            Source::Unavailable
+                        },
+                        age_s: d.and_then(|d| d.age_s),
                         error,
                     },
                 }
