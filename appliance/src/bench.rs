@@ -242,7 +242,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Backfill {
             days, series, json, ..
         } => backfill(days, series, json),
-        BenchCommand::Snapshot { db_mib, json } => crate::snapshot_cmd::bench(db_mib, json),
+        BenchCommand::Snapshot { db_mib, json } => crate::snapshot_bench::bench(db_mib, json),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod process;
 pub mod recover;
 pub mod secrets;
 pub mod sim;
+pub mod snapshot_bench;
 pub mod snapshot_cmd;
 pub mod term;
 pub mod tls;
