@@ -44,6 +44,17 @@ impl LinkState {
     }
 }
 
+impl std::fmt::Display for LinkState {
+    /// The name `/status` uses (`up`, `degraded`, `down`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkState::Up => "up",
+            LinkState::Degraded => "degraded",
+            LinkState::Down => "down",
+        })
+    }
+}
+
 /// Timing of the link machine.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkTiming {

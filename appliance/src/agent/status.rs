@@ -18,15 +18,16 @@ use super::{observe, operation, plan, recovery_plan, state};
 
 /// The schema name and version of [`StatusDoc`], in its `schema` field. The
 /// version goes up when a field changes meaning or goes away; readers
-/// ignore fields they do not know, so an added field keeps it.
+/// ignore fields they do not know and read a missing one as its default, so
+/// an added field keeps it (and `diag` reads an older agent's document).
 pub const STATUS_SCHEMA: &str = "edgeplane.status/1";
 
 /// Everything `/status` reports: this host's view of the site. It reads
 /// back with `serde` (diag, the tests and the campaign can take it typed).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatusDoc {
     /// [`STATUS_SCHEMA`].
-    #[serde(default)]
     pub schema: String,
     /// When this document was produced (ms since the epoch), for clock checks.
     pub now_ms: i64,
@@ -110,6 +111,7 @@ impl StatusDoc {
 
 /// The last configuration reload (SIGHUP) in `/status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReloadDoc {
     /// When it was read (ms since the epoch).
     pub at_ms: i64,
@@ -125,6 +127,7 @@ pub struct ReloadDoc {
 
 /// The split-brain alarm in `/status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SplitBrainDoc {
     /// Hosts reporting another live cluster or a newer epoch.
     pub others: Vec<String>,
@@ -133,6 +136,7 @@ pub struct SplitBrainDoc {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EtcdDoc {
     pub running: bool,
     pub pid: Option<i32>,
@@ -142,6 +146,7 @@ pub struct EtcdDoc {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemberDoc {
     pub id: String,
     pub name: String,
@@ -157,6 +162,7 @@ pub struct MemberDoc {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HostDoc {
     pub name: String,
     pub etcd_up: bool,
@@ -167,6 +173,7 @@ pub struct HostDoc {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Progress {
     pub ticks: u64,
     pub last_reconcile_age_ms: u64,
@@ -176,6 +183,7 @@ pub struct Progress {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JournalDoc {
     pub promotions: u64,
     pub removals: u64,
@@ -189,6 +197,7 @@ pub struct JournalDoc {
 
 /// Flap damping as this agent sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FlapDoc {
     /// `cluster.flap_window`.
     pub window_s: f64,
@@ -203,6 +212,7 @@ pub struct FlapDoc {
 /// A member removed within `cluster.flap_window`, and what that does to its
 /// detection window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DampedHost {
     pub host: String,
     pub recent_removals: u32,
@@ -225,6 +235,7 @@ pub struct RecoverRequest {
 
 /// What the agent knows about a quorum loss (in `/status`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RecoveryDoc {
     pub quorum_lost: bool,
     pub policy: String,

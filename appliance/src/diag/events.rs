@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PROBE_TIMEOUT, Source, age_since_ms, human_age, local, table};
 use crate::agent::state::{Op, Outcome};
+use crate::agent::status::StatusDoc;
 
 pub const SCHEMA: &str = "edgeplane.diag.events/1";
 
@@ -113,7 +114,7 @@ pub async fn gather(cfg: &Config, since: Option<Duration>) -> EventsReport {
     let agent = super::probe::get_text(cfg, &url, PROBE_TIMEOUT);
     let (disk, agent) = tokio::join!(disk, agent);
     let disk = disk.unwrap_or_else(|e| Err(format!("reading the journal failed: {e}")));
-    let agent_doc: Option<serde_json::Value> = agent
+    let agent_doc: Option<StatusDoc> = agent
         .as_ref()
         .ok()
         .and_then(|t| serde_json::from_str(t).ok());
@@ -132,7 +133,7 @@ pub fn build(
     cfg: &Config,
     since: Option<Duration>,
     disk: Result<local::JournalRead, String>,
-    agent_doc: Option<serde_json::Value>,
+    agent_doc: Option<StatusDoc>,
     agent_err: Option<String>,
     now_ms: i64,
 ) -> EventsReport {
@@ -148,19 +149,13 @@ pub fn build(
             )),
             j.ops,
         ),
-        (Err(e), Some(doc)) => {
-            let ops: Vec<Op> = doc
-                .pointer("/journal/recent")
-                .and_then(|r| serde_json::from_value(r.clone()).ok())
-                .unwrap_or_default();
-            (
-                Source::Live,
-                "agent /status journal.recent (its last 20 records only)".to_string(),
-                Some(0.0),
-                Some(e),
-                ops,
-            )
-        }
+        (Err(e), Some(doc)) => (
+            Source::Live,
+            "agent /status journal.recent (its last 20 records only)".to_string(),
+            Some(0.0),
+            Some(e),
+            doc.journal.recent.clone(),
+        ),
         (Err(e), None) => (
             Source::Unavailable,
             local::state_file(&cfg.paths.state_dir)
@@ -339,7 +334,10 @@ mod tests {
         assert_eq!(r.pending, 1);
         assert!(render(&r).contains("PENDING"));
 
-        let doc = serde_json::json!({"journal": {"recent": [op(3, now - 1000, Outcome::Done)]}});
+        let doc: StatusDoc = serde_json::from_value(
+            serde_json::json!({"journal": {"recent": [op(3, now - 1000, Outcome::Done)]}}),
+        )
+        .expect("a partial status document");
         let r = build(
             &cfg(),
             None,

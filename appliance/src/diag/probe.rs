@@ -10,6 +10,7 @@ use edgeplane_config::{Config, Node};
 use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::status::StatusDoc;
 use crate::tls::SiteTls;
 
 /// One agent's answer to `GET /status`.
@@ -17,7 +18,7 @@ use crate::tls::SiteTls;
 pub struct AgentProbe {
     pub host: String,
     /// The document, or why there is none.
-    pub doc: Result<serde_json::Value, String>,
+    pub doc: Result<StatusDoc, String>,
     /// Local wall clock when the request was sent, and the round trip.
     pub sent_at: DateTime<Utc>,
     pub rtt: Duration,
@@ -212,7 +213,7 @@ async fn probe_agent(http: reqwest::Client, node: Node, timeout: Duration) -> Ag
             return Err(format!("HTTP {}", r.status()));
         }
         let doc = r
-            .json::<serde_json::Value>()
+            .json::<StatusDoc>()
             .await
             .map_err(|e| format!("not a status document: {}", short_error(&e.to_string())))?;
         Ok((doc, date))

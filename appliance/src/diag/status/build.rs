@@ -11,16 +11,17 @@ fn sees_leader(s: &probe::EtcdStatus) -> bool {
     s.leader != 0 && !s.errors.iter().any(|e| e.contains("no leader"))
 }
 
-fn map_role(agent_role: &str) -> &str {
-    match agent_role {
-        "learner" => "standby",
-        other => other,
+/// A role as diag names it: the learner is "the standby".
+fn role_name(role: Role) -> String {
+    match role {
+        Role::Learner => "standby".to_string(),
+        other => other.to_string(),
     }
 }
 
 /// The quorum verdict from what answered: pure, see the tests.
 ///
-/// - some live agent reports `quorum: "lost"` → lost;
+/// - some live agent reports its quorum lost → lost;
 /// - a reachable member knows a leader → ok;
 /// - no member reachable at all → unknown (this host may be the one cut off);
 /// - no leader and a majority of voters unreachable → lost;
@@ -43,7 +44,7 @@ pub fn decide_quorum(
         .map(String::as_str)
         .collect();
     let majority = voters.len() / 2 + 1;
-    if let Some(a) = agents_say.iter().find(|a| a.quorum == "lost") {
+    if let Some(a) = agents_say.iter().find(|a| a.quorum == Quorum::Lost) {
         return (
             QuorumState::Lost,
             format!(
@@ -191,37 +192,25 @@ fn votes_seen(
                 .doc
                 .as_ref()
                 .ok()
-                .and_then(|d| str_at(d, "/recovery/freshest"))
-                .map(str::to_string),
+                .and_then(|d| d.recovery.freshest.clone()),
         })
         .collect()
 }
 
-fn str_at<'v>(v: &'v serde_json::Value, p: &str) -> Option<&'v str> {
-    v.pointer(p).and_then(|x| x.as_str())
-}
-fn u64_at(v: &serde_json::Value, p: &str) -> Option<u64> {
-    v.pointer(p).and_then(|x| x.as_u64())
-}
-fn bool_at(v: &serde_json::Value, p: &str) -> Option<bool> {
-    v.pointer(p).and_then(|x| x.as_bool())
-}
-
-fn agent_view(doc: &serde_json::Value) -> AgentView {
+fn agent_view(doc: &StatusDoc) -> AgentView {
     AgentView {
-        role: map_role(str_at(doc, "/role").unwrap_or("unknown")).to_string(),
-        coordinator: bool_at(doc, "/coordinator").unwrap_or(false),
-        ready: bool_at(doc, "/ready").unwrap_or(false),
-        ready_reason: str_at(doc, "/ready_reason").unwrap_or("").to_string(),
-        decision: str_at(doc, "/decision").unwrap_or("").to_string(),
-        queue_depth: u64_at(doc, "/progress/queue_depth").unwrap_or(0),
-        last_reconcile_age_s: u64_at(doc, "/progress/last_reconcile_age_ms").unwrap_or(0) as f64
-            / 1000.0,
-        stalled: bool_at(doc, "/progress/stalled").unwrap_or(false),
-        ticks: u64_at(doc, "/progress/ticks").unwrap_or(0),
-        etcd_restarts: u64_at(doc, "/etcd/restarts").unwrap_or(0),
-        epoch: u64_at(doc, "/epoch").unwrap_or(0),
-        version: str_at(doc, "/version").unwrap_or("").to_string(),
+        role: role_name(doc.role),
+        coordinator: doc.coordinator,
+        ready: doc.ready,
+        ready_reason: doc.ready_reason.clone(),
+        decision: doc.decision.clone(),
+        queue_depth: doc.progress.queue_depth as u64,
+        last_reconcile_age_s: doc.progress.last_reconcile_age_ms as f64 / 1000.0,
+        stalled: doc.progress.stalled,
+        ticks: doc.progress.ticks,
+        etcd_restarts: u64::from(doc.etcd.restarts),
+        epoch: doc.epoch,
+        version: doc.version.clone(),
     }
 }
 
@@ -275,7 +264,7 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                 "member list",
             ),
             (Some(_), None) => {
-                let agent_role = agent_doc.and_then(|d| str_at(d, "/role"));
+                let agent_role = agent_doc.map(|d| d.role);
                 let was_member = cached.is_some_and(|c| c.role == "voter" || c.role == "standby");
                 let has_data = is_me && f.etcd_local.wal_present;
                 if has_data || (agent_role.is_none() && was_member) {
@@ -284,8 +273,8 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                     ("spare".to_string(), "member list")
                 }
             }
-            (None, _) => match (agent_doc.and_then(|d| str_at(d, "/role")), cached) {
-                (Some(r), _) => (map_role(r).to_string(), "agent"),
+            (None, _) => match (agent_doc.map(|d| d.role), cached) {
+                (Some(r), _) => (role_name(r), "agent"),
                 (None, Some(c)) => (c.role.clone(), "last diag view"),
                 (None, None) => {
                     let r = if i < cfg.cluster.voters {
@@ -423,7 +412,7 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
             let d = a.doc.as_ref().ok()?;
             Some(AgentSays {
                 host: a.host.clone(),
-                quorum: str_at(d, "/quorum").unwrap_or("unknown").to_string(),
+                quorum: d.quorum,
             })
         })
         .collect();
@@ -458,7 +447,7 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
     let my_row = my_index.and_then(|i| hosts.get(i));
     let epoch = my_agent
         .and_then(|a| a.doc.as_ref().ok())
-        .and_then(|d| u64_at(d, "/epoch"))
+        .map(|d| d.epoch)
         .or_else(|| {
             f.journal
                 .as_ref()
@@ -536,10 +525,10 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
                     files: files.iter().take(50).cloned().collect(),
                     space: my_agent
                         .and_then(|a| a.doc.as_ref().ok())
-                        .and_then(snapshot_space),
+                        .and_then(|d| d.snapshot_space.clone()),
                     scrub: my_agent
                         .and_then(|a| a.doc.as_ref().ok())
-                        .and_then(snapshot_scrub),
+                        .and_then(|d| d.snapshot_scrub.clone()),
                 },
             )
         }
@@ -597,12 +586,8 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
         r.votes = votes_seen(&f.probes.agents, &f.probes.witnesses);
         r.votes_needed = crate::agent::recovery_plan::majority(cfg.votes());
         let mine = my_agent.and_then(|a| a.doc.as_ref().ok());
-        r.agent_waits = mine
-            .and_then(|d| d.pointer("/recovery/wait"))
-            .and_then(|w| serde_json::from_value(w.clone()).ok());
-        r.agent_state = mine
-            .and_then(|d| str_at(d, "/recovery/state"))
-            .map(str::to_string);
+        r.agent_waits = mine.and_then(|d| d.recovery.wait);
+        r.agent_state = mine.map(|d| d.recovery.state.clone());
         r
     });
     let mut verdict;
@@ -696,28 +681,16 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
         }
     }
     // A split brain outranks everything else: it is the first line.
-    if let Some((host, doc)) = f.probes.agents.iter().find_map(|a| {
+    if let Some((host, split)) = f.probes.agents.iter().find_map(|a| {
         let d = a.doc.as_ref().ok()?;
-        Some((
-            a.host.clone(),
-            d.get("split_brain").filter(|v| !v.is_null())?.clone(),
-        ))
+        Some((a.host.clone(), d.split_brain.clone()?))
     }) {
-        let others: Vec<&str> = doc
-            .get("others")
-            .and_then(|o| o.as_array())
-            .map(|o| o.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        let action = doc
-            .get("action")
-            .and_then(|a| a.as_str())
-            .unwrap_or_default();
         verdict = Verdict::SplitBrain;
         headline = format!(
             "SPLIT BRAIN: the agent on {host} keeps its cluster while {} report another live cluster or a newer epoch; no data is moved until a human chooses a side.",
-            others.join(", ")
+            split.others.join(", ")
         );
-        advice.insert(0, action.to_string());
+        advice.insert(0, split.action);
     }
     if !this_host.agent_api {
         if this_host.agent_pids.is_empty() {
@@ -758,17 +731,12 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
     // Flap damping: hosts the agents removed recently, as this host's agent sees them.
     let damped = my_agent
         .and_then(|a| a.doc.as_ref().ok())
-        .and_then(|d| d.pointer("/flap/damped_hosts"))
-        .and_then(|v| v.as_array())
-        .cloned()
+        .map(|d| d.flap.damped_hosts.as_slice())
         .unwrap_or_default();
     for d in damped {
         advice.push(format!(
             "{} flaps: removed {} time(s) within cluster.flap_window, so it is removed again only after {}s unreachable ({}x failure_detection). Look at that host (GC pauses, disk stalls, load); `edgeplane diag events` shows the removals.",
-            d["host"].as_str().unwrap_or("?"),
-            d["recent_removals"].as_u64().unwrap_or(0),
-            d["detection_s"].as_f64().unwrap_or(0.0),
-            d["factor"].as_u64().unwrap_or(1),
+            d.host, d.recent_removals, d.detection_s, d.factor,
         ));
     }
 
@@ -803,7 +771,7 @@ fn agent_url(cfg: &Config) -> String {
 
 fn link_section(
     cfg: &Config,
-    doc: Option<&serde_json::Value>,
+    doc: Option<&StatusDoc>,
     cache: Option<&Cache>,
     cache_age: Option<f64>,
 ) -> Section<LinkView> {
@@ -822,12 +790,10 @@ fn link_section(
     }
     // The agent reports the metrics path under `metrics.link` once it is wired in.
     if let Some(d) = doc {
-        if let Some(state) = str_at(d, "/metrics/link/state") {
-            let mut detail = String::new();
-            if let Some(n) = u64_at(d, "/metrics/link/consecutive_failures") {
-                detail.push_str(&format!("{n} consecutive failures"));
-            }
-            if let Some(e) = str_at(d, "/metrics/link/last_error") {
+        if let Some(m) = &d.metrics {
+            let link = &m.link;
+            let mut detail = format!("{} consecutive failures", link.consecutive_failures);
+            if let Some(e) = &link.last_error {
                 detail.push_str(&format!(
                     "; last error: {}",
                     crate::diag::redact::text(e, &Default::default())
@@ -835,17 +801,17 @@ fn link_section(
             }
             // The region refuses the backlog for its age or order: the
             // cause and the fix, first.
-            if let Some(fix) = str_at(d, "/metrics/backlog_refused/fix") {
-                let reason = str_at(d, "/metrics/backlog_refused/reason").unwrap_or_default();
+            if let Some(refused) = &m.backlog_refused {
                 detail = format!(
-                    "BACKLOG REFUSED (kept in the buffer, retried every minute): {}; {fix}; {detail}",
-                    crate::diag::redact::text(reason, &Default::default())
+                    "BACKLOG REFUSED (kept in the buffer, retried every minute): {}; {}; {detail}",
+                    crate::diag::redact::text(&refused.reason, &Default::default()),
+                    refused.fix
                 );
             }
             return Section::live(
                 "agent /status metrics.link",
                 LinkView {
-                    state: state.into(),
+                    state: link.state.to_string(),
                     detail,
                 },
             );
@@ -866,11 +832,7 @@ fn link_section(
     }
 }
 
-fn journal_section(
-    f: &Facts<'_>,
-    doc: Option<&serde_json::Value>,
-    now_ms: i64,
-) -> Section<JournalSummary> {
+fn journal_section(f: &Facts<'_>, doc: Option<&StatusDoc>, now_ms: i64) -> Section<JournalSummary> {
     let summarize = |ops: &[Op]| JournalSummary {
         records_read: ops.len(),
         pending: ops.iter().filter(|o| o.outcome == Outcome::Pending).count(),
@@ -891,17 +853,14 @@ fn journal_section(
             Some("the agent does not answer: the journal as the agent last wrote it".into()),
             summarize(&j.ops),
         ),
-        Err(e) => match doc.and_then(|d| d.pointer("/journal/recent")) {
-            Some(recent) => {
-                let ops: Vec<Op> = serde_json::from_value(recent.clone()).unwrap_or_default();
-                Section {
-                    source: Source::Live,
-                    age_s: Some(0.0),
-                    origin: "agent /status journal.recent (last 20)".into(),
-                    error: Some(e.clone()),
-                    data: Some(summarize(&ops)),
-                }
-            }
+        Err(e) => match doc {
+            Some(d) => Section {
+                source: Source::Live,
+                age_s: Some(0.0),
+                origin: "agent /status journal.recent (last 20)".into(),
+                error: Some(e.clone()),
+                data: Some(summarize(&d.journal.recent)),
+            },
             None => Section::unavailable(
                 f.cfg
                     .paths

@@ -29,7 +29,10 @@ use serde::{Deserialize, Serialize};
 use super::local::{self, EtcdLocal, JournalRead, SnapFile};
 use super::probe::{self, Alarm, ListedMember, Probes};
 use super::{PROBE_TIMEOUT, Source, age_since_ms, human_age, human_bytes, table};
+use crate::agent::plan::Role;
+use crate::agent::recovery_plan::Quorum;
 use crate::agent::state::{Op, Outcome};
+use crate::agent::status::StatusDoc;
 
 pub const SCHEMA: &str = "edgeplane.diag.status/1";
 
@@ -205,7 +208,7 @@ pub struct QuorumView {
 #[serde(deny_unknown_fields)]
 pub struct AgentSays {
     pub host: String,
-    pub quorum: String,
+    pub quorum: Quorum,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,16 +301,6 @@ pub struct SnapshotsView {
     pub scrub: Option<edgeplane_snapshot::ScrubDoc>,
 }
 
-/// The agent's `/status.snapshot_space`, if it reports one.
-pub fn snapshot_space(doc: &serde_json::Value) -> Option<SnapshotSpace> {
-    serde_json::from_value(doc.get("snapshot_space")?.clone()).ok()
-}
-
-/// The agent's `/status.snapshot_scrub`, if it reports one.
-pub fn snapshot_scrub(doc: &serde_json::Value) -> Option<edgeplane_snapshot::ScrubDoc> {
-    serde_json::from_value(doc.get("snapshot_scrub")?.clone()).ok()
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferView {
@@ -389,6 +382,12 @@ pub async fn gather_and_build(cfg: &Config, config_path: &Path) -> StatusReport 
 mod tests {
     use super::*;
 
+    /// A partial `/status` document, as an older agent may send: the fields
+    /// it lacks read as their defaults.
+    fn status_doc(v: serde_json::Value) -> StatusDoc {
+        serde_json::from_value(v).expect("a status document")
+    }
+
     fn row(name: &str, role: &str, up: bool, applied: u64, leader: bool) -> HostRow {
         HostRow {
             name: name.into(),
@@ -457,7 +456,7 @@ mod tests {
         ];
         let says = [AgentSays {
             host: "h2".into(),
-            quorum: "lost".into(),
+            quorum: Quorum::Lost,
         }];
         let (s, _) = decide_quorum(&hosts, &says, &names(&["h1", "h2", "h3"]));
         assert_eq!(s, QuorumState::Lost);
@@ -609,10 +608,10 @@ mod tests {
     fn snapshot_space_comes_from_the_agent_status() {
         let cfg = test_config();
         let mut probes = Probes::none(&cfg.nodes, "connection refused");
-        probes.agents[2].doc = Ok(serde_json::json!({"role": "voter",
+        probes.agents[2].doc = Ok(status_doc(serde_json::json!({"role": "voter",
             "snapshot_space": {"max_bytes": 10485760, "min_free_bytes": 1073741824,
                 "used_bytes": 2097152, "free_bytes": 5368709120u64, "refused": 3,
-                "last_refusal": "2026-12-03T06:00:00Z a peer copy: the snapshot budget would be exceeded"}}));
+                "last_refusal": "2026-12-03T06:00:00Z a peer copy: the snapshot budget would be exceeded"}})));
         let r = build(&facts(&cfg, probes));
         let space = r.snapshots.data.as_ref().and_then(|s| s.space.clone());
         assert_eq!(
@@ -689,11 +688,15 @@ mod tests {
         let mut probes = Probes::none(&cfg.nodes, "connection refused");
         probes.etcd[2].status = Ok(st(3, 0, 40, false));
         probes.etcd[3].status = Ok(st(4, 0, 42, true));
-        probes.agents[2].doc = Ok(serde_json::json!({"role": "voter", "quorum": "lost",
+        probes.agents[2].doc = Ok(status_doc(
+            serde_json::json!({"role": "voter", "quorum": "lost",
             "recovery": {"freshest": "h4", "wait": "other_rebuilds",
-                         "state": "waiting: h4 has the freshest data and rebuilds"}}));
-        probes.agents[3].doc = Ok(serde_json::json!({"role": "learner", "quorum": "lost",
-            "recovery": {"freshest": "h4", "wait": "no_vote_majority"}}));
+                         "state": "waiting: h4 has the freshest data and rebuilds"}}),
+        ));
+        probes.agents[3].doc = Ok(status_doc(
+            serde_json::json!({"role": "learner", "quorum": "lost",
+            "recovery": {"freshest": "h4", "wait": "no_vote_majority"}}),
+        ));
         let r = build(&facts(&cfg, probes));
         let rec = r
             .recovery
@@ -743,8 +746,10 @@ mod tests {
         for (i, p) in probes.etcd.iter_mut().enumerate() {
             p.status = Ok(st(i as u64 + 1, 1, 100, i == 3));
         }
-        probes.agents[1].doc = Ok(serde_json::json!({"role": "voter", "quorum": "ok",
-            "split_brain": {"others": ["h4"], "action": "on every host of the side you give up run `systemctl stop edgeplane`"}}));
+        probes.agents[1].doc = Ok(status_doc(
+            serde_json::json!({"role": "voter", "quorum": "ok",
+            "split_brain": {"others": ["h4"], "action": "on every host of the side you give up run `systemctl stop edgeplane`"}}),
+        ));
         let r = build(&facts(&cfg, probes));
         assert_eq!(r.verdict, Verdict::SplitBrain);
         assert_eq!(r.exit_code(), 2);
@@ -763,9 +768,9 @@ mod tests {
             p.status = Ok(st(i as u64 + 1, 1, 100 - i as u64, i == 3));
         }
         for a in probes.agents.iter_mut() {
-            a.doc = Ok(
+            a.doc = Ok(status_doc(
                 serde_json::json!({"role": "voter", "quorum": "ok", "progress": {"queue_depth": 0, "last_reconcile_age_ms": 120}}),
-            );
+            ));
         }
         probes.members = Some((
             "h1".into(),
