@@ -243,6 +243,22 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print one resolved value, for scripts (images/build uses it). Exit 0 with the value; 1
+    /// when the key is not set; 2 for a key the schema does not have or a file that does not
+    /// pass `config check`.
+    Get {
+        /// A key as `config check --explain` names it (`uplink.bearer_token_file`,
+        /// `nodes[0].peer_url`), or `node.FIELD` for this host's own `[[nodes]]` entry
+        /// (`node.peer_url`).
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// Configuration file; when given, it wins over `--config` and `EDGEPLANE_CONFIG`.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG, env = "EDGEPLANE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
