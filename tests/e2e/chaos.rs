@@ -1037,17 +1037,40 @@ async fn full_strength_members(site: &LocalSite) -> Option<Vec<u64>> {
 /// briefly "at full strength" and then removed.
 const STABLE: Duration = Duration::from_secs(2);
 
-/// Waits up to `bound` for full strength that holds for [`STABLE`]; returns
-/// when that streak began.
-async fn wait_full_strength(site: &LocalSite, bound: Duration) -> Option<Instant> {
+/// Waits up to `bound` for full strength that holds for [`STABLE`], while
+/// powering on again any host a fence powers off meanwhile (each at most
+/// once). A host in `taken_down` (this fault
+/// powered it off or cut it off) may be fenced as it returns: the link
+/// heals an instant before the powered-off hosts boot, the returning cut
+/// host completes a majority of votes, and the survivors fence a lost voter
+/// that is on its way back (then see the old cluster quorate again and do
+/// not rebuild). That costs the site a host until someone powers it on, and
+/// loses nothing. Any other host fenced is a violation. Returns when full
+/// strength began, and each fenced host with whether it was outside
+/// `taken_down`.
+async fn wait_full_strength(
+    site: &mut LocalSite,
+    book: &mut cm::ShedBook,
+    bound: Duration,
+    taken_down: &[usize],
+) -> anyhow::Result<(Option<Instant>, Vec<(usize, bool)>)> {
     let t0 = Instant::now();
+    let mut fenced: Vec<(usize, bool)> = Vec::new();
     let mut streak: Option<(Instant, Vec<u64>)> = None;
     while t0.elapsed() < bound + STABLE {
+        for i in 0..site.hosts.len() {
+            if site.powered_off(i) && !fenced.iter().any(|(f, _)| *f == i) {
+                fenced.push((i, !taken_down.contains(&i)));
+                book.new_lifetime(&site.hosts[i].name);
+                site.power_on(i)?;
+                streak = None;
+            }
+        }
         let now = Instant::now();
         match (full_strength_members(site).await, &streak) {
             (Some(ids), Some((since, prev))) if *prev == ids => {
                 if now.duration_since(*since) >= STABLE {
-                    return Some(*since);
+                    return Ok((Some(*since), fenced));
                 }
             }
             (Some(ids), _) if t0.elapsed() < bound => streak = Some((now, ids)),
@@ -1055,7 +1078,7 @@ async fn wait_full_strength(site: &LocalSite, bound: Duration) -> Option<Instant
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    None
+    Ok((None, fenced))
 }
 
 /// Writer::lost with retries (a read can land on a member mid-election).
@@ -1150,6 +1173,9 @@ async fn campaign(
     let mut violations: Vec<String> = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     let mut segments: Vec<(Kind, Writer)> = Vec::new();
+    // Returning hosts a fence powered off after the heal (see
+    // `wait_full_strength`).
+    let mut fenced_after_heal = 0usize;
     let mut aborted = false;
     let mut book = cm::ShedBook::default();
     // Scrapes in flight inside an agent at its SIGKILL: (host, from, to) ms.
@@ -1291,6 +1317,9 @@ async fn campaign(
         // from it).
         let mut fault_at = t0;
         let mut note = String::new();
+        // Hosts this fault powered off or cut off: a fence may still power
+        // one of them off as it returns (below).
+        let mut taken_down: Vec<usize> = Vec::new();
         match f.kind {
             Kind::QuorumLoss => {
                 let voters = roles.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
@@ -1393,7 +1422,7 @@ async fn campaign(
                 (note, fault_at) = (how, at);
             }
             Kind::QuorumLossOutOfBand => {
-                let (how, at) = faults::quorum_loss_out_of_band(
+                let (how, at, lost) = faults::quorum_loss_out_of_band(
                     &mut site,
                     roles.as_ref(),
                     f.host.or(leader).unwrap_or(1),
@@ -1404,7 +1433,7 @@ async fn campaign(
                     &mut violations,
                 )
                 .await?;
-                (note, fault_at) = (how, at);
+                (note, fault_at, taken_down) = (how, at, lost);
             }
             Kind::QuorumLossManual => {
                 let (how, at) = faults::quorum_loss_manual(
@@ -1636,7 +1665,8 @@ async fn campaign(
                 site.power_on(i)?;
             }
         }
-        let full = wait_full_strength(&site, FULL_STRENGTH_BOUND).await;
+        let (full, mut refenced) =
+            wait_full_strength(&mut site, &mut book, FULL_STRENGTH_BOUND, &taken_down).await?;
         if full.is_none() {
             violations.push(format!(
                 "fault {n} ({} of {host}, {role}): no full strength within {}s of healing",
@@ -1644,11 +1674,25 @@ async fn campaign(
                 FULL_STRENGTH_BOUND.as_secs()
             ));
             // Give it one more bound before giving up on the campaign.
-            if wait_full_strength(&site, FULL_STRENGTH_BOUND)
-                .await
-                .is_none()
-            {
-                aborted = true;
+            let (again, more) =
+                wait_full_strength(&mut site, &mut book, FULL_STRENGTH_BOUND, &taken_down).await?;
+            refenced.extend(more);
+            aborted |= again.is_none();
+        }
+        for (i, wrongly) in &refenced {
+            let name = &site.hosts[*i].name;
+            if *wrongly {
+                violations.push(format!(
+                    "fault {n} ({} of {host}): {name} was powered off by a fence after the heal, and this fault had not taken it down",
+                    f.kind.name()
+                ));
+            } else {
+                // The fence is off-only: an operator powers the host on,
+                // as `diag status` and the journal tell them to.
+                note.push_str(&format!(
+                    "; {name} fenced again as it returned (a rebuild decided as the link healed), powered on again"
+                ));
+                fenced_after_heal += 1;
             }
         }
         writer.stop().await;
@@ -2068,6 +2112,9 @@ async fn campaign(
             "indeterminate_applied": markers.saturating_sub(rmw_log.count(Outcome::Acked)),
         },
         "split_brain_events": split.len(),
+        // Returning hosts a fence powered off after the heal, powered on
+        // again by the campaign (the fence is off-only).
+        "fenced_after_heal": fenced_after_heal,
         "max_voters_seen": max_voters,
         "samples_lost_beyond_shed": samples.as_ref().map(|c| c.samples_lost_beyond_shed),
         "samples": samples,

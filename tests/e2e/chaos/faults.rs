@@ -884,7 +884,14 @@ pub async fn quorum_loss_manual(
     if fenced {
         switch_policy(site, &all, FENCED_LINE, MANUAL_LINE, kill_windows, book).await?;
         // The restarted agents see the site whole again before the loss.
-        super::wait_full_strength(site, super::FULL_STRENGTH_BOUND).await;
+        let (_, fenced) =
+            super::wait_full_strength(site, book, super::FULL_STRENGTH_BOUND, &[]).await?;
+        for (h, _) in fenced {
+            violations.push(format!(
+                "fault {n}: {} was fenced under policy manual",
+                site.hosts[h].name
+            ));
+        }
     }
     let voters = voters_now(site, roles).await;
     anyhow::ensure!(voters.len() >= 2, "fewer than two voters seen: {voters:?}");
@@ -989,7 +996,14 @@ pub async fn quorum_loss_manual(
         site.start_agent(v)?;
     }
     if fenced {
-        super::wait_full_strength(site, super::FULL_STRENGTH_BOUND).await;
+        let (_, off) =
+            super::wait_full_strength(site, book, super::FULL_STRENGTH_BOUND, &[]).await?;
+        for (h, _) in off {
+            violations.push(format!(
+                "fault {n}: {} was fenced under policy manual",
+                site.hosts[h].name
+            ));
+        }
         switch_policy(site, &all, MANUAL_LINE, FENCED_LINE, kill_windows, book).await?;
     }
     note.push_str(&format!(
@@ -1053,7 +1067,8 @@ pub fn write_fence_script(root: &Path) -> std::io::Result<()> {
 ///   during the cut is a violation (a minority rewriting the cluster).
 ///
 /// Then the link heals and the powered-off hosts are powered on. Returns
-/// the note and the instant of the loss.
+/// the note, the instant of the loss and the hosts it took down (the cut-off
+/// one and the powered-off ones).
 #[allow(clippy::too_many_arguments)]
 pub async fn quorum_loss_out_of_band(
     site: &mut LocalSite,
@@ -1064,7 +1079,7 @@ pub async fn quorum_loss_out_of_band(
     kill_windows: &mut cm::Windows,
     book: &mut cm::ShedBook,
     violations: &mut Vec<String>,
-) -> anyhow::Result<(String, Instant)> {
+) -> anyhow::Result<(String, Instant, Vec<usize>)> {
     let voters = voters_now(site, roles).await;
     let cut_voter = voters.contains(&ISOLATED);
     let mut others: Vec<usize> = voters.iter().copied().filter(|v| *v != ISOLATED).collect();
@@ -1159,6 +1174,7 @@ pub async fn quorum_loss_out_of_band(
             rebuilt_after.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
         ),
         at,
+        killed.into_iter().chain([ISOLATED]).collect(),
     ))
 }
 
