@@ -587,7 +587,9 @@ pub fn build(f: &Facts<'_>) -> StatusReport {
         r.votes_needed = crate::agent::recovery_plan::majority(cfg.votes());
         let mine = my_agent.and_then(|a| a.doc.as_ref().ok());
         r.agent_waits = mine.and_then(|d| d.recovery.wait);
-        r.agent_state = mine.map(|d| d.recovery.state.clone());
+        r.agent_state = mine
+            .map(|d| d.recovery.state.clone())
+            .filter(|s| !s.is_empty());
         r
     });
     let mut verdict;
