@@ -1320,6 +1320,9 @@ async fn campaign(
         // Hosts this fault powered off or cut off: a fence may still power
         // one of them off as it returns (below).
         let mut taken_down: Vec<usize> = Vec::new();
+        // A quorum loss the survivors must end with a rebuild: the newest
+        // epoch before it (checked once the site is whole again).
+        let mut must_rebuild_past: Option<u64> = None;
         match f.kind {
             Kind::QuorumLoss => {
                 let voters = roles.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
@@ -1348,6 +1351,13 @@ async fn campaign(
                 let epochs_after = epochs(&site).await;
                 for v in &victims {
                     site.power_on(*v)?;
+                }
+                taken_down = victims.clone();
+                // Two of three voters down, the fence in band and working:
+                // the survivors (a voter, the standby, the spare) hold 3 of
+                // 5 votes and must rebuild; waiting would be a silent outage.
+                if victims.len() == 2 && victims.iter().all(|v| voters.contains(v)) {
+                    must_rebuild_past = epochs_before.iter().flatten().copied().max();
                 }
                 note = format!(
                     "powered off {}; fenced: {}; epochs {epochs_before:?} -> {epochs_after:?}",
@@ -1678,6 +1688,15 @@ async fn campaign(
                 wait_full_strength(&mut site, &mut book, FULL_STRENGTH_BOUND, &taken_down).await?;
             refenced.extend(more);
             aborted |= again.is_none();
+        }
+        if let Some(before) = must_rebuild_past {
+            let now = epochs(&site).await;
+            if !now.iter().flatten().any(|e| *e > before) {
+                violations.push(format!(
+                    "fault {n} ({} of {host}): quorum lost with a working fence and 3 of 5 votes on the survivors' side, and nobody rebuilt (epochs {now:?}, newest before {before})",
+                    f.kind.name()
+                ));
+            }
         }
         for (i, wrongly) in &refenced {
             let name = &site.hosts[*i].name;
