@@ -530,8 +530,8 @@ impl Watch {
 
 #[derive(Debug, Clone, Copy)]
 #[allow(dead_code)] // `member` and `term` are read through Debug in violation messages.
-struct Status {
-    cluster: u64,
+pub(crate) struct Status {
+    pub(crate) cluster: u64,
     member: u64,
     leader: u64,
     term: u64,
@@ -544,12 +544,12 @@ impl Status {
     /// and keeps naming the last leader it heard of after that leader is
     /// gone (a standby left running beside a rebuilt cluster did, and was
     /// counted as a second live cluster).
-    fn proves_leader(&self) -> bool {
+    pub(crate) fn proves_leader(&self) -> bool {
         self.leader != 0 && (self.leader == self.member || !self.is_learner)
     }
 }
 
-async fn status(url: &str) -> Option<Status> {
+pub(crate) async fn status(url: &str) -> Option<Status> {
     let o = edgeplane::sim::certs::etcd_options(url)
         .with_connect_timeout(Duration::from_millis(300))
         .with_timeout(Duration::from_millis(500));

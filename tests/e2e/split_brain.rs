@@ -526,3 +526,181 @@ fn two_hosts_and_a_witness_rebuild_on_the_witness_side_and_lose_at_most_the_self
         Ok(())
     })
 }
+
+/// Found by the long campaign (seed 2026120401, fault 107; issue 16): a
+/// quorum loss whose lost voters come back while the survivors fence.
+///
+/// 5 hosts: voters A, B, C, the standby S, the spare P. P's agent dies and
+/// B and C lose power together: the survivors (A, S) hold 2 of 5 votes and
+/// rightly wait. Then P's agent returns: 3 of 5 votes, so the freshest
+/// survivor decides a rebuild and starts fencing B and C, one at a time (the
+/// fence here takes 4 s, as a BMC does). B and C power on meanwhile, their
+/// etcd slow to serve. B is fenced; C's agent answers now and names the
+/// rebuilder the freshest, and no leader shows yet, so before
+/// the fix the post-check still said "rebuild" (a voter that answers was
+/// taken to have agreed) and the rebuilder made a new cluster while A and
+/// C, two of the three old voters, both unfenced, served the old one
+/// again: two clusters with leaders at once. Agreeing is not stopping: the
+/// old voters left unfenced must be a minority of the old voters.
+#[test]
+fn lost_voters_that_return_during_the_fence_never_leave_two_clusters() -> anyhow::Result<()> {
+    rt().block_on(async {
+        let mut spec = SiteSpec::new(5, 3, edgeplane_bin());
+        spec.extra_toml.push_str(
+            "\n[recovery]\nquorum_loss_policy = \"fenced\"\nfence_command = [\"{root}/fence-slow.sh\", \"{host}\"]\nquorum_loss_window = \"2s\"\n",
+        );
+        let mut site = LocalSite::create(spec, false)?;
+        let slow = site.root.join("fence-slow.sh");
+        std::fs::write(
+            &slow,
+            format!("#!/bin/sh\nsleep 4\nexec {}/fence.sh \"$1\"\n", site.root.display()),
+        )?;
+        std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        for i in 0..5 {
+            site.start_agent(i)?;
+        }
+        assert!(
+            site.wait_full_strength(1, HANG).await,
+            "site did not bootstrap; logs in {}",
+            site.root.display()
+        );
+        let (voters, learners) = site.roles().await.unwrap_or_default();
+        let spare = (0..5)
+            .find(|i| !voters.contains(i) && !learners.contains(i))
+            .ok_or_else(|| anyhow::anyhow!("no spare: {voters:?} {learners:?}"))?;
+        let (b, c) = (voters[1], voters[2]);
+        let mut writer = Writer::start(site.client_urls(), "returning");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        site.kill_agent(spare);
+        site.kill_host(b);
+        site.kill_host(c);
+        // Detection, the 2 s window and the self-fence of the lone voter.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let epoch = |d: &serde_json::Value| d.get("epoch").and_then(|e| e.as_u64());
+        for i in (0..5).filter(|i| ![spare, b, c].contains(i)) {
+            let doc = site.agent_status(i).await;
+            assert_eq!(
+                doc.as_ref().and_then(epoch),
+                Some(0),
+                "2 of 5 votes: nobody rebuilds yet; logs in {}",
+                site.root.display()
+            );
+        }
+
+        // The spare returns: 3 of 5 votes. Once a survivor fences, the lost
+        // voters power on.
+        let healed = std::time::Instant::now();
+        site.start_agent(spare)?;
+        let mut fencing = false;
+        while !fencing && healed.elapsed() < Duration::from_secs(15) {
+            for i in 0..5 {
+                if let Some(d) = site.agent_status(i).await {
+                    fencing |= d
+                        .pointer("/recovery/state")
+                        .and_then(|s| s.as_str())
+                        .is_some_and(|s| s.starts_with("fencing"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            fencing,
+            "3 of 5 votes: a survivor fences the lost voters; logs in {}",
+            site.root.display()
+        );
+        site.start_agent(b)?;
+        site.start_agent(c)?;
+        // B's and C's etcd are slow to come back (a disk or a machine under
+        // load: in the campaign the old cluster took 8 s to elect): each
+        // etcd they start is stopped as soon as it runs, until a survivor
+        // has started rebuilding (or 30 s). C's agent answers and votes
+        // meanwhile, and no leader shows when the rebuilder looks again
+        // after fencing B.
+        let back = std::time::Instant::now();
+        let mut stopped: Vec<i32> = Vec::new();
+        let mut resume_at: Option<std::time::Instant> = None;
+        let urls = site.client_urls();
+        let mut split = Vec::new();
+        let mut last_look = std::time::Instant::now() - Duration::from_secs(1);
+        while back.elapsed() < Duration::from_secs(60) {
+            let now = std::time::Instant::now();
+            match resume_at {
+                Some(t) if now >= t => {
+                    for pid in stopped.drain(..) {
+                        edgeplane::sim::signal(pid, nix::sys::signal::Signal::SIGCONT);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    for h in [b, c] {
+                        if let Some(pid) = site.hosts[h].etcd_pid().filter(|p| !stopped.contains(p)) {
+                            edgeplane::sim::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                            stopped.push(pid);
+                        }
+                    }
+                    if back.elapsed() > Duration::from_secs(30) {
+                        resume_at = Some(now);
+                    } else if now.duration_since(last_look) >= Duration::from_millis(500) {
+                        last_look = now;
+                        for i in 0..5 {
+                            let rebuilding = site.agent_status(i).await.is_some_and(|d| {
+                                d.pointer("/recovery/state")
+                                    .and_then(|s| s.as_str())
+                                    .is_some_and(|s| s.starts_with("rebuilding"))
+                            });
+                            if rebuilding {
+                                resume_at = Some(now + Duration::from_secs(2));
+                            }
+                        }
+                    }
+                }
+            }
+            // Two clusters with leaders at the same moment is the split brain.
+            let mut leaders = std::collections::HashSet::new();
+            let mut seen = Vec::new();
+            for (i, u) in urls.iter().enumerate() {
+                if let Some(st) = crate::chaos::status(u).await {
+                    if st.proves_leader() {
+                        leaders.insert(st.cluster);
+                    }
+                    seen.push((i, st));
+                }
+            }
+            if leaders.len() > 1 && split.len() < 5 {
+                split.push(format!(
+                    "{:.1} s after the spare returned: {seen:?}",
+                    healed.elapsed().as_secs_f64()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for pid in stopped.drain(..) {
+            edgeplane::sim::signal(pid, nix::sys::signal::Signal::SIGCONT);
+        }
+        // Whatever a fence powered off comes back, as an operator would.
+        for i in 0..5 {
+            if site.powered_off(i) {
+                site.power_on(i)?;
+            }
+        }
+        let whole = site.wait_full_strength(1, HANG * 2).await;
+        writer.stop().await;
+        let after_heal = writer.sent_and_acked_within(healed..std::time::Instant::now());
+        let lost = writer.lost(&site.client_urls()).await.unwrap_or(usize::MAX);
+        eprintln!(
+            "returning voters: split {split:?}; {after_heal} writes acknowledged after the spare returned, \
+             {lost} of {} lost; whole again: {whole}",
+            writer.acked_count()
+        );
+        assert!(
+            split.is_empty(),
+            "two clusters with leaders at once: {split:#?}; logs in {}",
+            site.root.display()
+        );
+        assert!(whole, "the site is whole again; logs in {}", site.root.display());
+        assert!(after_heal > 0, "writes were acknowledged after the heal ({after_heal})");
+        assert_eq!(lost, 0, "no acknowledged write lost; logs in {}", site.root.display());
+        Ok(())
+    })
+}

@@ -479,6 +479,11 @@ fn wait_sentence(
             Some(why) => format!("waiting: {why}; retrying in 30 s"),
             None => "waiting before the next recovery attempt".into(),
         },
+        Wait::OldQuorumUnfenced(hosts) => format!(
+            "waiting: old voters that answer ({}) are a quorum of the old cluster and could serve it again \
+             beside a rebuild; waiting for the old cluster to return (or for an operator, who powers them off first)",
+            hosts.join(", ")
+        ),
         Wait::NoVoteMajority { votes, needed, of } => format!(
             "waiting: no strict majority of votes: {} of {of} configured nodes name this host the freshest ({}), \
              an automatic rebuild needs {needed}; the nodes it cannot see may be a live majority across a network cut. \

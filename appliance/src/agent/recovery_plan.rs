@@ -141,6 +141,10 @@ pub enum Wait {
     OthersDisagree(Vec<String>),
     /// The last automatic attempt failed; waiting before the next.
     BackingOff,
+    /// Old voters that answer (so are not fenced) are a quorum of the old
+    /// cluster: agreeing to a rebuild does not stop their etcd, and they
+    /// could serve the old cluster again beside the new one.
+    OldQuorumUnfenced(Vec<String>),
     /// This host and the agents that name it the freshest are not a strict
     /// majority of the configured nodes: the nodes it cannot see may be a
     /// live majority on the other side of a cut.
@@ -165,6 +169,7 @@ pub enum WaitReason {
     NotSettled,
     OthersDisagree,
     BackingOff,
+    OldQuorumUnfenced,
     NoVoteMajority,
 }
 
@@ -178,6 +183,7 @@ impl Wait {
             Wait::NotSettled => WaitReason::NotSettled,
             Wait::OthersDisagree(_) => WaitReason::OthersDisagree,
             Wait::BackingOff => WaitReason::BackingOff,
+            Wait::OldQuorumUnfenced(_) => WaitReason::OldQuorumUnfenced,
             Wait::NoVoteMajority { .. } => WaitReason::NoVoteMajority,
         }
     }
@@ -407,7 +413,7 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
     }
     // Every voter that is not this host and does not answer (and so cannot
     // agree) is fenced; one that answers has agreed (checked above).
-    let fence = known
+    let fence: Vec<String> = known
         .iter()
         .filter(|name| **name != me.name)
         // Memberships come from etcd, which never lists a witness; should a
@@ -416,6 +422,22 @@ pub fn decide_rebuild(v: &RebuildView) -> RebuildDecision {
         .filter(|name| !v.hosts.iter().any(|h| &h.name == *name && h.answers()))
         .cloned()
         .collect();
+    // Agreeing is not stopping: an old voter that answers keeps (or starts)
+    // its etcd in the old cluster. The old voters left unfenced, this host
+    // aside (the rebuild takes it out of the old cluster), must be too few
+    // to elect a leader there, or the old cluster can come back beside the
+    // new one. (The long campaign found it: lost voters powered on while
+    // the survivors fenced the first of them; the second one answered and
+    // agreed, the post-check then rebuilt, and the two unfenced old voters
+    // elected a leader of the old cluster.)
+    let unfenced: Vec<String> = known
+        .iter()
+        .filter(|name| **name != me.name && !fence.contains(name))
+        .cloned()
+        .collect();
+    if unfenced.len() >= majority(known.len()) {
+        return RebuildDecision::Wait(Wait::OldQuorumUnfenced(unfenced));
+    }
     Rebuild {
         fence,
         votes,
@@ -597,6 +619,57 @@ mod tests {
         w.role = NodeRole::Witness;
         assert_eq!(freshest(&[w, s("b", 1, 1)]), Some(1));
     }
+    /// The long campaign's split brain (seed 2026120401, fault 107): voters
+    /// h1, h2, h3; h4 the standby and the freshest; h5 the spare. h2 and h3
+    /// were lost, h4 fenced h2, and h3 came back meanwhile, answering and
+    /// naming h4 the freshest. The old voters left unfenced (h1, h3) are a
+    /// quorum of the old cluster: no rebuild. With h3 still silent, it is
+    /// fenced too, and h4 rebuilds.
+    #[test]
+    fn never_rebuilds_while_the_unfenced_old_voters_are_a_quorum() {
+        let s = |name: &str, answers: bool| Survivor {
+            name: name.into(),
+            applied_index: answers.then_some(10),
+            commit_index: answers.then_some(10),
+            agent_answers: answers,
+            names_freshest: (answers && name != "h4").then(|| "h4".into()),
+            ..Survivor::default()
+        };
+        let view = |h3_answers: bool| RebuildView {
+            policy: QuorumLossPolicy::Fenced,
+            quorum: Quorum::Lost,
+            me: 3,
+            hosts: vec![
+                s("h1", true),
+                s("h2", false),
+                s("h3", h3_answers),
+                Survivor {
+                    applied_index: Some(12),
+                    commit_index: Some(12),
+                    ..s("h4", true)
+                },
+                s("h5", true),
+            ],
+            known_voters: Some(vec!["h1".into(), "h2".into(), "h3".into()]),
+            have_data: true,
+            freshest_streak: 2,
+            backing_off: false,
+            request: None,
+        };
+        assert_eq!(
+            decide_rebuild(&view(true)),
+            RebuildDecision::Wait(Wait::OldQuorumUnfenced(vec!["h1".into(), "h3".into()]))
+        );
+        assert_eq!(
+            decide_rebuild(&view(false)),
+            RebuildDecision::Rebuild {
+                fence: vec!["h2".into(), "h3".into()],
+                votes: vec!["h1".into(), "h4".into(), "h5".into()],
+                operator: false,
+            }
+        );
+    }
+
     use proptest::prelude::*;
 
     /// Hosts as seen by host `me`; a survivor that answers names `me` as
@@ -739,6 +812,12 @@ mod tests {
                     }
                 }
                 prop_assert!(!fence.contains(me), "never fences itself");
+                // The old cluster cannot elect again: the old voters left
+                // unfenced (this host aside) are fewer than its quorum.
+                let known = known.into_iter().flatten().collect::<Vec<_>>();
+                let unfenced = known.iter().filter(|k| **k != me && !fence.contains(k)).count();
+                prop_assert!(unfenced < majority(known.len()),
+                    "{} of {} old voters left unfenced: {:?}", unfenced, known.len(), v);
                 // A witness is never the source and never fenced; its vote
                 // counts like any other.
                 prop_assert!(!v.hosts[v.me].is_witness(), "a witness never rebuilds: {:?}", v);
