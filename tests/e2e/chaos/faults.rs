@@ -867,6 +867,25 @@ fn from_host(command: &str) -> Option<&str> {
 /// campaign runs it as the operator would, on the host it names (in that
 /// host's network namespace), then powers the two on after `down` and,
 /// once the site is at full strength, switches it back to `fenced`.
+/// Waits for the site to be whole under policy `manual`, where no host may
+/// be fenced (one that was is a violation, and powered on again).
+async fn whole_under_manual(
+    site: &mut LocalSite,
+    book: &mut cm::ShedBook,
+    n: usize,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let (_, fenced) =
+        super::wait_full_strength(site, book, super::FULL_STRENGTH_BOUND, &[]).await?;
+    for (h, _) in fenced {
+        violations.push(format!(
+            "fault {n}: {} was fenced under policy manual",
+            site.hosts[h].name
+        ));
+    }
+    Ok(())
+}
+
 /// Returns the note and the instant of the kill.
 #[allow(clippy::too_many_arguments)]
 pub async fn quorum_loss_manual(
@@ -884,14 +903,7 @@ pub async fn quorum_loss_manual(
     if fenced {
         switch_policy(site, &all, FENCED_LINE, MANUAL_LINE, kill_windows, book).await?;
         // The restarted agents see the site whole again before the loss.
-        let (_, fenced) =
-            super::wait_full_strength(site, book, super::FULL_STRENGTH_BOUND, &[]).await?;
-        for (h, _) in fenced {
-            violations.push(format!(
-                "fault {n}: {} was fenced under policy manual",
-                site.hosts[h].name
-            ));
-        }
+        whole_under_manual(site, book, n, violations).await?;
     }
     let voters = voters_now(site, roles).await;
     anyhow::ensure!(voters.len() >= 2, "fewer than two voters seen: {voters:?}");
@@ -996,14 +1008,7 @@ pub async fn quorum_loss_manual(
         site.start_agent(v)?;
     }
     if fenced {
-        let (_, off) =
-            super::wait_full_strength(site, book, super::FULL_STRENGTH_BOUND, &[]).await?;
-        for (h, _) in off {
-            violations.push(format!(
-                "fault {n}: {} was fenced under policy manual",
-                site.hosts[h].name
-            ));
-        }
+        whole_under_manual(site, book, n, violations).await?;
         switch_policy(site, &all, MANUAL_LINE, FENCED_LINE, kill_windows, book).await?;
     }
     note.push_str(&format!(
