@@ -547,6 +547,13 @@ impl Status {
     pub(crate) fn proves_leader(&self) -> bool {
         self.leader != 0 && (self.leader == self.member || !self.is_learner)
     }
+
+    /// Whether this member says it is the leader itself. A follower's word
+    /// can be stale: a member resumed after a pause names the leader it
+    /// last heard of until its election timeout.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leader != 0 && self.leader == self.member
+    }
 }
 
 pub(crate) async fn status(url: &str) -> Option<Status> {
