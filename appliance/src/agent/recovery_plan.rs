@@ -619,6 +619,35 @@ mod tests {
         w.role = NodeRole::Witness;
         assert_eq!(freshest(&[w, s("b", 1, 1)]), Some(1));
     }
+    /// An etcd host as `h4` sees it: its etcd's index (`None`: no answer)
+    /// and whom its agent names the freshest (`None`: no answer).
+    fn host(name: &str, applied: Option<u64>, names: Option<&str>) -> Survivor {
+        Survivor {
+            name: name.into(),
+            role: NodeRole::Etcd,
+            applied_index: applied,
+            commit_index: applied,
+            agent_answers: names.is_some(),
+            names_freshest: names.map(str::to_string),
+        }
+    }
+
+    /// A 5-host site after a quorum loss, seen by `h4` (index 3): voters h1,
+    /// h2, h3; h4 the standby; h5 the spare; policy fenced, settled.
+    fn five_hosts(hosts: Vec<Survivor>) -> RebuildView {
+        RebuildView {
+            policy: QuorumLossPolicy::Fenced,
+            quorum: Quorum::Lost,
+            me: 3,
+            hosts,
+            known_voters: Some(vec!["h1".into(), "h2".into(), "h3".into()]),
+            have_data: true,
+            freshest_streak: 2,
+            backing_off: false,
+            request: None,
+        }
+    }
+
     /// The long campaign's split brain (seed 2026120401, fault 107): voters
     /// h1, h2, h3; h4 the standby and the freshest; h5 the spare. h2 and h3
     /// were lost, h4 fenced h2, and h3 came back meanwhile, answering and
@@ -627,34 +656,18 @@ mod tests {
     /// fenced too, and h4 rebuilds.
     #[test]
     fn never_rebuilds_while_the_unfenced_old_voters_are_a_quorum() {
-        let s = |name: &str, answers: bool| Survivor {
-            name: name.into(),
-            applied_index: answers.then_some(10),
-            commit_index: answers.then_some(10),
-            agent_answers: answers,
-            names_freshest: (answers && name != "h4").then(|| "h4".into()),
-            ..Survivor::default()
-        };
-        let view = |h3_answers: bool| RebuildView {
-            policy: QuorumLossPolicy::Fenced,
-            quorum: Quorum::Lost,
-            me: 3,
-            hosts: vec![
-                s("h1", true),
-                s("h2", false),
-                s("h3", h3_answers),
-                Survivor {
-                    applied_index: Some(12),
-                    commit_index: Some(12),
-                    ..s("h4", true)
+        let view = |h3_answers: bool| {
+            five_hosts(vec![
+                host("h1", Some(10), Some("h4")),
+                host("h2", None, None),
+                if h3_answers {
+                    host("h3", Some(10), Some("h4"))
+                } else {
+                    host("h3", None, None)
                 },
-                s("h5", true),
-            ],
-            known_voters: Some(vec!["h1".into(), "h2".into(), "h3".into()]),
-            have_data: true,
-            freshest_streak: 2,
-            backing_off: false,
-            request: None,
+                host("h4", Some(12), Some("h4")),
+                host("h5", None, Some("h4")),
+            ])
         };
         assert_eq!(
             decide_rebuild(&view(true)),
@@ -1160,34 +1173,16 @@ mod tests {
     /// rebuilt too. A survivor whose agent answers still has a say.
     #[test]
     fn a_survivor_whose_agent_answers_but_etcd_does_not_still_has_a_say() {
-        let host = |name: &str, applied: Option<u64>, names: Option<&str>| Survivor {
-            name: name.into(),
-            role: NodeRole::Etcd,
-            applied_index: applied,
-            commit_index: applied,
-            agent_answers: names.is_some(),
-            names_freshest: names.map(str::to_string),
-        };
         // h1, h2: powered off. h3: rebuilding, its etcd stopped, its agent
         // names itself. h4: this host. h5: a spare (no etcd data) whose
         // agent names h4.
-        let mut v = RebuildView {
-            policy: QuorumLossPolicy::Fenced,
-            quorum: Quorum::Lost,
-            me: 3,
-            hosts: vec![
-                host("h1", None, None),
-                host("h2", None, None),
-                host("h3", None, Some("h3")),
-                host("h4", Some(9), Some("h4")),
-                host("h5", None, Some("h4")),
-            ],
-            known_voters: Some(vec!["h1".into(), "h2".into(), "h3".into()]),
-            have_data: true,
-            freshest_streak: 2,
-            backing_off: false,
-            request: None,
-        };
+        let mut v = five_hosts(vec![
+            host("h1", None, None),
+            host("h2", None, None),
+            host("h3", None, Some("h3")),
+            host("h4", Some(9), Some("h4")),
+            host("h5", None, Some("h4")),
+        ]);
         assert_eq!(
             decide_rebuild(&v),
             RebuildDecision::Wait(Wait::OthersDisagree(vec!["h3".into()]))
