@@ -91,7 +91,7 @@ fn lookup(e: &edgeplane_config::Explained, key: &str) -> Result<Option<String>, 
     let entry = e.entries.iter().find(|x| x.key == key).ok_or_else(|| {
         format!("no key {key} (`edgeplane config check --explain` lists every key)")
     })?;
-    Ok((entry.value != "(none)").then(|| entry.value.clone()))
+    Ok(entry.is_set().then(|| entry.value.clone()))
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ use crate::units::format_bytes;
 pub const REDACTED_KEYS: &[&str] = &[];
 
 const REDACTED: &str = "<redacted>";
+/// How a value that is not set (an absent optional key) is written.
+const UNSET: &str = "(none)";
 
 /// Where a resolved value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,13 @@ pub struct Entry {
     /// durations humantime, `*_bytes` with a binary unit where exact).
     pub value: String,
     pub source: Source,
+}
+
+impl Entry {
+    /// Whether the key has a value (an optional key may be unset).
+    pub fn is_set(&self) -> bool {
+        self.value != UNSET
+    }
 }
 
 /// The resolved config, flattened with provenance.
@@ -206,7 +215,7 @@ fn walk_table(v: &Value, prefix: &str, schema: &raw::Table, emit: &mut dyn FnMut
 
 fn render(last_key: &str, v: &Value) -> String {
     match v {
-        Value::Null => "(none)".to_string(),
+        Value::Null => UNSET.to_string(),
         Value::String(s) => s.clone(),
         Value::Number(n) if last_key.ends_with("_bytes") => match n.as_u64() {
             Some(b) => format_bytes(b),
